@@ -1,0 +1,37 @@
+"""DVC stage `fetch`: put the four verified Fashion-MNIST IDX files into data/raw/."""
+
+import logging
+
+import click
+
+from softmax_regression.params import load_params
+from softmax_regression.sources import fetch_fashion_mnist
+
+from . import paths
+from ._cli import params_option, stage_main
+
+log = logging.getLogger(__name__)
+
+
+@click.command(help=__doc__ + "\n\nSources, in order: data/raw/ if already verified, data.system_dir "
+               "(Debian's dataset-fashion-mnist), data.local_dir, then data.mirrors. Every file is "
+               "checked against the SHA-256 of the official decompressed release.")
+@params_option
+@click.option("--no-progress", is_flag=True, help="Hide download progress bars.")
+@stage_main("fetch")
+def main(params_path: str, no_progress: bool) -> None:
+    data = load_params(params_path)["data"]
+    result = fetch_fashion_mnist(
+        paths.RAW_DIR,
+        system_dir=data["system_dir"],
+        local_dir=data["local_dir"],
+        mirrors=data["mirrors"],
+        timeout=data["timeout"],
+        retries=data["retries"],
+        progress=not no_progress,
+    )
+    log.info("data/raw/ holds verified Fashion-MNIST from %s", result.source)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""Where each stage reads and writes, relative to the project root (DVC runs stages from there)."""
+
+from pathlib import Path
+
+PARAMS = Path("params.yaml")
+
+RAW_DIR = Path("data/raw")
+PROCESSED_DIR = Path("data/processed")
+DATA_REPORT_DIR = Path("reports/data")
+STATS_JSON = DATA_REPORT_DIR / "stats.json"
+PREVIEW_PNG = DATA_REPORT_DIR / "preview.png"
+
+MODELS_DIR = Path("models")
+TRAIN_REPORT_DIR = Path("reports/train")
+EVAL_DIR = Path("reports/eval")
+REPORT_DIR = Path("reports/report")
+
+
+def model_path(kind: str) -> Path:
+    return MODELS_DIR / f"{kind}.pt"
+
+
+def history_csv(kind: str) -> Path:
+    return TRAIN_REPORT_DIR / f"{kind}_history.csv"
+
+
+def curves_png(kind: str) -> Path:
+    return TRAIN_REPORT_DIR / f"{kind}_curves.png"

@@ -1,0 +1,13 @@
+"""Softmax regression on Fashion-MNIST, after Dive into Deep Learning (chapter 3).
+
+The library knows nothing of DVC: ``pipeline/`` holds one thin command per
+stage that reads params.yaml and calls in here.
+"""
+
+CLASS_NAMES = (
+    "t-shirt", "trouser", "pullover", "dress", "coat",
+    "sandal", "shirt", "sneaker", "bag", "ankle boot",
+)
+"""Text labels of the ten classes, in label order (as in the chapter's get_fashion_mnist_labels)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,158 @@
+"""Reading and validating ``params.yaml``.
+
+Every stage validates the whole file before it does any work, so a typo in a
+key another stage reads still stops the pipeline at its first stage, with one
+line naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+
+class ParamsError(ValueError):
+    """params.yaml holds an unknown key, a wrong type or an out-of-range value."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    default: Any
+    allowed: str
+    check: Callable[[Any], bool]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def _int_at_least(low: int) -> Callable[[Any], bool]:
+    return lambda v: _is_int(v) and v >= low
+
+
+def _positive_number(v: Any) -> bool:
+    return _is_number(v) and v > 0
+
+
+def _non_negative_number(v: Any) -> bool:
+    return _is_number(v) and v >= 0
+
+
+def _optional_str(v: Any) -> bool:
+    return v is None or (isinstance(v, str) and v != "")
+
+
+def _url_list(v: Any) -> bool:
+    return isinstance(v, list) and all(
+        isinstance(u, str) and u.startswith(("http://", "https://")) for u in v
+    )
+
+
+def _non_empty_str(v: Any) -> bool:
+    return isinstance(v, str) and v.strip() != ""
+
+
+SCHEMA: dict[str, dict[str, Rule]] = {
+    "data": {
+        "system_dir": Rule("/usr/share/datasets/fashion-mnist", "a directory path or null", _optional_str),
+        "local_dir": Rule(None, "a directory path or null", _optional_str),
+        "mirrors": Rule([], "a list of http(s) base URLs", _url_list),
+        "timeout": Rule(30, "a number of seconds > 0", _positive_number),
+        "retries": Rule(2, "an integer >= 0", _int_at_least(0)),
+        "resize": Rule(None, "null or an integer side length between 4 and 224",
+                       lambda v: v is None or (_is_int(v) and 4 <= v <= 224)),
+        "val_size": Rule(5000, "an integer between 0 and 30000",
+                         lambda v: _is_int(v) and 0 <= v <= 30000),
+        "seed": Rule(0, "an integer >= 0", _int_at_least(0)),
+    },
+    "train": {
+        "epochs": Rule(10, "an integer >= 1", _int_at_least(1)),
+        "batch_size": Rule(256, "an integer >= 1", _int_at_least(1)),
+        "lr": Rule(0.1, "a number > 0", _positive_number),
+        "weight_decay": Rule(0.0, "a number >= 0", _non_negative_number),
+        "init_std": Rule(0.01, "a number > 0", _positive_number),
+        "seed": Rule(0, "an integer >= 0", _int_at_least(0)),
+        "device": Rule("auto", "one of auto, cpu, cuda", lambda v: v in ("auto", "cpu", "cuda")),
+    },
+    "evaluate": {
+        "baseline": Rule(True, "true or false", lambda v: isinstance(v, bool)),
+        "baseline_max_iter": Rule(100, "an integer between 1 and 10000",
+                                  lambda v: _is_int(v) and 1 <= v <= 10000),
+        "baseline_C": Rule(1.0, "a number > 0", _positive_number),
+    },
+    "report": {
+        "n_images": Rule(18, "an integer between 1 and 100", lambda v: _is_int(v) and 1 <= v <= 100),
+        "n_mistakes": Rule(18, "an integer between 1 and 100", lambda v: _is_int(v) and 1 <= v <= 100),
+    },
+    "tracking": {
+        "experiment": Rule("fashion-mnist-softmax", "a non-empty string", _non_empty_str),
+        "registered_model": Rule("fashion-mnist-softmax", "a non-empty string", _non_empty_str),
+    },
+}
+
+
+def validate_params(raw: Any) -> dict[str, dict[str, Any]]:
+    """Return the params with defaults filled in, or raise ParamsError on the first bad entry."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"params must be a mapping of sections, got {type(raw).__name__}")
+    for section in raw:
+        if section not in SCHEMA:
+            raise ParamsError(
+                f"unknown params section {section!r}; allowed: {', '.join(SCHEMA)}"
+            )
+    params: dict[str, dict[str, Any]] = {}
+    for section, rules in SCHEMA.items():
+        given = raw.get(section) or {}
+        if not isinstance(given, dict):
+            raise ParamsError(f"params section {section!r} must be a mapping, got {given!r}")
+        for key in given:
+            if key not in rules:
+                raise ParamsError(
+                    f"unknown params key {section}.{key}; allowed in {section}: {', '.join(rules)}"
+                )
+        values = {}
+        for key, rule in rules.items():
+            value = given.get(key, rule.default)
+            if not rule.check(value):
+                raise ParamsError(
+                    f"params key {section}.{key} is {value!r}; expected {rule.allowed}"
+                )
+            values[key] = value
+        params[section] = values
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, dict[str, Any]]:
+    """Read and validate a params file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ParamsError(f"params file {path} not found") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
+        raise ParamsError(f"params file {path} is not valid YAML: {first}") from None
+    return validate_params(raw)
+
+
+def flatten_params(params: dict[str, dict[str, Any]], sections: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Flat dotted keys (``train.lr``) as MLflow and DVC name them."""
+    flat = {}
+    for section, values in params.items():
+        if sections is not None and section not in sections:
+            continue
+        for key, value in values.items():
+            flat[f"{section}.{key}"] = value
+    return flat

@@ -1,0 +1,184 @@
+"""Where Fashion-MNIST comes from, and proof that what we got is the real thing.
+
+Sources are tried in a fixed order (already fetched, the Debian system copy,
+a directory of the user's, then download mirrors). Every file is checked by
+the SHA-256 of its *decompressed* bytes: Debian recompresses the official
+``.gz`` files, so their gzip bytes differ while the content is identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .atomic import atomic_dir
+from .idx import IdxError, decompress_if_gzip, read_maybe_gzip
+
+log = logging.getLogger(__name__)
+
+RAW_SHA256 = {
+    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+"""SHA-256 of the four decompressed IDX files of the official release."""
+
+HOW_TO_GET_DATA = (
+    "install the system copy with `apt-get install -y dataset-fashion-mnist`, or set "
+    "data.local_dir in params.yaml to a directory holding the four Fashion-MNIST IDX files (.gz or not)"
+)
+
+
+class DataSourceError(RuntimeError):
+    """No source could provide verified Fashion-MNIST files."""
+
+
+class SourceFailed(Exception):
+    """One source could not provide the files; the next one is tried."""
+
+
+@dataclass
+class FetchResult:
+    source: str
+    """Which source provided the files."""
+    skipped: list[str] = field(default_factory=list)
+    """Why each earlier source was passed over."""
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def verified(name: str, content: bytes, origin: str) -> bytes:
+    """``content`` if its SHA-256 is the official one for ``name``, else SourceFailed."""
+    digest = sha256_hex(content)
+    if digest != RAW_SHA256[name]:
+        raise SourceFailed(f"{origin}: {name} has SHA-256 {digest[:12]}..., expected {RAW_SHA256[name][:12]}...")
+    return content
+
+
+def read_directory(directory: str | Path) -> dict[str, bytes]:
+    """The four verified files from a directory holding them plain or gzipped."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise SourceFailed(f"{directory}: no such directory")
+    files = {}
+    for name in RAW_SHA256:
+        candidates = [directory / name, directory / f"{name}.gz"]
+        path = next((p for p in candidates if p.is_file()), None)
+        if path is None:
+            raise SourceFailed(f"{directory}: {name}[.gz] missing")
+        try:
+            content = read_maybe_gzip(path)
+        except IdxError as exc:
+            raise SourceFailed(str(exc)) from None
+        files[name] = verified(name, content, str(directory))
+    return files
+
+
+def download(url: str, timeout: float, retries: int, progress: bool = True) -> bytes:
+    """The body of ``url``; network errors are retried ``retries`` times, a 4xx is not."""
+    last_error = "no attempt"
+    for attempt in range(1 + retries):
+        if attempt:
+            time.sleep(min(0.5 * 2 ** (attempt - 1), 5.0))
+            log.info("retrying %s (attempt %d of %d)", url, attempt + 1, 1 + retries)
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                length = response.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
+                chunks = []
+                with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1],
+                          disable=not progress, leave=False) as bar:
+                    while chunk := response.read(1 << 16):
+                        chunks.append(chunk)
+                        bar.update(len(chunk))
+                body = b"".join(chunks)
+                if total is not None and len(body) != total:
+                    raise OSError(f"truncated: got {len(body)} of {total} bytes")
+                return body
+        except urllib.error.HTTPError as exc:
+            last_error = f"HTTP {exc.code}"
+            if 400 <= exc.code < 500:
+                break
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            last_error = f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__
+    raise SourceFailed(f"{url}: {last_error}")
+
+
+def read_mirror(base_url: str, timeout: float, retries: int, progress: bool = True) -> dict[str, bytes]:
+    """The four verified files downloaded from a mirror of the official ``.gz`` files."""
+    base = base_url if base_url.endswith("/") else base_url + "/"
+    files = {}
+    for name in RAW_SHA256:
+        url = f"{base}{name}.gz"
+        body = download(url, timeout=timeout, retries=retries, progress=progress)
+        try:
+            content = decompress_if_gzip(body, url)
+        except IdxError as exc:
+            raise SourceFailed(str(exc)) from None
+        files[name] = verified(name, content, url)
+    return files
+
+
+def raw_is_complete(raw_dir: str | Path) -> bool:
+    """Whether ``raw_dir`` already holds the four verified, decompressed files."""
+    raw_dir = Path(raw_dir)
+    for name, digest in RAW_SHA256.items():
+        path = raw_dir / name
+        if not path.is_file() or sha256_hex(path.read_bytes()) != digest:
+            return False
+    return True
+
+
+def fetch_fashion_mnist(
+    raw_dir: str | Path,
+    system_dir: str | None,
+    local_dir: str | None,
+    mirrors: list[str],
+    timeout: float = 30,
+    retries: int = 2,
+    progress: bool = True,
+) -> FetchResult:
+    """Put the four verified, decompressed IDX files into ``raw_dir``, from the first source that has them.
+
+    ``raw_dir`` is replaced as a whole or not at all.
+    """
+    raw_dir = Path(raw_dir)
+    if raw_is_complete(raw_dir):
+        return FetchResult(source=f"{raw_dir} (already fetched)")
+    skipped = [f"{raw_dir}: not fetched yet"]
+    attempts: list[tuple[str, object]] = []
+    attempts.append((f"system copy {system_dir}" if system_dir else "system copy (data.system_dir unset)",
+                     (lambda: read_directory(system_dir)) if system_dir else None))
+    attempts.append((f"data.local_dir {local_dir}" if local_dir else "data.local_dir (unset)",
+                     (lambda: read_directory(local_dir)) if local_dir else None))
+    for mirror in mirrors:
+        attempts.append((f"mirror {mirror}", lambda m=mirror: read_mirror(m, timeout, retries, progress)))
+    for label, attempt in attempts:
+        if attempt is None:
+            skipped.append(f"{label}: not set")
+            continue
+        try:
+            files = attempt()
+        except SourceFailed as exc:
+            log.warning("source skipped: %s", exc)
+            skipped.append(str(exc))
+            continue
+        with atomic_dir(raw_dir) as tmp:
+            for name, content in files.items():
+                (tmp / name).write_bytes(content)
+        log.info("fetched Fashion-MNIST from %s into %s", label, raw_dir)
+        return FetchResult(source=label, skipped=skipped)
+    raise DataSourceError(
+        "no source provided verified Fashion-MNIST (" + "; ".join(skipped) + "): " + HOW_TO_GET_DATA
+    )
