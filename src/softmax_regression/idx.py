@@ -7,6 +7,7 @@ is rejected with a message that names the file and what is wrong with it.
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -52,7 +53,7 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
     if len(data) < header:
         raise IdxError(f"{name}: truncated header, {ndim} dimensions need {header} bytes, got {len(data)}")
     dims = struct.unpack(f">{ndim}I", data[4:header])
-    expected = int(np.prod(dims, dtype=np.int64))
+    expected = math.prod(dims)  # exact: np.prod in int64 wraps for crafted huge dimensions
     got = len(data) - header
     if got != expected:
         raise IdxError(

@@ -112,7 +112,9 @@ def validate_params(raw: Any) -> dict[str, dict[str, Any]]:
             )
     params: dict[str, dict[str, Any]] = {}
     for section, rules in SCHEMA.items():
-        given = raw.get(section) or {}
+        given = raw.get(section)
+        if given is None:  # `train:` with nothing under it; not `train: []` or `train: 0`
+            given = {}
         if not isinstance(given, dict):
             raise ParamsError(f"params section {section!r} must be a mapping, got {given!r}")
         for key in given:

@@ -53,3 +53,28 @@ def image_grid_figure(
     if suptitle:
         fig.suptitle(suptitle, fontsize=11)
     return fig
+
+
+def training_curves_figure(histories: dict[str, Sequence], title: str = "Training curves") -> Figure:
+    """The chapter's animator plot: train loss, train accuracy and validation accuracy against epoch.
+
+    ``histories`` maps a model name to its EpochRecords; several models share
+    the axes, one line style each.
+    """
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.subplots()
+    metric_colors = {"train_loss": "tab:blue", "train_acc": "tab:purple", "val_acc": "tab:green"}
+    styles = ["-", "--", ":", "-."]
+    for i, (name, history) in enumerate(histories.items()):
+        epochs = [r.epoch for r in history]
+        for metric, color in metric_colors.items():
+            label = metric.replace("_", " ") + (f" ({name})" if len(histories) > 1 else "")
+            ax.plot(epochs, [getattr(r, metric) for r in history], styles[i % len(styles)],
+                    color=color, marker="o", markersize=3, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss / accuracy")
+    ax.set_ylim(0.3, 0.95)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, ncols=2 if len(histories) > 1 else 1)
+    ax.set_title(title)
+    return fig

@@ -9,6 +9,7 @@ the SHA-256 of its *decompressed* bytes: Debian recompresses the official
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import time
 import urllib.error
@@ -109,7 +110,7 @@ def download(url: str, timeout: float, retries: int, progress: bool = True) -> b
             last_error = f"HTTP {exc.code}"
             if 400 <= exc.code < 500:
                 break
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", exc)
             last_error = f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__
     raise SourceFailed(f"{url}: {last_error}")

@@ -1,0 +1,54 @@
+"""Softmax regression the concise way: ``nn.Linear``, ``nn.CrossEntropyLoss``, ``torch.optim.SGD``.
+
+PyTorch's cross-entropy takes the logits and does the softmax and the log
+together (log-sum-exp), the stable form the scratch model writes out.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ConciseSoftmaxRegression:
+    """``nn.Sequential(nn.Flatten(), nn.Linear(n_features, n_classes))`` trained by ``torch.optim.SGD``."""
+
+    kind = "concise"
+
+    def __init__(self, W: torch.Tensor, lr: float, weight_decay: float = 0.0, loss: nn.Module | None = None):
+        n_features, n_classes = W.shape
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(n_features, n_classes)).to(W.device)
+        with torch.no_grad():
+            self.net[1].weight.copy_(W.T)  # nn.Linear keeps W as n_classes x n_features
+            self.net[1].bias.zero_()
+        self.loss = loss if loss is not None else nn.CrossEntropyLoss()
+        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=lr, weight_decay=weight_decay)
+
+    def logits(self, X: torch.Tensor) -> torch.Tensor:
+        return self.net(X)
+
+    def train_step(self, X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward, loss, backward, one optimizer step; returns (loss, logits) before the update."""
+        O = self.net(X)
+        loss = self.loss(O, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach(), O.detach()
+
+    def train(self) -> None:
+        self.net.train()
+
+    def eval(self) -> None:
+        self.net.eval()
+
+    def weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(W, b)`` with W as n_features x n_classes, detached, on the CPU."""
+        linear = self.net[1]
+        return linear.weight.detach().T.cpu(), linear.bias.detach().cpu()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.net.load_state_dict(state)

@@ -1,0 +1,168 @@
+"""One training loop for both models: the chapter's ``train_ch3``, without its data-loading cost.
+
+The chapter feeds each epoch through a DataLoader that decodes every image with
+``ToTensor`` in worker processes; the arithmetic of an epoch is tiny next to
+that. Here the whole split is turned into one float tensor once, and a
+minibatch is a row-gather of a seeded permutation of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import CLASS_NAMES
+from .models import SoftmaxRegression
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss blew up: no model is worth writing."""
+
+
+DIVERGENCE_FACTOR = 100.0
+"""An epoch whose mean loss exceeds this many times a uniform guess's (ln of the class count) has diverged.
+
+With the stable log-softmax the loss of a linear model rarely reaches inf: a
+far too large step (lr 1e6) instead scales the logits, and the loss, by
+millions while the argmax still looks plausible. Such a model is garbage all
+the same; a sound run stays below ln(10) = 2.3 after its first epoch.
+"""
+
+
+def check_not_diverged(train_loss: float, epoch: int, kind: str, n_classes: int = len(CLASS_NAMES)) -> None:
+    """Raise TrainingDiverged, naming the epoch, for a NaN, infinite or blown-up mean loss."""
+    limit = DIVERGENCE_FACTOR * math.log(n_classes)
+    if not math.isfinite(train_loss) or train_loss > limit:
+        raise TrainingDiverged(
+            f"training of the {kind} model diverged in epoch {epoch}: mean train loss is {train_loss:.4g} "
+            f"(limit {limit:.0f}, {DIVERGENCE_FACTOR:.0f} x a uniform guess); lower train.lr"
+        )
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_acc: float
+
+
+def to_features(images_uint8: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 pixels ``[N, d]`` to float32 in [0, 1], as ``ToTensor`` does per sample."""
+    return torch.as_tensor(np.ascontiguousarray(images_uint8)).to(device).float().div_(255)
+
+
+def to_labels(labels: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    return torch.from_numpy(labels.astype(np.int64)).to(device)
+
+
+class ShuffledBatches:
+    """Minibatches of a uint8 split in a fresh seeded order each epoch, as float features in [0, 1].
+
+    Each batch is gathered into a reused buffer and scaled there: no per-sample
+    work, no worker processes, no float copy of the whole split.
+    """
+
+    def __init__(self, images_uint8: np.ndarray, labels: np.ndarray, batch_size: int,
+                 generator: torch.Generator, device: torch.device | str = "cpu"):
+        self.images = torch.as_tensor(np.ascontiguousarray(images_uint8)).to(device)
+        self.labels = to_labels(labels, device)
+        self.batch_size, self.generator, self.device = batch_size, generator, device
+        self._pixels = torch.empty((batch_size, self.images.shape[1]), dtype=torch.uint8, device=device)
+        self._features = torch.empty((batch_size, self.images.shape[1]), dtype=torch.float32, device=device)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.labels), generator=self.generator).to(self.device)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            n = len(rows)
+            torch.index_select(self.images, 0, rows, out=self._pixels[:n])
+            features = self._features[:n]
+            features.copy_(self._pixels[:n]).div_(255)
+            yield features, self.labels[rows]
+
+
+def accuracy(model: SoftmaxRegression, X: torch.Tensor, y: torch.Tensor, chunk: int = 16384) -> float:
+    """Fraction of rows whose largest logit is the true class."""
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(X), chunk):
+            correct += int((model.logits(X[start:start + chunk]).argmax(dim=1) == y[start:start + chunk]).sum())
+    return correct / len(X)
+
+
+def train_epoch(model: SoftmaxRegression, batches: ShuffledBatches) -> tuple[float, float]:
+    """One pass over the batches; returns (mean train loss, train accuracy) seen during the pass, as the chapter does."""
+    model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=batches.device)
+    correct = torch.zeros((), dtype=torch.int64, device=batches.device)
+    for X, y in batches:
+        loss, O = model.train_step(X, y)
+        loss_sum += loss * len(y)
+        correct += (O.argmax(dim=1) == y).sum()
+    return float(loss_sum) / len(batches), int(correct) / len(batches)
+
+
+def train(
+    model: SoftmaxRegression,
+    batches: ShuffledBatches,
+    val_X: torch.Tensor,
+    val_y: torch.Tensor,
+    epochs: int,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+    progress: bool = True,
+) -> list[EpochRecord]:
+    """Train for ``epochs``; after each, record train loss / accuracy and validation accuracy.
+
+    Raises TrainingDiverged, naming the epoch, as soon as the loss blows up.
+    """
+    history: list[EpochRecord] = []
+    bar = tqdm(range(1, epochs + 1), desc=f"train {model.kind}", unit="epoch", disable=not progress)
+    for epoch in bar:
+        train_loss, train_acc = train_epoch(model, batches)
+        try:
+            check_not_diverged(train_loss, epoch, model.kind)
+        except TrainingDiverged:
+            bar.close()
+            raise
+        record = EpochRecord(epoch, train_loss, train_acc, accuracy(model, val_X, val_y))
+        history.append(record)
+        bar.set_postfix(loss=f"{train_loss:.3f}", train_acc=f"{train_acc:.3f}", val_acc=f"{record.val_acc:.3f}")
+        log.debug("epoch %s", asdict(record))
+        if on_epoch is not None:
+            on_epoch(record)
+    return history
+
+
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_acc")
+
+
+def history_csv(history: list[EpochRecord]) -> str:
+    """CSV text of a history (DVC plots read it); floats in full ``repr`` precision."""
+    lines = [",".join(HISTORY_COLUMNS)]
+    for r in history:
+        lines.append(f"{r.epoch},{r.train_loss!r},{r.train_acc!r},{r.val_acc!r}")
+    return "\n".join(lines) + "\n"
+
+
+def read_history_csv(text: str) -> list[EpochRecord]:
+    rows = text.strip().splitlines()
+    if not rows or tuple(rows[0].split(",")) != HISTORY_COLUMNS:
+        raise ValueError(f"not a training history: header should be {','.join(HISTORY_COLUMNS)}")
+    records = []
+    for row in rows[1:]:
+        epoch, loss, train_acc, val_acc = row.split(",")
+        records.append(EpochRecord(int(epoch), float(loss), float(train_acc), float(val_acc)))
+    return records

@@ -1,0 +1,192 @@
+"""The chapter's maths in the scratch model, its agreement with the concise one, and the model file."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from softmax_regression.models import (
+    ModelFileError, build_model, initial_weights, load_model, save_model,
+)
+from softmax_regression.models.scratch import cross_entropy, cross_entropy_and_grad, log_softmax, softmax
+from softmax_regression.training import (
+    ShuffledBatches, TrainingDiverged, history_csv, read_history_csv, to_features, to_labels, train, train_epoch,
+)
+
+
+def random_logits(n=64, k=10, scale=5.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, k, generator=g, dtype=torch.float64) * scale, torch.randint(0, k, (n,), generator=g)
+
+
+def test_softmax_rows_sum_to_one():
+    O, _ = random_logits()
+    P = softmax(O)
+    assert torch.all(P > 0)
+    torch.testing.assert_close(P.sum(dim=1), torch.ones(len(O), dtype=O.dtype), rtol=0, atol=1e-12)
+    torch.testing.assert_close(P, torch.softmax(O, dim=1), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("big", [1000.0, -1000.0])
+def test_softmax_and_cross_entropy_stay_finite_for_huge_logits(big):
+    O = torch.tensor([[big, 0.0, -big], [big, big, big], [0.0, big / 2, big]], dtype=torch.float32)
+    y = torch.tensor([0, 1, 2])
+    P = softmax(O)
+    assert torch.isfinite(P).all()
+    torch.testing.assert_close(P.sum(dim=1), torch.ones(3), rtol=0, atol=1e-6)
+    assert torch.isfinite(log_softmax(O)).all()
+    loss = cross_entropy(O, y)
+    assert math.isfinite(loss.item())
+    torch.testing.assert_close(loss, F.cross_entropy(O, y), rtol=0, atol=1e-4)
+    # the chapter's naive softmax overflows right here
+    naive = torch.exp(O) / torch.exp(O).sum(dim=1, keepdim=True)
+    assert not torch.isfinite(naive).all()
+
+
+def test_cross_entropy_by_indexing_matches_torch():
+    O, y = random_logits(n=256, scale=3.0)
+    torch.testing.assert_close(cross_entropy(O, y), F.cross_entropy(O, y), rtol=0, atol=1e-6)
+    loss, _ = cross_entropy_and_grad(O, y)
+    torch.testing.assert_close(loss, F.cross_entropy(O, y), rtol=0, atol=1e-6)
+    O32, y32 = O.float(), y
+    torch.testing.assert_close(cross_entropy(O32, y32), F.cross_entropy(O32, y32), rtol=0, atol=1e-6)
+
+
+def test_gradient_is_softmax_minus_onehot():
+    O, y = random_logits(n=32)
+    O.requires_grad_(True)
+    # per-example loss summed: d/dO_i = softmax(O_i) - onehot(y_i), the chapter's formula
+    (cross_entropy(O, y) * len(O)).backward()
+    expected = softmax(O.detach()) - F.one_hot(y, 10).to(O.dtype)
+    torch.testing.assert_close(O.grad, expected, rtol=0, atol=1e-10)
+    # the hand-written gradient the scratch training step uses (of the mean loss)
+    _, grad = cross_entropy_and_grad(O.detach(), y)
+    torch.testing.assert_close(grad * len(O), expected, rtol=0, atol=1e-10)
+
+
+def synthetic_data(n=2000, d=784, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    prototypes = rng.integers(0, 256, (10, d))
+    noise = rng.integers(-60, 60, (n, d))
+    images = np.clip(prototypes[labels] + noise, 0, 255).astype(np.uint8)
+    return images, labels
+
+
+def train_one(kind, images, labels, epochs=1, lr=0.1, weight_decay=0.0, seed=0, batch_size=64):
+    g = torch.Generator().manual_seed(seed)
+    model = build_model(kind, initial_weights(images.shape[1], 10, 0.01, g), lr=lr, weight_decay=weight_decay)
+    batches = ShuffledBatches(images, labels, batch_size, g)
+    history = train(model, batches, to_features(images[:200]), to_labels(labels[:200]), epochs=epochs,
+                    progress=False)
+    return model, history
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_scratch_and_concise_agree_after_one_epoch(weight_decay):
+    images, labels = synthetic_data()
+    scratch, h_scratch = train_one("scratch", images, labels, weight_decay=weight_decay)
+    concise, h_concise = train_one("concise", images, labels, weight_decay=weight_decay)
+    W_s, b_s = scratch.weights()
+    W_c, b_c = concise.weights()
+    assert not torch.equal(W_s, initial_weights(784, 10, 0.01, torch.Generator().manual_seed(0)))
+    torch.testing.assert_close(W_s, W_c, rtol=0, atol=1e-5)
+    torch.testing.assert_close(b_s, b_c, rtol=0, atol=1e-5)
+    assert abs(h_scratch[0].train_loss - h_concise[0].train_loss) < 1e-5
+
+
+def test_both_models_start_from_the_same_seeded_weights():
+    W0 = initial_weights(784, 10, 0.01, torch.Generator().manual_seed(3))
+    assert W0.shape == (784, 10)
+    assert abs(W0.std().item() - 0.01) < 0.0005 and abs(W0.mean().item()) < 0.001
+    scratch, concise = build_model("scratch", W0, lr=0.1), build_model("concise", W0, lr=0.1)
+    torch.testing.assert_close(scratch.weights()[0], concise.weights()[0], rtol=0, atol=0)
+    assert torch.equal(scratch.weights()[1], torch.zeros(10)) and torch.equal(concise.weights()[1], torch.zeros(10))
+
+
+def test_training_learns_and_history_is_complete():
+    images, labels = synthetic_data()
+    for kind in ("scratch", "concise"):
+        _, history = train_one(kind, images, labels, epochs=3)
+        assert [r.epoch for r in history] == [1, 2, 3]
+        assert history[-1].train_loss < history[0].train_loss
+        assert history[-1].val_acc > 0.9  # prototypes plus noise are easy
+
+
+def test_batches_cover_every_example_once_per_epoch_in_seeded_order():
+    images = np.arange(1000, dtype=np.uint8).reshape(1000, 1).repeat(4, axis=1) % 251
+    labels = (np.arange(1000) % 10).astype(np.uint8)
+    first = ShuffledBatches(images, labels, 64, torch.Generator().manual_seed(1))
+    seen = torch.cat([y.clone() for _, y in first])
+    assert len(seen) == 1000 and sorted(seen.tolist()) == sorted(labels.tolist())
+    X, _ = next(iter(ShuffledBatches(images, labels, 64, torch.Generator().manual_seed(1))))
+    X2, _ = next(iter(ShuffledBatches(images, labels, 64, torch.Generator().manual_seed(1))))
+    assert torch.equal(X, X2) and X.dtype == torch.float32 and float(X.max()) <= 1.0
+    X3, _ = next(iter(ShuffledBatches(images, labels, 64, torch.Generator().manual_seed(2))))
+    assert not torch.equal(X, X3)
+
+
+@pytest.mark.parametrize("kind", ["scratch", "concise"])
+def test_divergence_names_the_epoch(kind):
+    images, labels = synthetic_data(n=500)
+    with pytest.raises(TrainingDiverged, match=r"diverged in epoch 1: mean train loss is .*lower train.lr"):
+        train_one(kind, images, labels, lr=1e6, epochs=3)
+
+
+def test_nan_input_is_divergence():
+    images, labels = synthetic_data(n=300)
+    g = torch.Generator().manual_seed(0)
+    model = build_model("scratch", initial_weights(784, 10, 0.01, g), lr=0.1)
+    model.W[0, 0] = float("nan")
+    with pytest.raises(TrainingDiverged, match="epoch 1: mean train loss is nan"):
+        train(model, ShuffledBatches(images, labels, 64, g), to_features(images), to_labels(labels), 2,
+              progress=False)
+
+
+def test_history_csv_round_trip():
+    images, labels = synthetic_data(n=300)
+    _, history = train_one("scratch", images, labels, epochs=2)
+    text = history_csv(history)
+    assert text.splitlines()[0] == "epoch,train_loss,train_acc,val_acc"
+    assert read_history_csv(text) == history
+
+
+@pytest.mark.parametrize("kind", ["scratch", "concise"])
+def test_model_file_round_trip(tmp_path, kind):
+    images, labels = synthetic_data(n=300)
+    model, _ = train_one(kind, images, labels)
+    path = tmp_path / f"{kind}.pt"
+    save_model(path, model, side=28, params={"train.lr": 0.1})
+    loaded = load_model(path)
+    assert loaded.kind == kind and loaded.side == 28 and loaded.class_names[9] == "ankle boot"
+    assert loaded.params == {"train.lr": 0.1}
+    W, b = model.weights()
+    torch.testing.assert_close(loaded.model.weights()[0], W, rtol=0, atol=0)
+    torch.testing.assert_close(loaded.model.weights()[1], b, rtol=0, atol=0)
+    proba = loaded.predict_proba(torch.from_numpy(images[:5]))
+    torch.testing.assert_close(proba.sum(1), torch.ones(5), rtol=0, atol=1e-6)
+    # the file loads with weights_only=True: nothing but tensors and plain containers inside
+    torch.load(path, weights_only=True)
+    # saving twice gives the same bytes
+    save_model(tmp_path / "again.pt", model, side=28, params={"train.lr": 0.1})
+    assert (tmp_path / "again.pt").read_bytes() == path.read_bytes()
+    assert list(tmp_path.glob(".*")) == []
+
+
+def test_model_file_errors(tmp_path):
+    with pytest.raises(ModelFileError, match="not found"):
+        load_model(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a zip file at all")
+    with pytest.raises(ModelFileError, match="junk.pt is not a readable PyTorch file"):
+        load_model(tmp_path / "junk.pt")
+    torch.save({"W": torch.zeros(3)}, tmp_path / "foreign.pt")
+    with pytest.raises(ModelFileError, match="foreign.pt is not a softmax-regression-model/1 file"):
+        load_model(tmp_path / "foreign.pt")
+    images, labels = synthetic_data(n=100, d=64)
+    model, _ = train_one("concise", images, labels)
+    save_model(tmp_path / "small.pt", model, side=8, params={})
+    small = load_model(tmp_path / "small.pt")
+    with pytest.raises(ModelFileError, match="model expects 8x8 images .64 pixels., got 784 pixels"):
+        small.predict_proba(torch.zeros(2, 784, dtype=torch.uint8))
