@@ -23,6 +23,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    tmp_path.chmod(0o644)  # mkstemp's 0600 would otherwise become the output's mode
     try:
         yield tmp_path
         os.replace(tmp_path, target)

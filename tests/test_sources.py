@@ -1,0 +1,572 @@
+"""Sources of Fashion-MNIST: checksums, the order sources are tried in, and real downloads.
+
+Downloads go to a real HTTP server on 127.0.0.1 serving copies of the real ``.gz``
+files; misbehaviour (truncation, 404, 500, stalls) is done by that server.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.server
+import io
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from softmax_regression.sources import (
+    RAW_SHA256,
+    DataSourceError,
+    SourceFailed,
+    download,
+    fetch_fashion_mnist,
+    raw_is_complete,
+    read_directory,
+    read_mirror,
+    verified,
+)
+
+NAMES = list(RAW_SHA256)
+"""train-images, train-labels, t10k-images, t10k-labels: the order every source reads them in."""
+
+# The SHA-256 of the decompressed files, as DESIGN.md lists them.
+DESIGN_SHA256 = {
+    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+HOW_TO = ("apt-get install -y dataset-fashion-mnist", "data.local_dir")
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_for_localhost(monkeypatch):
+    # urllib honours *_proxy variables; the test server must be reached directly
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+# ---- data helpers -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def real_raw(system_data_dir) -> dict[str, bytes]:
+    """The four decompressed files of the real release."""
+    return {n: gzip.decompress((system_data_dir / f"{n}.gz").read_bytes()) for n in NAMES}
+
+
+@pytest.fixture(scope="session")
+def regzipped_dir(tmp_path_factory, real_raw) -> Path:
+    """The real content gzipped again with another mtime and file name in the header."""
+    directory = tmp_path_factory.mktemp("regzipped")
+    for name, content in real_raw.items():
+        buf = io.BytesIO()
+        with gzip.GzipFile(filename=f"not-{name}", mode="wb", fileobj=buf, mtime=1_234_567_890,
+                           compresslevel=1) as gz:
+            gz.write(content)
+        (directory / f"{name}.gz").write_bytes(buf.getvalue())
+    return directory
+
+
+def copy_system_dir(system_data_dir: Path, dest: Path) -> Path:
+    dest.mkdir(parents=True)
+    for name in NAMES:
+        shutil.copy(system_data_dir / f"{name}.gz", dest)
+    return dest
+
+
+def flip_bytes(data: bytes, at: int, n: int = 16) -> bytes:
+    out = bytearray(data)
+    for i in range(at, at + n):
+        out[i] ^= 0xFF
+    return bytes(out)
+
+
+def snapshot(directory: Path) -> dict[str, tuple[int, int, str]]:
+    """Every entry under ``directory``: inode, mtime and content hash, so a rewrite shows."""
+    if not directory.exists():
+        return {}
+    result = {}
+    for path in sorted(directory.rglob("*")):
+        st = path.lstat()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
+        result[str(path.relative_to(directory))] = (st.st_ino, st.st_mtime_ns, digest)
+    return result
+
+
+def assert_nothing_written(raw_dir: Path) -> None:
+    """No raw dir and no temporary file or directory next to where it would be."""
+    assert not raw_dir.exists()
+    parent = raw_dir.parent
+    assert not parent.exists() or sorted(p.name for p in parent.iterdir()) == []
+
+
+def assert_verified_raw(raw_dir: Path) -> None:
+    assert sorted(p.name for p in raw_dir.iterdir()) == sorted(NAMES)
+    for name in NAMES:
+        assert hashlib.sha256((raw_dir / name).read_bytes()).hexdigest() == RAW_SHA256[name]
+    # renamed into place: no temporary directories left beside it
+    assert sorted(p.name for p in raw_dir.parent.iterdir()) == [raw_dir.name]
+
+
+@pytest.fixture
+def raw_dir(tmp_path) -> Path:
+    return tmp_path / "project" / "data" / "raw"
+
+
+def fetch(raw_dir: Path, **kwargs):
+    options = dict(system_dir=None, local_dir=None, mirrors=[], timeout=5, retries=0, progress=False)
+    options.update(kwargs)
+    return fetch_fashion_mnist(raw_dir, **options)
+
+
+# ---- a real HTTP mirror on 127.0.0.1 --------------------------------------------------------------
+
+
+class QuietServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):  # clients that time out break the pipe
+        pass
+
+
+class Mirror:
+    """A ThreadingHTTPServer serving ``root`` on a free port, with per-path misbehaviour.
+
+    ``behaviour`` maps a request path (``/fashion/train-labels-idx1-ubyte.gz``) to one of
+    ``short_content_length``, ``chunked_truncated``, ``stall``, ``stall_mid_body``, ``404``, ``500``.
+    """
+
+    STALL_LIMIT = 30.0  # handlers blocked on ``release`` are freed at teardown long before this
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.requests: list[str] = []
+        self.behaviour: dict[str, str] = {}
+        self.release = threading.Event()
+        mirror = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, directory=str(root), **kwargs)
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                mirror.requests.append(self.path)
+                mode = mirror.behaviour.get(self.path)
+                if mode is None:
+                    return super().do_GET()
+                try:
+                    getattr(mirror, "_" + mode)(self)
+                except OSError:  # the client gave up first
+                    pass
+
+        self.server = QuietServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+        self.thread.start()
+
+    def url(self, directory: str = "fashion") -> str:
+        return f"http://127.0.0.1:{self.port}/{directory}"
+
+    def count(self, name: str, directory: str = "fashion") -> int:
+        return self.requests.count(f"/{directory}/{name}.gz")
+
+    def body(self, handler) -> bytes:
+        return (self.root / handler.path.lstrip("/")).read_bytes()
+
+    # misbehaviours
+    def _short_content_length(self, h):
+        body = self.body(h)
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body[: len(body) // 2])
+        h.wfile.flush()
+        h.close_connection = True
+
+    def _chunked_truncated(self, h):
+        body = self.body(h)[:1000]
+        h.wfile.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        h.wfile.write(b"%x\r\n" % 4000 + body)  # announces 4000 bytes, sends 1000, closes
+        h.wfile.flush()
+        h.close_connection = True
+
+    def _stall(self, h):
+        self.release.wait(self.STALL_LIMIT)
+        body = self.body(h)
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    def _stall_mid_body(self, h):
+        body = self.body(h)
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body[:1000])
+        h.wfile.flush()
+        self.release.wait(self.STALL_LIMIT)
+        h.wfile.write(body[1000:])
+
+    def _404(self, h):
+        h.send_error(404)
+
+    def _500(self, h):
+        h.send_error(500)
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture(scope="session")
+def mirror_copy(tmp_path_factory, system_data_dir) -> Path:
+    """One copy of the real .gz files, hard-linked into each test's served directory."""
+    return copy_system_dir(system_data_dir, tmp_path_factory.mktemp("mirror-copy") / "fashion")
+
+
+@pytest.fixture
+def mirror(tmp_path, mirror_copy):
+    """The real .gz files served at /fashion/ (and the same directory again at /alt/)."""
+    root = tmp_path / "served"
+    (root / "fashion").mkdir(parents=True)
+    for name in NAMES:
+        os.link(mirror_copy / f"{name}.gz", root / "fashion" / f"{name}.gz")
+    (root / "alt").symlink_to(root / "fashion")
+    server = Mirror(root)
+    yield server
+    server.close()
+
+
+def serve_instead(mirror: Mirror, name: str, data: bytes) -> None:
+    """Serve ``data`` as ``/fashion/<name>.gz`` (a new file: the hard-linked copy stays intact)."""
+    path = mirror.root / "fashion" / f"{name}.gz"
+    path.unlink()
+    path.write_bytes(data)
+
+
+# ---- checksums ----------------------------------------------------------------------------------
+
+
+def test_official_checksums_are_those_of_the_design_and_the_real_files(real_raw):
+    assert RAW_SHA256 == DESIGN_SHA256
+    for name, content in real_raw.items():
+        assert hashlib.sha256(content).hexdigest() == RAW_SHA256[name]
+        assert verified(name, content, "here") is content
+
+
+def test_changed_content_fails_verification(real_raw):
+    name = "t10k-labels-idx1-ubyte"
+    with pytest.raises(SourceFailed) as info:
+        verified(name, flip_bytes(real_raw[name], 100, 1), "some-origin")
+    message = str(info.value)
+    assert "some-origin" in message and name in message and "SHA-256" in message
+    assert RAW_SHA256[name][:12] in message
+
+
+def test_checksum_is_of_decompressed_content_not_of_gzip_bytes(system_data_dir, regzipped_dir, raw_dir):
+    for name in NAMES:
+        debian = (system_data_dir / f"{name}.gz").read_bytes()
+        ours = (regzipped_dir / f"{name}.gz").read_bytes()
+        assert ours != debian
+        assert ours[4:8] != debian[4:8]  # another mtime in the header
+        assert f"not-{name}".encode() in ours[:64]  # another file name in the header
+        assert gzip.decompress(ours) == gzip.decompress(debian)
+    files = read_directory(regzipped_dir)
+    assert {n: hashlib.sha256(c).hexdigest() for n, c in files.items()} == RAW_SHA256
+    result = fetch(raw_dir, local_dir=str(regzipped_dir))
+    assert result.source == f"data.local_dir {regzipped_dir}"
+    assert_verified_raw(raw_dir)
+
+
+def test_plain_decompressed_files_are_accepted(tmp_path, real_raw, raw_dir):
+    local = tmp_path / "plain"
+    local.mkdir()
+    for name, content in real_raw.items():
+        (local / name).write_bytes(content)
+    assert read_directory(local) == real_raw
+    fetch(raw_dir, local_dir=str(local))
+    assert_verified_raw(raw_dir)
+
+
+def test_read_directory_failures_name_the_problem(tmp_path, system_data_dir, real_raw):
+    with pytest.raises(SourceFailed, match="no such directory"):
+        read_directory(tmp_path / "nowhere")
+    partial = copy_system_dir(system_data_dir, tmp_path / "partial")
+    (partial / "t10k-images-idx3-ubyte.gz").unlink()
+    with pytest.raises(SourceFailed, match=r"t10k-images-idx3-ubyte\[\.gz\] missing"):
+        read_directory(partial)
+    bad_gzip = copy_system_dir(system_data_dir, tmp_path / "bad-gzip")
+    path = bad_gzip / "train-labels-idx1-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(SourceFailed, match="corrupt gzip data") as info:
+        read_directory(bad_gzip)
+    assert str(path) in str(info.value)
+    changed = copy_system_dir(system_data_dir, tmp_path / "changed")
+    (changed / "train-labels-idx1-ubyte.gz").write_bytes(
+        gzip.compress(flip_bytes(real_raw["train-labels-idx1-ubyte"], 500, 1)))
+    with pytest.raises(SourceFailed, match=r"train-labels-idx1-ubyte has SHA-256 \w+\.\.\., expected bad3541b69d9"):
+        read_directory(changed)
+
+
+# ---- source order -------------------------------------------------------------------------------
+
+
+def test_verified_raw_dir_is_used_first_and_not_rewritten(system_data_dir, raw_dir, mirror):
+    fetch(raw_dir, system_dir=str(system_data_dir))
+    assert raw_is_complete(raw_dir)
+    before = snapshot(raw_dir.parent)
+    time.sleep(0.01)  # a rewrite would show in mtimes
+    result = fetch(raw_dir, system_dir=str(system_data_dir), local_dir=str(system_data_dir),
+                   mirrors=[mirror.url()])
+    assert result.source == f"{raw_dir} (already fetched)"
+    assert snapshot(raw_dir.parent) == before
+    assert mirror.requests == []
+    # even with every other source gone
+    result = fetch(raw_dir, system_dir="/nonexistent", local_dir=None, mirrors=[])
+    assert result.source.endswith("(already fetched)")
+    assert snapshot(raw_dir.parent) == before
+
+
+def test_system_dir_beats_local_dir_and_mirrors(system_data_dir, regzipped_dir, raw_dir, mirror):
+    result = fetch(raw_dir, system_dir=str(system_data_dir), local_dir=str(regzipped_dir),
+                   mirrors=[mirror.url()])
+    assert result.source == f"system copy {system_data_dir}"
+    assert result.skipped == [f"{raw_dir}: not fetched yet"]
+    assert mirror.requests == []
+    assert_verified_raw(raw_dir)
+
+
+def test_local_dir_beats_mirrors(tmp_path, regzipped_dir, raw_dir, mirror):
+    empty_system = tmp_path / "empty-system"
+    empty_system.mkdir()
+    result = fetch(raw_dir, system_dir=str(empty_system), local_dir=str(regzipped_dir),
+                   mirrors=[mirror.url()])
+    assert result.source == f"data.local_dir {regzipped_dir}"
+    assert any(str(empty_system) in s and "missing" in s for s in result.skipped)
+    assert mirror.requests == []
+    assert_verified_raw(raw_dir)
+
+
+@pytest.mark.parametrize("damage", ["flipped-gzip-bytes", "changed-content"])
+def test_corrupt_system_copy_falls_through_to_local_dir(tmp_path, system_data_dir, regzipped_dir, real_raw,
+                                                        raw_dir, mirror, damage):
+    system = copy_system_dir(system_data_dir, tmp_path / "system")
+    path = system / "t10k-images-idx3-ubyte.gz"
+    if damage == "flipped-gzip-bytes":
+        path.write_bytes(flip_bytes(path.read_bytes(), 200_000))
+    else:  # a valid gzip of content one byte off the official one
+        path.write_bytes(gzip.compress(flip_bytes(real_raw["t10k-images-idx3-ubyte"], 5000, 1), compresslevel=1))
+    result = fetch(raw_dir, system_dir=str(system), local_dir=str(regzipped_dir), mirrors=[mirror.url()])
+    assert result.source == f"data.local_dir {regzipped_dir}"
+    assert len(result.skipped) == 2 and str(system) in result.skipped[1]
+    assert "t10k-images-idx3-ubyte" in result.skipped[1]
+    assert mirror.requests == []
+    assert_verified_raw(raw_dir)
+
+
+def test_unverified_raw_dir_is_replaced_as_a_whole(system_data_dir, real_raw, raw_dir):
+    raw_dir.mkdir(parents=True)
+    for name, content in real_raw.items():
+        (raw_dir / name).write_bytes(content)
+    (raw_dir / "train-labels-idx1-ubyte").write_bytes(b"stale")
+    (raw_dir / "leftover.tmp").write_bytes(b"x")
+    result = fetch(raw_dir, system_dir=str(system_data_dir))
+    assert result.source == f"system copy {system_data_dir}"
+    assert_verified_raw(raw_dir)  # exactly the four files: the leftover went with the old dir
+
+
+def test_later_mirror_used_when_an_earlier_one_fails(raw_dir, mirror):
+    mirror.behaviour["/fashion/train-labels-idx1-ubyte.gz"] = "404"
+    result = fetch(raw_dir, mirrors=[mirror.url("fashion"), mirror.url("alt") + "/"], retries=2)
+    assert result.source == f"mirror {mirror.url('alt')}/"
+    assert any("train-labels-idx1-ubyte.gz: HTTP 404" in s for s in result.skipped)
+    assert mirror.count("train-labels-idx1-ubyte", "fashion") == 1
+    assert all(mirror.count(n, "alt") == 1 for n in NAMES)
+    assert_verified_raw(raw_dir)
+
+
+# ---- downloads ----------------------------------------------------------------------------------
+
+
+def test_download_of_good_files(raw_dir, mirror, capsys):
+    result = fetch(raw_dir, system_dir=None, mirrors=[mirror.url()], progress=True)
+    assert result.source == f"mirror {mirror.url()}"
+    assert_verified_raw(raw_dir)
+    assert sorted(mirror.requests) == sorted(f"/fashion/{n}.gz" for n in NAMES)
+    assert mirror.requests[0] == "/fashion/train-images-idx3-ubyte.gz"
+
+
+def test_read_mirror_returns_decompressed_verified_content(real_raw, mirror):
+    assert read_mirror(mirror.url() + "/", timeout=5, retries=0, progress=False) == real_raw
+
+
+def test_corrupted_download_fails(raw_dir, mirror, system_data_dir):
+    name = "t10k-labels-idx1-ubyte"  # the last file: three good ones come first
+    serve_instead(mirror, name, flip_bytes((system_data_dir / f"{name}.gz").read_bytes(), 1000, 64))
+    with pytest.raises(DataSourceError) as info:
+        fetch(raw_dir, mirrors=[mirror.url()], retries=2)
+    assert f"{mirror.url()}/t10k-labels-idx1-ubyte.gz" in str(info.value)
+    assert mirror.count("t10k-labels-idx1-ubyte") == 1  # bad content is not a network error
+    assert all(mirror.count(n) == 1 for n in NAMES)
+    assert_nothing_written(raw_dir)
+
+
+def test_download_with_wrong_content_fails_checksum(raw_dir, mirror, real_raw):
+    name = "train-labels-idx1-ubyte"
+    serve_instead(mirror, name, gzip.compress(flip_bytes(real_raw[name], 1000, 1)))
+    with pytest.raises(DataSourceError, match=rf"{name} has SHA-256 \w+\.\.\., expected bad3541b69d9"):
+        fetch(raw_dir, mirrors=[mirror.url()])
+    assert_nothing_written(raw_dir)
+
+
+def test_content_length_larger_than_body_fails_after_bounded_retries(raw_dir, mirror):
+    mirror.behaviour["/fashion/train-labels-idx1-ubyte.gz"] = "short_content_length"
+    with pytest.raises(DataSourceError, match=r"train-labels-idx1-ubyte\.gz: OSError: truncated: got \d+ of 29491"):
+        fetch(raw_dir, mirrors=[mirror.url()], retries=1)
+    assert mirror.count("train-labels-idx1-ubyte") == 2  # one try + one retry
+    assert mirror.count("t10k-images-idx3-ubyte") == 0  # the mirror is abandoned
+    assert_nothing_written(raw_dir)
+
+
+def test_file_cut_short_on_the_server_fails(raw_dir, mirror, system_data_dir):
+    name = "train-images-idx3-ubyte"
+    serve_instead(mirror, name, (system_data_dir / f"{name}.gz").read_bytes()[: 5_000_000])
+    with pytest.raises(DataSourceError, match=r"train-images-idx3-ubyte\.gz: corrupt gzip data"):
+        fetch(raw_dir, mirrors=[mirror.url()], retries=2)
+    assert mirror.requests == ["/fashion/train-images-idx3-ubyte.gz"]
+    assert_nothing_written(raw_dir)
+
+
+def test_truncated_chunked_download_fails_and_next_mirror_is_tried(raw_dir, mirror):
+    mirror.behaviour["/fashion/train-images-idx3-ubyte.gz"] = "chunked_truncated"
+    with pytest.raises(DataSourceError, match="IncompleteRead"):
+        fetch(raw_dir, mirrors=[mirror.url()], retries=1)
+    assert mirror.count("train-images-idx3-ubyte") == 2
+    assert_nothing_written(raw_dir)
+    result = fetch(raw_dir, mirrors=[mirror.url(), mirror.url("alt")], retries=0)
+    assert result.source == f"mirror {mirror.url('alt')}"
+    assert_verified_raw(raw_dir)
+
+
+def test_404_is_not_retried(raw_dir, mirror):
+    mirror.behaviour["/fashion/train-images-idx3-ubyte.gz"] = "404"
+    with pytest.raises(DataSourceError, match=r"train-images-idx3-ubyte\.gz: HTTP 404"):
+        fetch(raw_dir, mirrors=[mirror.url()], retries=3)
+    assert mirror.requests == ["/fashion/train-images-idx3-ubyte.gz"]
+    assert_nothing_written(raw_dir)
+
+
+def test_missing_mirror_directory_is_a_404(raw_dir, mirror):
+    with pytest.raises(DataSourceError, match="HTTP 404"):
+        fetch(raw_dir, mirrors=[mirror.url("no-such-dir")], retries=2)
+    assert mirror.requests == ["/no-such-dir/train-images-idx3-ubyte.gz"]
+    assert_nothing_written(raw_dir)
+
+
+def test_server_error_is_retried_a_bounded_number_of_times(raw_dir, mirror):
+    mirror.behaviour["/fashion/train-images-idx3-ubyte.gz"] = "500"
+    with pytest.raises(DataSourceError, match=r"train-images-idx3-ubyte\.gz: HTTP 500"):
+        fetch(raw_dir, mirrors=[mirror.url()], retries=1)
+    assert mirror.requests == ["/fashion/train-images-idx3-ubyte.gz"] * 2
+    assert_nothing_written(raw_dir)
+
+
+def test_stalled_server_times_out(raw_dir, mirror):
+    mirror.behaviour["/fashion/train-images-idx3-ubyte.gz"] = "stall"
+    start = time.monotonic()
+    with pytest.raises(DataSourceError, match=r"train-images-idx3-ubyte\.gz: (TimeoutError|timeout)"):
+        fetch(raw_dir, mirrors=[mirror.url()], timeout=1, retries=1)
+    elapsed = time.monotonic() - start
+    assert 2.0 <= elapsed < 8.0  # two 1 s timeouts and a 0.5 s back-off, not the 30 s stall
+    assert mirror.requests == ["/fashion/train-images-idx3-ubyte.gz"] * 2
+    assert_nothing_written(raw_dir)
+
+
+def test_server_stalling_mid_body_times_out(raw_dir, mirror):
+    mirror.behaviour["/fashion/train-labels-idx1-ubyte.gz"] = "stall_mid_body"
+    start = time.monotonic()
+    with pytest.raises(DataSourceError, match=r"train-labels-idx1-ubyte\.gz: (TimeoutError|timeout)"):
+        fetch(raw_dir, mirrors=[mirror.url()], timeout=1, retries=0)
+    assert time.monotonic() - start < 6.0
+    assert mirror.count("train-labels-idx1-ubyte") == 1
+    assert_nothing_written(raw_dir)
+
+
+def test_refused_connection_fails(raw_dir):
+    with socket.socket() as sock:  # a port that was free a moment ago and has no listener
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(DataSourceError, match="ConnectionRefusedError"):
+        fetch(raw_dir, mirrors=[f"http://127.0.0.1:{port}/"], retries=0)
+    assert_nothing_written(raw_dir)
+
+
+def test_failed_fetch_leaves_an_existing_raw_dir_untouched(real_raw, raw_dir, mirror):
+    raw_dir.mkdir(parents=True)
+    for name in NAMES[:3]:  # not complete, so the mirror is tried
+        (raw_dir / name).write_bytes(real_raw[name])
+    before = snapshot(raw_dir.parent)
+    mirror.behaviour["/fashion/t10k-labels-idx1-ubyte.gz"] = "short_content_length"
+    with pytest.raises(DataSourceError):
+        fetch(raw_dir, mirrors=[mirror.url()], retries=0)
+    assert all(mirror.count(n) == 1 for n in NAMES)
+    assert snapshot(raw_dir.parent) == before
+
+
+def test_download_function_returns_the_body(mirror, system_data_dir):
+    url = f"{mirror.url()}/t10k-labels-idx1-ubyte.gz"
+    assert download(url, timeout=5, retries=0, progress=False) == (
+        system_data_dir / "t10k-labels-idx1-ubyte.gz").read_bytes()
+    mirror.behaviour["/fashion/t10k-labels-idx1-ubyte.gz"] = "404"
+    with pytest.raises(SourceFailed, match=r"t10k-labels-idx1-ubyte\.gz: HTTP 404$"):
+        download(url, timeout=5, retries=0, progress=False)
+
+
+# ---- no source ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("system", ["empty", "none", "missing"])
+def test_no_source_at_all_is_one_clear_line(tmp_path, raw_dir, system):
+    system_dir = {"empty": tmp_path / "empty", "none": None, "missing": tmp_path / "missing"}[system]
+    if system == "empty":
+        system_dir.mkdir()
+    with pytest.raises(DataSourceError) as info:
+        fetch(raw_dir, system_dir=system_dir and str(system_dir), local_dir=None, mirrors=[])
+    message = str(info.value)
+    assert "\n" not in message
+    for how in HOW_TO:
+        assert how in message
+    if system_dir is not None:
+        assert str(system_dir) in message
+    assert_nothing_written(raw_dir)
+
+
+def test_data_source_error_lists_every_source_tried(tmp_path, raw_dir, mirror):
+    mirror.behaviour["/fashion/train-images-idx3-ubyte.gz"] = "404"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataSourceError) as info:
+        fetch(raw_dir, system_dir=str(empty), local_dir=str(tmp_path / "nope"), mirrors=[mirror.url()])
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(empty) in message and str(tmp_path / "nope") in message and "HTTP 404" in message
+    assert all(how in message for how in HOW_TO)
+    assert message.index(str(empty)) < message.index(str(tmp_path / "nope")) < message.index("HTTP 404")
+    assert_nothing_written(raw_dir)
+    assert os.listdir(tmp_path / "empty") == []
