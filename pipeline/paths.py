@@ -26,3 +26,15 @@ def history_csv(kind: str) -> Path:
 
 def curves_png(kind: str) -> Path:
     return TRAIN_REPORT_DIR / f"{kind}_curves.png"
+
+
+EVAL_METRICS = EVAL_DIR / "metrics.json"
+PER_CLASS_CSV = EVAL_DIR / "per_class.csv"
+CONFUSION_DIR = EVAL_DIR / "confusion"
+"""``<model>.csv`` of actual,predicted per test image: DVC plots with the confusion template."""
+CONFUSION_PNG_DIR = EVAL_DIR / "confusion_png"
+"""``<model>.png`` heatmaps with counts in the cells."""
+
+
+REPORT_HTML = REPORT_DIR / "report.html"
+REPORT_MD = REPORT_DIR / "summary.md"

@@ -21,3 +21,20 @@ def system_data_dir():
 @pytest.fixture
 def env():
     return clean_env()
+
+
+@pytest.fixture(scope="session")
+def pipeline_project(tmp_path_factory, system_data_dir):
+    """A temporary git copy of the project on which the whole pipeline ran once, on the real data.
+
+    Shared by the slow tests: a test that changes params.yaml restores it
+    (``git checkout params.yaml``) and reruns ``dvc repro`` before it ends.
+    Returns (project path, output of the first ``dvc repro``).
+    """
+    from support import copy_project, run, set_param
+
+    project = copy_project(tmp_path_factory.mktemp("pipeline") / "project")
+    set_param(project, "data.mirrors", [])  # offline: the system copy is the source
+    run(["git", "commit", "-qam", "offline params"], project)
+    result = run(["dvc", "repro"], project)
+    return project, result.stdout

@@ -1,0 +1,128 @@
+"""DVC stage `report`: the chapter's prediction step, grown into one page a person opens.
+
+Writes reports/report/report.html (self-contained: every image embedded),
+reports/report/summary.md and the figures beside them in reports/report/figures/:
+predictions on the first test images, the most confident mistakes, both
+models' training curves, the confusion matrices, per-class F1 and the
+chapter's regression-loss figure.
+"""
+
+import csv
+import io
+import json
+import logging
+
+import click
+import torch
+
+from softmax_regression import CLASS_NAMES
+from softmax_regression.atomic import atomic_dir
+from softmax_regression.dataset import load_split
+from softmax_regression.metrics import best_by_validation, evaluate_probabilities, most_confident_mistakes
+from softmax_regression.models import MODEL_KINDS, load_model
+from softmax_regression.params import load_params
+from softmax_regression.plots import (
+    figure_png_bytes, image_grid_figure, loss_functions_figure, per_class_f1_figure, training_curves_figure,
+)
+from softmax_regression.report import Section, metrics_table_html, per_class_table_html, render_html, render_markdown
+from softmax_regression.training import read_history_csv
+
+from . import paths
+from ._cli import params_option, stage_main
+
+log = logging.getLogger(__name__)
+
+
+def read_per_class(text: str) -> list[dict]:
+    rows = list(csv.DictReader(io.StringIO(text)))
+    for r in rows:
+        for key in ("precision", "recall", "f1"):
+            r[key] = float(r[key])
+        r["support"] = int(r["support"])
+    return rows
+
+
+@click.command(help=__doc__)
+@params_option
+@stage_main("report")
+def main(params_path: str) -> None:
+    cfg = load_params(params_path)["report"]
+    test = load_split(paths.PROCESSED_DIR, "test")
+    histories = {k: read_history_csv(paths.history_csv(k).read_text()) for k in MODEL_KINDS}
+    scored = json.loads(paths.EVAL_METRICS.read_text())
+    metrics = {name: scored[name] for name in (*MODEL_KINDS, "baseline") if name in scored}
+    per_class = read_per_class(paths.PER_CLASS_CSV.read_text())
+    for kind, history in histories.items():
+        metrics[kind] = {**metrics[kind], "val_accuracy": history[-1].val_acc, "train_loss": history[-1].train_loss}
+
+    best = best_by_validation({k: h[-1].val_acc for k, h in histories.items()})
+    model = load_model(paths.model_path(best))
+    evaluation = evaluate_probabilities(best, model.predict_proba(torch.from_numpy(test.images)).numpy(), test.labels)
+
+    n = cfg["n_images"]
+    cols = min(n, 9)
+    rows = -(-n // cols)
+    true_names = [CLASS_NAMES[y] for y in test.labels]
+    pred_names = [CLASS_NAMES[p] for p in evaluation.predicted]
+    predictions_png = figure_png_bytes(image_grid_figure(
+        test.images[:n], [f"{t}\n{p}" for t, p in zip(true_names[:n], pred_names[:n])], rows, cols,
+        suptitle=f"First {n} test images: true label (top) and the {best} model's prediction (bottom, red if wrong)",
+        title_colors=["black" if t == p else "red" for t, p in zip(true_names[:n], pred_names[:n])],
+    ))
+    wrong = most_confident_mistakes(evaluation, test.labels, cfg["n_mistakes"])
+    mcols = min(len(wrong), 9) or 1
+    mistakes_png = figure_png_bytes(image_grid_figure(
+        test.images[wrong],
+        [f"true {true_names[i]}\npred {pred_names[i]} ({evaluation.probabilities[i, evaluation.predicted[i]]:.2f})"
+         for i in wrong],
+        -(-len(wrong) // mcols), mcols, title_colors=["red"] * len(wrong),
+        suptitle=f"The {best} model's {len(wrong)} most confident mistakes on the test set",
+    ))
+    figures = {
+        "predictions.png": predictions_png,
+        "mistakes.png": mistakes_png,
+        "training_curves.png": figure_png_bytes(training_curves_figure(
+            histories, title="Training curves: scratch (solid) and concise (dashed)")),
+        "per_class_f1.png": figure_png_bytes(per_class_f1_figure(per_class, CLASS_NAMES)),
+        "loss_functions.png": figure_png_bytes(loss_functions_figure()),
+    }
+    confusion = {name: (paths.CONFUSION_PNG_DIR / f"{name}.png").read_bytes() for name in metrics}
+    preview = paths.PREVIEW_PNG.read_bytes()
+
+    title = "Softmax regression on Fashion-MNIST"
+    notes = [
+        f"Best model on the validation split: {best} (validation accuracy {metrics[best]['val_accuracy']:.4f}).",
+        "The chapter's bar: train loss < 0.5, train accuracy > 0.7, test accuracy > 0.7.",
+    ]
+    sections = [
+        Section("Results on the test set", " ".join(notes), table_html=metrics_table_html(metrics)),
+        Section("Predictions", "The chapter's predict_ch3: test images titled with the true and the "
+                "predicted class.", [("predictions on the first test images", predictions_png)]),
+        Section("Most confident mistakes", "Wrong predictions made with the highest probability: where "
+                "the model is sure and wrong.", [("most confident mistakes", mistakes_png)]),
+        Section("Training curves", "Per epoch: mean train loss, train accuracy, validation accuracy.",
+                [("training curves of both models", figures["training_curves.png"])]),
+        Section("Confusion matrices", "Rows: true class; columns: predicted class; counts in the cells.",
+                [(f"{name} confusion matrix", png) for name, png in confusion.items()]),
+        Section("Per-class precision, recall and F1", table_html=per_class_table_html(per_class),
+                images=[("per-class F1", figures["per_class_f1.png"])]),
+        Section("Loss functions", "The chapter's regression losses: L2, L1 and Huber's robust loss, with "
+                "their derivatives and the likelihoods exp(-loss).",
+                [("L2, L1 and Huber losses", figures["loss_functions.png"])]),
+        Section("The data", "Training images with their text labels, as in the chapter.",
+                [("Fashion-MNIST training images", preview)]),
+    ]
+    page = render_html(title, "The <i>Dive into Deep Learning</i> chapter on softmax regression, from scratch "
+                       "and concise, reproduced by a DVC pipeline.", sections)
+    summary = render_markdown(title, metrics, [(name, f"figures/{name}") for name in figures], notes)
+    with atomic_dir(paths.REPORT_DIR) as tmp:
+        (tmp / "figures").mkdir()
+        for name, png in figures.items():
+            (tmp / "figures" / name).write_bytes(png)
+        (tmp / "report.html").write_text(page)
+        (tmp / "summary.md").write_text(summary)
+    log.info("wrote %s (%d KB)", paths.REPORT_HTML, len(page) // 1024)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""`fmnist-predict`: the top classes of Fashion-MNIST-like images, from a trained model."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+import numpy as np
+import torch
+
+from .models import ModelFileError, load_model
+from .predict import InputImageError, load_inputs, top_k
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model")
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--top", "k", default=3, show_default=True, type=click.IntRange(1, 10), help="Classes to list per image.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
+@click.option("--invert", is_flag=True, help="Invert grey levels (dark object on a light background, as in photos).")
+def main(model: str, images: tuple[str, ...], k: int, as_json: bool, invert: bool) -> None:
+    """Classify IMAGES (PNG / JPEG of any size, or IDX files) with MODEL (a models/*.pt file).
+
+    Example: fmnist-predict models/concise.pt shoe.png data/raw/t10k-images-idx3-ubyte
+    """
+    try:
+        loaded = load_model(model)
+        inputs = [item for path in images for item in load_inputs(path, loaded.side, invert=invert)]
+    except (ModelFileError, InputImageError) as exc:
+        click.echo(f"fmnist-predict: error: {exc}", err=True)
+        sys.exit(1)
+    pixels = torch.from_numpy(np.stack([item.pixels for item in inputs]))
+    probabilities = loaded.predict_proba(pixels).numpy()
+    ranked = top_k(probabilities, loaded.class_names, k)
+    if as_json:
+        click.echo(json.dumps([
+            {"input": item.name, "top": [{"class": c, "probability": round(p, 6)} for c, p in top]}
+            for item, top in zip(inputs, ranked)
+        ], indent=2))
+    else:
+        for item, top in zip(inputs, ranked):
+            click.echo(f"{item.name}: " + ", ".join(f"{c} {p:.3f}" for c, p in top))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""The predict report: one self-contained HTML page (images embedded) and a short Markdown summary."""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass, field
+
+METRIC_LABELS = {"test_accuracy": "test accuracy", "test_loss": "test loss (cross-entropy)",
+                 "macro_f1": "macro F1", "val_accuracy": "validation accuracy (last epoch)",
+                 "train_loss": "train loss (last epoch)"}
+
+
+@dataclass
+class Section:
+    title: str
+    text: str = ""
+    images: list[tuple[str, bytes]] = field(default_factory=list)
+    """(alt text, PNG bytes) pairs, embedded as data URIs."""
+    table_html: str = ""
+
+
+def png_data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def metrics_table_html(metrics: dict[str, dict[str, float]]) -> str:
+    """Models as rows, metrics as columns; every value carries data-model / data-metric for machines."""
+    columns = [c for c in METRIC_LABELS if any(c in m for m in metrics.values())]
+    head = "".join(f"<th>{html.escape(METRIC_LABELS[c])}</th>" for c in columns)
+    rows = []
+    for model, values in metrics.items():
+        cells = "".join(
+            f'<td class="metric" data-model="{html.escape(model)}" data-metric="{c}">'
+            f'{values[c]:.4f}</td>' if c in values else "<td>-</td>"
+            for c in columns
+        )
+        rows.append(f"<tr><th>{html.escape(model)}</th>{cells}</tr>")
+    return f'<table class="metrics"><tr><th>model</th>{head}</tr>{"".join(rows)}</table>'
+
+
+def per_class_table_html(rows: list[dict]) -> str:
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    classes = list(dict.fromkeys(r["class"] for r in rows))
+    head = "".join(f"<th colspan=3>{html.escape(m)}</th>" for m in models)
+    sub = "<th>precision</th><th>recall</th><th>F1</th>" * len(models)
+    body = []
+    for c in classes:
+        cells = ""
+        for m in models:
+            r = next(r for r in rows if r["model"] == m and r["class"] == c)
+            cells += f"<td>{r['precision']:.3f}</td><td>{r['recall']:.3f}</td><td>{r['f1']:.3f}</td>"
+        body.append(f"<tr><th>{html.escape(c)}</th>{cells}</tr>")
+    return (f'<table class="per-class"><tr><th rowspan=2>class</th>{head}</tr><tr>{sub}</tr>'
+            f'{"".join(body)}</table>')
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.25em; border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: .8em 0; font-size: .92em; }
+th, td { border: 1px solid #ccc; padding: .3em .6em; text-align: right; }
+th { background: #f4f4f4; } tr > th:first-child { text-align: left; }
+img { max-width: 100%; display: block; margin: .8em 0; }
+.note { color: #555; font-size: .92em; }
+"""
+
+
+def render_html(title: str, intro: str, sections: list[Section]) -> str:
+    parts = [f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>",
+             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1><p>{intro}</p>"]
+    for section in sections:
+        parts.append(f"<section><h2>{html.escape(section.title)}</h2>")
+        if section.text:
+            parts.append(f"<p class=note>{section.text}</p>")
+        if section.table_html:
+            parts.append(section.table_html)
+        for alt, png in section.images:
+            parts.append(f'<img alt="{html.escape(alt)}" src="{png_data_uri(png)}">')
+        parts.append("</section>")
+    parts.append("</body></html>\n")
+    return "".join(parts)
+
+
+def render_markdown(title: str, metrics: dict[str, dict[str, float]], figures: list[tuple[str, str]],
+                    notes: list[str]) -> str:
+    """A short summary: the metrics table and links to the figures written beside it."""
+    columns = [c for c in METRIC_LABELS if any(c in m for m in metrics.values())]
+    lines = [f"# {title}", "", "| model | " + " | ".join(METRIC_LABELS[c] for c in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for model, values in metrics.items():
+        lines.append(f"| {model} | " + " | ".join(f"{values[c]:.4f}" if c in values else "-" for c in columns) + " |")
+    lines += [""] + [f"- {note}" for note in notes] + [""]
+    lines += [f"![{alt}]({path})" for alt, path in figures]
+    return "\n".join(lines) + "\n"
