@@ -38,3 +38,8 @@ CONFUSION_PNG_DIR = EVAL_DIR / "confusion_png"
 
 REPORT_HTML = REPORT_DIR / "report.html"
 REPORT_MD = REPORT_DIR / "summary.md"
+
+
+def run_info_json(name: str) -> Path:
+    """The MLflow run a stage created for ``name`` (scratch, concise, baseline, data), for later stages."""
+    return {"data": DATA_REPORT_DIR, "baseline": EVAL_DIR}.get(name, MODELS_DIR) / f"{name}_run.json"

@@ -13,9 +13,10 @@ import json
 import logging
 
 import click
+import mlflow
 import torch
 
-from softmax_regression import CLASS_NAMES
+from softmax_regression import CLASS_NAMES, tracking
 from softmax_regression.atomic import atomic_dir
 from softmax_regression.dataset import load_split
 from softmax_regression.metrics import best_by_validation, evaluate_probabilities, most_confident_mistakes
@@ -47,6 +48,8 @@ def read_per_class(text: str) -> list[dict]:
 @stage_main("report")
 def main(params_path: str) -> None:
     cfg = load_params(params_path)["report"]
+    tracking.configure()
+    runs = {kind: tracking.RunInfo.read(paths.run_info_json(kind)) for kind in MODEL_KINDS}
     test = load_split(paths.PROCESSED_DIR, "test")
     histories = {k: read_history_csv(paths.history_csv(k).read_text()) for k in MODEL_KINDS}
     scored = json.loads(paths.EVAL_METRICS.read_text())
@@ -121,6 +124,10 @@ def main(params_path: str) -> None:
             (tmp / "figures" / name).write_bytes(png)
         (tmp / "report.html").write_text(page)
         (tmp / "summary.md").write_text(summary)
+        for kind, run in runs.items():
+            with mlflow.start_run(run_id=run.run_id):
+                mlflow.log_artifact(str(tmp / "report.html"), artifact_path="report")
+                mlflow.log_artifact(str(tmp / "summary.md"), artifact_path="report")
     log.info("wrote %s (%d KB)", paths.REPORT_HTML, len(page) // 1024)
 
 

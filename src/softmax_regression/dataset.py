@@ -134,3 +134,9 @@ def load_split(processed_dir: str | Path, name: str) -> Split:
 
 def image_side(processed_dir: str | Path) -> int:
     return int(json.loads((Path(processed_dir) / "meta.json").read_text())["side"])
+
+
+def split_files(processed_dir: str | Path) -> list[Path]:
+    """The array files of the processed splits, in a fixed order (for a dataset checksum)."""
+    processed_dir = Path(processed_dir)
+    return [processed_dir / f"{name}_{part}.npy" for name in SPLITS for part in ("images", "labels")]

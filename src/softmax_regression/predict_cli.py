@@ -9,7 +9,7 @@ import click
 import numpy as np
 import torch
 
-from .models import ModelFileError, load_model
+from .models import ModelFileError
 from .predict import InputImageError, load_inputs, top_k
 
 
@@ -20,14 +20,19 @@ from .predict import InputImageError, load_inputs, top_k
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
 @click.option("--invert", is_flag=True, help="Invert grey levels (dark object on a light background, as in photos).")
 def main(model: str, images: tuple[str, ...], k: int, as_json: bool, invert: bool) -> None:
-    """Classify IMAGES (PNG / JPEG of any size, or IDX files) with MODEL (a models/*.pt file).
+    """Classify IMAGES (PNG / JPEG of any size, or IDX files) with MODEL: a models/*.pt file or an
+    MLflow model URI such as models:/fashion-mnist-softmax@champion (tracking server from
+    MLFLOW_TRACKING_URI, else ./mlflow.db).
 
     Example: fmnist-predict models/concise.pt shoe.png data/raw/t10k-images-idx3-ubyte
     """
+    from .mlflow_models import load_any_model  # imports mlflow: only once arguments are parsed
+    from .tracking import TrackingUnavailable
+
     try:
-        loaded = load_model(model)
+        loaded = load_any_model(model)
         inputs = [item for path in images for item in load_inputs(path, loaded.side, invert=invert)]
-    except (ModelFileError, InputImageError) as exc:
+    except (ModelFileError, InputImageError, TrackingUnavailable) as exc:
         click.echo(f"fmnist-predict: error: {exc}", err=True)
         sys.exit(1)
     pixels = torch.from_numpy(np.stack([item.pixels for item in inputs]))

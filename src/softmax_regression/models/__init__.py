@@ -86,8 +86,9 @@ class LoadedModel:
             return torch.softmax(self.model.logits(X), dim=1)
 
 
-def save_model(path: str | Path, model: SoftmaxRegression, side: int, params: dict) -> None:
-    """The weights plus what using them needs: classes, input shape, preprocessing, the params that made them."""
+def model_bytes(model: SoftmaxRegression, side: int, params: dict) -> bytes:
+    """The model file's content: the weights plus what using them needs (classes, input shape,
+    preprocessing) and the params that made them. Equal models give equal bytes."""
     checkpoint = {
         "format": FILE_FORMAT,
         "kind": model.kind,
@@ -99,7 +100,12 @@ def save_model(path: str | Path, model: SoftmaxRegression, side: int, params: di
     }
     buffer = io.BytesIO()  # to a buffer: torch.save names the archive after the (temporary) file otherwise
     torch.save(checkpoint, buffer)
-    write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def save_model(path: str | Path, model: SoftmaxRegression, side: int, params: dict) -> None:
+    """Write :func:`model_bytes` atomically."""
+    write_bytes(path, model_bytes(model, side, params))
 
 
 def load_model(path: str | Path) -> LoadedModel:
