@@ -1,0 +1,261 @@
+"""MLflow tracking of real pipeline runs: the default local store and a real `mlflow server` on 127.0.0.1."""
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+import warnings
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+
+from support import VENV_BIN, clean_env, copy_project, run, set_param
+
+pytestmark = pytest.mark.slow
+
+EXPERIMENT = "fashion-mnist-softmax"
+REGISTERED = "fashion-mnist-softmax"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_json(url: str, body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on a free port of 127.0.0.1 with its own SQLite store and artifact directory."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    log = open(root / "server.log", "wb")
+    process = subprocess.Popen(
+        [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "artifacts"),
+         "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, env=clean_env(), start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(uri + "/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"mlflow server did not come up: {(root / 'server.log').read_text()[-2000:]}")
+        time.sleep(0.5)
+    yield uri
+    os.killpg(process.pid, 15)
+    process.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def server_project(tmp_path_factory, mlflow_server, system_data_dir):
+    """The whole pipeline run in a fresh copy of the project against the real server."""
+    project = copy_project(tmp_path_factory.mktemp("server") / "project")
+    set_param(project, "data.mirrors", [])
+    set_param(project, "evaluate.baseline_max_iter", 30)  # the baseline's fit is not what is tested here
+    run(["git", "commit", "-qam", "offline params"], project)
+    run(["dvc", "repro"], project, env=clean_env(MLFLOW_TRACKING_URI=mlflow_server))
+    assert not (project / "mlflow.db").exists(), "the tracking URI was ignored: a local store appeared"
+    return project
+
+
+def client_for(uri: str) -> mlflow.MlflowClient:
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def runs_by_name(client: mlflow.MlflowClient, pipeline_id: str | None = None) -> dict[str, list]:
+    """Runs of the experiment by run name; only one pipeline execution's when ``pipeline_id`` is given."""
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert experiment is not None, f"experiment {EXPERIMENT} missing"
+    query = f"tags.pipeline_id = '{pipeline_id}'" if pipeline_id else ""
+    runs = client.search_runs([experiment.experiment_id], filter_string=query)
+    grouped: dict[str, list] = {}
+    for r in runs:
+        grouped.setdefault(r.info.run_name, []).append(r)
+    return grouped
+
+
+def assert_pipeline_tracked(client: mlflow.MlflowClient, project: Path) -> None:
+    """What one pipeline execution must leave in MLflow, whatever the store.
+
+    The shared pipeline project also serves tests that rerun stages with other
+    params; the runs of the execution whose outs are in the workspace are the
+    ones with its pipeline_id.
+    """
+    scratch_run = json.loads((project / "models/scratch_run.json").read_text())["run_id"]
+    pipeline_id = client.get_run(scratch_run).data.tags["pipeline_id"]
+    grouped = runs_by_name(client, pipeline_id)
+    assert {name: len(runs) for name, runs in grouped.items()} == {"scratch": 1, "concise": 1, "baseline": 1}
+    metrics = json.loads((project / "reports/eval/metrics.json").read_text())
+    dataset = {r.data.tags["dataset_sha256"] for runs in grouped.values() for r in runs}
+    pipeline_ids = {r.data.tags["pipeline_id"] for runs in grouped.values() for r in runs}
+    assert len(dataset) == 1 and len(next(iter(dataset))) == 64
+    assert len(pipeline_ids) == 1, "runs of one dvc repro share one pipeline_id"
+    for kind in ("scratch", "concise"):
+        (r,) = grouped[kind]
+        run_info = json.loads((project / f"models/{kind}_run.json").read_text())
+        assert r.info.run_id == run_info["run_id"], "the train stage's run id is the one passed on"
+        assert r.data.params["train.lr"] == "0.1" and r.data.params["train.batch_size"] == "256"
+        assert r.data.params["data.val_size"] == "5000"
+        tags = r.data.tags
+        assert tags["implementation"] == kind
+        assert len(tags["git_commit"]) == 40 and tags["git_dirty"] in ("true", "false")
+        history = client.get_metric_history(r.info.run_id, "val_acc")
+        assert [m.step for m in history] == list(range(1, 11))
+        assert [m.step for m in client.get_metric_history(r.info.run_id, "train_loss")] == list(range(1, 11))
+        assert r.data.metrics["test_accuracy"] == pytest.approx(metrics[kind]["test_accuracy"], abs=1e-9)
+        assert r.data.metrics["test_loss"] == pytest.approx(metrics[kind]["test_loss"], abs=1e-9)
+        assert 0.5 < r.data.metrics["test_f1_shirt"] < r.data.metrics["test_f1_trouser"] <= 1
+        artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
+        assert {"figures", "history.csv", "checkpoint", "per_class.csv", "confusion_matrix.json", "report"} <= artifacts
+        figures = {a.path for a in client.list_artifacts(r.info.run_id, "figures")}
+        assert figures == {"figures/training_curves.png", "figures/confusion_matrix.png"}
+        assert {a.path for a in client.list_artifacts(r.info.run_id, "report")} == {
+            "report/report.html", "report/summary.md"}
+        logged = client.search_logged_models([r.info.experiment_id], filter_string=f"source_run_id = '{r.info.run_id}'")
+        assert "model" in {m.name for m in logged}, "the PyTorch model is logged with the run"
+    (baseline,) = grouped["baseline"]
+    assert baseline.data.metrics["test_accuracy"] == pytest.approx(metrics["baseline"]["test_accuracy"], abs=1e-9)
+    assert baseline.data.tags["implementation"] == "baseline"
+
+    version = client.get_model_version_by_alias(REGISTERED, "champion")
+    champion_run = client.get_run(version.run_id)
+    assert champion_run.data.tags.get("champion") == "true"
+    val = {k: grouped[k][0].data.metrics["val_acc"] for k in ("scratch", "concise")}
+    assert champion_run.data.metrics["val_acc"] == max(val.values())
+
+
+def assert_champion_predicts_classes(uri: str, project: Path) -> None:
+    images = np.load(project / "data/processed/test_images.npy")[:200]
+    labels = np.load(project / "data/processed/test_labels.npy")[:200]
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = mlflow.pyfunc.load_model(f"models:/{REGISTERED}@champion")
+    predictions = model.predict(images.astype(np.float32) / 255)
+    assert list(predictions.columns) == ["class", "label", "probability"]
+    assert predictions["class"].between(0, 9).all()
+    assert (predictions["class"].to_numpy() == labels).mean() > 0.8
+    assert ((predictions["probability"] > 0.1) & (predictions["probability"] <= 1)).all()
+
+
+# --- the default local store -------------------------------------------------------------------
+
+def local_uri(project: Path) -> str:
+    return f"sqlite:///{project / 'mlflow.db'}"
+
+
+def test_local_store_holds_every_run_with_its_metrics_and_artifacts(pipeline_project):
+    project, _ = pipeline_project
+    assert (project / "mlflow.db").is_file() and (project / "mlruns").is_dir()
+    assert_pipeline_tracked(client_for(local_uri(project)), project)
+
+
+def test_local_champion_predicts_classes(pipeline_project):
+    project, _ = pipeline_project
+    assert_champion_predicts_classes(local_uri(project), project)
+
+
+def test_predict_command_takes_the_champion_uri(pipeline_project):
+    project, _ = pipeline_project
+    result = run([str(VENV_BIN / "fmnist-predict"), f"models:/{REGISTERED}@champion",
+                  "data/raw/t10k-images-idx3-ubyte", "--json"], project)
+    answers = json.loads(result.stdout)
+    labels = np.load(project / "data/processed/test_labels.npy")
+    names = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
+    top1 = [a["top"][0]["class"] for a in answers]
+    assert len(answers) == 10_000
+    assert np.mean([t == names[y] for t, y in zip(top1, labels)]) > 0.8
+
+
+def test_a_repro_that_changes_nothing_logs_nothing(pipeline_project):
+    project, _ = pipeline_project
+    client = client_for(local_uri(project))
+    before = {name: len(runs) for name, runs in runs_by_name(client).items()}
+    versions = len(client.search_model_versions(f"name='{REGISTERED}'"))
+    result = run(["dvc", "repro"], project)
+    assert "Running stage" not in result.stdout
+    assert {name: len(runs) for name, runs in runs_by_name(client).items()} == before
+    assert len(client.search_model_versions(f"name='{REGISTERED}'")) == versions
+
+
+def test_default_store_follows_dvc_root(tmp_path, monkeypatch):
+    from softmax_regression.tracking import tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "original"))
+    assert tracking_uri(tmp_path / "exp-copy") == f"sqlite:///{tmp_path / 'original' / 'mlflow.db'}"
+    monkeypatch.delenv("DVC_ROOT")
+    assert tracking_uri(tmp_path) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://team-server:5000")
+    assert tracking_uri(tmp_path) == "http://team-server:5000"
+
+
+# --- a real server -------------------------------------------------------------------------------
+
+def test_server_holds_every_run_with_its_metrics_and_artifacts(server_project, mlflow_server):
+    assert_pipeline_tracked(client_for(mlflow_server), server_project)
+
+
+def test_server_rest_api_lists_runs_metrics_and_the_registered_model(server_project, mlflow_server):
+    api = mlflow_server + "/api/2.0/mlflow"
+    experiment = get_json(f"{api}/experiments/get-by-name?experiment_name={EXPERIMENT}")["experiment"]
+    found = get_json(f"{api}/runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 100})
+    runs = {r["info"]["run_name"]: r for r in found["runs"]}
+    assert set(runs) == {"scratch", "concise", "baseline"}
+    metrics = json.loads((server_project / "reports/eval/metrics.json").read_text())
+    for name, run_ in runs.items():
+        logged = {m["key"]: m["value"] for m in run_["data"]["metrics"]}
+        assert logged["test_accuracy"] == pytest.approx(metrics[name]["test_accuracy"], abs=1e-9)
+    query = urllib.parse.urlencode({"name": REGISTERED, "alias": "champion"})
+    version = get_json(f"{api}/registered-models/alias?{query}")["model_version"]
+    assert version["name"] == REGISTERED and version["run_id"] in {r["info"]["run_id"] for r in runs.values()}
+    model = get_json(f"{api}/registered-models/get?name={REGISTERED}")["registered_model"]
+    assert any(a["alias"] == "champion" for a in model.get("aliases", []))
+
+
+def test_server_champion_predicts_classes(server_project, mlflow_server):
+    assert_champion_predicts_classes(mlflow_server, server_project)
+
+
+# --- the server is down ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stage", [["train", "--model", "scratch", "--no-progress"], ["evaluate"], ["report"]])
+def test_unreachable_server_fails_fast_naming_the_uri_and_writes_nothing(pipeline_project, stage):
+    project, _ = pipeline_project
+    closed = f"http://127.0.0.1:{free_port()}"
+    watched = sorted(p for d in ("models", "reports") for p in (project / d).rglob("*") if p.is_file())
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in watched}
+    start = time.monotonic()
+    result = run([sys.executable, "-m", f"pipeline.{stage[0]}", *stage[1:]], project, check=False,
+                 env=clean_env(MLFLOW_TRACKING_URI=closed))
+    elapsed = time.monotonic() - start
+    assert result.returncode == 1
+    assert elapsed < 30
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert closed in last_line and "unreachable" in last_line
+    after = {p: hashlib.sha256(p.read_bytes()).hexdigest()
+             for p in sorted(p for d in ("models", "reports") for p in (project / d).rglob("*") if p.is_file())}
+    assert after == before, "no DVC out may change when tracking is down"
