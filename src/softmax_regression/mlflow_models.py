@@ -102,10 +102,8 @@ def log_and_register_classifier(checkpoint_bytes: bytes, example_features: np.nd
     return str(version)
 
 
-def load_any_model(source: str) -> LoadedModel:
-    """A project model file path, or an MLflow URI (``models:/name@champion``, ``runs:/id/classifier``)."""
-    if ":/" not in source:
-        return load_model(source)
+def load_model_uri(source: str) -> LoadedModel:
+    """The project model behind an MLflow URI (``models:/name@champion``, ``runs:/<id>/classifier``)."""
     from .tracking import configure
 
     configure()

@@ -46,7 +46,10 @@ def load_inputs(path: str | Path, side: int, invert: bool = False) -> list[Input
         except IdxError as exc:
             raise InputImageError(str(exc)) from None
         if images.ndim != 3:
-            raise InputImageError(f"{path}: an IDX label file, not images")
+            kind = "a label file" if images.ndim == 1 else f"{images.ndim}-dimensional"
+            raise InputImageError(f"{path}: IDX file is {kind}, not images (N x height x width)")
+        if len(images) == 0:
+            raise InputImageError(f"{path}: IDX file holds no images")
         images = np.stack([resize_grey(Image.fromarray(im), side) for im in images]) \
             if images.shape[1:] != (side, side) else images
         return [InputImage(f"{path}[{i}]", _prepare(im, invert)) for i, im in enumerate(images)]

@@ -9,7 +9,7 @@ import click
 import numpy as np
 import torch
 
-from .models import ModelFileError
+from .models import ModelFileError, load_model
 from .predict import InputImageError, load_inputs, top_k
 
 
@@ -26,11 +26,15 @@ def main(model: str, images: tuple[str, ...], k: int, as_json: bool, invert: boo
 
     Example: fmnist-predict models/concise.pt shoe.png data/raw/t10k-images-idx3-ubyte
     """
-    from .mlflow_models import load_any_model  # imports mlflow: only once arguments are parsed
     from .tracking import TrackingUnavailable
 
     try:
-        loaded = load_any_model(model)
+        if ":/" in model:  # an MLflow model URI; mlflow is imported only for these (seconds of start-up)
+            from .mlflow_models import load_model_uri
+
+            loaded = load_model_uri(model)
+        else:
+            loaded = load_model(model)
         inputs = [item for path in images for item in load_inputs(path, loaded.side, invert=invert)]
     except (ModelFileError, InputImageError, TrackingUnavailable) as exc:
         click.echo(f"fmnist-predict: error: {exc}", err=True)

@@ -74,7 +74,32 @@ def configure(cwd: str | Path | None = None) -> str:
     uri = tracking_uri(cwd)
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:"):
+        initialize_sqlite_store(uri)
     return uri
+
+
+def initialize_sqlite_store(uri: str) -> None:
+    """Create or migrate a SQLite store's tables while holding an exclusive file lock.
+
+    MLflow's store migrates an empty database without any lock, so two stages
+    starting together on a fresh ``mlflow.db`` (``dvc queue start -j 2``) race
+    and one fails ("table ... already exists"). The lock lives in the temp
+    directory, keyed by the database path, so the project gains no file.
+    """
+    import tempfile
+
+    import mlflow
+
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; MLflow initializes the store unlocked, as before
+        return
+    database = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    key = hashlib.sha256(str(Path(database).resolve()).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"mlflow-sqlite-init-{key}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        mlflow.MlflowClient(uri).search_experiments(max_results=1)
 
 
 def experiment_id(name: str, cwd: str | Path | None = None) -> str:

@@ -119,12 +119,15 @@ def load_model(path: str | Path) -> LoadedModel:
         raise ModelFileError(f"model file {path} is not a readable PyTorch file ({type(exc).__name__})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FILE_FORMAT:
         raise ModelFileError(f"model file {path} is not a {FILE_FORMAT} file")
-    kind, side = checkpoint["kind"], int(checkpoint["input_shape"][-1])
-    n_classes = len(checkpoint["class_names"])
-    model = build_model(kind, torch.zeros(side * side, n_classes), lr=1.0)
+    try:
+        kind, side = checkpoint["kind"], int(checkpoint["input_shape"][-1])
+        class_names, params = list(checkpoint["class_names"]), dict(checkpoint["params"])
+        model = build_model(kind, torch.zeros(side * side, len(class_names)), lr=1.0)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise ModelFileError(f"model file {path} is damaged: {type(exc).__name__} {exc}") from None
     try:
         model.load_state_dict(checkpoint["state"])
     except (RuntimeError, KeyError) as exc:
         raise ModelFileError(f"model file {path}: weights do not fit a {kind} model of "
                              f"{side}x{side} inputs ({exc.__class__.__name__})") from None
-    return LoadedModel(model, kind, side, list(checkpoint["class_names"]), dict(checkpoint["params"]))
+    return LoadedModel(model, kind, side, class_names, params)
