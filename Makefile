@@ -7,7 +7,7 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
 # `pipeline/` is a folder: without .PHONY `make pipeline` would be "up to date".
-.PHONY: install pipeline test bench clean
+.PHONY: install pipeline test bench clean reproduce-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ pipeline: install
 
 test: install
 	pytest
+	python -m pipeline.reproduce_check
+
+# Rebuild the pipeline twice in a temporary copy; fails naming any model or metrics file that drifts.
+reproduce-check: install
+	python -m pipeline.reproduce_check
 
 bench: install
 	python benchmarks/train_speed.py
