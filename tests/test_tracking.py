@@ -106,7 +106,8 @@ def assert_pipeline_tracked(client: mlflow.MlflowClient, project: Path) -> None:
     scratch_run = json.loads((project / "models/scratch_run.json").read_text())["run_id"]
     pipeline_id = client.get_run(scratch_run).data.tags["pipeline_id"]
     grouped = runs_by_name(client, pipeline_id)
-    assert {name: len(runs) for name, runs in grouped.items()} == {"scratch": 1, "concise": 1, "baseline": 1}
+    assert {name: len(runs) for name, runs in grouped.items()} == {"data": 1, "scratch": 1, "concise": 1,
+                                                                    "baseline": 1}
     metrics = json.loads((project / "reports/eval/metrics.json").read_text())
     dataset = {r.data.tags["dataset_sha256"] for runs in grouped.values() for r in runs}
     pipeline_ids = {r.data.tags["pipeline_id"] for runs in grouped.values() for r in runs}
@@ -224,8 +225,10 @@ def test_server_rest_api_lists_runs_metrics_and_the_registered_model(server_proj
     experiment = get_json(f"{api}/experiments/get-by-name?experiment_name={EXPERIMENT}")["experiment"]
     found = get_json(f"{api}/runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 100})
     runs = {r["info"]["run_name"]: r for r in found["runs"]}
-    assert set(runs) == {"scratch", "concise", "baseline"}
+    assert set(runs) == {"data", "scratch", "concise", "baseline"}
     metrics = json.loads((server_project / "reports/eval/metrics.json").read_text())
+    assert {m["key"]: m["value"] for m in runs.pop("data")["data"]["metrics"]} == {
+        "train_size": 55000, "val_size": 5000, "test_size": 10000}
     for name, run_ in runs.items():
         logged = {m["key"]: m["value"] for m in run_["data"]["metrics"]}
         assert logged["test_accuracy"] == pytest.approx(metrics[name]["test_accuracy"], abs=1e-9)
@@ -242,7 +245,8 @@ def test_server_champion_predicts_classes(server_project, mlflow_server):
 
 # --- the server is down ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("stage", [["train", "--model", "scratch", "--no-progress"], ["evaluate"], ["report"]])
+@pytest.mark.parametrize("stage", [["preprocess"], ["train", "--model", "scratch", "--no-progress"], ["evaluate"],
+                                   ["report"]])
 def test_unreachable_server_fails_fast_naming_the_uri_and_writes_nothing(pipeline_project, stage):
     project, _ = pipeline_project
     closed = f"http://127.0.0.1:{free_port()}"

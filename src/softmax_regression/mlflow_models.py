@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .models import LoadedModel, ModelFileError, SoftmaxRegression, load_model
+from .tracking import configure, store_lock
 
 log = logging.getLogger(__name__)
 
@@ -96,16 +97,15 @@ def log_and_register_classifier(checkpoint_bytes: bytes, example_features: np.nd
                 input_example=example, signature=mlflow.models.infer_signature(example, classifier.predict(None, example)),
                 pip_requirements=pip_requirements(),
             )
-    version = mlflow.register_model(info.model_uri, registered_name).version
-    mlflow.MlflowClient().set_registered_model_alias(registered_name, CHAMPION_ALIAS, version)
+    with store_lock(mlflow.get_tracking_uri()):  # parallel sweeps register concurrently
+        version = mlflow.register_model(info.model_uri, registered_name).version
+        mlflow.MlflowClient().set_registered_model_alias(registered_name, CHAMPION_ALIAS, version)
     log.info("registered %s version %s as %s@%s", info.model_uri, version, registered_name, CHAMPION_ALIAS)
     return str(version)
 
 
 def load_model_uri(source: str) -> LoadedModel:
     """The project model behind an MLflow URI (``models:/name@champion``, ``runs:/<id>/classifier``)."""
-    from .tracking import configure
-
     configure()
     try:
         with warnings.catch_warnings():

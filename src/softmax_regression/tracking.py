@@ -11,16 +11,18 @@ default store is resolved against it, so the runs outlive the copy.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import subprocess
+import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 
 log = logging.getLogger(__name__)
@@ -79,26 +81,36 @@ def configure(cwd: str | Path | None = None) -> str:
     return uri
 
 
-def initialize_sqlite_store(uri: str) -> None:
-    """Create or migrate a SQLite store's tables while holding an exclusive file lock.
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """An exclusive file lock around writes MLflow's SQLite store does not serialise itself.
 
-    MLflow's store migrates an empty database without any lock, so two stages
-    starting together on a fresh ``mlflow.db`` (``dvc queue start -j 2``) race
-    and one fails ("table ... already exists"). The lock lives in the temp
-    directory, keyed by the database path, so the project gains no file.
+    MLflow migrates an empty database without any lock, so two stages starting
+    together on a fresh ``mlflow.db`` (``dvc queue start -j 2``) race and one
+    fails ("table ... already exists"); setting the same registry alias from
+    two processes fails on a UNIQUE constraint. The lock lives in the temp
+    directory, keyed by the database path, so the project gains no file. For a
+    server (or where there is no ``flock``) it does nothing.
     """
-    import tempfile
-
-    import mlflow
-
     try:
         import fcntl
-    except ImportError:  # Windows: no flock; MLflow initializes the store unlocked, as before
+    except ImportError:
+        fcntl = None
+    if fcntl is None or not uri.startswith("sqlite:"):
+        yield
         return
     database = uri.removeprefix("sqlite:///").split("?", 1)[0]
     key = hashlib.sha256(str(Path(database).resolve()).encode()).hexdigest()[:16]
-    with open(Path(tempfile.gettempdir()) / f"mlflow-sqlite-init-{key}.lock", "a") as lock:
+    with open(Path(tempfile.gettempdir()) / f"mlflow-sqlite-{key}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def initialize_sqlite_store(uri: str) -> None:
+    """Create or migrate a SQLite store's tables under :func:`store_lock`."""
+    import mlflow
+
+    with store_lock(uri):
         mlflow.MlflowClient(uri).search_experiments(max_results=1)
 
 
@@ -185,8 +197,6 @@ class RunInfo:
 
 def log_bytes(data: bytes, artifact_file: str) -> None:
     """Log bytes (a PNG already rendered, say) as the artifact ``artifact_file`` of the active run."""
-    import tempfile
-
     import mlflow
 
     directory, name = os.path.split(artifact_file)
