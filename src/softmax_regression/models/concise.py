@@ -22,7 +22,16 @@ class ConciseSoftmaxRegression:
             self.net[1].weight.copy_(W.T)  # nn.Linear keeps W as n_classes x n_features
             self.net[1].bias.zero_()
         self.loss = loss if loss is not None else nn.CrossEntropyLoss()
-        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=lr, weight_decay=weight_decay)
+        self.lr, self.weight_decay = lr, weight_decay
+        self._optimizer: torch.optim.SGD | None = None
+
+    @property
+    def optimizer(self) -> torch.optim.SGD:
+        """Made on first use: building it imports torch's compiler stack (2 s here), which a model
+        loaded only to predict never needs."""
+        if self._optimizer is None:
+            self._optimizer = torch.optim.SGD(self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        return self._optimizer
 
     def logits(self, X: torch.Tensor) -> torch.Tensor:
         return self.net(X)
