@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+if str(PROJECT_ROOT) not in sys.path:  # `pipeline/` is a folder of the project, not an installed package
+    sys.path.insert(0, str(PROJECT_ROOT))
 SYSTEM_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
 VENV_BIN = Path(sys.executable).parent
 
@@ -40,27 +41,19 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, check: boo
     return result
 
 
-def project_files() -> list[str]:
-    """Files of the project as git sees them (tracked or not ignored): what a clone would hold."""
-    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=PROJECT_ROOT,
-                         capture_output=True, text=True, check=True).stdout
-    return [line for line in out.splitlines() if line and (PROJECT_ROOT / line).is_file()]
-
-
 def copy_project(dest: Path) -> Path:
-    """A fresh git repository at ``dest`` holding the project's files, committed, with no DVC outs."""
+    """A fresh git repository at ``dest`` holding the project's files, committed, with no DVC outs
+    and no dvc.lock (so the first ``dvc repro`` runs every stage): what a clone would hold."""
+    from pipeline.reproduce_check import copy_project as copy_committed
+
     dest.mkdir(parents=True, exist_ok=True)
-    for rel in project_files():
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(PROJECT_ROOT / rel, target)
-    (dest / "dvc.lock").unlink(missing_ok=True)
+    copy_committed(PROJECT_ROOT, dest)
     env = clean_env()
-    run(["git", "init", "-q", "-b", "main"], dest, env)
+    if (dest / "dvc.lock").exists():
+        run(["git", "rm", "-q", "dvc.lock"], dest, env)
+        run(["git", "commit", "-q", "-m", "no dvc.lock"], dest, env)
     run(["git", "config", "user.name", "test"], dest, env)
     run(["git", "config", "user.email", "test@example.invalid"], dest, env)
-    run(["git", "add", "-A"], dest, env)
-    run(["git", "commit", "-q", "-m", "project copy"], dest, env)
     return dest
 
 
