@@ -37,7 +37,6 @@ CONFUSION_PNG_DIR = EVAL_DIR / "confusion_png"
 
 
 REPORT_HTML = REPORT_DIR / "report.html"
-REPORT_MD = REPORT_DIR / "summary.md"
 
 
 def run_info_json(name: str) -> Path:

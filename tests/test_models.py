@@ -12,7 +12,7 @@ from softmax_regression.models import (
 )
 from softmax_regression.models.scratch import cross_entropy, cross_entropy_and_grad, log_softmax, softmax
 from softmax_regression.training import (
-    ShuffledBatches, TrainingDiverged, history_csv, read_history_csv, to_features, to_labels, train, train_epoch,
+    ShuffledBatches, TrainingDiverged, history_csv, read_history_csv, to_features, to_labels, train,
 )
 
 

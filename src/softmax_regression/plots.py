@@ -7,21 +7,14 @@ figures never leak between calls and nothing needs a display.
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from .atomic import atomic_path
 
 PNG_METADATA = {"Software": None}
 """No version stamp in the PNGs, so equal figures are equal bytes across machines."""
-
-
-def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, metadata=PNG_METADATA, bbox_inches="tight")
 
 
 def figure_png_bytes(fig: Figure, dpi: int = 100) -> bytes:

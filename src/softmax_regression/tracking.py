@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 
 log = logging.getLogger(__name__)
@@ -204,12 +204,3 @@ def log_bytes(data: bytes, artifact_file: str) -> None:
         path = Path(tmp) / name
         path.write_bytes(data)
         mlflow.log_artifact(str(path), artifact_path=directory or None)
-
-
-def flat_metrics(prefix: str, values: dict[str, Any]) -> dict[str, float]:
-    """MLflow metric names from a nested dict: ``{prefix}{key}`` with only legal characters."""
-    out = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}".replace(" ", "_").replace("/", "_")
-        out[name] = float(value)
-    return out
