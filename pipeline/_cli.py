@@ -1,4 +1,4 @@
-"""What every stage command shares: logging set-up and turning failures into one clear line."""
+"""What every stage command shares: its params, logging set-up, and turning failures into one clear line."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Callable
 
 import click
 
-from softmax_regression.params import ParamsError
+from softmax_regression.params import ParamsError, load_params
 
 EXIT_FAILURE = 1
 EXIT_BAD_PARAMS = 2
@@ -18,6 +18,38 @@ params_option = click.option(
     "--params", "params_path", default="params.yaml", show_default=True,
     type=click.Path(dir_okay=False), help="The params file to read.",
 )
+
+
+class StageParams(dict):
+    """One params section as a stage sees it: only the keys the stage declares (in dvc.yaml too)."""
+
+    def __init__(self, section: str, values: dict):
+        super().__init__(values)
+        self.section = section
+
+    def __missing__(self, key: str):
+        raise KeyError(f"params key {self.section}.{key} is not among this stage's declared params "
+                       "(its PARAMS and its params in dvc.yaml)")
+
+
+def load_stage_params(path: str, declared: tuple[str, ...]) -> dict[str, StageParams]:
+    """Validate the whole params file, then hand out only what the stage declares.
+
+    ``declared`` holds sections (``train``) and single keys (``tracking.experiment``),
+    exactly as the stage's ``params:`` in dvc.yaml, so a stage cannot read a
+    param DVC does not know it depends on (a test compares the two lists).
+    """
+    params = load_params(path)
+    view: dict[str, StageParams] = {}
+    for entry in declared:
+        section, _, key = entry.partition(".")
+        if section not in view:
+            view[section] = StageParams(section, {})
+        if key:
+            view[section][key] = params[section][key]
+        else:
+            view[section].update(params[section])
+    return view
 
 
 def stage_main(name: str) -> Callable:

@@ -1,46 +1,48 @@
-"""DVC stage `evaluate`: score both models (and a scikit-learn baseline) on the test split.
+"""DVC stage `evaluate`: score the models on the test split and crown the champion.
 
-Writes reports/eval/metrics.json (DVC metrics: accuracy, mean loss and macro
-F1 per model), reports/eval/per_class.csv (precision / recall / F1 per class),
-reports/eval/confusion/<model>.csv (actual vs predicted class: DVC's
-confusion plot) and reports/eval/confusion_png/<model>.png (counts in the cells).
-The baseline is scored only with evaluate.baseline: true.
+Scores scratch, concise and (with evaluate.baseline) the baseline. Writes
+reports/eval/metrics.json (DVC metrics: test accuracy, mean loss and macro F1,
+and validation accuracy, per model), reports/eval/per_class.csv (precision /
+recall / F1 per class), reports/eval/confusion/<model>.csv (actual vs
+predicted class: DVC's confusion plot) and reports/eval/confusion_png/<model>.png
+(counts in the cells).
 
 Logs the test metrics, per-class metrics and confusion matrix into each
-model's MLflow run (from models/<model>_run.json), creates a run for the
-baseline, and registers the model with the better validation accuracy as
-<tracking.registered_model>@champion (a pyfunc that predicts classes).
+model's MLflow run, found in the current store by the model file's SHA-256
+(tag model_sha256) and created from the model file where the store has none.
+Registers the model with the best validation accuracy as a version of
+<tracking.registered_model> (a pyfunc that predicts classes) and moves the
+alias @champion to it only if it beats the current champion.
 """
 
 import logging
 
 import click
 import mlflow
+import numpy as np
 import pandas as pd
 import torch
 
 from softmax_regression import CLASS_NAMES, tracking
 from softmax_regression.atomic import atomic_dir, write_json, write_text
-from softmax_regression.baseline import baseline_probabilities, fit_logistic_regression
-from softmax_regression.dataset import load_split, split_files
-from softmax_regression.metrics import (
-    Evaluation, best_by_validation, evaluate_probabilities, per_class_csv, predictions_csv,
-)
-from softmax_regression.mlflow_models import log_and_register_classifier
-from softmax_regression.models import MODEL_KINDS, load_model
-from softmax_regression.params import flatten_params, load_params
+from softmax_regression.dataset import load_split
+from softmax_regression.metrics import Evaluation, best_by_validation, evaluate_probabilities, per_class_csv, predictions_csv
+from softmax_regression.mlflow_models import model_run_id, register_and_promote
+from softmax_regression.models import MODEL_KINDS, SCORED_KINDS, load_model
 from softmax_regression.plots import confusion_matrix_figure, figure_png_bytes
-from softmax_regression.training import read_history_csv
 
 from . import paths
-from ._cli import params_option, stage_main
+from ._cli import load_stage_params, params_option, stage_main
+from .mlflow_runs import dataset_sha256, open_experiment, run_tags_for
 
 log = logging.getLogger(__name__)
 
+PARAMS = ("evaluate", "tracking")
 
-def log_evaluation(e: Evaluation, confusion_png: bytes) -> None:
+
+def log_evaluation(e: Evaluation, val_accuracy: float, confusion_png: bytes) -> None:
     """Test metrics, per-class metrics, the confusion figure and its table, into the active run."""
-    mlflow.log_metrics(e.summary())
+    mlflow.log_metrics({**e.summary(), "val_accuracy": val_accuracy})
     mlflow.log_metrics({f"test_{metric}_{row['class'].replace(' ', '_').replace('-', '_')}": row[metric]
                         for row in e.per_class_rows() for metric in ("precision", "recall", "f1")})
     tracking.log_bytes(confusion_png, "figures/confusion_matrix.png")
@@ -53,53 +55,47 @@ def log_evaluation(e: Evaluation, confusion_png: bytes) -> None:
 @params_option
 @stage_main("evaluate")
 def main(params_path: str) -> None:
-    params = load_params(params_path)
-    cfg = params["evaluate"]
-    tracking.configure()
-    runs = {kind: tracking.RunInfo.read(paths.run_info_json(kind)) for kind in MODEL_KINDS}
-    val_accuracy = {kind: read_history_csv(paths.history_csv(kind).read_text())[-1].val_acc for kind in MODEL_KINDS}
+    params = load_stage_params(params_path, PARAMS)
+    experiment_id = open_experiment(params["tracking"]["experiment"])
+    kinds = SCORED_KINDS if params["evaluate"]["baseline"] else MODEL_KINDS
     test = load_split(paths.PROCESSED_DIR, "test")
-    models = {kind: load_model(paths.model_path(kind)) for kind in MODEL_KINDS}
+    val = load_split(paths.PROCESSED_DIR, "val")
+    checkpoints = {kind: paths.model_path(kind).read_bytes() for kind in kinds}
+    models = {kind: load_model(paths.model_path(kind)) for kind in kinds}
     evaluations = [
         evaluate_probabilities(kind, model.predict_proba(torch.from_numpy(test.images)).numpy(), test.labels)
         for kind, model in models.items()
     ]
-    if cfg["baseline"]:
-        train = load_split(paths.PROCESSED_DIR, "train")
-        baseline = fit_logistic_regression(train.images, train.labels, C=cfg["baseline_C"],
-                                           max_iter=cfg["baseline_max_iter"])
-        evaluations.append(evaluate_probabilities("baseline", baseline_probabilities(baseline, test.images),
-                                                  test.labels))
-
+    val_accuracy = {
+        kind: round(float((model.predict_proba(torch.from_numpy(val.images)).argmax(dim=1).numpy()
+                           == val.labels).mean()), 6)
+        for kind, model in models.items()
+    }
     figures = {e.name: figure_png_bytes(confusion_matrix_figure(
         e.confusion, CLASS_NAMES, f"{e.name}: confusion matrix on the test set (accuracy {e.accuracy:.4f})"))
         for e in evaluations}
-
-    for e in evaluations:
-        if e.name in runs:
-            with mlflow.start_run(run_id=runs[e.name].run_id):
-                log_evaluation(e, figures[e.name])
-        else:
-            tags = tracking.standard_tags(e.name, params_path,
-                                          tracking.files_digest(split_files(paths.PROCESSED_DIR)))
-            experiment_id = tracking.experiment_id(params["tracking"]["experiment"])
-            with mlflow.start_run(experiment_id=experiment_id, run_name=e.name, tags=tags):
-                mlflow.log_params(flatten_params(params, ("data", "evaluate")))
-                log_evaluation(e, figures[e.name])
-    champion = best_by_validation(val_accuracy)
-    log_and_register_classifier(paths.model_path(champion).read_bytes(), test.images[:5].astype("float32") / 255,
-                                params["tracking"]["registered_model"], runs[champion].run_id)
-    with mlflow.start_run(run_id=runs[champion].run_id):
-        mlflow.set_tag("champion", "true")
 
     with atomic_dir(paths.CONFUSION_DIR) as tables, atomic_dir(paths.CONFUSION_PNG_DIR) as pngs:
         for e in evaluations:
             (tables / f"{e.name}.csv").write_text(predictions_csv(e, test.labels))
             (pngs / f"{e.name}.png").write_bytes(figures[e.name])
     write_text(paths.PER_CLASS_CSV, per_class_csv(evaluations))
-    write_json(paths.EVAL_METRICS, {e.name: e.summary() for e in evaluations})
+    write_json(paths.EVAL_METRICS, {e.name: {**e.summary(), "val_accuracy": val_accuracy[e.name]}
+                                    for e in evaluations})
     for e in evaluations:
-        log.info("%s: test accuracy %.4f, loss %.4f, macro F1 %.4f", e.name, e.accuracy, e.loss, float(e.f1.mean()))
+        log.info("%s: test accuracy %.4f, loss %.4f, macro F1 %.4f; val accuracy %.4f", e.name, e.accuracy, e.loss,
+                 float(e.f1.mean()), val_accuracy[e.name])
+
+    example = np.ascontiguousarray(test.images[:5], dtype=np.float32) / 255
+    dataset = dataset_sha256()
+    run_ids = {kind: model_run_id(experiment_id, kind, checkpoints[kind], example,
+                                  run_tags_for(kind, params_path, dataset)) for kind in kinds}
+    for e in evaluations:
+        with mlflow.start_run(run_id=run_ids[e.name]):
+            log_evaluation(e, val_accuracy[e.name], figures[e.name])
+    best = best_by_validation(val_accuracy)
+    register_and_promote(checkpoints[best], example, params["tracking"]["registered_model"], run_ids[best],
+                         val_accuracy[best])
 
 
 if __name__ == "__main__":

@@ -4,13 +4,14 @@ import logging
 
 import click
 
-from softmax_regression.params import load_params
 from softmax_regression.sources import fetch_fashion_mnist
 
 from . import paths
-from ._cli import params_option, stage_main
+from ._cli import load_stage_params, params_option, stage_main
 
 log = logging.getLogger(__name__)
+
+PARAMS = ("data.system_dir", "data.local_dir", "data.mirrors", "data.timeout", "data.retries")
 
 
 @click.command(help=__doc__ + "\n\nSources, in order: data/raw/ if already verified, data.system_dir "
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 @click.option("--no-progress", is_flag=True, help="Hide download progress bars.")
 @stage_main("fetch")
 def main(params_path: str, no_progress: bool) -> None:
-    data = load_params(params_path)["data"]
+    data = load_stage_params(params_path, PARAMS)["data"]
     result = fetch_fashion_mnist(
         paths.RAW_DIR,
         system_dir=data["system_dir"],

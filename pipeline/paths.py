@@ -2,8 +2,6 @@
 
 from pathlib import Path
 
-PARAMS = Path("params.yaml")
-
 RAW_DIR = Path("data/raw")
 PROCESSED_DIR = Path("data/processed")
 DATA_REPORT_DIR = Path("reports/data")
@@ -35,10 +33,4 @@ CONFUSION_DIR = EVAL_DIR / "confusion"
 CONFUSION_PNG_DIR = EVAL_DIR / "confusion_png"
 """``<model>.png`` heatmaps with counts in the cells."""
 
-
 REPORT_HTML = REPORT_DIR / "report.html"
-
-
-def run_info_json(name: str) -> Path:
-    """The MLflow run a stage created for ``name`` (scratch, concise, baseline, data), for later stages."""
-    return {"data": DATA_REPORT_DIR, "baseline": EVAL_DIR}.get(name, MODELS_DIR) / f"{name}_run.json"

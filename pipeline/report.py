@@ -5,6 +5,10 @@ reports/report/summary.md and the figures beside them in reports/report/figures/
 predictions on the first test images, the most confident mistakes, both
 models' training curves, the confusion matrices, per-class F1 and the
 chapter's regression-loss figure.
+
+Logs the page into each scored model's MLflow run, found in the current store
+by the model file's SHA-256 (and created from the model file where the store
+has none).
 """
 
 import csv
@@ -14,14 +18,15 @@ import logging
 
 import click
 import mlflow
+import numpy as np
 import torch
 
-from softmax_regression import CLASS_NAMES, tracking
+from softmax_regression import CLASS_NAMES
 from softmax_regression.atomic import atomic_dir
 from softmax_regression.dataset import load_split
 from softmax_regression.metrics import best_by_validation, evaluate_probabilities, most_confident_mistakes
-from softmax_regression.models import MODEL_KINDS, load_model
-from softmax_regression.params import load_params
+from softmax_regression.mlflow_models import model_run_id
+from softmax_regression.models import MODEL_KINDS, SCORED_KINDS, load_model
 from softmax_regression.plots import (
     figure_png_bytes, image_grid_figure, loss_functions_figure, per_class_f1_figure, training_curves_figure,
 )
@@ -29,9 +34,12 @@ from softmax_regression.report import Section, metrics_table_html, per_class_tab
 from softmax_regression.training import read_history_csv
 
 from . import paths
-from ._cli import params_option, stage_main
+from ._cli import load_stage_params, params_option, stage_main
+from .mlflow_runs import dataset_sha256, open_experiment, run_tags_for
 
 log = logging.getLogger(__name__)
+
+PARAMS = ("report", "tracking.experiment")
 
 
 def read_per_class(text: str) -> list[dict]:
@@ -47,18 +55,18 @@ def read_per_class(text: str) -> list[dict]:
 @params_option
 @stage_main("report")
 def main(params_path: str) -> None:
-    cfg = load_params(params_path)["report"]
-    tracking.configure()
-    runs = {kind: tracking.RunInfo.read(paths.run_info_json(kind)) for kind in MODEL_KINDS}
+    params = load_stage_params(params_path, PARAMS)
+    cfg = params["report"]
+    experiment_id = open_experiment(params["tracking"]["experiment"])
     test = load_split(paths.PROCESSED_DIR, "test")
     histories = {k: read_history_csv(paths.history_csv(k).read_text()) for k in MODEL_KINDS}
     scored = json.loads(paths.EVAL_METRICS.read_text())
-    metrics = {name: scored[name] for name in (*MODEL_KINDS, "baseline") if name in scored}
+    metrics = {name: scored[name] for name in SCORED_KINDS if name in scored}
     per_class = read_per_class(paths.PER_CLASS_CSV.read_text())
     for kind, history in histories.items():
-        metrics[kind] = {**metrics[kind], "val_accuracy": history[-1].val_acc, "train_loss": history[-1].train_loss}
+        metrics[kind] = {**metrics[kind], "train_loss": history[-1].train_loss}
 
-    best = best_by_validation({k: h[-1].val_acc for k, h in histories.items()})
+    best = best_by_validation({name: values["val_accuracy"] for name, values in metrics.items()})
     model = load_model(paths.model_path(best))
     evaluation = evaluate_probabilities(best, model.predict_proba(torch.from_numpy(test.images)).numpy(), test.labels)
 
@@ -124,11 +132,16 @@ def main(params_path: str) -> None:
             (tmp / "figures" / name).write_bytes(png)
         (tmp / "report.html").write_text(page)
         (tmp / "summary.md").write_text(summary)
-        for kind, run in runs.items():
-            with mlflow.start_run(run_id=run.run_id):
-                mlflow.log_artifact(str(tmp / "report.html"), artifact_path="report")
-                mlflow.log_artifact(str(tmp / "summary.md"), artifact_path="report")
     log.info("wrote %s (%d KB)", paths.REPORT_HTML, len(page) // 1024)
+
+    example = np.ascontiguousarray(test.images[:5], dtype=np.float32) / 255
+    dataset = dataset_sha256()
+    for name in metrics:
+        run_id = model_run_id(experiment_id, name, paths.model_path(name).read_bytes(), example,
+                              run_tags_for(name, params_path, dataset))
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_text(page, "report/report.html")
+            mlflow.log_text(summary, "report/summary.md")
 
 
 if __name__ == "__main__":

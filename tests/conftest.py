@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from support import SYSTEM_DATA_DIR, clean_env
+from support import SYSTEM_DATA_DIR, VENV_BIN, clean_env
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -25,16 +25,21 @@ def env():
 
 @pytest.fixture(scope="session")
 def pipeline_project(tmp_path_factory, system_data_dir):
-    """A temporary git copy of the project on which the whole pipeline ran once, on the real data.
+    """A real `git clone` of the project's HEAD on which the README's pipeline command ran once.
 
     Shared by the slow tests: a test that changes params.yaml restores it
     (``git checkout params.yaml``) and reruns ``dvc repro`` before it ends.
-    Returns (project path, output of the first ``dvc repro``).
+    Returns (project path, output of `make pipeline`). What `git status` and
+    dvc.lock looked like right after that first run is kept beside the clone
+    (``first-run-status.txt``, ``first-run-dvc.lock``) for the test that checks them.
     """
-    from support import copy_project, run, set_param
+    from support import clone_project, run
 
-    project = copy_project(tmp_path_factory.mktemp("pipeline") / "project")
-    set_param(project, "data.mirrors", [])  # offline: the system copy is the source
-    run(["git", "commit", "-qam", "offline params"], project)
-    result = run(["dvc", "repro"], project)
+    project = clone_project(tmp_path_factory.mktemp("pipeline") / "project")
+    # The README's command, with the virtualenv this session already has. Its install step is
+    # up to date: the stamp is newer than the clone's pyproject.toml (git keeps content, not times).
+    os.utime(project / "pyproject.toml", (0, 0))
+    result = run(["make", "pipeline", f"VENV={VENV_BIN.parent}"], project)
+    (project.parent / "first-run-status.txt").write_text(run(["git", "status", "--porcelain"], project).stdout)
+    (project.parent / "first-run-dvc.lock").write_bytes((project / "dvc.lock").read_bytes())
     return project, result.stdout

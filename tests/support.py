@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Iterator
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 if str(PROJECT_ROOT) not in sys.path:  # `pipeline/` is a folder of the project, not an installed package
@@ -31,8 +36,11 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, check: bool = True,
         timeout: float = 900) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, cwd=cwd, env=env or clean_env(), capture_output=True, text=True,
-                            timeout=timeout)
+    """Run ``cmd`` in ``cwd``; a project there (a copy or a clone) imports its own ``src/`` first."""
+    env = dict(env or clean_env())
+    if (Path(cwd) / "src").is_dir() and "PYTHONPATH" not in env:
+        env["PYTHONPATH"] = str(Path(cwd) / "src")
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} exited {result.returncode}\n--- stdout\n{result.stdout[-4000:]}"
@@ -41,19 +49,37 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, check: boo
     return result
 
 
-def copy_project(dest: Path) -> Path:
-    """A fresh git repository at ``dest`` holding the project's files, committed, with no DVC outs
-    and no dvc.lock (so the first ``dvc repro`` runs every stage): what a clone would hold."""
-    from pipeline.reproduce_check import copy_project as copy_committed
+def project_files(root: Path = PROJECT_ROOT) -> list[str]:
+    """What a clone of the working tree would hold: tracked files plus untracked files git does not ignore."""
+    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=root,
+                         capture_output=True, text=True, check=True).stdout
+    return [rel for rel in out.split("\0") if rel and (root / rel).is_file()]
 
+
+def copy_project(dest: Path, keep_lock: bool = False) -> Path:
+    """A fresh git repository at ``dest`` holding the working tree's project files, committed, with no
+    DVC outs and (unless ``keep_lock``) no dvc.lock, so the first ``dvc repro`` runs every stage."""
     dest.mkdir(parents=True, exist_ok=True)
-    copy_committed(PROJECT_ROOT, dest)
+    for rel in project_files():
+        if rel == "dvc.lock" and not keep_lock:
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(PROJECT_ROOT / rel, target)
     env = clean_env()
-    if (dest / "dvc.lock").exists():
-        run(["git", "rm", "-q", "dvc.lock"], dest, env)
-        run(["git", "commit", "-q", "-m", "no dvc.lock"], dest, env)
+    run(["git", "init", "-q"], dest, env)
     run(["git", "config", "user.name", "test"], dest, env)
     run(["git", "config", "user.email", "test@example.invalid"], dest, env)
+    run(["git", "add", "-A"], dest, env)
+    run(["git", "commit", "-q", "--no-verify", "-m", "project copy"], dest, env)
+    return dest
+
+
+def clone_project(dest: Path, source: Path = PROJECT_ROOT) -> Path:
+    """A real ``git clone`` of the committed HEAD of ``source`` (the project): what a new user or CI starts from."""
+    run(["git", "clone", "-q", "--no-hardlinks", str(source), str(dest)], dest.parent)
+    run(["git", "config", "user.name", "test"], dest)
+    run(["git", "config", "user.email", "test@example.invalid"], dest)
     return dest
 
 
@@ -78,3 +104,77 @@ def set_param(project: Path, dotted_key: str, value) -> None:
     section, key = dotted_key.split(".")
     params.setdefault(section, {})[key] = value
     path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+FAST_PARAMS = {"data.mirrors": [], "train.epochs": 2, "baseline.max_iter": 10}
+"""A cheaper configuration of the same pipeline: every stage, out and dependency edge as with the defaults."""
+
+
+def fast_copy(dest: Path) -> Path:
+    """A committed git copy of the project, offline (the system copy of the data), with FAST_PARAMS."""
+    project = copy_project(dest)
+    for key, value in FAST_PARAMS.items():
+        set_param(project, key, value)
+    run(["git", "commit", "-qam", "offline, 2 epochs, short baseline"], project)
+    return project
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_server(root: Path) -> Iterator[str]:
+    """A real `mlflow server` on a free port of 127.0.0.1 with its own SQLite store and proxied artifacts
+    under ``root``; yields its URI and stops it (the whole process group) afterwards."""
+    import urllib.request
+
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = open(root / "server.log", "wb")
+    process = subprocess.Popen(
+        [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "artifacts"),
+         "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, env=clean_env(), start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(uri + "/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server did not come up: {(root / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield uri
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+        log.close()
+
+
+def get_json(url: str, body: dict | None = None) -> dict:
+    """GET (or POST ``body`` to) an MLflow REST endpoint; the parsed answer."""
+    import json
+    import urllib.request
+
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())

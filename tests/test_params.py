@@ -20,7 +20,8 @@ DEFAULTS = {
         "epochs": 10, "batch_size": 256, "lr": 0.1, "weight_decay": 0.0, "init_std": 0.01,
         "seed": 0, "device": "auto",
     },
-    "evaluate": {"baseline": True, "baseline_max_iter": 100, "baseline_C": 1.0},
+    "baseline": {"C": 1.0, "max_iter": 100},
+    "evaluate": {"baseline": True},
     "report": {"n_images": 18, "n_mistakes": 18},
     "tracking": {"experiment": "fashion-mnist-softmax", "registered_model": "fashion-mnist-softmax"},
 }
@@ -66,7 +67,7 @@ def test_validate_does_not_modify_its_input():
     ("train.device", "cuda"), ("data.resize", 4), ("data.resize", 224), ("data.val_size", 30000),
     ("data.timeout", 0.5), ("data.retries", 0), ("data.local_dir", "/some/dir"), ("data.system_dir", None),
     ("data.mirrors", ["http://a/", "https://b/"]), ("evaluate.baseline", False),
-    ("evaluate.baseline_max_iter", 10000), ("report.n_images", 1), ("report.n_mistakes", 100),
+    ("baseline.max_iter", 10000), ("report.n_images", 1), ("report.n_mistakes", 100),
 ])
 def test_edge_values_accepted(dotted, value):
     section, key = dotted.split(".")
@@ -177,9 +178,9 @@ BAD_VALUES = [
     ("data.timeout", math.inf, "a number of seconds > 0"),
     ("data.retries", -1, "an integer >= 0"),
     ("data.seed", -5, "an integer >= 0"),
-    ("evaluate.baseline_max_iter", 0, "an integer between 1 and 10000"),
-    ("evaluate.baseline_max_iter", 10001, "an integer between 1 and 10000"),
-    ("evaluate.baseline_C", 0, "a number > 0"),
+    ("baseline.max_iter", 0, "an integer between 1 and 10000"),
+    ("baseline.max_iter", 10001, "an integer between 1 and 10000"),
+    ("baseline.C", 0, "a number > 0"),
     ("report.n_images", 0, "an integer between 1 and 100"),
     ("report.n_mistakes", 101, "an integer between 1 and 100"),
 ]

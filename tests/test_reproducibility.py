@@ -4,11 +4,9 @@ reruns, experiments (one, and a parallel queued sweep tracked in one SQLite stor
 All of it runs the real pipeline on the real data, in temporary git copies of the
 project. To stay within a few minutes they use a cheaper configuration of the
 same pipeline (2 epochs, a 10-iteration baseline): every stage, every out and
-every dependency edge is the same as with the defaults. They do not use the
-session's `pipeline_project`: other test files rewrite its outs (models/*_run.json
-changes with every training run), and it costs a full default run when this file
-runs alone. `python -m pipeline.reproduce_check` (run by `make test`) covers the
-default configuration.
+every dependency edge is the same as with the defaults. The session's
+`pipeline_project` (a real clone, default params) and `python -m
+pipeline.reproduce_check` (run by `make test`) cover the default configuration.
 """
 
 import hashlib
@@ -23,23 +21,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support import clean_env, copy_project, run, set_param, stages_ran, stages_skipped
+from support import clean_env, fast_copy, run, stages_ran, stages_skipped
+from support import set_param
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["fetch", "preprocess", "train_scratch", "train_concise", "evaluate", "report"]
-FAST_PARAMS = {"data.mirrors": [], "train.epochs": 2, "evaluate.baseline_max_iter": 10}
+STAGES = ["fetch", "preprocess", "train_scratch", "train_concise", "train_baseline", "evaluate", "report"]
 STAGE_RESTORED = re.compile(r"Stage '([\w@.-]+)' is cached - skipping run, checking out outputs")
 OUT_DIRS = ("data", "models", "reports")
-
-
-def fast_copy(dest: Path) -> Path:
-    """A committed git copy of the project, offline (the system copy of the data), with FAST_PARAMS."""
-    project = copy_project(dest)
-    for key, value in FAST_PARAMS.items():
-        set_param(project, key, value)
-    run(["git", "commit", "-qam", "offline, 2 epochs, short baseline"], project)
-    return project
 
 
 @pytest.fixture(scope="module")
@@ -116,9 +105,10 @@ def test_copies_in_different_directories_give_identical_models_and_metrics(fast_
 # --- 3. a change reruns exactly what depends on it ------------------------------------------------
 
 SELECTIVE = [
-    ("data.seed", 1, ["preprocess", "train_scratch", "train_concise", "evaluate", "report"]),
+    ("data.seed", 1, ["preprocess", "train_scratch", "train_concise", "train_baseline", "evaluate", "report"]),
     ("train.lr", 0.05, ["train_scratch", "train_concise", "evaluate", "report"]),
-    ("evaluate.baseline_C", 0.5, ["evaluate", "report"]),
+    ("baseline.C", 0.5, ["train_baseline", "evaluate", "report"]),
+    ("evaluate.baseline", False, ["evaluate", "report"]),
     ("report.n_images", 9, ["report"]),
 ]
 

@@ -2,9 +2,6 @@
 
 import hashlib
 import json
-import os
-import socket
-import subprocess
 import sys
 import time
 import urllib.parse
@@ -16,56 +13,21 @@ import mlflow
 import numpy as np
 import pytest
 
-from support import VENV_BIN, clean_env, copy_project, run, set_param
+from support import PROJECT_ROOT, VENV_BIN, clean_env, copy_project, free_port, get_json, run, set_param
+from support import mlflow_server as start_mlflow_server
 
 pytestmark = pytest.mark.slow
 
 EXPERIMENT = "fashion-mnist-softmax"
 REGISTERED = "fashion-mnist-softmax"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get_json(url: str, body: dict | None = None) -> dict:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
+SCORED = ("scratch", "concise", "baseline")
 
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` on a free port of 127.0.0.1 with its own SQLite store and artifact directory."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    log = open(root / "server.log", "wb")
-    process = subprocess.Popen(
-        [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "artifacts"),
-         "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, env=clean_env(), start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(uri + "/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"mlflow server did not come up: {(root / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.5)
-    yield uri
-    os.killpg(process.pid, 15)
-    process.wait(timeout=30)
-    log.close()
+    with start_mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as uri:
+        yield uri
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +35,7 @@ def server_project(tmp_path_factory, mlflow_server, system_data_dir):
     """The whole pipeline run in a fresh copy of the project against the real server."""
     project = copy_project(tmp_path_factory.mktemp("server") / "project")
     set_param(project, "data.mirrors", [])
-    set_param(project, "evaluate.baseline_max_iter", 30)  # the baseline's fit is not what is tested here
+    set_param(project, "baseline.max_iter", 30)  # the baseline's fit is not what is tested here
     run(["git", "commit", "-qam", "offline params"], project)
     run(["dvc", "repro"], project, env=clean_env(MLFLOW_TRACKING_URI=mlflow_server))
     assert not (project / "mlflow.db").exists(), "the tracking URI was ignored: a local store appeared"
@@ -96,6 +58,23 @@ def runs_by_name(client: mlflow.MlflowClient, pipeline_id: str | None = None) ->
     return grouped
 
 
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def model_runs(client: mlflow.MlflowClient, project: Path) -> dict[str, object]:
+    """The run of each scored model file of ``project``, found as the stages find it: by its SHA-256."""
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert experiment is not None, f"experiment {EXPERIMENT} missing"
+    found = {}
+    for kind in SCORED:
+        runs = client.search_runs([experiment.experiment_id],
+                                  filter_string=f"tags.model_sha256 = '{sha256(project / 'models' / f'{kind}.pt')}'")
+        assert len(runs) == 1, (kind, [r.info.run_id for r in runs])
+        found[kind] = runs[0]
+    return found
+
+
 def assert_pipeline_tracked(client: mlflow.MlflowClient, project: Path) -> None:
     """What one pipeline execution must leave in MLflow, whatever the store.
 
@@ -103,48 +82,50 @@ def assert_pipeline_tracked(client: mlflow.MlflowClient, project: Path) -> None:
     params; the runs of the execution whose outs are in the workspace are the
     ones with its pipeline_id.
     """
-    scratch_run = json.loads((project / "models/scratch_run.json").read_text())["run_id"]
-    pipeline_id = client.get_run(scratch_run).data.tags["pipeline_id"]
+    runs = model_runs(client, project)
+    pipeline_id = runs["scratch"].data.tags["pipeline_id"]
     grouped = runs_by_name(client, pipeline_id)
-    assert {name: len(runs) for name, runs in grouped.items()} == {"data": 1, "scratch": 1, "concise": 1,
-                                                                    "baseline": 1}
+    assert {name: len(found) for name, found in grouped.items()} == {"data": 1, "scratch": 1, "concise": 1,
+                                                                      "baseline": 1}
+    assert {kind: r.info.run_id for kind, r in runs.items()} == {kind: grouped[kind][0].info.run_id for kind in SCORED}
     metrics = json.loads((project / "reports/eval/metrics.json").read_text())
-    dataset = {r.data.tags["dataset_sha256"] for runs in grouped.values() for r in runs}
-    pipeline_ids = {r.data.tags["pipeline_id"] for runs in grouped.values() for r in runs}
+    dataset = {r.data.tags["dataset_sha256"] for found in grouped.values() for r in found}
     assert len(dataset) == 1 and len(next(iter(dataset))) == 64
-    assert len(pipeline_ids) == 1, "runs of one dvc repro share one pipeline_id"
-    for kind in ("scratch", "concise"):
-        (r,) = grouped[kind]
-        run_info = json.loads((project / f"models/{kind}_run.json").read_text())
-        assert r.info.run_id == run_info["run_id"], "the train stage's run id is the one passed on"
-        assert r.data.params["train.lr"] == "0.1" and r.data.params["train.batch_size"] == "256"
-        assert r.data.params["data.val_size"] == "5000"
+    for kind, r in runs.items():
         tags = r.data.tags
         assert tags["implementation"] == kind
         assert len(tags["git_commit"]) == 40 and tags["git_dirty"] in ("true", "false")
-        history = client.get_metric_history(r.info.run_id, "val_acc")
-        assert [m.step for m in history] == list(range(1, 11))
-        assert [m.step for m in client.get_metric_history(r.info.run_id, "train_loss")] == list(range(1, 11))
+        assert r.info.status == "FINISHED"
         assert r.data.metrics["test_accuracy"] == pytest.approx(metrics[kind]["test_accuracy"], abs=1e-9)
         assert r.data.metrics["test_loss"] == pytest.approx(metrics[kind]["test_loss"], abs=1e-9)
+        assert r.data.metrics["val_accuracy"] == pytest.approx(metrics[kind]["val_accuracy"], abs=1e-9)
         assert 0.5 < r.data.metrics["test_f1_shirt"] < r.data.metrics["test_f1_trouser"] <= 1
         artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
-        assert {"figures", "history.csv", "checkpoint", "per_class.csv", "confusion_matrix.json", "report"} <= artifacts
-        figures = {a.path for a in client.list_artifacts(r.info.run_id, "figures")}
-        assert figures == {"figures/training_curves.png", "figures/confusion_matrix.png"}
+        assert {"figures", "checkpoint", "per_class.csv", "confusion_matrix.json", "report"} <= artifacts
         assert {a.path for a in client.list_artifacts(r.info.run_id, "report")} == {
             "report/report.html", "report/summary.md"}
         logged = client.search_logged_models([r.info.experiment_id], filter_string=f"source_run_id = '{r.info.run_id}'")
         assert "model" in {m.name for m in logged}, "the PyTorch model is logged with the run"
-    (baseline,) = grouped["baseline"]
-    assert baseline.data.metrics["test_accuracy"] == pytest.approx(metrics["baseline"]["test_accuracy"], abs=1e-9)
-    assert baseline.data.tags["implementation"] == "baseline"
+    for kind in ("scratch", "concise"):
+        r = runs[kind]
+        assert r.data.params["train.lr"] == "0.1" and r.data.params["train.batch_size"] == "256"
+        history = client.get_metric_history(r.info.run_id, "val_acc")
+        assert [m.step for m in history] == list(range(1, 11))
+        assert [m.step for m in client.get_metric_history(r.info.run_id, "train_loss")] == list(range(1, 11))
+        assert history[-1].value == pytest.approx(metrics[kind]["val_accuracy"], abs=1e-6)
+        assert "history.csv" in {a.path for a in client.list_artifacts(r.info.run_id)}
+        figures = {a.path for a in client.list_artifacts(r.info.run_id, "figures")}
+        assert figures == {"figures/training_curves.png", "figures/confusion_matrix.png"}
+    assert runs["baseline"].data.params["baseline.C"] == "1.0"
 
+    # the champion: the best validation accuracy, and the only run tagged champion
     version = client.get_model_version_by_alias(REGISTERED, "champion")
-    champion_run = client.get_run(version.run_id)
-    assert champion_run.data.tags.get("champion") == "true"
-    val = {k: grouped[k][0].data.metrics["val_acc"] for k in ("scratch", "concise")}
-    assert champion_run.data.metrics["val_acc"] == max(val.values())
+    best = max(SCORED, key=lambda kind: metrics[kind]["val_accuracy"])
+    assert version.run_id == runs[best].info.run_id
+    assert float(version.tags["val_accuracy"]) == pytest.approx(metrics[best]["val_accuracy"], abs=1e-9)
+    assert version.tags["model_sha256"] == sha256(project / "models" / f"{best}.pt")
+    tagged = client.search_runs([runs[best].info.experiment_id], filter_string="tags.champion = 'true'")
+    assert [r.info.run_id for r in tagged] == [version.run_id]
 
 
 def assert_champion_predicts_classes(uri: str, project: Path) -> None:
@@ -203,15 +184,32 @@ def test_a_repro_that_changes_nothing_logs_nothing(pipeline_project):
 
 
 def test_default_store_follows_dvc_root(tmp_path, monkeypatch):
+    from pipeline.dvc_env import project_root, run_tags
     from softmax_regression.tracking import tracking_uri
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path / "original"))
-    assert tracking_uri(tmp_path / "exp-copy") == f"sqlite:///{tmp_path / 'original' / 'mlflow.db'}"
-    monkeypatch.delenv("DVC_ROOT")
+    monkeypatch.setenv("DVC_EXP_NAME", "lucid-fern")
+    monkeypatch.setenv("DVC_STAGE", "train_scratch")
+    assert project_root() == tmp_path / "original"
+    assert tracking_uri(project_root()) == f"sqlite:///{tmp_path / 'original' / 'mlflow.db'}"
+    assert run_tags() == {"dvc_exp_name": "lucid-fern", "dvc_stage": "train_scratch"}
+    for variable in ("DVC_ROOT", "DVC_EXP_NAME", "DVC_STAGE"):
+        monkeypatch.delenv(variable)
+    assert project_root() == tmp_path and run_tags() == {}
     assert tracking_uri(tmp_path) == f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://team-server:5000")
     assert tracking_uri(tmp_path) == "http://team-server:5000"
+
+
+def test_the_library_knows_nothing_of_dvc():
+    """src/ takes the root and the tags from its caller; only pipeline/ reads DVC's environment."""
+    library = PROJECT_ROOT / "src" / "softmax_regression"
+    offenders = [f"{path.relative_to(PROJECT_ROOT)}:{number}: {line.strip()}"
+                 for path in sorted(library.rglob("*.py"))
+                 for number, line in enumerate(path.read_text().splitlines(), 1) if "dvc" in line.lower()]
+    assert offenders == []
 
 
 # --- a real server -------------------------------------------------------------------------------
@@ -224,6 +222,7 @@ def test_server_rest_api_lists_runs_metrics_and_the_registered_model(server_proj
     api = mlflow_server + "/api/2.0/mlflow"
     experiment = get_json(f"{api}/experiments/get-by-name?experiment_name={EXPERIMENT}")["experiment"]
     found = get_json(f"{api}/runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 100})
+    assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in experiment["tags"]
     runs = {r["info"]["run_name"]: r for r in found["runs"]}
     assert set(runs) == {"data", "scratch", "concise", "baseline"}
     metrics = json.loads((server_project / "reports/eval/metrics.json").read_text())

@@ -1,7 +1,8 @@
 """Softmax regression on Fashion-MNIST, after Dive into Deep Learning (chapter 3).
 
-The library knows nothing of DVC: ``pipeline/`` holds one thin command per
-stage that reads params.yaml and calls in here.
+The library knows nothing of the pipeline that runs it: ``pipeline/`` holds
+one thin command per stage that reads params.yaml and calls in here, passing
+in the project root and the tags to put on runs.
 """
 
 CLASS_NAMES = (

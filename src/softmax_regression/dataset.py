@@ -90,7 +90,7 @@ def class_counts(labels: np.ndarray, n_classes: int = len(CLASS_NAMES)) -> list[
 
 
 def split_stats(splits: dict[str, Split], side: int) -> dict:
-    """Sizes and per-class counts of each split, written next to the data as a DVC metric."""
+    """Sizes and per-class counts of each split, written next to the data."""
     return {
         "side": side,
         "n_features": side * side,
@@ -123,7 +123,7 @@ def load_split(processed_dir: str | Path, name: str) -> Split:
     images_path, labels_path = processed_dir / f"{name}_images.npy", processed_dir / f"{name}_labels.npy"
     for path in (images_path, labels_path):
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found; run the preprocess stage first (dvc repro preprocess)")
+            raise FileNotFoundError(f"{path} not found; preprocess the raw data first")
     images = np.load(images_path, allow_pickle=False)
     labels = np.load(labels_path, allow_pickle=False)
     if images.ndim != 2 or images.dtype != np.uint8 or labels.shape != (len(images),):

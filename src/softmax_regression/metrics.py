@@ -25,7 +25,7 @@ class Evaluation:
     probabilities: np.ndarray
 
     def summary(self) -> dict:
-        """What goes into metrics.json (DVC metrics) and MLflow: plain floats."""
+        """What goes into the metrics file and MLflow: plain floats."""
         return {
             "test_accuracy": round(self.accuracy, 6),
             "test_loss": round(self.loss, 6),
@@ -59,7 +59,7 @@ def evaluate_probabilities(name: str, probabilities: np.ndarray, labels: np.ndar
 
 
 def predictions_csv(evaluation: Evaluation, labels: np.ndarray) -> str:
-    """``actual,predicted`` class names per test image: the table DVC's confusion template draws."""
+    """``actual,predicted`` class names per test image: a long-format confusion table that plotting tools draw."""
     lines = ["actual,predicted"]
     lines += [f"{CLASS_NAMES[a]},{CLASS_NAMES[p]}" for a, p in zip(labels, evaluation.predicted)]
     return "\n".join(lines) + "\n"

@@ -1,5 +1,5 @@
 """The trained models as MLflow models: the PyTorch flavour for the train runs, a class-predicting
-pyfunc for the registry, and loading either back for ``fmnist-predict``.
+pyfunc for the registry and its champion, and loading either back for ``fmnist-predict``.
 
 ``mlflow.pytorch`` models answer with raw logits ``[N, 10]``. The registered
 model answers with classes: a pyfunc wrapping the project's model file, whose
@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -20,12 +21,14 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .checksums import sha256_hex
 from .models import LoadedModel, ModelFileError, SoftmaxRegression, load_model
-from .tracking import configure, store_lock
+from .tracking import MODEL_SHA256_TAG, configure, find_run, log_bytes, store_lock
 
 log = logging.getLogger(__name__)
 
 CHAMPION_ALIAS = "champion"
+VAL_ACCURACY_TAG = "val_accuracy"
 
 
 def pip_requirements() -> list[str]:
@@ -76,12 +79,99 @@ class FashionMnistClassifier(mlflow.pyfunc.PythonModel):
         })
 
 
-def log_and_register_classifier(checkpoint_bytes: bytes, example_features: np.ndarray, registered_name: str,
-                                run_id: str) -> str:
-    """Log the class-predicting pyfunc into ``run_id``, register it, point the ``champion`` alias at it.
+def model_run_id(experiment_id: str, kind: str, checkpoint: bytes, example_features: np.ndarray,
+                 tags: dict[str, str]) -> str:
+    """The run of the model file ``checkpoint`` in the current store: found by its SHA-256, else created.
 
-    Returns the new model version.
+    A store that did not see the model trained (a fresh one, another server)
+    gets a run holding what the model file itself tells: the params that
+    shaped it, the file, and the model in MLflow's PyTorch flavour.
     """
+    sha256 = sha256_hex(checkpoint)
+    found = find_run(experiment_id, MODEL_SHA256_TAG, sha256)
+    if found is not None:
+        return found.info.run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{kind}.pt"
+        path.write_bytes(checkpoint)
+        loaded = load_model(path)
+    log.info("no run of the %s model (sha256 %s) in this store: creating one", kind, sha256[:12])
+    with mlflow.start_run(experiment_id=experiment_id, run_name=kind,
+                          tags={**tags, MODEL_SHA256_TAG: sha256, "created_from": "model file"}) as run:
+        mlflow.log_params(loaded.params)
+        log_bytes(checkpoint, f"checkpoint/{kind}.pt")
+        log_torch_model(loaded.model, example_features)
+    return run.info.run_id
+
+
+def _registered_version(client, registered_name: str, sha256: str):
+    versions = client.search_model_versions(f"name = '{registered_name}' and tags.{MODEL_SHA256_TAG} = '{sha256}'")
+    return min(versions, key=lambda v: int(v.version)) if versions else None
+
+
+def _champion(client, registered_name: str):
+    try:
+        return client.get_model_version_by_alias(registered_name, CHAMPION_ALIAS)
+    except mlflow.exceptions.MlflowException:  # no such model or alias yet
+        return None
+
+
+@dataclass(frozen=True)
+class ChampionDecision:
+    version: str
+    """The model version of the candidate (new, or the one already registered for the same file)."""
+    promoted: bool
+    champion_version: str
+    champion_val_accuracy: float
+
+
+def register_and_promote(checkpoint: bytes, example_features: np.ndarray, registered_name: str, run_id: str,
+                         val_accuracy: float) -> ChampionDecision:
+    """Register the model file as a version of ``registered_name`` and move ``@champion`` to it only if
+    its validation accuracy beats the current champion's.
+
+    The accuracy is recorded on the version (tag ``val_accuracy``), so the next
+    candidate is compared with it. A file registered before (same SHA-256) is
+    not registered again. Only the champion's run carries the tag
+    ``champion=true``. The read-compare-write runs under :func:`store_lock`,
+    so parallel sweeps on one SQLite store cannot both win.
+    """
+    client = mlflow.MlflowClient()
+    sha256 = sha256_hex(checkpoint)
+    model_uri = None
+    if _registered_version(client, registered_name, sha256) is None:  # the slow logging, outside the lock
+        model_uri = _log_classifier(checkpoint, example_features, run_id)
+    with store_lock(mlflow.get_tracking_uri()):
+        version = _registered_version(client, registered_name, sha256)
+        if version is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                version = mlflow.register_model(
+                    model_uri or _log_classifier(checkpoint, example_features, run_id), registered_name,
+                    tags={MODEL_SHA256_TAG: sha256, VAL_ACCURACY_TAG: repr(float(val_accuracy))})
+        # a file registered before competes with the accuracy recorded then, so tag and alias agree
+        candidate = float(version.tags.get(VAL_ACCURACY_TAG, val_accuracy))
+        champion = _champion(client, registered_name)
+        best = float(champion.tags.get(VAL_ACCURACY_TAG, "-inf")) if champion is not None else float("-inf")
+        promoted = champion is None or (champion.version != version.version and candidate > best)
+        if promoted:
+            client.set_registered_model_alias(registered_name, CHAMPION_ALIAS, version.version)
+            _move_champion_tag(client, version.run_id, champion.run_id if champion is not None else None)
+    if promoted:
+        log.info("%s version %s (val accuracy %.4f) is now %s@%s", registered_name, version.version, candidate,
+                 registered_name, CHAMPION_ALIAS)
+        return ChampionDecision(str(version.version), True, str(version.version), candidate)
+    if champion.version == version.version:
+        log.info("%s version %s (val accuracy %.4f) is %s@%s already", registered_name, version.version, candidate,
+                 registered_name, CHAMPION_ALIAS)
+    else:
+        log.info("%s version %s (val accuracy %.4f) does not beat %s@%s, version %s (val accuracy %.4f)",
+                 registered_name, version.version, candidate, registered_name, CHAMPION_ALIAS, champion.version, best)
+    return ChampionDecision(str(version.version), False, str(champion.version), best)
+
+
+def _log_classifier(checkpoint_bytes: bytes, example_features: np.ndarray, run_id: str) -> str:
+    """Log the class-predicting pyfunc into ``run_id``; returns its model URI."""
     example = np.ascontiguousarray(example_features, dtype=np.float32)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = Path(tmp) / "model.pt"
@@ -97,16 +187,27 @@ def log_and_register_classifier(checkpoint_bytes: bytes, example_features: np.nd
                 input_example=example, signature=mlflow.models.infer_signature(example, classifier.predict(None, example)),
                 pip_requirements=pip_requirements(),
             )
-    with store_lock(mlflow.get_tracking_uri()):  # parallel sweeps register concurrently
-        version = mlflow.register_model(info.model_uri, registered_name).version
-        mlflow.MlflowClient().set_registered_model_alias(registered_name, CHAMPION_ALIAS, version)
-    log.info("registered %s version %s as %s@%s", info.model_uri, version, registered_name, CHAMPION_ALIAS)
-    return str(version)
+    return info.model_uri
 
 
-def load_model_uri(source: str) -> LoadedModel:
-    """The project model behind an MLflow URI (``models:/name@champion``, ``runs:/<id>/classifier``)."""
-    configure()
+def _move_champion_tag(client, new_run_id: str, old_run_id: str | None) -> None:
+    """Tag the champion's run ``champion=true`` and take the tag off every other run that carries it."""
+    stale = {old_run_id} if old_run_id else set()
+    experiment_id = client.get_run(new_run_id).info.experiment_id
+    stale |= {r.info.run_id for r in client.search_runs([experiment_id], filter_string="tags.champion = 'true'",
+                                                        max_results=1000)}
+    for run_id in stale - {new_run_id}:
+        try:
+            client.delete_tag(run_id, "champion")
+        except mlflow.exceptions.MlflowException:  # the run or its tag is gone already
+            pass
+    client.set_tag(new_run_id, "champion", "true")
+
+
+def load_model_uri(source: str, root: str | Path = ".") -> LoadedModel:
+    """The project model behind an MLflow URI (``models:/name@champion``, ``runs:/<id>/classifier``);
+    without ``MLFLOW_TRACKING_URI`` the store is ``mlflow.db`` in ``root``."""
+    configure(root)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # see FashionMnistClassifier

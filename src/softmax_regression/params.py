@@ -82,11 +82,12 @@ SCHEMA: dict[str, dict[str, Rule]] = {
         "seed": Rule(0, "an integer >= 0", _int_at_least(0)),
         "device": Rule("auto", "one of auto, cpu, cuda", lambda v: v in ("auto", "cpu", "cuda")),
     },
+    "baseline": {
+        "C": Rule(1.0, "a number > 0", _positive_number),
+        "max_iter": Rule(100, "an integer between 1 and 10000", lambda v: _is_int(v) and 1 <= v <= 10000),
+    },
     "evaluate": {
         "baseline": Rule(True, "true or false", lambda v: isinstance(v, bool)),
-        "baseline_max_iter": Rule(100, "an integer between 1 and 10000",
-                                  lambda v: _is_int(v) and 1 <= v <= 10000),
-        "baseline_C": Rule(1.0, "a number > 0", _positive_number),
     },
     "report": {
         "n_images": Rule(18, "an integer between 1 and 100", lambda v: _is_int(v) and 1 <= v <= 100),
@@ -150,7 +151,7 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, dict[str, Any]]:
 
 
 def flatten_params(params: dict[str, dict[str, Any]], sections: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """Flat dotted keys (``train.lr``) as MLflow and DVC name them."""
+    """Flat dotted keys (``train.lr``), as MLflow params."""
     flat = {}
     for section, values in params.items():
         if sections is not None and section not in sections:

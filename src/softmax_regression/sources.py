@@ -8,7 +8,6 @@ the SHA-256 of its *decompressed* bytes: Debian recompresses the official
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .atomic import atomic_dir
+from .checksums import sha256_hex
 from .idx import IdxError, decompress_if_gzip, read_maybe_gzip
 
 log = logging.getLogger(__name__)
@@ -52,10 +52,6 @@ class FetchResult:
     """Which source provided the files."""
     skipped: list[str] = field(default_factory=list)
     """Why each earlier source was passed over."""
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def verified(name: str, content: bytes, origin: str) -> bytes:

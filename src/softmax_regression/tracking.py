@@ -1,47 +1,46 @@
-"""MLflow tracking: where runs go, what tags they carry, and how a model is logged and registered.
+"""MLflow tracking: where runs go, what tags they carry, and how a stage finds the run it logs into.
 
-The store is MLflow's own default (SQLite ``mlflow.db`` with artifacts in
-``mlruns/``) at the project root, so a plain ``mlflow ui`` there shows every
-run; ``MLFLOW_TRACKING_URI`` points the same code at a team server.
+MLflow is a side channel. No file that one step hands to the next names a
+run: a run is found by what it is about, a tag holding the SHA-256 of the
+model file (``model_sha256``) or of the dataset (``dataset_sha256``), in
+whatever store the caller points at. Where that store has no such run (a
+fresh store, another server), the caller creates one. So outputs made
+against one store work against any other.
 
-Under ``dvc exp run --queue`` / ``--temp`` a stage runs in a temporary copy of
-the repository; DVC then sets ``DVC_ROOT`` to the original root, and the
-default store is resolved against it, so the runs outlive the copy.
+The default store is MLflow's own default (SQLite ``mlflow.db`` with
+artifacts in ``mlruns/``) under a project root the caller passes in;
+``MLFLOW_TRACKING_URI`` points the same code at a team server.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import subprocess
 import tempfile
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-
 log = logging.getLogger(__name__)
 
-RUN_INFO_FORMAT = "mlflow-run/1"
+MODEL_SHA256_TAG = "model_sha256"
+DATASET_SHA256_TAG = "dataset_sha256"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+"""Without it `mlflow ui` opens an experiment on its GenAI overview (traces, tokens), not on the runs."""
 
 
 class TrackingUnavailable(RuntimeError):
     """The tracking server cannot be reached."""
 
 
-def project_root(cwd: str | Path | None = None) -> Path:
-    """The original repository root: ``DVC_ROOT`` under ``dvc exp``, else the working directory."""
-    return Path(os.environ.get("DVC_ROOT") or cwd or os.getcwd()).resolve()
-
-
-def tracking_uri(cwd: str | Path | None = None) -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else SQLite ``mlflow.db`` at the project root."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root(cwd) / 'mlflow.db'}"
+def tracking_uri(root: str | Path) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else SQLite ``mlflow.db`` in ``root``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
 
 
 def is_local_store(uri: str) -> bool:
@@ -67,13 +66,13 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         ) from None
 
 
-def configure(cwd: str | Path | None = None) -> str:
+def configure(root: str | Path) -> str:
     """Point MLflow at the tracking URI (checked), with bounded HTTP retries; returns the URI."""
     import mlflow
 
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-    uri = tracking_uri(cwd)
+    uri = tracking_uri(root)
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     if uri.startswith("sqlite:"):
@@ -85,12 +84,12 @@ def configure(cwd: str | Path | None = None) -> str:
 def store_lock(uri: str) -> Iterator[None]:
     """An exclusive file lock around writes MLflow's SQLite store does not serialise itself.
 
-    MLflow migrates an empty database without any lock, so two stages starting
-    together on a fresh ``mlflow.db`` (``dvc queue start -j 2``) race and one
-    fails ("table ... already exists"); setting the same registry alias from
-    two processes fails on a UNIQUE constraint. The lock lives in the temp
-    directory, keyed by the database path, so the project gains no file. For a
-    server (or where there is no ``flock``) it does nothing.
+    MLflow migrates an empty database without any lock, so two processes
+    starting together on a fresh ``mlflow.db`` race and one fails ("table ...
+    already exists"); the champion's compare-and-set must not interleave
+    either. The lock lives in the temp directory, keyed by the database path,
+    so the project gains no file. For a server (or where there is no
+    ``flock``) it does nothing.
     """
     try:
         import fcntl
@@ -114,22 +113,39 @@ def initialize_sqlite_store(uri: str) -> None:
         mlflow.MlflowClient(uri).search_experiments(max_results=1)
 
 
-def experiment_id(name: str, cwd: str | Path | None = None) -> str:
-    """The id of experiment ``name``, created if missing; a local store keeps artifacts in ``mlruns/``."""
+def experiment_id(name: str, root: str | Path) -> str:
+    """The id of experiment ``name``, created if missing, opening on its runs in ``mlflow ui``.
+
+    A local store keeps the artifacts in ``mlruns/`` under ``root``.
+    """
     import mlflow
     from mlflow.exceptions import MlflowException
 
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    location = None
-    if is_local_store(mlflow.get_tracking_uri()):
-        location = (project_root(cwd) / "mlruns" / hashlib.sha256(name.encode()).hexdigest()[:12]).as_uri()
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except MlflowException:  # another process created it first (parallel dvc exp workers)
-        return client.get_experiment_by_name(name).experiment_id
+    if experiment is None:
+        location = None
+        if is_local_store(mlflow.get_tracking_uri()):
+            location = (Path(root).resolve() / "mlruns" / hashlib.sha256(name.encode()).hexdigest()[:12]).as_uri()
+        try:
+            return client.create_experiment(name, artifact_location=location,
+                                            tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        except MlflowException:  # another process created it first (parallel workers)
+            experiment = client.get_experiment_by_name(name)
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return experiment.experiment_id
+
+
+def find_run(experiment_id: str, tag: str, value: str):
+    """The newest finished run of the experiment whose tag ``tag`` is ``value``, or None."""
+    import mlflow
+
+    runs = mlflow.MlflowClient().search_runs(
+        [experiment_id], filter_string=f"tags.{tag} = '{value}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=1,
+    )
+    return runs[0] if runs else None
 
 
 def git_state(cwd: str | Path | None = None) -> dict[str, str]:
@@ -145,54 +161,23 @@ def git_state(cwd: str | Path | None = None) -> dict[str, str]:
     return {"git_commit": commit or "unknown", "git_dirty": str(bool(dirty)).lower() if commit else "unknown"}
 
 
-def files_digest(paths: list[Path]) -> str:
-    """SHA-256 over the named files' bytes, in the order given: one checksum for a dataset."""
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.name.encode() + b"\0")
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 def pipeline_id(params_file: str | Path, commit: str) -> str:
-    """What groups the runs of one ``dvc repro``: a digest of the commit and the params in force.
+    """What groups the runs of one pipeline execution: a digest of the commit and the params in force.
 
-    Every stage of one execution computes the same value without sharing any
+    Every step of one execution computes the same value without sharing any
     state, and any change of code or params gives a new one.
     """
     return hashlib.sha256(commit.encode() + b"\0" + Path(params_file).read_bytes()).hexdigest()[:16]
 
 
 def standard_tags(implementation: str, params_file: str | Path, dataset_sha256: str,
-                  cwd: str | Path | None = None) -> dict[str, str]:
+                  extra: dict[str, str] | None = None, cwd: str | Path | None = None) -> dict[str, str]:
+    """The tags every run carries: git state, what it is, the dataset, the execution, and the caller's own."""
     tags = git_state(cwd)
-    tags.update(implementation=implementation, dataset_sha256=dataset_sha256,
-                pipeline_id=pipeline_id(params_file, tags["git_commit"]))
-    for env, tag in (("DVC_EXP_NAME", "dvc_exp_name"), ("DVC_STAGE", "dvc_stage")):
-        if os.environ.get(env):
-            tags[tag] = os.environ[env]
+    tags.update(implementation=implementation, pipeline_id=pipeline_id(params_file, tags["git_commit"]))
+    tags[DATASET_SHA256_TAG] = dataset_sha256
+    tags.update(extra or {})
     return tags
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """What a stage passes on so later stages log into the same run (a DVC out of the stage)."""
-    run_id: str
-    experiment_id: str
-    tracking_uri: str
-
-    def to_json(self) -> str:
-        return json.dumps({"format": RUN_INFO_FORMAT, "run_id": self.run_id, "experiment_id": self.experiment_id,
-                           "tracking_uri": self.tracking_uri}, indent=2) + "\n"
-
-    @classmethod
-    def read(cls, path: str | Path) -> "RunInfo":
-        data = json.loads(Path(path).read_text())
-        if data.get("format") != RUN_INFO_FORMAT:
-            raise ValueError(f"{path} is not an {RUN_INFO_FORMAT} file")
-        return cls(data["run_id"], data["experiment_id"], data["tracking_uri"])
 
 
 def log_bytes(data: bytes, artifact_file: str) -> None:

@@ -150,7 +150,7 @@ HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_acc")
 
 
 def history_csv(history: list[EpochRecord]) -> str:
-    """CSV text of a history (DVC plots read it); floats in full ``repr`` precision."""
+    """CSV text of a history (plotting tools read it); floats in full ``repr`` precision."""
     lines = [",".join(HISTORY_COLUMNS)]
     for r in history:
         lines.append(f"{r.epoch},{r.train_loss!r},{r.train_acc!r},{r.val_acc!r}")

@@ -3,6 +3,10 @@
 Both models expose ``logits(X)`` and ``train_step(X, y)``, so one training
 loop serves both; each takes its loss (and the scratch one its gradient) as a
 constructor argument, so the loss can be swapped.
+
+A model file may also hold the ``baseline``: the same linear softmax model,
+``softmax(X W + b)``, fitted by scikit-learn's L-BFGS instead of SGD. It loads
+as a scratch model (the plainest ``X W + b``) that keeps its own kind.
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ from .concise import ConciseSoftmaxRegression
 from .scratch import ScratchSoftmaxRegression
 
 MODEL_KINDS = ("scratch", "concise")
+"""The chapter's two implementations, trained by the one training loop."""
+BASELINE_KIND = "baseline"
+SCORED_KINDS = (*MODEL_KINDS, BASELINE_KIND)
+"""Every kind a model file can hold."""
 FILE_FORMAT = "softmax-regression-model/1"
 
 
@@ -50,7 +58,11 @@ def build_model(kind: str, W: torch.Tensor, lr: float, weight_decay: float = 0.0
         return ScratchSoftmaxRegression(W, lr=lr, weight_decay=weight_decay)
     if kind == "concise":
         return ConciseSoftmaxRegression(W, lr=lr, weight_decay=weight_decay)
-    raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
+    if kind == BASELINE_KIND:
+        model = ScratchSoftmaxRegression(W, lr=lr, weight_decay=weight_decay)
+        model.kind = BASELINE_KIND
+        return model
+    raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(SCORED_KINDS)}")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -88,7 +100,7 @@ class LoadedModel:
 
 def model_bytes(model: SoftmaxRegression, side: int, params: dict) -> bytes:
     """The model file's content: the weights plus what using them needs (classes, input shape,
-    preprocessing) and the params that made them. Equal models give equal bytes."""
+    preprocessing) and the params that shaped them (and no other). Equal models give equal bytes."""
     checkpoint = {
         "format": FILE_FORMAT,
         "kind": model.kind,

@@ -1,0 +1,71 @@
+"""DVC stage `train_baseline`: scikit-learn's LogisticRegression, fitted by L-BFGS on the training split.
+
+The same linear softmax model as the chapter's, solved to (near) optimum
+instead of by 10 epochs of SGD: what a linear model can reach on raw pixels.
+Writes models/baseline.pt, the project's model file (W = coef_^T,
+b = intercept_, and the baseline.* params), so evaluate, report,
+fmnist-predict and the MLflow registry treat it like the two others. Logs an
+MLflow run named `baseline` (params, train and validation accuracy, the
+model file, the model, the tag model_sha256).
+
+Its own stage, so a train.* change does not refit it: only baseline.* and
+the data do.
+"""
+
+import logging
+
+import click
+import mlflow
+import torch
+
+from softmax_regression import tracking
+from softmax_regression.atomic import write_bytes
+from softmax_regression.baseline import as_softmax_regression, fit_logistic_regression
+from softmax_regression.checksums import sha256_hex
+from softmax_regression.dataset import image_side, load_split
+from softmax_regression.mlflow_models import log_torch_model
+from softmax_regression.models import BASELINE_KIND, model_bytes
+from softmax_regression.params import flatten_params
+from softmax_regression.training import accuracy, to_features, to_labels
+
+from . import paths
+from ._cli import load_stage_params, params_option, stage_main
+from .mlflow_runs import open_experiment, run_tags_for
+
+log = logging.getLogger(__name__)
+
+PARAMS = ("baseline", "tracking.experiment")
+
+
+@click.command(help=__doc__)
+@params_option
+@stage_main("train_baseline")
+def main(params_path: str) -> None:
+    params = load_stage_params(params_path, PARAMS)
+    cfg = params["baseline"]
+    experiment_id = open_experiment(params["tracking"]["experiment"])
+    side = image_side(paths.PROCESSED_DIR)
+    train_split = load_split(paths.PROCESSED_DIR, "train")
+    val_split = load_split(paths.PROCESSED_DIR, "val")
+
+    fitted = fit_logistic_regression(train_split.images, train_split.labels, C=cfg["C"], max_iter=cfg["max_iter"])
+    model = as_softmax_regression(fitted)
+    shaping = flatten_params(params, ("baseline",))
+    checkpoint = model_bytes(model, side, shaping)
+    write_bytes(paths.model_path(BASELINE_KIND), checkpoint)
+
+    with torch.no_grad():
+        train_acc = accuracy(model, to_features(train_split.images), to_labels(train_split.labels))
+        val_acc = accuracy(model, to_features(val_split.images), to_labels(val_split.labels))
+    tags = {**run_tags_for(BASELINE_KIND, params_path), tracking.MODEL_SHA256_TAG: sha256_hex(checkpoint)}
+    with mlflow.start_run(experiment_id=experiment_id, run_name=BASELINE_KIND, tags=tags) as run:
+        mlflow.log_params(shaping)
+        mlflow.log_metrics({"train_acc": train_acc, "val_acc": val_acc, "n_iter": int(fitted.n_iter_.max())})
+        tracking.log_bytes(checkpoint, f"checkpoint/{BASELINE_KIND}.pt")
+        log_torch_model(model, val_split.images[:5].astype("float32") / 255)
+    log.info("baseline: train acc %.4f, val acc %.4f after %d L-BFGS iterations; MLflow run %s",
+             train_acc, val_acc, int(fitted.n_iter_.max()), run.info.run_id)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,392 @@
+"""The champion rule of ``register_and_promote`` on a real MLflow SQLite store.
+
+Each evaluated model file becomes a version of the registered model; the
+alias ``champion`` moves to it only when its validation accuracy (tag
+``val_accuracy`` on the version) beats the current champion's; a file with the
+same SHA-256 (tag ``model_sha256``) is not registered twice; only the
+champion's run carries the run tag ``champion=true``.
+
+Logging the pyfunc takes seconds, so one store serves the module and the
+scenario is a chain of module fixtures, one step each: ``first`` (empty
+store), then ``worse``, then ``equal``, then ``better``. A test asks for the
+step it checks, which runs the steps before it, so each test means the same
+run alone or with the others. Each step records what the store held right
+after it (a :class:`Snapshot`), so later steps cannot blur what an earlier
+test checks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from softmax_regression import tracking
+from softmax_regression.checksums import sha256_hex
+from softmax_regression.mlflow_models import (
+    CHAMPION_ALIAS,
+    VAL_ACCURACY_TAG,
+    ChampionDecision,
+    FashionMnistClassifier,
+    register_and_promote,
+)
+from softmax_regression.models import build_model, initial_weights, load_model, model_bytes
+from support import PROJECT_ROOT, clean_env
+
+EXPERIMENT = "champion-test"
+REGISTERED = "fashion-mnist-champion-test"
+SIDE = 28
+
+FIRST_ACC = 0.8123456789012345  # not a short decimal: the tag must round-trip it exactly
+WORSE_ACC = 0.75
+BETTER_ACC = 0.875
+
+
+# --- model files and the store ---------------------------------------------------------------------------------
+
+
+def checkpoint(seed: int) -> bytes:
+    """A valid, distinct model file: a scratch model from seeded weights (another seed, other bytes)."""
+    W = initial_weights(SIDE * SIDE, 10, 0.01, torch.Generator().manual_seed(seed))
+    return model_bytes(build_model("scratch", W, lr=0.1), SIDE, {"train.seed": seed})
+
+
+def example_features(n: int = 5, seed: int = 0) -> np.ndarray:
+    """Float32 pixels in [0, 1], one row per image."""
+    return np.random.default_rng(seed).random((n, SIDE * SIDE), dtype=np.float32)
+
+
+@contextlib.contextmanager
+def tracking_store(root: Path):
+    """MLflow pointed at ``sqlite:///<root>/mlflow.db`` (``tracking.configure`` with no MLFLOW_TRACKING_URI);
+    afterwards MLflow's tracking URI and the environment are what they were."""
+    from mlflow.tracking._tracking_service import utils
+
+    previous = utils._tracking_uri
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        for name, default in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")):
+            mp.setenv(name, os.environ.get(name, default))  # configure() would set them for good
+        try:
+            uri = tracking.configure(root)
+            assert uri == f"sqlite:///{root.resolve() / 'mlflow.db'}"
+            yield uri
+        finally:
+            mlflow.set_tracking_uri(previous)
+
+
+@dataclass(frozen=True)
+class Store:
+    root: Path
+    uri: str
+    experiment_id: str
+    client: mlflow.MlflowClient
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("champion-store")
+    with tracking_store(root) as uri:
+        experiment = tracking.experiment_id(EXPERIMENT, root)
+        yield Store(root, uri, experiment, mlflow.MlflowClient())
+
+
+def new_run(store: Store, name: str, data: bytes) -> str:
+    """A finished run for a model file, tagged with its SHA-256 as the train stage does."""
+    with mlflow.start_run(experiment_id=store.experiment_id, run_name=name,
+                          tags={tracking.MODEL_SHA256_TAG: sha256_hex(data)}) as run:
+        pass
+    return run.info.run_id
+
+
+def champion_run_ids(client: mlflow.MlflowClient, experiment_id: str) -> set[str]:
+    runs = client.search_runs([experiment_id], filter_string="tags.champion = 'true'", max_results=1000)
+    return {r.info.run_id for r in runs}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the store holds for the registered model at one moment."""
+    versions: dict[str, dict]  # version -> {"run_id": ..., "tags": {...}}
+    alias: str | None  # the version @champion points at
+    champion_runs: set[str]  # runs of the experiment tagged champion=true
+    logged_models: int  # logged models of the experiment (each registration logs one pyfunc)
+
+    @classmethod
+    def take(cls, store: Store) -> "Snapshot":
+        client = store.client
+        versions = {str(v.version): {"run_id": v.run_id, "tags": dict(v.tags)}
+                    for v in client.search_model_versions(f"name = '{REGISTERED}'")}
+        aliases = client.get_registered_model(REGISTERED).aliases
+        alias = str(aliases[CHAMPION_ALIAS]) if CHAMPION_ALIAS in aliases else None
+        logged = client.search_logged_models([store.experiment_id], max_results=1000)
+        return cls(versions, alias, champion_run_ids(client, store.experiment_id), len(logged))
+
+
+@dataclass(frozen=True)
+class Step:
+    data: bytes
+    run_id: str
+    val_accuracy: float
+    decision: ChampionDecision
+    after: Snapshot
+
+
+def register(store: Store, data: bytes, run_id: str, val_accuracy: float) -> Step:
+    decision = register_and_promote(data, example_features(), REGISTERED, run_id, val_accuracy)
+    return Step(data, run_id, float(val_accuracy), decision, Snapshot.take(store))
+
+
+# --- the scenario, one step per fixture --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def first(store) -> Step:
+    """The first model on an empty registry (passed as a numpy float, as metrics often are)."""
+    assert not store.client.search_registered_models(f"name = '{REGISTERED}'"), "the store must start empty"
+    data = checkpoint(1)
+    return register(store, data, new_run(store, "first", data), np.float64(FIRST_ACC))
+
+
+@pytest.fixture(scope="module")
+def worse(store, first) -> Step:
+    data = checkpoint(2)
+    return register(store, data, new_run(store, "worse", data), WORSE_ACC)
+
+
+@pytest.fixture(scope="module")
+def equal(store, worse) -> Step:
+    """Another model file with exactly the champion's accuracy."""
+    data = checkpoint(3)
+    return register(store, data, new_run(store, "equal", data), FIRST_ACC)
+
+
+@pytest.fixture(scope="module")
+def better(store, equal) -> Step:
+    data = checkpoint(4)
+    return register(store, data, new_run(store, "better", data), BETTER_ACC)
+
+
+# --- the tests -----------------------------------------------------------------------------------------------------
+
+
+def test_first_registration_becomes_champion(store, first):
+    assert first.decision == ChampionDecision(version="1", promoted=True, champion_version="1",
+                                              champion_val_accuracy=FIRST_ACC)
+    assert type(first.decision.champion_val_accuracy) is float
+    after = first.after
+    assert set(after.versions) == {"1"} and after.alias == "1"
+    version = after.versions["1"]
+    assert version["run_id"] == first.run_id, "the version comes from the run the caller passed"
+    assert float(version["tags"][VAL_ACCURACY_TAG]) == FIRST_ACC, version["tags"]
+    assert version["tags"][tracking.MODEL_SHA256_TAG] == sha256_hex(first.data)
+    assert after.champion_runs == {first.run_id}
+    assert store.client.get_run(first.run_id).data.tags["champion"] == "true"
+    # what get_model_version_by_alias answers, the next candidate is compared with
+    champion = store.client.get_model_version_by_alias(REGISTERED, CHAMPION_ALIAS)
+    assert str(champion.version) == "1" and float(champion.tags[VAL_ACCURACY_TAG]) == FIRST_ACC
+
+
+def test_worse_model_is_registered_but_not_promoted(first, worse):
+    assert worse.decision == ChampionDecision(version="2", promoted=False, champion_version="1",
+                                              champion_val_accuracy=FIRST_ACC)
+    after = worse.after
+    assert set(after.versions) == {"1", "2"}
+    assert after.versions["2"]["run_id"] == worse.run_id
+    assert float(after.versions["2"]["tags"][VAL_ACCURACY_TAG]) == WORSE_ACC
+    assert after.versions["2"]["tags"][tracking.MODEL_SHA256_TAG] == sha256_hex(worse.data)
+    assert after.alias == "1", "a worse model must not take the alias"
+    assert after.champion_runs == {first.run_id}, "the champion tag stays on the champion's run only"
+
+
+def test_equal_accuracy_does_not_take_the_alias(first, equal):
+    assert equal.val_accuracy == FIRST_ACC
+    assert equal.decision == ChampionDecision(version="3", promoted=False, champion_version="1",
+                                              champion_val_accuracy=FIRST_ACC)
+    after = equal.after
+    assert set(after.versions) == {"1", "2", "3"}
+    assert float(after.versions["3"]["tags"][VAL_ACCURACY_TAG]) == FIRST_ACC
+    assert after.alias == "1", "a tie is not a win: the alias stays"
+    assert after.champion_runs == {first.run_id}
+
+
+def test_better_model_takes_the_alias_and_the_champion_tag(store, first, better):
+    assert better.decision == ChampionDecision(version="4", promoted=True, champion_version="4",
+                                               champion_val_accuracy=BETTER_ACC)
+    after = better.after
+    assert set(after.versions) == {"1", "2", "3", "4"}
+    assert after.alias == "4"
+    assert float(after.versions["4"]["tags"][VAL_ACCURACY_TAG]) == BETTER_ACC
+    assert after.champion_runs == {better.run_id}, "exactly one run is the champion's"
+    assert "champion" not in store.client.get_run(first.run_id).data.tags, "the old champion's run loses the tag"
+    runs = store.client.search_runs([store.experiment_id], max_results=1000)
+    assert [r.info.run_id for r in runs if r.data.tags.get("champion") == "true"] == [better.run_id]
+
+
+def test_same_model_file_is_not_registered_twice(store, first, better):
+    before = Snapshot.take(store)
+    assert before.alias == "4"
+    # the champion's file again, as a rerun of evaluate would pass it
+    again = register(store, better.data, better.run_id, BETTER_ACC)
+    assert again.decision == ChampionDecision(version="4", promoted=False, champion_version="4",
+                                              champion_val_accuracy=BETTER_ACC)
+    assert again.after == before, "nothing changes: no version, no logged model, same alias and tags"
+    # an earlier, beaten file again, from another run
+    other_run = new_run(store, "first-again", first.data)
+    again = register(store, first.data, other_run, FIRST_ACC)
+    assert again.decision == ChampionDecision(version="1", promoted=False, champion_version="4",
+                                              champion_val_accuracy=BETTER_ACC)
+    assert again.after == before, "the known file maps to version 1; nothing is logged into the new run"
+    assert not store.client.search_logged_models([store.experiment_id],
+                                                 filter_string=f"source_run_id = '{other_run}'")
+    sha_versions = store.client.search_model_versions(
+        f"name = '{REGISTERED}' and tags.{tracking.MODEL_SHA256_TAG} = '{sha256_hex(first.data)}'")
+    assert [str(v.version) for v in sha_versions] == ["1"]
+    # the beaten file again, claiming a better accuracy than the champion's: it competes with the
+    # accuracy recorded on its version, so the alias and the recorded accuracies stay consistent
+    again = register(store, first.data, other_run, BETTER_ACC + 0.05)
+    assert again.decision == ChampionDecision(version="1", promoted=False, champion_version="4",
+                                              champion_val_accuracy=BETTER_ACC)
+    assert again.after == before
+
+
+def test_champion_loads_and_predicts_classes(store, better):
+    assert better.after.alias == "4"
+    features = example_features(n=5, seed=7)
+    assert features.dtype == np.float32 and features.shape == (5, SIDE * SIDE)
+    assert 0.0 <= features.min() and features.max() <= 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = mlflow.pyfunc.load_model(f"models:/{REGISTERED}@{CHAMPION_ALIAS}")
+    assert isinstance(model.unwrap_python_model(), FashionMnistClassifier)
+    predicted = model.predict(features)
+    assert isinstance(predicted, pd.DataFrame)
+    assert list(predicted.columns) == ["class", "label", "probability"]
+    assert len(predicted) == 5
+
+    path = store.root / "champion.pt"
+    path.write_bytes(better.data)  # the champion's own file, loaded with the project's API
+    loaded = load_model(path)
+    with torch.no_grad():
+        logits = loaded.model.logits(torch.from_numpy(features))
+    probabilities = torch.softmax(logits, dim=1).numpy()
+    expected = probabilities.argmax(axis=1)
+    assert len(set(expected.tolist())) > 1, "a model that answers one class everywhere would prove little"
+    np.testing.assert_array_equal(predicted["class"].to_numpy(), expected)
+    assert predicted["label"].tolist() == [loaded.class_names[c] for c in expected]
+    np.testing.assert_allclose(predicted["probability"].to_numpy(), probabilities.max(axis=1), rtol=1e-6)
+    # the file behind the alias is the better model's
+    assert better.after.versions["4"]["tags"][tracking.MODEL_SHA256_TAG] == sha256_hex(better.data)
+
+
+# --- two processes at once -----------------------------------------------------------------------------------------
+
+
+CHILD = r"""
+import json, sys, time
+from pathlib import Path
+
+import numpy as np
+
+from softmax_regression import mlflow_models, tracking
+
+name, key, run_id, accuracy = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+data = Path(f"{key}.pt").read_bytes()
+features = np.load("features.npy")
+
+
+def wait_for(*paths):
+    deadline = time.monotonic() + 120
+    while not all(Path(p).exists() for p in paths):
+        if time.monotonic() > deadline:
+            sys.exit(f"timed out waiting for {paths}")
+        time.sleep(0.002)
+
+
+log_classifier = mlflow_models._log_classifier
+
+
+def log_then_meet(*args, **kwargs):
+    # Logging the pyfunc takes each process its own time; the race is in what follows (register, compare,
+    # move the alias), so both processes meet here and go on together.
+    uri = log_classifier(*args, **kwargs)
+    Path(f"{key}.logged").touch()
+    wait_for("low.logged", "high.logged")
+    return uri
+
+
+mlflow_models._log_classifier = log_then_meet
+tracking.configure(".")
+Path(f"{key}.ready").touch()
+wait_for("go")
+decision = mlflow_models.register_and_promote(data, features, name, run_id, accuracy)
+print(json.dumps({"version": decision.version, "promoted": decision.promoted,
+                  "champion_version": decision.champion_version}))
+"""
+
+
+def test_parallel_registrations_promote_the_better_one(tmp_path):
+    name = "fashion-mnist-race"
+    accuracies = {"low": 0.70, "high": 0.90}
+    files = {"low": checkpoint(11), "high": checkpoint(12)}
+    np.save(tmp_path / "features.npy", example_features())
+    with tracking_store(tmp_path) as uri:  # the store exists (as after a train stage), the registry is empty
+        experiment = tracking.experiment_id(EXPERIMENT, tmp_path)
+        store = Store(tmp_path, uri, experiment, mlflow.MlflowClient())
+        run_ids = {key: new_run(store, key, data) for key, data in files.items()}
+    for key, data in files.items():
+        (tmp_path / f"{key}.pt").write_bytes(data)
+
+    env = clean_env(PYTHONPATH=str(PROJECT_ROOT / "src"))
+    processes = {
+        key: subprocess.Popen(
+            [sys.executable, "-c", CHILD, name, key, run_ids[key], repr(accuracies[key])],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for key in files
+    }
+    try:
+        deadline = time.monotonic() + 120
+        while not all((tmp_path / f"{key}.ready").exists() for key in files):
+            assert all(p.poll() is None for p in processes.values()), "a process ended before the start"
+            assert time.monotonic() < deadline, "the processes did not get ready"
+            time.sleep(0.01)
+        (tmp_path / "go").touch()  # both start registering now
+        outputs = {key: p.communicate(timeout=180) for key, p in processes.items()}
+    finally:
+        for p in processes.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for key, p in processes.items():
+        assert p.returncode == 0, f"{key} exited {p.returncode}\n{outputs[key][1][-4000:]}"
+    decisions = {key: json.loads(outputs[key][0].strip().splitlines()[-1]) for key in files}
+
+    with tracking_store(tmp_path):
+        client = mlflow.MlflowClient()
+        versions = {str(v.version): v for v in client.search_model_versions(f"name = '{name}'")}
+        champion = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+        champions = champion_run_ids(client, experiment)
+    assert len(versions) == 2, "one version per model file"
+    assert {v.tags[tracking.MODEL_SHA256_TAG] for v in versions.values()} == {sha256_hex(d) for d in files.values()}
+    assert {decisions[key]["version"] for key in files} == set(versions)
+    assert decisions["high"]["promoted"] is True
+    assert str(champion.version) == decisions["high"]["version"], decisions
+    assert float(champion.tags[VAL_ACCURACY_TAG]) == accuracies["high"]
+    assert champion.run_id == run_ids["high"]
+    assert champions == {run_ids["high"]}, "only the champion's run carries champion=true"
+    if decisions["low"]["promoted"]:  # low registered first, on the empty registry: version 1, beaten after
+        assert decisions["low"]["version"] == "1" and decisions["high"]["version"] == "2"
+    else:  # high was first: low saw it as champion
+        assert decisions["low"]["champion_version"] == decisions["high"]["version"] == "1"
