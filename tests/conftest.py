@@ -43,3 +43,20 @@ def pipeline_project(tmp_path_factory, system_data_dir):
     (project.parent / "first-run-status.txt").write_text(run(["git", "status", "--porcelain"], project).stdout)
     (project.parent / "first-run-dvc.lock").write_bytes((project / "dvc.lock").read_bytes())
     return project, result.stdout
+
+
+@pytest.fixture(scope="session")
+def fast_project(tmp_path_factory, system_data_dir):
+    """A copy (2 epochs, a 10-iteration baseline) where the whole pipeline ran once, dvc.lock committed
+    (as `dvc exp run` needs). Returns (project, output of that first `dvc repro`).
+
+    Shared by the tests of reruns, experiments, remotes and teammates: each
+    puts back what it changes (params.yaml, outs, .dvc/config).
+    """
+    from support import fast_copy, run
+
+    project = fast_copy(tmp_path_factory.mktemp("fast") / "project")
+    first = run(["dvc", "repro"], project)
+    run(["git", "add", "dvc.lock"], project)
+    run(["git", "commit", "-qm", "pipeline ran"], project)
+    return project, first.stdout

@@ -15,7 +15,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from support import clean_env, clone_project, fast_copy, get_json, mlflow_server, run, set_param, stages_ran
+from support import clean_env, clone_project, get_json, mlflow_server, run, set_param, stages_ran
 
 pytestmark = pytest.mark.slow
 
@@ -25,15 +25,9 @@ DOWNSTREAM = ["evaluate", "report"]
 
 
 @pytest.fixture(scope="module")
-def origin(tmp_path_factory, system_data_dir):
-    """A project where the pipeline ran against its own store, its outs pushed to a local DVC remote."""
-    root = tmp_path_factory.mktemp("teammate")
-    project = fast_copy(root / "origin")
-    run(["dvc", "repro"], project)
-    run(["dvc", "remote", "add", "-d", "shared", str(root / "dvc-remote")], project)
-    run(["dvc", "push"], project)
-    run(["git", "add", "dvc.lock", ".dvc/config"], project)
-    run(["git", "commit", "-qm", "pipeline ran; shared DVC remote"], project)
+def origin(fast_project):
+    """A project where the pipeline ran against its own store (the session's fast project)."""
+    project, _ = fast_project
     assert (project / "mlflow.db").is_file()
     return project
 
@@ -81,20 +75,32 @@ def test_own_store_thrown_away_then_a_param_change_reruns_into_a_new_store(origi
     project = origin
     shutil.rmtree(project / "mlruns")
     (project / "mlflow.db").unlink()
+    # Other tests of the shared project may have run evaluate with these params: DVC would restore its
+    # outs from the run cache instead of running it (and a stage that does not run logs nothing).
+    shutil.rmtree(project / ".dvc" / "cache" / "runs", ignore_errors=True)
     change_downstream_params(project)
     try:
         result = run(["dvc", "repro"], project)
         assert stages_ran(result.stdout) == DOWNSTREAM
         assert (project / "mlflow.db").is_file()
-        assert_store_holds_the_evaluation(f"sqlite:///{project / 'mlflow.db'}", project)
+        # MLflow keeps one SQLAlchemy engine per URI for the life of a process: this process may hold
+        # one on the deleted database (an earlier test read it), so it reads the new one by another name.
+        assert_store_holds_the_evaluation(f"sqlite:///{project}/./mlflow.db", project)
     finally:
-        run(["git", "checkout", "params.yaml"], project)
+        run(["git", "checkout", "--", "params.yaml", "dvc.lock"], project)
         run(["dvc", "checkout", "--force"], project)
 
 
 def test_fresh_clone_after_dvc_pull_logs_into_a_fresh_team_server(origin, tmp_path):
+    remote = tmp_path / "dvc-remote"  # the team's DVC remote (configured locally, so origin's git stays clean)
+    run(["dvc", "remote", "add", "--local", "shared", str(remote)], origin)
+    try:
+        run(["dvc", "push", "-r", "shared"], origin)
+    finally:
+        run(["dvc", "remote", "remove", "--local", "shared"], origin)
     clone = clone_project(tmp_path / "teammate", origin)
-    run(["dvc", "pull"], clone)
+    run(["dvc", "remote", "add", "--local", "shared", str(remote)], clone)
+    run(["dvc", "pull", "-r", "shared"], clone)
     assert "Data and pipelines are up to date." in run(["dvc", "status"], clone).stdout
     change_downstream_params(clone)
     with mlflow_server(tmp_path / "server") as uri:
