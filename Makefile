@@ -8,7 +8,7 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
 # `pipeline/` is a folder: without .PHONY `make pipeline` would be "up to date".
-.PHONY: install pipeline test bench clean lock-check reproduce-check
+.PHONY: install pipeline test bench bench-pipeline clean lock-check reproduce-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ reproduce-check: install
 
 bench: install
 	python benchmarks/train_speed.py
+
+# cold / no-op / edited `dvc repro` and each stage's wall time and peak RSS, in a temporary clone
+bench-pipeline: install
+	python benchmarks/pipeline_speed.py
 
 clean:
 	rm -rf data models reports

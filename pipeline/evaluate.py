@@ -23,17 +23,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from softmax_regression import CLASS_NAMES, tracking
+from softmax_regression import CLASS_NAMES, MODEL_KINDS, SCORED_KINDS, tracking
 from softmax_regression.atomic import atomic_dir, write_json, write_text
 from softmax_regression.dataset import load_split
 from softmax_regression.metrics import Evaluation, best_by_validation, evaluate_probabilities, per_class_csv, predictions_csv
-from softmax_regression.mlflow_models import model_run_id, register_and_promote
-from softmax_regression.models import MODEL_KINDS, SCORED_KINDS, load_model
+from softmax_regression.mlflow_models import register_and_promote
+from softmax_regression.models import load_model
 from softmax_regression.plots import confusion_matrix_figure, figure_png_bytes
 
 from . import paths
 from ._cli import load_stage_params, params_option, stage_main
-from .mlflow_runs import dataset_sha256, open_experiment, run_tags_for
+from .mlflow_runs import dataset_sha256, open_experiment
+from .model_runs import model_run_id
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,8 @@ def main(params_path: str) -> None:
 
     example = np.ascontiguousarray(test.images[:5], dtype=np.float32) / 255
     dataset = dataset_sha256()
-    run_ids = {kind: model_run_id(experiment_id, kind, checkpoints[kind], example,
-                                  run_tags_for(kind, params_path, dataset)) for kind in kinds}
+    run_ids = {kind: model_run_id(experiment_id, kind, checkpoints[kind], example, params_path, dataset)
+               for kind in kinds}
     for e in evaluations:
         with mlflow.start_run(run_id=run_ids[e.name]):
             log_evaluation(e, val_accuracy[e.name], figures[e.name])

@@ -32,3 +32,4 @@ def run_tags_for(implementation: str, params_path: str | Path, dataset: str | No
     """The standard tags of a run of ``implementation`` (scratch, concise, baseline, data);
     ``dataset`` is the processed splits' checksum where the caller has it already."""
     return tracking.standard_tags(implementation, params_path, dataset or dataset_sha256(), extra=run_tags())
+

@@ -19,23 +19,21 @@ import logging
 import click
 import mlflow
 import numpy as np
-import torch
 
-from softmax_regression import CLASS_NAMES
+from softmax_regression import CLASS_NAMES, MODEL_KINDS, SCORED_KINDS
 from softmax_regression.atomic import atomic_dir
 from softmax_regression.dataset import load_split
-from softmax_regression.metrics import best_by_validation, evaluate_probabilities, most_confident_mistakes
-from softmax_regression.mlflow_models import model_run_id
-from softmax_regression.models import MODEL_KINDS, SCORED_KINDS, load_model
+from softmax_regression.history import read_history_csv
+from softmax_regression.metrics import best_by_validation, most_confident_mistakes, read_predictions_csv
 from softmax_regression.plots import (
     figure_png_bytes, image_grid_figure, loss_functions_figure, per_class_f1_figure, training_curves_figure,
 )
 from softmax_regression.report import Section, metrics_table_html, per_class_table_html, render_html, render_markdown
-from softmax_regression.training import read_history_csv
 
 from . import paths
 from ._cli import load_stage_params, params_option, stage_main
-from .mlflow_runs import dataset_sha256, open_experiment, run_tags_for
+from .mlflow_runs import dataset_sha256, open_experiment
+from .model_runs import model_run_id
 
 log = logging.getLogger(__name__)
 
@@ -67,25 +65,23 @@ def main(params_path: str) -> None:
         metrics[kind] = {**metrics[kind], "train_loss": history[-1].train_loss}
 
     best = best_by_validation({name: values["val_accuracy"] for name, values in metrics.items()})
-    model = load_model(paths.model_path(best))
-    evaluation = evaluate_probabilities(best, model.predict_proba(torch.from_numpy(test.images)).numpy(), test.labels)
+    predicted, confidence = read_predictions_csv((paths.CONFUSION_DIR / f"{best}.csv").read_text())  # evaluate's
 
     n = cfg["n_images"]
     cols = min(n, 9)
     rows = -(-n // cols)
     true_names = [CLASS_NAMES[y] for y in test.labels]
-    pred_names = [CLASS_NAMES[p] for p in evaluation.predicted]
+    pred_names = [CLASS_NAMES[p] for p in predicted]
     predictions_png = figure_png_bytes(image_grid_figure(
         test.images[:n], [f"{t}\n{p}" for t, p in zip(true_names[:n], pred_names[:n])], rows, cols,
         suptitle=f"First {n} test images: true label (top) and the {best} model's prediction (bottom, red if wrong)",
         title_colors=["black" if t == p else "red" for t, p in zip(true_names[:n], pred_names[:n])],
     ))
-    wrong = most_confident_mistakes(evaluation, test.labels, cfg["n_mistakes"])
+    wrong = most_confident_mistakes(predicted, confidence, test.labels, cfg["n_mistakes"])
     mcols = min(len(wrong), 9) or 1
     mistakes_png = figure_png_bytes(image_grid_figure(
         test.images[wrong],
-        [f"true {true_names[i]}\npred {pred_names[i]} ({evaluation.probabilities[i, evaluation.predicted[i]]:.2f})"
-         for i in wrong],
+        [f"true {true_names[i]}\npred {pred_names[i]} ({confidence[i]:.2f})" for i in wrong],
         -(-len(wrong) // mcols), mcols, title_colors=["red"] * len(wrong),
         suptitle=f"The {best} model's {len(wrong)} most confident mistakes on the test set",
     ))
@@ -137,8 +133,8 @@ def main(params_path: str) -> None:
     example = np.ascontiguousarray(test.images[:5], dtype=np.float32) / 255
     dataset = dataset_sha256()
     for name in metrics:
-        run_id = model_run_id(experiment_id, name, paths.model_path(name).read_bytes(), example,
-                              run_tags_for(name, params_path, dataset))
+        run_id = model_run_id(experiment_id, name, paths.model_path(name).read_bytes(), example, params_path,
+                              dataset)
         with mlflow.start_run(run_id=run_id):
             mlflow.log_text(page, "report/report.html")
             mlflow.log_text(summary, "report/summary.md")

@@ -18,13 +18,13 @@ import click
 import mlflow
 import torch
 
-from softmax_regression import tracking
+from softmax_regression import BASELINE_KIND, tracking
 from softmax_regression.atomic import write_bytes
 from softmax_regression.baseline import as_softmax_regression, fit_logistic_regression
 from softmax_regression.checksums import sha256_hex
 from softmax_regression.dataset import image_side, load_split
 from softmax_regression.mlflow_models import log_torch_model
-from softmax_regression.models import BASELINE_KIND, model_bytes
+from softmax_regression.models import model_bytes
 from softmax_regression.params import flatten_params
 from softmax_regression.training import accuracy, to_features, to_labels
 

@@ -10,6 +10,7 @@ import pytest
 from softmax_regression import CLASS_NAMES
 from softmax_regression.metrics import (
     best_by_validation, evaluate_probabilities, most_confident_mistakes, per_class_csv, predictions_csv,
+    read_predictions_csv,
 )
 from softmax_regression.report import Section, metrics_table_html, render_html, render_markdown
 
@@ -92,20 +93,26 @@ def test_per_class_csv_has_one_row_per_model_and_class(tiny):
     assert [line.split(",")[1] for line in lines[1:1 + K]] == list(CLASS_NAMES)
 
 
-def test_predictions_csv_is_actual_then_predicted_class_names(tiny):
+def test_predictions_csv_is_actual_then_predicted_class_names_and_the_probability(tiny):
     text = predictions_csv(tiny, LABELS)
-    assert text == ("actual,predicted\n"
-                    "t-shirt,t-shirt\n"
-                    "t-shirt,trouser\n"
-                    "trouser,trouser\n"
-                    "pullover,pullover\n"
-                    "pullover,t-shirt\n"
-                    "trouser,trouser\n")
+    confidence = [f"{c:.6f}" for c in tiny.confidence]
+    assert text == ("actual,predicted,probability\n"
+                    f"t-shirt,t-shirt,{confidence[0]}\n"
+                    f"t-shirt,trouser,{confidence[1]}\n"
+                    f"trouser,trouser,{confidence[2]}\n"
+                    f"pullover,pullover,{confidence[3]}\n"
+                    f"pullover,t-shirt,{confidence[4]}\n"
+                    f"trouser,trouser,{confidence[5]}\n")
+    predicted, probability = read_predictions_csv(text)
+    assert predicted.tolist() == tiny.predicted.tolist()
+    np.testing.assert_allclose(probability, tiny.confidence, atol=1e-6)
     every_class = np.arange(K)
     rows = predictions_csv(evaluate_probabilities("all", probabilities_for(every_class, every_class[::-1]),
                                                   every_class), every_class).splitlines()[1:]
-    assert rows == [f"{CLASS_NAMES[i]},{CLASS_NAMES[K - 1 - i]}" for i in range(K)]
-    assert all(row.count(",") == 1 for row in rows)
+    assert [row.rsplit(",", 1)[0] for row in rows] == [f"{CLASS_NAMES[i]},{CLASS_NAMES[K - 1 - i]}" for i in range(K)]
+    assert all(row.count(",") == 2 for row in rows)
+    with pytest.raises(ValueError, match="header should be actual,predicted,probability"):
+        read_predictions_csv("actual,predicted\nbag,bag\n")
 
 
 def confident(labels, predicted, confidence):
@@ -121,18 +128,18 @@ def test_most_confident_mistakes_most_confident_first_ties_in_index_order():
     labels = [0, 1, 2, 3, 4, 5, 6, 7]
     predicted = [0, 2, 3, 4, 4, 6, 7, 7]  # wrong: 1, 2, 3, 5, 6
     confidence = [0.99, 0.40, 0.90, 0.60, 0.98, 0.90, 0.95, 0.97]
-    evaluation = confident(labels, predicted, confidence)
-    wrong = most_confident_mistakes(evaluation, np.array(labels), 10)
+    e = confident(labels, predicted, confidence)
+    wrong = most_confident_mistakes(e.predicted, e.confidence, np.array(labels), 10)
     # right predictions (0, 4, 7) are left out however confident; 2 and 5 tie at 0.9: index order
     assert wrong.tolist() == [6, 2, 5, 3, 1]
-    assert most_confident_mistakes(evaluation, np.array(labels), 2).tolist() == [6, 2]
-    assert most_confident_mistakes(evaluation, np.array(labels), 0).tolist() == []
+    assert most_confident_mistakes(e.predicted, e.confidence, np.array(labels), 2).tolist() == [6, 2]
+    assert most_confident_mistakes(e.predicted, e.confidence, np.array(labels), 0).tolist() == []
 
 
 def test_most_confident_mistakes_of_a_perfect_model_is_empty():
     labels = np.array([3, 1, 4])
-    evaluation = confident(labels, labels, [0.5, 0.6, 0.7])
-    assert most_confident_mistakes(evaluation, labels, 5).tolist() == []
+    e = confident(labels, labels, [0.5, 0.6, 0.7])
+    assert most_confident_mistakes(e.predicted, e.confidence, labels, 5).tolist() == []
 
 
 def test_best_by_validation_highest_wins_and_a_tie_goes_to_the_first_listed():

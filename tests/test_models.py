@@ -12,8 +12,9 @@ from softmax_regression.models import (
 )
 from softmax_regression.models.scratch import cross_entropy, cross_entropy_and_grad, log_softmax, softmax
 from softmax_regression.training import (
-    ShuffledBatches, TrainingDiverged, history_csv, read_history_csv, to_features, to_labels, train,
+    ShuffledBatches, TrainingDiverged, to_features, to_labels, train,
 )
+from softmax_regression.history import history_csv, read_history_csv
 
 
 def random_logits(n=64, k=10, scale=5.0, seed=0):

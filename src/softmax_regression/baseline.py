@@ -19,7 +19,8 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from .models import BASELINE_KIND, SoftmaxRegression, build_model
+from . import BASELINE_KIND
+from .models import SoftmaxRegression, build_model
 
 log = logging.getLogger(__name__)
 

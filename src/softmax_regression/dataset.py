@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from sklearn.model_selection import train_test_split
 
 from . import CLASS_NAMES
 from .atomic import atomic_dir
@@ -51,6 +49,8 @@ def resize_images(images: np.ndarray, side: int) -> np.ndarray:
     """
     if images.shape[1:] == (side, side):
         return images
+    import torch  # only a resize needs it
+
     x = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1).float()
     y = torch.nn.functional.interpolate(x, size=(side, side), mode="bilinear", antialias=True,
                                         align_corners=False)
@@ -77,6 +77,8 @@ def make_splits(train: Split, test: Split, val_size: int, seed: int, side: int |
     if val_size == 0:
         splits = {"train": Split(train_x, train.labels), "val": Split(test_x, test.labels)}
     else:
+        from sklearn.model_selection import train_test_split  # a second of imports the other stages skip
+
         tr_x, va_x, tr_y, va_y = train_test_split(
             train_x, train.labels, test_size=val_size, stratify=train.labels, random_state=seed
         )

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, log_loss, precision_recall_fscore_support
 
 from . import CLASS_NAMES
 
@@ -32,6 +31,11 @@ class Evaluation:
             "macro_f1": round(float(self.f1.mean()), 6),
         }
 
+    @property
+    def confidence(self) -> np.ndarray:
+        """The probability given to the predicted class, per row."""
+        return self.probabilities[np.arange(len(self.predicted)), self.predicted]
+
     def per_class_rows(self) -> list[dict]:
         return [
             {"model": self.name, "class": CLASS_NAMES[c], "precision": round(float(self.precision[c]), 6),
@@ -43,6 +47,8 @@ class Evaluation:
 
 def evaluate_probabilities(name: str, probabilities: np.ndarray, labels: np.ndarray) -> Evaluation:
     """Score predicted class probabilities ``[N, K]`` against true labels ``[N]``."""
+    from sklearn.metrics import confusion_matrix, log_loss, precision_recall_fscore_support  # a second to import
+
     classes = list(range(len(CLASS_NAMES)))
     predicted = probabilities.argmax(axis=1)
     precision, recall, f1, support = precision_recall_fscore_support(
@@ -59,10 +65,26 @@ def evaluate_probabilities(name: str, probabilities: np.ndarray, labels: np.ndar
 
 
 def predictions_csv(evaluation: Evaluation, labels: np.ndarray) -> str:
-    """``actual,predicted`` class names per test image: a long-format confusion table that plotting tools draw."""
-    lines = ["actual,predicted"]
-    lines += [f"{CLASS_NAMES[a]},{CLASS_NAMES[p]}" for a, p in zip(labels, evaluation.predicted)]
+    """``actual,predicted,probability`` per test image: class names (a long-format confusion table that
+    plotting tools draw) and the probability of the predicted class, so that nothing is scored twice."""
+    lines = ["actual,predicted,probability"]
+    lines += [f"{CLASS_NAMES[a]},{CLASS_NAMES[p]},{c:.6f}"
+              for a, p, c in zip(labels, evaluation.predicted, evaluation.confidence)]
     return "\n".join(lines) + "\n"
+
+
+def read_predictions_csv(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """The predicted class indices and their probabilities from :func:`predictions_csv`'s text."""
+    rows = text.strip().splitlines()
+    if not rows or rows[0] != "actual,predicted,probability":
+        raise ValueError("not a predictions table: its header should be actual,predicted,probability")
+    index = {name: i for i, name in enumerate(CLASS_NAMES)}
+    predicted, confidence = [], []
+    for row in rows[1:]:
+        _, name, probability = row.rsplit(",", 2)
+        predicted.append(index[name])
+        confidence.append(float(probability))
+    return np.array(predicted, dtype=np.int64), np.array(confidence)
 
 
 def per_class_csv(evaluations: list[Evaluation]) -> str:
@@ -71,11 +93,10 @@ def per_class_csv(evaluations: list[Evaluation]) -> str:
     return "\n".join([",".join(header)] + [",".join(str(r[h]) for h in header) for r in rows]) + "\n"
 
 
-def most_confident_mistakes(evaluation: Evaluation, labels: np.ndarray, n: int) -> np.ndarray:
+def most_confident_mistakes(predicted: np.ndarray, confidence: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
     """Indices of the ``n`` wrong predictions made with the highest probability, most confident first."""
-    wrong = np.flatnonzero(evaluation.predicted != labels)
-    confidence = evaluation.probabilities[wrong, evaluation.predicted[wrong]]
-    return wrong[np.argsort(-confidence, kind="stable")[:n]]
+    wrong = np.flatnonzero(predicted != labels)
+    return wrong[np.argsort(-confidence[wrong], kind="stable")[:n]]
 
 
 def best_by_validation(val_accuracy: dict[str, float]) -> str:

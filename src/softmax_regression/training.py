@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Callable
 
 import numpy as np
@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import CLASS_NAMES
+from .history import EpochRecord
 from .models import SoftmaxRegression
 
 log = logging.getLogger(__name__)
@@ -45,14 +46,6 @@ def check_not_diverged(train_loss: float, epoch: int, kind: str, n_classes: int 
             f"training of the {kind} model diverged in epoch {epoch}: mean train loss is {train_loss:.4g} "
             f"(limit {limit:.0f}, {DIVERGENCE_FACTOR:.0f} x a uniform guess); lower train.lr"
         )
-
-
-@dataclass(frozen=True)
-class EpochRecord:
-    epoch: int
-    train_loss: float
-    train_acc: float
-    val_acc: float
 
 
 def to_features(images_uint8: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -84,13 +77,15 @@ class ShuffledBatches:
 
     def __iter__(self):
         order = torch.randperm(len(self.labels), generator=self.generator).to(self.device)
+        self.epoch_labels = self.labels[order]
+        """The labels in this epoch's order: batch i holds rows ``[i * batch_size, ...)`` of it."""
         for start in range(0, len(order), self.batch_size):
             rows = order[start:start + self.batch_size]
             n = len(rows)
             torch.index_select(self.images, 0, rows, out=self._pixels[:n])
             features = self._features[:n]
             features.copy_(self._pixels[:n]).div_(255)
-            yield features, self.labels[rows]
+            yield features, self.epoch_labels[start:start + n]
 
 
 def accuracy(model: SoftmaxRegression, X: torch.Tensor, y: torch.Tensor, chunk: int = 16384) -> float:
@@ -106,13 +101,20 @@ def accuracy(model: SoftmaxRegression, X: torch.Tensor, y: torch.Tensor, chunk: 
 def train_epoch(model: SoftmaxRegression, batches: ShuffledBatches) -> tuple[float, float]:
     """One pass over the batches; returns (mean train loss, train accuracy) seen during the pass, as the chapter does."""
     model.train()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=batches.device)
-    correct = torch.zeros((), dtype=torch.int64, device=batches.device)
-    for X, y in batches:
+    n = len(batches)
+    # Per batch only what must happen per batch: its mean loss and its argmax go into preallocated
+    # tensors (one small op each); the sums come once, at the end of the pass.
+    size = batches.batch_size
+    losses = torch.empty(-(-n // size), dtype=torch.float32, device=batches.device)
+    predicted = torch.empty(n, dtype=torch.int64, device=batches.device)
+    for i, (X, y) in enumerate(batches):
         loss, O = model.train_step(X, y)
-        loss_sum += loss * len(y)
-        correct += (O.argmax(dim=1) == y).sum()
-    return float(loss_sum) / len(batches), int(correct) / len(batches)
+        losses[i] = loss
+        torch.argmax(O, dim=1, out=predicted[i * size:i * size + len(y)])
+    last = n - (len(losses) - 1) * size  # every batch is full but the last
+    loss_sum = float(losses[:-1].double().sum()) * size + float(losses[-1]) * last
+    correct = int((predicted == batches.epoch_labels).sum())
+    return loss_sum / n, correct / n
 
 
 def train(
@@ -144,25 +146,3 @@ def train(
         if on_epoch is not None:
             on_epoch(record)
     return history
-
-
-HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_acc")
-
-
-def history_csv(history: list[EpochRecord]) -> str:
-    """CSV text of a history (plotting tools read it); floats in full ``repr`` precision."""
-    lines = [",".join(HISTORY_COLUMNS)]
-    for r in history:
-        lines.append(f"{r.epoch},{r.train_loss!r},{r.train_acc!r},{r.val_acc!r}")
-    return "\n".join(lines) + "\n"
-
-
-def read_history_csv(text: str) -> list[EpochRecord]:
-    rows = text.strip().splitlines()
-    if not rows or tuple(rows[0].split(",")) != HISTORY_COLUMNS:
-        raise ValueError(f"not a training history: header should be {','.join(HISTORY_COLUMNS)}")
-    records = []
-    for row in rows[1:]:
-        epoch, loss, train_acc, val_acc = row.split(",")
-        records.append(EpochRecord(int(epoch), float(loss), float(train_acc), float(val_acc)))
-    return records

@@ -18,16 +18,11 @@ from typing import Protocol
 
 import torch
 
-from .. import CLASS_NAMES
+from .. import BASELINE_KIND, CLASS_NAMES, SCORED_KINDS
 from ..atomic import write_bytes
 from .concise import ConciseSoftmaxRegression
 from .scratch import ScratchSoftmaxRegression
 
-MODEL_KINDS = ("scratch", "concise")
-"""The chapter's two implementations, trained by the one training loop."""
-BASELINE_KIND = "baseline"
-SCORED_KINDS = (*MODEL_KINDS, BASELINE_KIND)
-"""Every kind a model file can hold."""
 FILE_FORMAT = "softmax-regression-model/1"
 
 
