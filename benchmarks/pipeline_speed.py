@@ -12,7 +12,7 @@ times four `dvc repro` runs, wall clock:
 
 and, for every stage process of the cold run, its wall time and its peak RSS
 as the kernel counts it (getrusage of the process itself, read as it exits,
-by a sitecustomize module put on the stages' import path). One table, with a
+by a sitecustomize module put on the stages' import path, at os._exit or atexit). One table, with a
 column saying whether each row meets its target.
 
 \b
@@ -63,6 +63,13 @@ def _record():
 
 if os.environ.get("PIPELINE_SPEED_LOG"):
     atexit.register(_record)
+    _exit = os._exit
+
+    def _recorded_exit(code):  # stages leave by os._exit, skipping atexit
+        _record()
+        _exit(code)
+
+    os._exit = _recorded_exit
 '''
 
 

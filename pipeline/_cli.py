@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
-from typing import Callable
+from typing import Callable, NoReturn
 
 import click
 
@@ -78,3 +79,21 @@ def stage_main(name: str) -> Callable:
         return run
 
     return decorate
+
+
+def run_and_exit(command: click.Command) -> NoReturn:
+    """Run a stage command, then leave the process at once with its exit code.
+
+    Every output is written (renamed into place) and every MLflow run ended by
+    then; what remains is the interpreter tearing down torch, MLflow and
+    matplotlib module by module: 0.8 s here, per stage, for nothing.
+    """
+    try:
+        command.main(standalone_mode=True)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

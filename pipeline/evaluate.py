@@ -32,7 +32,7 @@ from softmax_regression.models import load_model
 from softmax_regression.plots import confusion_matrix_figure, figure_png_bytes
 
 from . import paths
-from ._cli import load_stage_params, params_option, stage_main
+from ._cli import load_stage_params, params_option, run_and_exit, stage_main
 from .mlflow_runs import dataset_sha256, open_experiment
 from .model_runs import model_run_id
 
@@ -100,4 +100,4 @@ def main(params_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_and_exit(main)

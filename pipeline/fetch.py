@@ -7,7 +7,7 @@ import click
 from softmax_regression.sources import fetch_fashion_mnist
 
 from . import paths
-from ._cli import load_stage_params, params_option, stage_main
+from ._cli import load_stage_params, params_option, run_and_exit, stage_main
 
 log = logging.getLogger(__name__)
 
@@ -35,4 +35,4 @@ def main(params_path: str, no_progress: bool) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_and_exit(main)

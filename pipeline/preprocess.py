@@ -16,7 +16,7 @@ from softmax_regression.params import flatten_params
 from softmax_regression.plots import figure_png_bytes, image_grid_figure
 
 from . import paths
-from ._cli import load_stage_params, params_option, stage_main
+from ._cli import load_stage_params, params_option, run_and_exit, stage_main
 from .mlflow_runs import open_experiment, run_tags_for
 
 log = logging.getLogger(__name__)
@@ -54,4 +54,4 @@ def main(params_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_and_exit(main)

@@ -31,7 +31,7 @@ from softmax_regression.plots import (
 from softmax_regression.report import Section, metrics_table_html, per_class_table_html, render_html, render_markdown
 
 from . import paths
-from ._cli import load_stage_params, params_option, stage_main
+from ._cli import load_stage_params, params_option, run_and_exit, stage_main
 from .mlflow_runs import dataset_sha256, open_experiment
 from .model_runs import model_run_id
 
@@ -141,4 +141,4 @@ def main(params_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_and_exit(main)

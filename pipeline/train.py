@@ -26,7 +26,7 @@ from softmax_regression.history import history_csv
 from softmax_regression.training import ShuffledBatches, to_features, to_labels, train
 
 from . import paths
-from ._cli import load_stage_params, params_option, stage_main
+from ._cli import load_stage_params, params_option, run_and_exit, stage_main
 from .mlflow_runs import open_experiment, run_tags_for
 
 log = logging.getLogger(__name__)
@@ -81,4 +81,4 @@ def main(kind: str, params_path: str, no_progress: bool) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_and_exit(main)

@@ -236,3 +236,25 @@ def test_render_markdown_table_and_figure_links():
     assert "| baseline | 0.8450 | - |" in lines
     assert "- a note" in lines
     assert "![predictions.png](figures/predictions.png)" in lines
+
+
+def test_numpy_scores_agree_with_scikit_learn():
+    """evaluate_probabilities counts with numpy; scikit-learn's metrics are the reference."""
+    from sklearn.metrics import confusion_matrix, log_loss, precision_recall_fscore_support
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2000, K)) * 3
+    logits[:, 9] -= 50  # class 9 is never predicted: precision 0 by convention, not NaN
+    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    labels = rng.integers(0, K, size=2000)
+    e = evaluate_probabilities("m", probabilities, labels)
+    precision, recall, f1, support = precision_recall_fscore_support(labels, e.predicted, labels=list(range(K)),
+                                                                     zero_division=0)
+    np.testing.assert_array_equal(e.confusion, confusion_matrix(labels, e.predicted, labels=list(range(K))))
+    np.testing.assert_allclose(e.precision, precision, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(e.recall, recall, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(e.f1, f1, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(e.support, support)
+    assert e.precision[9] == 0 and e.f1[9] == 0
+    assert e.loss == pytest.approx(log_loss(labels, probabilities, labels=list(range(K))), abs=1e-12)
