@@ -57,6 +57,7 @@ def log_evaluation(e: Evaluation, val_accuracy: float, confusion_png: bytes) -> 
 @stage_main("evaluate")
 def main(params_path: str) -> None:
     params = load_stage_params(params_path, PARAMS)
+    torch.set_num_threads(1)  # the same bytes on every machine, as in training
     experiment_id = open_experiment(params["tracking"]["experiment"])
     kinds = SCORED_KINDS if params["evaluate"]["baseline"] else MODEL_KINDS
     test = load_split(paths.PROCESSED_DIR, "test")

@@ -45,6 +45,10 @@ def main(kind: str, params_path: str, no_progress: bool) -> None:
     params = load_stage_params(params_path, PARAMS)
     cfg = params["train"]
     device = resolve_device(cfg["device"])
+    # One CPU thread: a multi-threaded matrix product may split its sums differently from run to run
+    # (seen once in a few hundred runs here) and does by design on a machine with more cores; the
+    # weights must be the same bytes everywhere. It costs 0.2-0.3 s of the 10 epochs.
+    torch.set_num_threads(1)
     experiment_id = open_experiment(params["tracking"]["experiment"])
     side = image_side(paths.PROCESSED_DIR)
     train_split = load_split(paths.PROCESSED_DIR, "train")

@@ -1,4 +1,4 @@
-"""The per-epoch record of a training run and its CSV form: what the curves, DVC's plots and the report read.
+"""The per-epoch record of a training run and its CSV form: what the curves, the plots and the report read.
 
 No torch here: reading a history must not cost a torch import.
 """
