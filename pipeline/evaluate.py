@@ -33,7 +33,7 @@ from softmax_regression.plots import confusion_matrix_figure, figure_png_bytes
 
 from . import paths
 from ._cli import load_stage_params, params_option, run_and_exit, stage_main
-from .mlflow_runs import dataset_sha256, open_experiment
+from .mlflow_runs import open_experiment
 from .model_runs import model_run_id
 
 log = logging.getLogger(__name__)
@@ -89,9 +89,7 @@ def main(params_path: str) -> None:
                  float(e.f1.mean()), val_accuracy[e.name])
 
     example = np.ascontiguousarray(test.images[:5], dtype=np.float32) / 255
-    dataset = dataset_sha256()
-    run_ids = {kind: model_run_id(experiment_id, kind, checkpoints[kind], example, params_path, dataset)
-               for kind in kinds}
+    run_ids = {kind: model_run_id(experiment_id, kind, checkpoints[kind], example, params_path) for kind in kinds}
     for e in evaluations:
         with mlflow.start_run(run_id=run_ids[e.name]):
             log_evaluation(e, val_accuracy[e.name], figures[e.name])

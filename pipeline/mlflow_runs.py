@@ -28,8 +28,7 @@ def dataset_sha256() -> str:
     return files_digest(split_files(paths.PROCESSED_DIR))
 
 
-def run_tags_for(implementation: str, params_path: str | Path, dataset: str | None = None) -> dict[str, str]:
-    """The standard tags of a run of ``implementation`` (scratch, concise, baseline, data);
-    ``dataset`` is the processed splits' checksum where the caller has it already."""
-    return tracking.standard_tags(implementation, params_path, dataset or dataset_sha256(), extra=run_tags())
+def run_tags_for(implementation: str, params_path: str | Path) -> dict[str, str]:
+    """The standard tags of a run of ``implementation`` (scratch, concise, baseline, data)."""
+    return tracking.standard_tags(implementation, params_path, dataset_sha256(), extra=run_tags())
 

@@ -13,13 +13,14 @@ from .mlflow_runs import run_tags_for
 
 
 def model_run_id(experiment_id: str, kind: str, checkpoint: bytes, example_features: np.ndarray,
-                 params_path: str | Path, dataset: str) -> str:
+                 params_path: str | Path) -> str:
     """The run of the model file ``checkpoint`` in the current store, found by its SHA-256; created from
-    the file where the store has none (only then are torch and MLflow's model flavours imported)."""
+    the file where the store has none (only then are torch and MLflow's model flavours imported, and
+    the dataset hashed for the run's tags)."""
     found = tracking.find_run(experiment_id, tracking.MODEL_SHA256_TAG, sha256_hex(checkpoint))
     if found is not None:
         return found.info.run_id
     from softmax_regression.mlflow_models import create_model_run
 
     return create_model_run(experiment_id, kind, checkpoint, example_features,
-                            run_tags_for(kind, params_path, dataset))
+                            run_tags_for(kind, params_path))

@@ -32,7 +32,7 @@ from softmax_regression.report import Section, metrics_table_html, per_class_tab
 
 from . import paths
 from ._cli import load_stage_params, params_option, run_and_exit, stage_main
-from .mlflow_runs import dataset_sha256, open_experiment
+from .mlflow_runs import open_experiment
 from .model_runs import model_run_id
 
 log = logging.getLogger(__name__)
@@ -131,10 +131,8 @@ def main(params_path: str) -> None:
     log.info("wrote %s (%d KB)", paths.REPORT_HTML, len(page) // 1024)
 
     example = np.ascontiguousarray(test.images[:5], dtype=np.float32) / 255
-    dataset = dataset_sha256()
     for name in metrics:
-        run_id = model_run_id(experiment_id, name, paths.model_path(name).read_bytes(), example, params_path,
-                              dataset)
+        run_id = model_run_id(experiment_id, name, paths.model_path(name).read_bytes(), example, params_path)
         with mlflow.start_run(run_id=run_id):
             mlflow.log_text(page, "report/report.html")
             mlflow.log_text(summary, "report/summary.md")

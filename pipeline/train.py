@@ -18,11 +18,11 @@ from softmax_regression import MODEL_KINDS, tracking
 from softmax_regression.atomic import write_bytes, write_text
 from softmax_regression.checksums import sha256_hex
 from softmax_regression.dataset import image_side, load_split
+from softmax_regression.history import history_csv
 from softmax_regression.mlflow_models import log_torch_model
 from softmax_regression.models import build_model, initial_weights, model_bytes, resolve_device
 from softmax_regression.params import flatten_params
 from softmax_regression.plots import figure_png_bytes, training_curves_figure
-from softmax_regression.history import history_csv
 from softmax_regression.training import ShuffledBatches, to_features, to_labels, train
 
 from . import paths

@@ -167,3 +167,16 @@ def test_the_graph_holds_no_run_id_time_host_or_absolute_path():
             assert not entry["path"].startswith("/") and not re.search(r"_run\b|run_id", entry["path"]), entry
     for text in (str(PROJECT_ROOT), "run_id", "mlflow.db", "sqlite:"):
         assert text not in lock_text, text
+
+
+def stage_outputs(stage: dict) -> set[str]:
+    return {entry if isinstance(entry, str) else next(iter(entry))
+            for kind in ("outs", "metrics", "plots") for entry in stage.get(kind, [])}
+
+
+def test_the_report_depends_on_everything_evaluate_writes():
+    """The report reads every output of evaluate (metrics, per-class table, predictions, heatmaps): a change
+    to any of them must rerun it, so each is a dep."""
+    spec = stages()
+    missing = stage_outputs(spec["evaluate"]) - set(spec["report"]["deps"])
+    assert not missing, f"report reads {sorted(missing)} but dvc.yaml does not list them as its deps"

@@ -77,8 +77,8 @@ class ShuffledBatches:
 
     def __iter__(self):
         order = torch.randperm(len(self.labels), generator=self.generator).to(self.device)
+        # The labels in this epoch's order: batch i holds rows [i * batch_size, ...) of it.
         self.epoch_labels = self.labels[order]
-        """The labels in this epoch's order: batch i holds rows ``[i * batch_size, ...)`` of it."""
         for start in range(0, len(order), self.batch_size):
             rows = order[start:start + self.batch_size]
             n = len(rows)
