@@ -79,13 +79,15 @@ class ShuffledBatches:
         order = torch.randperm(len(self.labels), generator=self.generator).to(self.device)
         # The labels in this epoch's order: batch i holds rows [i * batch_size, ...) of it.
         self.epoch_labels = self.labels[order]
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start:start + self.batch_size]
-            n = len(rows)
-            torch.index_select(self.images, 0, rows, out=self._pixels[:n])
-            features = self._features[:n]
-            features.copy_(self._pixels[:n]).div_(255)
-            yield features, self.epoch_labels[start:start + n]
+        size = self.batch_size
+        pixels, features = self._pixels, self._features
+        for start in range(0, len(order), size):
+            rows = order[start:start + size]
+            if len(rows) < size:  # the last, short batch
+                pixels, features = self._pixels[:len(rows)], self._features[:len(rows)]
+            torch.index_select(self.images, 0, rows, out=pixels)
+            features.copy_(pixels).div_(255)
+            yield features, self.epoch_labels[start:start + size]
 
 
 def accuracy(model: SoftmaxRegression, X: torch.Tensor, y: torch.Tensor, chunk: int = 16384) -> float:
@@ -101,18 +103,18 @@ def accuracy(model: SoftmaxRegression, X: torch.Tensor, y: torch.Tensor, chunk: 
 def train_epoch(model: SoftmaxRegression, batches: ShuffledBatches) -> tuple[float, float]:
     """One pass over the batches; returns (mean train loss, train accuracy) seen during the pass, as the chapter does."""
     model.train()
-    n = len(batches)
-    # Per batch only what must happen per batch: its mean loss and its argmax go into preallocated
-    # tensors (one small op each); the sums come once, at the end of the pass.
-    size = batches.batch_size
-    losses = torch.empty(-(-n // size), dtype=torch.float32, device=batches.device)
+    n, size = len(batches), batches.batch_size
+    # Per batch only what must happen per batch: its mean loss is kept as a tensor and its argmax
+    # goes into a preallocated tensor (one small op); the sums come once, at the end of the pass.
+    losses: list[torch.Tensor] = []
     predicted = torch.empty(n, dtype=torch.int64, device=batches.device)
-    for i, (X, y) in enumerate(batches):
+    for start, (X, y) in zip(range(0, n, size), batches):
         loss, O = model.train_step(X, y)
-        losses[i] = loss
-        torch.argmax(O, dim=1, out=predicted[i * size:i * size + len(y)])
+        losses.append(loss)
+        torch.argmax(O, dim=1, out=predicted[start:start + size])
     last = n - (len(losses) - 1) * size  # every batch is full but the last
-    loss_sum = float(losses[:-1].double().sum()) * size + float(losses[-1]) * last
+    batch_losses = torch.stack(losses).double()
+    loss_sum = float(batch_losses[:-1].sum()) * size + float(batch_losses[-1]) * last
     correct = int((predicted == batches.epoch_labels).sum())
     return loss_sum / n, correct / n
 
