@@ -332,7 +332,7 @@ def load_average() -> str:
 
 def print_table(runs: dict[str, Run], epochs: int, repeats: int) -> None:
     header = (f"{'run':<16} {'epoch mean s':>12} {'epoch min s':>11} {'epoch max s':>11} "
-              f"{f'total {epochs} ep s':>14} {'setup s':>8} {'train loss':>10} {'test acc':>9}")
+              f"{f'total {epochs} ep s':>14} {'min total s':>11} {'setup s':>8} {'train loss':>10} {'test acc':>9}")
     print(header)
     print("-" * len(header))
     for run in runs.values():
@@ -340,7 +340,8 @@ def print_table(runs: dict[str, Run], epochs: int, repeats: int) -> None:
         accs = sorted(set(round(a, 4) for a in run.test_acc))
         acc = f"{accs[0]:.4f}" if len(accs) == 1 else f"{accs[0]:.4f}-{accs[-1]:.4f}"
         print(f"{run.name:<16} {run.mean_epoch:>12.3f} {min(run.all_epochs):>11.3f} {max(run.all_epochs):>11.3f} "
-              f"{total:>14.2f} {statistics.fmean(run.setup_s):>8.2f} {statistics.fmean(run.train_loss):>10.4f} "
+              f"{total:>14.2f} {min(run.totals):>11.2f} {statistics.fmean(run.setup_s):>8.2f} "
+              f"{statistics.fmean(run.train_loss):>10.4f} "
               f"{acc:>9}")
     if repeats > 1:
         print(f"(epoch columns over {repeats} repeats x {epochs} epochs; total, setup and train loss are means "
@@ -354,6 +355,31 @@ def print_table(runs: dict[str, Run], epochs: int, repeats: int) -> None:
             print(f"{kind:<26} {chapter.mean_epoch / ours.mean_epoch:>9.1f}x "
                   f"{min(chapter.all_epochs) / min(ours.all_epochs):>9.1f}x "
                   f"{statistics.fmean(chapter.totals) / statistics.fmean(ours.totals):>7.1f}x")
+    print_targets(runs, epochs)
+
+
+LOOP_TARGET_S = 1.0     # 10 epochs of ours, min over repeats
+RATIO_TARGET = 35.0     # chapter / ours, mean totals of the same run
+
+
+def print_targets(runs: dict[str, Run], epochs: int) -> None:
+    """Each of ours against the targets: 10 epochs in <= 1.0 s (min over repeats), >= 35x the chapter's loop."""
+    if epochs != 10:
+        return
+    print()
+    for kind in KINDS:
+        ours = runs.get(f"ours-{kind}")
+        if ours is None:
+            continue
+        best = min(ours.totals)
+        line = f"ours-{kind}: 10 epochs in {best:.2f} s (target <= {LOOP_TARGET_S:.1f} s: " \
+               f"{'meets' if best <= LOOP_TARGET_S else 'MISSES'})"
+        chapter = runs.get(f"chapter-{kind}")
+        if chapter is not None:
+            ratio = statistics.fmean(chapter.totals) / statistics.fmean(ours.totals)
+            line += f"; {ratio:.1f}x the chapter (target >= {RATIO_TARGET:.0f}x: " \
+                    f"{'meets' if ratio >= RATIO_TARGET else 'MISSES'})"
+        print(line)
 
 
 def print_rss(results: list[StageRss]) -> None:
@@ -386,9 +412,11 @@ def project_path(value: str) -> Path:
 @click.option("--workers", default=4, show_default=True, type=click.IntRange(min=0),
               help="DataLoader workers of the chapter's loop (the chapter's get_dataloader_workers).")
 @click.option("--seed", default=0, show_default=True, type=int, help="torch.manual_seed / our generator seed.")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=0),
+              help="torch intra-op threads for both loops; 1 is what pipeline.train uses (0: torch's default).")
 @click.option("-v", "--verbose", is_flag=True, help="Log every epoch.")
 def main(epochs: int, repeats: int, skip_chapter: bool, skip_rss: bool, data_dir: str, processed_dir: str,
-         batch_size: int, lr: float, workers: int, seed: int, verbose: bool) -> None:
+         batch_size: int, lr: float, workers: int, seed: int, threads: int, verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(name)s: %(message)s",
                         stream=sys.stderr)
     # Two warnings the chapter's code draws from this torch on this machine, on every run: 4 workers on 2
@@ -400,6 +428,8 @@ def main(epochs: int, repeats: int, skip_chapter: bool, skip_rss: bool, data_dir
     if missing:
         raise click.ClickException(f"{raw_dir} lacks {', '.join(missing)}; run `dvc repro fetch` first")
 
+    if threads:
+        torch.set_num_threads(threads)
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, Python {platform.python_version()}, "
           f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}")
     print(f"epochs {epochs}, repeats {repeats}, batch {batch_size}, lr {lr}, seed {seed}, "

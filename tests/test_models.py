@@ -191,3 +191,19 @@ def test_model_file_errors(tmp_path):
     small = load_model(tmp_path / "small.pt")
     with pytest.raises(ModelFileError, match="model expects 8x8 images .64 pixels., got 784 pixels"):
         small.predict_proba(torch.zeros(2, 784, dtype=torch.uint8))
+
+
+def test_baseline_fit_is_the_same_whatever_threads_the_caller_allows():
+    """The L-BFGS fit pins BLAS and OpenMP to one thread: a caller (or a machine) with more cores gets
+    the same bits (unpinned, the products' sums split by thread count and the weights differ)."""
+    from threadpoolctl import threadpool_limits
+
+    from softmax_regression.baseline import fit_logistic_regression
+
+    images, labels = synthetic_data(n=3000)
+    fits = []
+    for threads in (1, 2):
+        with threadpool_limits(limits=threads):
+            fitted = fit_logistic_regression(images, labels, C=1.0, max_iter=15)
+        fits.append(fitted.coef_.tobytes() + fitted.intercept_.tobytes())
+    assert fits[0] == fits[1]
