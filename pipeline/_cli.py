@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import sys
 from typing import Callable, NoReturn
 
@@ -19,6 +20,25 @@ params_option = click.option(
     "--params", "params_path", default="params.yaml", show_default=True,
     type=click.Path(dir_okay=False), help="The params file to read.",
 )
+verbose_option = click.option(
+    "-v", "--verbose", is_flag=True, help="Log debug detail, and a traceback with any error.",
+)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as SIGINT is: the stage stops, writes nothing and ends its MLflow runs."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
+def _restore_hint() -> str:
+    """Under ``dvc repro`` DVC removed the stage's outputs before running it; say how to get them back."""
+    stage = os.environ.get("DVC_STAGE")
+    if not stage:
+        return ""
+    return f"; `dvc checkout {stage}` restores its previous outputs (DVC removed them before running it)"
 
 
 class StageParams(dict):
@@ -54,31 +74,46 @@ def load_stage_params(path: str, declared: tuple[str, ...]) -> dict[str, StagePa
 
 
 def stage_main(name: str) -> Callable:
-    """Wrap a stage body: INFO logging, exit 2 with one line on bad params, exit 1 on any other failure."""
+    """Wrap a stage body: INFO logging (DEBUG and tracebacks with ``--verbose``), SIGTERM handled as
+    SIGINT, and every failure turned into one line: exit 2 on bad params, 130 when interrupted, 1 on
+    anything else. The command must carry :data:`verbose_option`."""
 
     def decorate(body: Callable) -> Callable:
         @functools.wraps(body)
-        def run(*args, **kwargs):
-            logging.basicConfig(level=logging.INFO, format=f"{name}: %(message)s", stream=sys.stderr)
+        def run(*args, verbose: bool = False, **kwargs):
+            logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=f"{name}: %(message)s",
+                                stream=sys.stderr)
+            if not verbose:  # the libraries' debug chatter stays out of a stage's log
+                for noisy in ("alembic", "sqlalchemy", "urllib3", "matplotlib", "PIL", "git", "filelock"):
+                    logging.getLogger(noisy).setLevel(logging.WARNING)
+            signal.signal(signal.SIGTERM, _terminate)
             try:
                 return body(*args, **kwargs)
             except ParamsError as exc:
                 click.echo(f"{name}: error: {exc}", err=True)
                 sys.exit(EXIT_BAD_PARAMS)
-            except KeyboardInterrupt:
-                click.echo(f"{name}: interrupted; no output was written", err=True)
+            except KeyboardInterrupt as exc:
+                how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+                click.echo(f"{name}: {how}; no output was written{_restore_hint()}", err=True)
                 sys.exit(130)
             except click.exceptions.Exit:
                 raise
             except Exception as exc:  # one line for the user; the traceback only with -v
-                if logging.getLogger().isEnabledFor(logging.DEBUG):
+                if verbose:
                     logging.exception("traceback")
-                click.echo(f"{name}: error: {exc}", err=True)
+                click.echo(f"{name}: error: {one_line(exc)}{_restore_hint()}", err=True)
                 sys.exit(EXIT_FAILURE)
 
         return run
 
     return decorate
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: its first line, or its type where it has no message."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return first or type(exc).__name__
 
 
 def run_and_exit(command: click.Command) -> NoReturn:

@@ -12,7 +12,9 @@ model's MLflow run, found in the current store by the model file's SHA-256
 (tag model_sha256) and created from the model file where the store has none.
 Registers the model with the best validation accuracy as a version of
 <tracking.registered_model> (a pyfunc that predicts classes) and moves the
-alias @champion to it only if it beats the current champion.
+alias @champion to it only if it beats the current champion. The outputs are
+renamed into place together after the runs are logged, and the registry is
+touched only after that: an evaluate that fails changes neither.
 """
 
 import logging
@@ -24,7 +26,7 @@ import pandas as pd
 import torch
 
 from softmax_regression import CLASS_NAMES, MODEL_KINDS, SCORED_KINDS, tracking
-from softmax_regression.atomic import atomic_dir, write_json, write_text
+from softmax_regression.atomic import StagedOutputs
 from softmax_regression.dataset import load_split
 from softmax_regression.metrics import Evaluation, best_by_validation, evaluate_probabilities, per_class_csv, predictions_csv
 from softmax_regression.mlflow_models import register_and_promote
@@ -32,7 +34,7 @@ from softmax_regression.models import load_model
 from softmax_regression.plots import confusion_matrix_figure, figure_png_bytes
 
 from . import paths
-from ._cli import load_stage_params, params_option, run_and_exit, stage_main
+from ._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option
 from .mlflow_runs import open_experiment
 from .model_runs import model_run_id
 
@@ -54,6 +56,7 @@ def log_evaluation(e: Evaluation, val_accuracy: float, confusion_png: bytes) -> 
 
 @click.command(help=__doc__)
 @params_option
+@verbose_option
 @stage_main("evaluate")
 def main(params_path: str) -> None:
     params = load_stage_params(params_path, PARAMS)
@@ -77,26 +80,29 @@ def main(params_path: str) -> None:
         e.confusion, CLASS_NAMES, f"{e.name}: confusion matrix on the test set (accuracy {e.accuracy:.4f})"))
         for e in evaluations}
 
-    with atomic_dir(paths.CONFUSION_DIR) as tables, atomic_dir(paths.CONFUSION_PNG_DIR) as pngs:
+    example = np.ascontiguousarray(test.images[:5], dtype=np.float32) / 255
+    with StagedOutputs() as outputs:
+        tables, pngs = outputs.directory(paths.CONFUSION_DIR), outputs.directory(paths.CONFUSION_PNG_DIR)
         for e in evaluations:
             (tables / f"{e.name}.csv").write_text(predictions_csv(e, test.labels))
             (pngs / f"{e.name}.png").write_bytes(figures[e.name])
-    write_text(paths.PER_CLASS_CSV, per_class_csv(evaluations))
-    write_json(paths.EVAL_METRICS, {e.name: {**e.summary(), "val_accuracy": val_accuracy[e.name]}
-                                    for e in evaluations})
+        outputs.write_text(paths.PER_CLASS_CSV, per_class_csv(evaluations))
+        outputs.write_json(paths.EVAL_METRICS, {e.name: {**e.summary(), "val_accuracy": val_accuracy[e.name]}
+                                                for e in evaluations})
+        run_ids = {kind: model_run_id(experiment_id, kind, checkpoints[kind], example, params_path)
+                   for kind in kinds}
+        for e in evaluations:
+            with tracking.tracked_run(run_id=run_ids[e.name]):
+                log_evaluation(e, val_accuracy[e.name], figures[e.name])
+        outputs.commit()
     for e in evaluations:
         log.info("%s: test accuracy %.4f, loss %.4f, macro F1 %.4f; val accuracy %.4f", e.name, e.accuracy, e.loss,
                  float(e.f1.mean()), val_accuracy[e.name])
-
-    example = np.ascontiguousarray(test.images[:5], dtype=np.float32) / 255
-    run_ids = {kind: model_run_id(experiment_id, kind, checkpoints[kind], example, params_path) for kind in kinds}
-    for e in evaluations:
-        with mlflow.start_run(run_id=run_ids[e.name]):
-            log_evaluation(e, val_accuracy[e.name], figures[e.name])
+    # What others see of this stage (a new registered version, the champion alias) comes last, once
+    # the outputs are in place.
     best = best_by_validation(val_accuracy)
     register_and_promote(checkpoints[best], example, params["tracking"]["registered_model"], run_ids[best],
                          val_accuracy[best])
-
 
 if __name__ == "__main__":
     run_and_exit(main)

@@ -7,7 +7,7 @@ import click
 from softmax_regression.sources import fetch_fashion_mnist
 
 from . import paths
-from ._cli import load_stage_params, params_option, run_and_exit, stage_main
+from ._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +18,7 @@ PARAMS = ("data.system_dir", "data.local_dir", "data.mirrors", "data.timeout", "
                "(Debian's dataset-fashion-mnist), data.local_dir, then data.mirrors. Every file is "
                "checked against the SHA-256 of the official decompressed release.")
 @params_option
+@verbose_option
 @click.option("--no-progress", is_flag=True, help="Hide download progress bars.")
 @stage_main("fetch")
 def main(params_path: str, no_progress: bool) -> None:

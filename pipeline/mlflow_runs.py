@@ -23,12 +23,13 @@ def open_experiment(name: str) -> str:
     return tracking.experiment_id(name, root)
 
 
-def dataset_sha256() -> str:
+def dataset_sha256(processed_dir: Path = paths.PROCESSED_DIR) -> str:
     """One checksum of the processed splits: what ties a run to the data it saw."""
-    return files_digest(split_files(paths.PROCESSED_DIR))
+    return files_digest(split_files(processed_dir))
 
 
-def run_tags_for(implementation: str, params_path: str | Path) -> dict[str, str]:
+def run_tags_for(implementation: str, params_path: str | Path, processed_dir: Path = paths.PROCESSED_DIR
+                 ) -> dict[str, str]:
     """The standard tags of a run of ``implementation`` (scratch, concise, baseline, data)."""
-    return tracking.standard_tags(implementation, params_path, dataset_sha256(), extra=run_tags())
+    return tracking.standard_tags(implementation, params_path, dataset_sha256(processed_dir), extra=run_tags())
 

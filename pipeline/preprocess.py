@@ -1,7 +1,8 @@
 """DVC stage `preprocess`: flatten the images, split off a stratified validation set, draw a preview.
 
 Logs an MLflow run named `data` (params data.*, split sizes, the preview and
-the stats, the dataset checksum as the tag dataset_sha256).
+the stats, the dataset checksum as the tag dataset_sha256). The outputs are
+renamed into place together at the end of the run.
 """
 
 import logging
@@ -10,13 +11,13 @@ import click
 import mlflow
 
 from softmax_regression import CLASS_NAMES, tracking
-from softmax_regression.atomic import write_bytes, write_json
-from softmax_regression.dataset import SIDE, load_raw, make_splits, save_splits, split_stats
+from softmax_regression.atomic import StagedOutputs
+from softmax_regression.dataset import SIDE, load_raw, make_splits, split_stats, write_splits
 from softmax_regression.params import flatten_params
 from softmax_regression.plots import figure_png_bytes, image_grid_figure
 
 from . import paths
-from ._cli import load_stage_params, params_option, run_and_exit, stage_main
+from ._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option
 from .mlflow_runs import open_experiment, run_tags_for
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ PARAMS = ("data.resize", "data.val_size", "data.seed", "tracking.experiment")
                "(uint8, one row of r*r pixels per image), reports/data/stats.json and "
                "reports/data/preview.png.")
 @params_option
+@verbose_option
 @stage_main("preprocess")
 def main(params_path: str) -> None:
     params = load_stage_params(params_path, PARAMS)
@@ -42,14 +44,18 @@ def main(params_path: str) -> None:
         preview.images[:18], [CLASS_NAMES[y] for y in preview.labels[:18]], rows=2, cols=9,
         suptitle=f"Fashion-MNIST training images ({side}x{side}) with their labels",
     ))
-    save_splits(paths.PROCESSED_DIR, splits, side)
-    write_json(paths.STATS_JSON, stats)
-    write_bytes(paths.PREVIEW_PNG, preview_png)
-    with mlflow.start_run(experiment_id=experiment_id, run_name="data", tags=run_tags_for("data", params_path)):
-        mlflow.log_params(flatten_params(params, ("data",)))
-        mlflow.log_metrics({f"{name}_size": len(split) for name, split in splits.items()})
-        tracking.log_bytes(preview_png, "figures/preview.png")
-        mlflow.log_dict(stats, "stats.json")
+    with StagedOutputs() as outputs:
+        processed = outputs.directory(paths.PROCESSED_DIR)
+        write_splits(processed, splits, side)
+        outputs.write_json(paths.STATS_JSON, stats)
+        outputs.write_bytes(paths.PREVIEW_PNG, preview_png)
+        tags = run_tags_for("data", params_path, processed)  # hashes the splits as staged, not yet in place
+        with tracking.tracked_run(experiment_id=experiment_id, run_name="data", tags=tags):
+            mlflow.log_params(flatten_params(params, ("data",)))
+            mlflow.log_metrics({f"{name}_size": len(split) for name, split in splits.items()})
+            tracking.log_bytes(preview_png, "figures/preview.png")
+            mlflow.log_dict(stats, "stats.json")
+            outputs.commit()
     log.info("splits: %s", ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
 
 

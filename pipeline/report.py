@@ -20,8 +20,8 @@ import click
 import mlflow
 import numpy as np
 
-from softmax_regression import CLASS_NAMES, MODEL_KINDS, SCORED_KINDS
-from softmax_regression.atomic import atomic_dir
+from softmax_regression import CLASS_NAMES, MODEL_KINDS, SCORED_KINDS, tracking
+from softmax_regression.atomic import StagedOutputs
 from softmax_regression.dataset import load_split
 from softmax_regression.history import read_history_csv
 from softmax_regression.metrics import best_by_validation, most_confident_mistakes, read_predictions_csv
@@ -31,7 +31,7 @@ from softmax_regression.plots import (
 from softmax_regression.report import Section, metrics_table_html, per_class_table_html, render_html, render_markdown
 
 from . import paths
-from ._cli import load_stage_params, params_option, run_and_exit, stage_main
+from ._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option
 from .mlflow_runs import open_experiment
 from .model_runs import model_run_id
 
@@ -51,6 +51,7 @@ def read_per_class(text: str) -> list[dict]:
 
 @click.command(help=__doc__)
 @params_option
+@verbose_option
 @stage_main("report")
 def main(params_path: str) -> None:
     params = load_stage_params(params_path, PARAMS)
@@ -122,21 +123,21 @@ def main(params_path: str) -> None:
     page = render_html(title, "The <i>Dive into Deep Learning</i> chapter on softmax regression, from scratch "
                        "and concise, reproduced by a DVC pipeline.", sections)
     summary = render_markdown(title, metrics, [(name, f"figures/{name}") for name in figures], notes)
-    with atomic_dir(paths.REPORT_DIR) as tmp:
+    example = np.ascontiguousarray(test.images[:5], dtype=np.float32) / 255
+    with StagedOutputs() as outputs:
+        tmp = outputs.directory(paths.REPORT_DIR)
         (tmp / "figures").mkdir()
         for name, png in figures.items():
             (tmp / "figures" / name).write_bytes(png)
         (tmp / "report.html").write_text(page)
         (tmp / "summary.md").write_text(summary)
+        for name in metrics:
+            run_id = model_run_id(experiment_id, name, paths.model_path(name).read_bytes(), example, params_path)
+            with tracking.tracked_run(run_id=run_id):
+                mlflow.log_text(page, "report/report.html")
+                mlflow.log_text(summary, "report/summary.md")
+        outputs.commit()
     log.info("wrote %s (%d KB)", paths.REPORT_HTML, len(page) // 1024)
-
-    example = np.ascontiguousarray(test.images[:5], dtype=np.float32) / 255
-    for name in metrics:
-        run_id = model_run_id(experiment_id, name, paths.model_path(name).read_bytes(), example, params_path)
-        with mlflow.start_run(run_id=run_id):
-            mlflow.log_text(page, "report/report.html")
-            mlflow.log_text(summary, "report/summary.md")
-
 
 if __name__ == "__main__":
     run_and_exit(main)

@@ -6,6 +6,11 @@ the train.* params that shaped them), reports/train/<model>_history.csv
 and reports/train/<model>_curves.png. Logs an MLflow run named after the
 model: params, per-epoch metrics, the curves, the model file, the model, and
 the tag model_sha256 by which the evaluate and report stages find the run.
+
+The three outputs are written to temporaries first and renamed into place
+together, at the end of the MLflow run: a failure anywhere (a full disk, a
+store error, SIGINT or SIGTERM) leaves the previous ones as they were and
+the run FAILED or KILLED, never RUNNING.
 """
 
 import logging
@@ -15,7 +20,7 @@ import mlflow
 import torch
 
 from softmax_regression import MODEL_KINDS, tracking
-from softmax_regression.atomic import write_bytes, write_text
+from softmax_regression.atomic import StagedOutputs
 from softmax_regression.checksums import sha256_hex
 from softmax_regression.dataset import image_side, load_split
 from softmax_regression.history import history_csv
@@ -26,7 +31,7 @@ from softmax_regression.plots import figure_png_bytes, training_curves_figure
 from softmax_regression.training import ShuffledBatches, to_features, to_labels, train
 
 from . import paths
-from ._cli import load_stage_params, params_option, run_and_exit, stage_main
+from ._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option
 from .mlflow_runs import open_experiment, run_tags_for
 
 log = logging.getLogger(__name__)
@@ -39,6 +44,7 @@ SHAPING = ("epochs", "batch_size", "lr", "weight_decay", "init_std", "seed")
 @click.command(help=__doc__)
 @click.option("--model", "kind", type=click.Choice(MODEL_KINDS), required=True, help="Which implementation to train.")
 @params_option
+@verbose_option
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @stage_main("train")
 def main(kind: str, params_path: str, no_progress: bool) -> None:
@@ -65,20 +71,22 @@ def main(kind: str, params_path: str, no_progress: bool) -> None:
     history_text = history_csv(history)
     curves_png = figure_png_bytes(training_curves_figure(
         {kind: history}, title=f"Softmax regression ({kind}): training curves"))
-    write_bytes(paths.model_path(kind), checkpoint)
-    write_text(paths.history_csv(kind), history_text)
-    write_bytes(paths.curves_png(kind), curves_png)
 
     tags = {**run_tags_for(kind, params_path), tracking.MODEL_SHA256_TAG: sha256_hex(checkpoint)}
-    with mlflow.start_run(experiment_id=experiment_id, run_name=kind, tags=tags) as run:
-        mlflow.log_params(flatten_params(params, ("train",)))
-        for record in history:
-            mlflow.log_metrics({"train_loss": record.train_loss, "train_acc": record.train_acc,
-                                "val_acc": record.val_acc}, step=record.epoch)
-        tracking.log_bytes(curves_png, "figures/training_curves.png")
-        mlflow.log_text(history_text, "history.csv")
-        tracking.log_bytes(checkpoint, f"checkpoint/{kind}.pt")
-        log_torch_model(model, val_split.images[:5].astype("float32") / 255)
+    with StagedOutputs() as outputs:
+        outputs.write_bytes(paths.model_path(kind), checkpoint)
+        outputs.write_text(paths.history_csv(kind), history_text)
+        outputs.write_bytes(paths.curves_png(kind), curves_png)
+        with tracking.tracked_run(experiment_id=experiment_id, run_name=kind, tags=tags) as run:
+            mlflow.log_params(flatten_params(params, ("train",)))
+            for record in history:
+                mlflow.log_metrics({"train_loss": record.train_loss, "train_acc": record.train_acc,
+                                    "val_acc": record.val_acc}, step=record.epoch)
+            tracking.log_bytes(curves_png, "figures/training_curves.png")
+            mlflow.log_text(history_text, "history.csv")
+            tracking.log_bytes(checkpoint, f"checkpoint/{kind}.pt")
+            log_torch_model(model, val_split.images[:5].astype("float32") / 255)
+            outputs.commit()  # inside the run: a run that says FINISHED has its outputs in place
     last = history[-1]
     log.info("%s: train loss %.4f, train acc %.4f, val acc %.4f after %d epochs; MLflow run %s",
              kind, last.train_loss, last.train_acc, last.val_acc, last.epoch, run.info.run_id)

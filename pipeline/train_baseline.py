@@ -19,7 +19,7 @@ import mlflow
 import torch
 
 from softmax_regression import BASELINE_KIND, tracking
-from softmax_regression.atomic import write_bytes
+from softmax_regression.atomic import StagedOutputs
 from softmax_regression.baseline import as_softmax_regression, fit_logistic_regression
 from softmax_regression.checksums import sha256_hex
 from softmax_regression.dataset import image_side, load_split
@@ -29,7 +29,7 @@ from softmax_regression.params import flatten_params
 from softmax_regression.training import accuracy, to_features, to_labels
 
 from . import paths
-from ._cli import load_stage_params, params_option, run_and_exit, stage_main
+from ._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option
 from .mlflow_runs import open_experiment, run_tags_for
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ PARAMS = ("baseline", "tracking.experiment")
 
 @click.command(help=__doc__)
 @params_option
+@verbose_option
 @stage_main("train_baseline")
 def main(params_path: str) -> None:
     params = load_stage_params(params_path, PARAMS)
@@ -52,17 +53,19 @@ def main(params_path: str) -> None:
     model = as_softmax_regression(fitted)
     shaping = flatten_params(params, ("baseline",))
     checkpoint = model_bytes(model, side, shaping)
-    write_bytes(paths.model_path(BASELINE_KIND), checkpoint)
 
     with torch.no_grad():
         train_acc = accuracy(model, to_features(train_split.images), to_labels(train_split.labels))
         val_acc = accuracy(model, to_features(val_split.images), to_labels(val_split.labels))
     tags = {**run_tags_for(BASELINE_KIND, params_path), tracking.MODEL_SHA256_TAG: sha256_hex(checkpoint)}
-    with mlflow.start_run(experiment_id=experiment_id, run_name=BASELINE_KIND, tags=tags) as run:
-        mlflow.log_params(shaping)
-        mlflow.log_metrics({"train_acc": train_acc, "val_acc": val_acc, "n_iter": int(fitted.n_iter_.max())})
-        tracking.log_bytes(checkpoint, f"checkpoint/{BASELINE_KIND}.pt")
-        log_torch_model(model, val_split.images[:5].astype("float32") / 255)
+    with StagedOutputs() as outputs:
+        outputs.write_bytes(paths.model_path(BASELINE_KIND), checkpoint)
+        with tracking.tracked_run(experiment_id=experiment_id, run_name=BASELINE_KIND, tags=tags) as run:
+            mlflow.log_params(shaping)
+            mlflow.log_metrics({"train_acc": train_acc, "val_acc": val_acc, "n_iter": int(fitted.n_iter_.max())})
+            tracking.log_bytes(checkpoint, f"checkpoint/{BASELINE_KIND}.pt")
+            log_torch_model(model, val_split.images[:5].astype("float32") / 255)
+            outputs.commit()
     log.info("baseline: train acc %.4f, val acc %.4f after %d L-BFGS iterations; MLflow run %s",
              train_acc, val_acc, int(fitted.n_iter_.max()), run.info.run_id)
 

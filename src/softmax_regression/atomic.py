@@ -1,18 +1,80 @@
 """Writing outputs so that a failure never leaves a half-written file or directory.
 
 Everything is first written next to its target (same filesystem) and then
-renamed into place, which is atomic on POSIX.
+renamed into place, which is atomic on POSIX. A stage with several outputs
+stages them all (:class:`StagedOutputs`) and renames them in one final step,
+so its outputs change together or not at all.
+
+A temporary is named ``.<target name>.<pid>.<random>.tmp`` (``.old`` for a
+directory moved aside): one that a killed process left behind is removed
+the next time its target is written.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import os
+import re
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+log = logging.getLogger(__name__)
+
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.(?:tmp|old)$")
+
+
+def _prefix(target: Path) -> str:
+    return f".{target.name}.{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(target: str | Path) -> list[Path]:
+    """Remove the temporaries of ``target`` that a process no longer running left behind; returns them."""
+    target = Path(target)
+    removed = []
+    if not target.parent.is_dir():
+        return removed
+    for entry in target.parent.iterdir():
+        match = _TEMPORARY.match(entry.name)
+        if not match or match["name"] != target.name or _alive(int(match["pid"])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+        log.info("removed %s, left by a process that was killed", entry)
+    return removed
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block is done (on the main thread; elsewhere a no-op)."""
+    wanted = {signal.SIGINT, signal.SIGTERM}
+    try:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+    except (AttributeError, ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @contextlib.contextmanager
@@ -20,7 +82,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary file path; on success it replaces ``target``, on failure it is removed."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    remove_stale_temporaries(target)
+    fd, tmp = tempfile.mkstemp(prefix=_prefix(target), suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     tmp_path.chmod(0o644)  # mkstemp's 0600 would otherwise become the output's mode
@@ -39,22 +102,33 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     one is in place, so it survives any failure.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    tmp.chmod(0o755)  # mkdtemp's 0700 would otherwise become the output's mode
+    tmp = _make_temporary_dir(target)
     try:
         yield tmp
-        old = None
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-            os.rmdir(old)
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _replace_dir(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _make_temporary_dir(target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target)
+    tmp = Path(tempfile.mkdtemp(prefix=_prefix(target), suffix=".tmp", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would otherwise become the output's mode
+    return tmp
+
+
+def _replace_dir(tmp: Path, target: Path) -> None:
+    """Put directory ``tmp`` in the place of ``target``; an existing target is moved aside, then deleted."""
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=_prefix(target), suffix=".old", dir=target.parent))
+        os.rmdir(old)
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_bytes(target: str | Path, data: bytes) -> None:
@@ -69,3 +143,125 @@ def write_text(target: str | Path, text: str) -> None:
 def write_json(target: str | Path, obj: Any) -> None:
     """JSON with sorted keys and a trailing newline, so equal content gives equal bytes."""
     write_text(target, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+class OutputError(OSError):
+    """An output could not be written (a full disk, a read-only folder); the message names it."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+
+
+def _write_failure(target: Path, exc: OSError) -> OutputError:
+    return OutputError(exc.errno, f"cannot write {target}: {exc.strerror or exc}")
+
+
+class StagedOutputs:
+    """A stage's outputs, each written to a temporary beside its target and renamed into place together.
+
+    Write everything (``write_bytes``, ``write_text``, ``write_json``, or fill
+    ``directory(target)``), then call :meth:`commit`: the renames run back to
+    back with SIGINT and SIGTERM held off, so an interrupted or failed stage
+    leaves every previous output as it was. Leaving the ``with`` block
+    without committing discards the temporaries.
+    """
+
+    def __init__(self) -> None:
+        self._staged: list[tuple[Path, Path]] = []  # (temporary, target)
+        self._staged_before_discard: list[tuple[Path, Path]] = []
+        self.committed = False
+
+    def __enter__(self) -> "StagedOutputs":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.committed:
+            return
+        self.discard()
+        if isinstance(exc, OSError) and not isinstance(exc, OutputError) and exc.errno in _DISK_ERRORS:
+            culprit = self._full_target(exc)
+            if culprit is not None:  # name the output, not an anonymous "[Errno 28]" from deep in a writer
+                raise _write_failure(culprit, exc) from exc
+
+    def _full_target(self, exc: OSError) -> Path | None:
+        """The staged output an anonymous disk error most likely came from: the one named in it, else
+        the first whose folder has (next to) no space left, else the only one."""
+        for _, target in self._staged_before_discard:
+            if exc.filename and str(target.name) in str(exc.filename):
+                return target
+        for _, target in self._staged_before_discard:
+            try:
+                free = os.statvfs(target.parent)
+            except OSError:
+                continue
+            if free.f_bavail * free.f_frsize < 1 << 20:
+                return target
+        return self._staged_before_discard[0][1] if len(self._staged_before_discard) == 1 else None
+
+    def _stage(self, target: str | Path) -> Path:
+        target = Path(target)
+        if any(t == target for _, t in self._staged):
+            raise ValueError(f"output {target} staged twice")
+        return target
+
+    def write_bytes(self, target: str | Path, data: bytes) -> None:
+        target = self._stage(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(target)
+        try:
+            fd, name = tempfile.mkstemp(prefix=_prefix(target), suffix=".tmp", dir=target.parent)
+            tmp = Path(name)
+            self._staged.append((tmp, target))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            tmp.chmod(0o644)  # mkstemp's 0600 would otherwise become the output's mode
+        except OSError as exc:
+            raise _write_failure(target, exc) from exc
+
+    def write_text(self, target: str | Path, text: str) -> None:
+        self.write_bytes(target, text.encode("utf-8"))
+
+    def write_json(self, target: str | Path, obj: Any) -> None:
+        """JSON with sorted keys and a trailing newline, so equal content gives equal bytes."""
+        self.write_text(target, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+    def directory(self, target: str | Path) -> Path:
+        """An empty temporary directory to fill; at commit it takes the place of ``target``."""
+        target = self._stage(target)
+        try:
+            tmp = _make_temporary_dir(target)
+        except OSError as exc:
+            raise _write_failure(target, exc) from exc
+        self._staged.append((tmp, target))
+        return tmp
+
+    def staged(self, target: str | Path) -> Path:
+        """Where ``target``'s new content is until :meth:`commit`."""
+        for tmp, staged_target in self._staged:
+            if staged_target == Path(target):
+                return tmp
+        raise KeyError(f"output {target} is not staged")
+
+    def commit(self) -> None:
+        """Rename every temporary into place, one after another, with SIGINT and SIGTERM held off."""
+        if self.committed:
+            raise RuntimeError("outputs already committed")
+        with signals_deferred():
+            for tmp, target in self._staged:
+                if tmp.is_dir():
+                    _replace_dir(tmp, target)
+                else:
+                    os.replace(tmp, target)
+            self.committed = True
+
+    def discard(self) -> None:
+        self._staged_before_discard = list(self._staged)
+        for tmp, _ in self._staged:
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+        self._staged.clear()

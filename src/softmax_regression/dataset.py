@@ -108,13 +108,20 @@ def split_stats(splits: dict[str, Split], side: int) -> dict:
     }
 
 
+def write_splits(directory: str | Path, splits: dict[str, Split], side: int) -> None:
+    """``{split}_images.npy``, ``{split}_labels.npy`` and ``meta.json`` into an empty ``directory``
+    (a stage's staged output, renamed into place with the others)."""
+    directory = Path(directory)
+    for name, split in splits.items():
+        np.save(directory / f"{name}_images.npy", split.images, allow_pickle=False)
+        np.save(directory / f"{name}_labels.npy", split.labels, allow_pickle=False)
+    (directory / "meta.json").write_text(json.dumps({"side": side, "class_names": list(CLASS_NAMES)}, indent=2) + "\n")
+
+
 def save_splits(processed_dir: str | Path, splits: dict[str, Split], side: int) -> None:
-    """``processed_dir/{split}_images.npy`` and ``{split}_labels.npy``, replaced as a whole."""
+    """:func:`write_splits` into ``processed_dir``, replaced as a whole."""
     with atomic_dir(processed_dir) as tmp:
-        for name, split in splits.items():
-            np.save(tmp / f"{name}_images.npy", split.images, allow_pickle=False)
-            np.save(tmp / f"{name}_labels.npy", split.labels, allow_pickle=False)
-        (tmp / "meta.json").write_text(json.dumps({"side": side, "class_names": list(CLASS_NAMES)}, indent=2) + "\n")
+        write_splits(tmp, splits, side)
 
 
 def load_split(processed_dir: str | Path, name: str) -> Split:

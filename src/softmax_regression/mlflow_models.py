@@ -23,7 +23,7 @@ from torch import nn
 
 from .checksums import sha256_hex
 from .models import LoadedModel, ModelFileError, SoftmaxRegression, load_model
-from .tracking import MODEL_SHA256_TAG, configure, log_bytes, store_lock
+from .tracking import MODEL_SHA256_TAG, configure, log_bytes, store_lock, tracked_run
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,8 @@ def create_model_run(experiment_id: str, kind: str, checkpoint: bytes, example_f
         path.write_bytes(checkpoint)
         loaded = load_model(path)
     log.info("no run of the %s model (sha256 %s) in this store: creating one", kind, sha256[:12])
-    with mlflow.start_run(experiment_id=experiment_id, run_name=kind,
-                          tags={**tags, MODEL_SHA256_TAG: sha256, "created_from": "model file"}) as run:
+    with tracked_run(experiment_id=experiment_id, run_name=kind,
+                     tags={**tags, MODEL_SHA256_TAG: sha256, "created_from": "model file"}) as run:
         mlflow.log_params(loaded.params)
         log_bytes(checkpoint, f"checkpoint/{kind}.pt")
         log_torch_model(loaded.model, example_features)
@@ -181,7 +181,7 @@ def _log_classifier(checkpoint_bytes: bytes, example_features: np.ndarray, run_i
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = Path(tmp) / "model.pt"
         checkpoint.write_bytes(checkpoint_bytes)
-        with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+        with tracked_run(run_id=run_id), warnings.catch_warnings():
             # MLflow suggests type hints and warns that integer outputs cannot hold missing values;
             # neither applies to a class index.
             warnings.simplefilter("ignore", UserWarning)

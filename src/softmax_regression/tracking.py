@@ -35,7 +35,8 @@ EXPERIMENT_KIND = "custom_model_development"
 
 
 class TrackingUnavailable(RuntimeError):
-    """The tracking server cannot be reached."""
+    """The tracking store cannot be used: a server that does not answer, a SQLite file that cannot be
+    written or is no database, a folder that does not exist."""
 
 
 def tracking_uri(root: str | Path) -> str:
@@ -66,14 +67,55 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         ) from None
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:`` URI (None for an in-memory one)."""
+    rest = uri.split(":", 1)[1].split("?", 1)[0]
+    if not rest.startswith("///"):
+        return None
+    path = rest[3:]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def check_sqlite_writable(uri: str) -> None:
+    """Fail before any work, naming the URI, where a SQLite store cannot be written.
+
+    MLflow would create a missing folder's database silently (a typo in the
+    URI becomes a new, empty store) and find a read-only one only at the
+    first write, after the training, with pages of SQLAlchemy output.
+    """
+    path = sqlite_path(uri)
+    if path is None:
+        return
+    folder = path.parent
+    if not folder.is_dir():
+        raise TrackingUnavailable(f"MLflow store {uri}: folder {folder} does not exist; create it or fix "
+                                  "MLFLOW_TRACKING_URI")
+    if path.exists():
+        if not path.is_file():
+            raise TrackingUnavailable(f"MLflow store {uri}: {path} is not a file")
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise TrackingUnavailable(f"MLflow store {uri} is read-only ({path}); make it writable or point "
+                                      "MLFLOW_TRACKING_URI at another store")
+    if not os.access(folder, os.W_OK | os.X_OK):  # SQLite writes its journal beside the database
+        raise TrackingUnavailable(f"MLflow store {uri}: folder {folder} is read-only (SQLite needs to write "
+                                  "its journal there); make it writable or point MLFLOW_TRACKING_URI elsewhere")
+
+
 def configure(root: str | Path) -> str:
-    """Point MLflow at the tracking URI (checked), with bounded HTTP retries; returns the URI."""
+    """Point MLflow at the tracking URI, checked before any work; returns the URI.
+
+    A server must answer its health check; a SQLite store must be writable, in
+    a folder that exists, and a database (it is created or migrated here).
+    HTTP retries are bounded.
+    """
     import mlflow
 
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     uri = tracking_uri(root)
     check_reachable(uri)
+    if uri.startswith("sqlite:"):
+        check_sqlite_writable(uri)
     mlflow.set_tracking_uri(uri)
     if uri.startswith("sqlite:"):
         initialize_sqlite_store(uri)
@@ -106,21 +148,58 @@ def store_lock(uri: str) -> Iterator[None]:
 
 
 def initialize_sqlite_store(uri: str) -> None:
-    """Create or migrate a SQLite store's tables under :func:`store_lock`."""
+    """Create or migrate a SQLite store's tables under :func:`store_lock`; a file that is no MLflow
+    database is one line naming it."""
     import mlflow
 
     with store_lock(uri):
-        mlflow.MlflowClient(uri).search_experiments(max_results=1)
+        try:
+            mlflow.MlflowClient(uri).search_experiments(max_results=1)
+        except Exception as exc:  # sqlite3 / SQLAlchemy / alembic raise many types, with pages of text
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            raise TrackingUnavailable(
+                f"MLflow store {uri} cannot be opened as an MLflow database ({reason[0] if reason else type(exc).__name__}); "
+                "move the file aside or point MLFLOW_TRACKING_URI at another store"
+            ) from None
+
+
+@contextlib.contextmanager
+def tracked_run(**start_run_kwargs) -> Iterator:
+    """``mlflow.start_run`` that never leaves its run RUNNING.
+
+    A new run that is interrupted (SIGINT, or SIGTERM as the stages raise it)
+    ends KILLED, one that fails ends FAILED. A finished run resumed to log
+    more (``run_id=``) gets its previous status back whatever happens: the
+    work it records was done.
+    """
+    import mlflow
+
+    previous = None
+    if start_run_kwargs.get("run_id"):
+        previous = mlflow.MlflowClient().get_run(start_run_kwargs["run_id"]).info.status
+    with mlflow.start_run(**start_run_kwargs) as active:
+        try:
+            yield active
+        except BaseException as exc:
+            if previous and previous != "RUNNING":
+                status = previous
+            else:
+                status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            mlflow.end_run(status)
+            raise
 
 
 def experiment_id(name: str, root: str | Path) -> str:
     """The id of experiment ``name``, created if missing, opening on its runs in ``mlflow ui``.
 
-    A local store keeps the artifacts in ``mlruns/`` under ``root``.
+    A local store keeps the artifacts in ``mlruns/`` under ``root``; a store
+    copied or moved with its project is first pointed at the new ``mlruns/``
+    (:func:`relocate_copied_store`).
     """
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    relocate_copied_store(mlflow.get_tracking_uri(), root)
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
@@ -135,6 +214,55 @@ def experiment_id(name: str, root: str | Path) -> str:
     if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
         client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return experiment.experiment_id
+
+
+def _local_path(location: str) -> str:
+    return location[len("file://"):] if location.startswith("file://") else location
+
+
+def relocate_copied_store(uri: str, root: str | Path) -> bool:
+    """Point a project's own SQLite store, copied or moved with the project, at the project's ``mlruns/``.
+
+    MLflow keeps every local artifact location as an absolute path (it
+    resolves relative ones when the experiment is created, and the API has no
+    way to change one). So the ``mlflow.db`` of ``cp -a proj proj2`` still
+    sends proj2's new runs, and the artifacts of its old ones, to
+    ``proj/mlruns/``. A store that lies inside ``root`` belongs to this
+    project: every location in it under another folder's ``mlruns/`` is
+    rewritten to this project's (the copy brought ``mlruns/`` along). A store
+    elsewhere (``MLFLOW_TRACKING_URI``) is shared on purpose and left alone.
+    Returns whether anything was rewritten.
+    """
+    import sqlite3
+
+    path = sqlite_path(uri) if uri.startswith("sqlite:") else None
+    root = Path(root).resolve()
+    if path is None or not path.is_file() or not path.resolve().is_relative_to(root):
+        return False
+    here = str(root / "mlruns")
+    with store_lock(uri), contextlib.closing(sqlite3.connect(path)) as con:
+        elsewhere = set()
+        for (location,) in con.execute("SELECT artifact_location FROM experiments"):
+            local = _local_path(location or "")
+            if "/mlruns/" in local and not local.startswith(here + "/"):
+                elsewhere.add(local[:local.rindex("/mlruns/")] + "/mlruns")
+        if not elsewhere:
+            return False
+        tables = [name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            columns = [row[1] for row in con.execute(f'PRAGMA table_info("{table}")')
+                       if "CHAR" in (row[2] or "").upper() or "TEXT" in (row[2] or "").upper()]
+            for column in columns:
+                for old in elsewhere:
+                    for before, after in ((f"file://{old}/", f"file://{here}/"), (f"{old}/", f"{here}/")):
+                        con.execute(
+                            f'UPDATE "{table}" SET "{column}" = ? || substr("{column}", ?) '
+                            f'WHERE substr("{column}", 1, ?) = ?',
+                            (after, len(before) + 1, len(before), before))
+        con.commit()
+    log.info("MLflow store %s was copied or moved with its project: artifact locations under %s now point "
+             "at %s", uri, ", ".join(sorted(elsewhere)), here)
+    return True
 
 
 def find_run(experiment_id: str, tag: str, value: str):

@@ -1,0 +1,307 @@
+"""Faults of the stores, the disk and the process, each with real processes, files and mounts.
+
+Every case checks what a user gets: one line naming what is at fault, a
+non-zero exit, the previous outputs as they were (no half-written or mixed
+ones, no temporaries left), no MLflow run left RUNNING, and a next normal
+``dvc repro`` (or stage) that completes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from support import clean_env, run, set_param
+
+OUTPUT_DIRS = ("models", "reports", "data/processed")
+
+
+@pytest.fixture
+def built(fast_project, tmp_path) -> Path:
+    """A copy of a project where the (fast) pipeline ran: outputs, DVC cache, MLflow store and all."""
+    return Path(shutil.copytree(fast_project[0], tmp_path / "p", symlinks=True))
+
+
+def stage(project: Path, name: str, *args: str, env: dict | None = None, timeout: float = 300):
+    return run([sys.executable, "-m", f"pipeline.{name}", *args], project, env or clean_env(), check=False,
+               timeout=timeout)
+
+
+def outputs(project: Path) -> dict[str, str]:
+    """Every file under the output folders, by SHA-256 (temporaries included, so a leftover shows)."""
+    found = {}
+    for folder in OUTPUT_DIRS:
+        for path in sorted((project / folder).rglob("*")):
+            if path.is_file():
+                found[str(path.relative_to(project))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+def temporaries(project: Path) -> list[str]:
+    return sorted(str(p.relative_to(project)) for folder in ("models", "reports", "data")
+                  for p in (project / folder).rglob(".*") if p.name.endswith((".tmp", ".old")))
+
+
+def run_statuses(project: Path) -> dict[str, int]:
+    with contextlib.closing(sqlite3.connect(project / "mlflow.db")) as con:
+        return dict(con.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall())
+
+
+def registry(project: Path) -> tuple[list, list]:
+    with contextlib.closing(sqlite3.connect(project / "mlflow.db")) as con:
+        versions = con.execute("SELECT name, version FROM model_versions ORDER BY name, version").fetchall()
+        aliases = con.execute("SELECT name, alias, version FROM registered_model_aliases").fetchall()
+    return versions, aliases
+
+
+def one_error_line(stderr: str, name: str) -> str:
+    """The stage's stderr holds exactly one error line (and no traceback); returns it."""
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith(f"{name}: error:")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def assert_repro_completes(project: Path) -> None:
+    result = run(["dvc", "repro"], project, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "RUNNING" not in run_statuses(project)
+    assert temporaries(project) == []
+
+
+def tree_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+@contextlib.contextmanager
+def full_folder(folder: Path) -> Iterator[None]:
+    """``folder`` on a tmpfs holding its current files and a filler that leaves about 4 KB free.
+
+    A real full disk, for that folder only (root can mount here, as on CI). On
+    leaving, the tmpfs is unmounted and the folder's own files show again.
+    """
+    saved = folder.parent / f"{folder.name}.saved"
+    shutil.copytree(folder, saved, symlinks=True)
+    size_kb = tree_bytes(saved) // 1024 + 1024
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(folder)], check=True)
+    try:
+        shutil.copytree(saved, folder, symlinks=True, dirs_exist_ok=True)
+        filler = folder / ".filler"
+        with open(filler, "wb") as f:
+            with contextlib.suppress(OSError):
+                while True:
+                    f.write(b"\0" * 4096)
+                    f.flush()
+        size = filler.stat().st_size
+        filler.unlink()
+        filler.write_bytes(b"\0" * max(0, size - 4096))
+        yield
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+        shutil.rmtree(saved)
+
+
+@contextlib.contextmanager
+def read_only(path: Path) -> Iterator[None]:
+    """``path`` (a file or a folder) on a read-only bind mount: read-only even for root, as on a
+    read-only filesystem (a chmod does not stop root)."""
+    subprocess.run(["mount", "--bind", str(path), str(path)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(path)], check=True)
+        yield
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+# ---- a full disk on each output folder ----------------------------------------------------------
+
+@pytest.mark.parametrize("folder, name, args", [
+    ("models", "train", ("--model", "scratch", "--no-progress")),
+    ("reports/train", "train", ("--model", "concise", "--no-progress")),
+    ("models", "train_baseline", ()),
+    ("reports/eval", "evaluate", ()),
+    ("reports/data", "preprocess", ()),
+    ("reports", "report", ()),
+    ("data", "preprocess", ()),
+])
+def test_full_disk_changes_no_output_and_leaves_no_run(built, folder, name, args):
+    before, runs_before, registry_before = outputs(built), run_statuses(built), registry(built)
+    with full_folder(built / folder):
+        result = stage(built, name, *args)
+        leftovers = temporaries(built)
+    assert result.returncode == 1, result.stderr
+    line = one_error_line(result.stderr, name)
+    assert "No space left on device" in line and f"cannot write {folder}" in line, line
+    assert leftovers == []
+    assert outputs(built) == before  # every output as it was: nothing new beside something old
+    assert run_statuses(built) == runs_before  # the outputs are staged before a run starts
+    assert registry(built) == registry_before
+    assert_repro_completes(built)
+
+
+# ---- signals --------------------------------------------------------------------------------------
+
+def slow_training(project: Path) -> None:
+    set_param(project, "train.epochs", 400)
+
+
+@pytest.mark.parametrize("signum, how", [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "terminated (SIGTERM)")])
+def test_sigint_and_sigterm_mid_training_write_nothing(built, signum, how):
+    slow_training(built)
+    before, runs_before = outputs(built), run_statuses(built)
+    env = clean_env(PYTHONPATH=str(built / "src"))
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.train", "--model", "scratch", "--no-progress"],
+                            cwd=built, env=env, stderr=subprocess.PIPE, text=True)
+    time.sleep(8)  # imports done, training under way (400 epochs take minutes)
+    assert proc.poll() is None
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert f"train: {how}; no output was written" in stderr
+    assert "Traceback" not in stderr
+    assert outputs(built) == before and temporaries(built) == []
+    assert run_statuses(built) == runs_before
+
+
+def test_sigterm_while_logging_ends_the_run_killed(built):
+    """A SIGTERM inside an MLflow run (here: while the model is logged) ends that run KILLED, not RUNNING."""
+    env = clean_env(PYTHONPATH=str(built / "src"))
+    # Signal the stage from inside, at the moment it logs the model: as a kill from outside would land.
+    hook = built / "sitecustomize.py"
+    hook.write_text(
+        "import os, signal\n"
+        "import softmax_regression.mlflow_models as m\n"
+        "_log = m.log_torch_model\n"
+        "def log_torch_model(*a, **k):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return _log(*a, **k)\n"
+        "m.log_torch_model = log_torch_model\n"
+    )
+    env["PYTHONPATH"] = f"{built}{os.pathsep}{built / 'src'}"
+    before = outputs(built)
+    result = subprocess.run([sys.executable, "-m", "pipeline.train", "--model", "scratch", "--no-progress"],
+                            cwd=built, env=env, capture_output=True, text=True, timeout=300)
+    hook.unlink()
+    assert result.returncode == 130, result.stderr
+    assert "terminated (SIGTERM); no output was written" in result.stderr
+    assert outputs(built) == before
+    assert run_statuses(built).get("KILLED") == 1 and "RUNNING" not in run_statuses(built)
+
+
+def test_sigkill_leaves_temporaries_that_the_next_run_removes(built):
+    slow_training(built)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    # What a SIGKILL between writing and renaming leaves: temporaries named after a dead process.
+    stale = [built / "models" / f".scratch.pt.{dead.pid}.x1y2z3.tmp",
+             built / "reports" / f".report.{dead.pid}.a1b2c3.old"]
+    stale[0].write_bytes(b"")
+    stale[1].mkdir()
+    (stale[1] / "report.html").write_text("old")
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.train", "--model", "scratch", "--no-progress"],
+                            cwd=built, env=clean_env(PYTHONPATH=str(built / "src")), stderr=subprocess.DEVNULL)
+    time.sleep(8)
+    proc.kill()
+    proc.wait()
+    assert run_statuses(built).get("RUNNING") is None  # killed mid-training: no run was open
+    set_param(built, "train.epochs", 2)
+    result = stage(built, "train", "--model", "scratch", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert not stale[0].exists()
+    assert stale[1].exists()  # report's temporaries go when report writes again
+    assert_repro_completes(built)
+    assert not stale[1].exists()
+
+
+# ---- the tracking store ---------------------------------------------------------------------------
+
+def test_read_only_store_is_refused_before_any_work(built):
+    before = outputs(built)
+    db = built / "mlflow.db"
+    with read_only(db):
+        started = time.monotonic()
+        result = stage(built, "train", "--model", "scratch", "--no-progress")
+        elapsed = time.monotonic() - started
+    assert result.returncode == 1
+    line = one_error_line(result.stderr, "train")
+    assert f"sqlite:///{db}" in line and "read-only" in line, line
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "epoch" not in result.stderr and elapsed < 30  # refused before the training
+    assert outputs(built) == before
+    assert_repro_completes(built)
+
+
+def test_sqlite_uri_in_a_missing_folder_is_an_error_not_a_new_store(built, tmp_path):
+    uri = f"sqlite:///{tmp_path}/nonexistent/dir/x.db"
+    result = stage(built, "train", "--model", "scratch", "--no-progress",
+                   env=clean_env(MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(built / "src")))
+    assert result.returncode == 1
+    line = one_error_line(result.stderr, "train")
+    assert uri in line and "does not exist" in line, line
+    assert not (tmp_path / "nonexistent").exists()
+
+
+def test_corrupt_store_is_one_line_naming_it(built):
+    before = outputs(built)
+    (built / "mlflow.db").write_bytes(os.urandom(8192))
+    result = stage(built, "evaluate")
+    assert result.returncode == 1
+    line = one_error_line(result.stderr, "evaluate")
+    assert f"sqlite:///{built / 'mlflow.db'}" in line and "cannot be opened" in line, line
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert outputs(built) == before
+
+
+def test_unreachable_server_is_one_line_naming_it(built):
+    from support import free_port
+
+    uri = f"http://127.0.0.1:{free_port()}"
+    result = stage(built, "report", env=clean_env(MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(built / "src")))
+    assert result.returncode == 1
+    assert uri in one_error_line(result.stderr, "report")
+
+
+def test_a_copied_project_keeps_its_runs_to_itself(fast_project, tmp_path):
+    """``cp -a proj proj2``: proj2's runs, old and new, and their artifacts live in proj2 only."""
+    original = fast_project[0]
+    copy = tmp_path / "proj2"
+    subprocess.run(["cp", "-a", str(original), str(copy)], check=True)
+    original_artifacts = sorted(p for p in (original / "mlruns").rglob("*"))
+    set_param(copy, "train.lr", 0.05)
+    result = run(["dvc", "repro"], copy)
+    assert "Running stage 'train_scratch'" in result.stdout
+    assert sorted(p for p in (original / "mlruns").rglob("*")) == original_artifacts
+    with contextlib.closing(sqlite3.connect(copy / "mlflow.db")) as con:
+        uris = [u for (u,) in con.execute("SELECT artifact_uri FROM runs")]
+        locations = [loc for (loc,) in con.execute("SELECT artifact_location FROM experiments")]
+    assert uris and all(u.startswith((copy / "mlruns").as_uri() + "/") for u in uris), uris
+    assert all(str(copy / "mlruns") in loc for loc in locations), locations
+    assert any((copy / "mlruns").rglob("scratch.pt"))
+
+
+# ---- a failed dvc repro says how to get the previous outputs back ---------------------------------
+
+def test_failed_repro_names_dvc_checkout_and_checkout_restores(built):
+    model = built / "models" / "scratch.pt"
+    previous = model.read_bytes()
+    set_param(built, "train.lr", 0.07)
+    with read_only(built / "mlflow.db"):
+        result = run(["dvc", "repro", "train_scratch"], built, check=False)
+    assert result.returncode != 0
+    assert "`dvc checkout train_scratch` restores its previous outputs" in result.stderr + result.stdout
+    assert not model.exists()  # DVC removed the outs before running the stage, as the message says
+    run(["dvc", "checkout", "train_scratch"], built)
+    assert model.read_bytes() == previous
+    set_param(built, "train.lr", 0.1)
+    assert_repro_completes(built)
