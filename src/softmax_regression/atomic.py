@@ -181,7 +181,8 @@ class StagedOutputs:
         if self.committed:
             return
         self.discard()
-        if isinstance(exc, OSError) and not isinstance(exc, OutputError) and exc.errno in _DISK_ERRORS:
+        if isinstance(exc, OSError) and not isinstance(exc, OutputError) and (exc.errno in _DISK_ERRORS or
+                                                                             exc.errno is None):
             culprit = self._full_target(exc)
             if culprit is not None:  # name the output, not an anonymous "[Errno 28]" from deep in a writer
                 raise _write_failure(culprit, exc) from exc
