@@ -11,7 +11,7 @@ from ._cli import load_stage_params, params_option, run_and_exit, stage_main, ve
 
 log = logging.getLogger(__name__)
 
-PARAMS = ("data.system_dir", "data.local_dir", "data.mirrors", "data.timeout", "data.retries")
+PARAMS = ("data.system_dir", "data.local_dir", "data.mirrors", "data.timeout", "data.retries", "data.deadline")
 
 
 @click.command(help=__doc__ + "\n\nSources, in order: data/raw/ if already verified, data.system_dir "
@@ -30,6 +30,7 @@ def main(params_path: str, no_progress: bool) -> None:
         mirrors=data["mirrors"],
         timeout=data["timeout"],
         retries=data["retries"],
+        deadline=data["deadline"],
         progress=not no_progress,
     )
     log.info("data/raw/ holds verified Fashion-MNIST from %s", result.source)

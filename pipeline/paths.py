@@ -1,6 +1,9 @@
 """Where each stage reads and writes, relative to the project root (DVC runs stages from there)."""
 
 from pathlib import Path
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 RAW_DIR = Path("data/raw")
 PROCESSED_DIR = Path("data/processed")
@@ -34,3 +37,13 @@ CONFUSION_PNG_DIR = EVAL_DIR / "confusion_png"
 """``<model>.png`` heatmaps with counts in the cells."""
 
 REPORT_HTML = REPORT_DIR / "report.html"
+
+
+def read_output(path: Path, parse: Callable[[str], T], stage: str) -> T:
+    """Another stage's output, parsed; missing or damaged, an error that names the file and the stage."""
+    try:
+        return parse(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found; run the {stage} stage first") from None
+    except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is damaged ({type(exc).__name__}: {exc}); run the {stage} stage again") from None

@@ -304,3 +304,26 @@ def test_failed_repro_names_dvc_checkout_and_checkout_restores(built):
     assert model.read_bytes() == previous
     set_param(built, "train.lr", 0.1)
     assert_repro_completes(built)
+
+
+# ---- damaged outputs of an earlier stage: one line naming the file ---------------------------------
+
+@pytest.mark.parametrize("path, content, name, args, fragment", [
+    ("data/processed/meta.json", "", "train", ("--model", "scratch", "--no-progress"), "is damaged"),
+    ("data/processed/meta.json", '{"side": "x"}', "train_baseline", (), "is damaged"),
+    ("reports/train/scratch_history.csv", "epoch,train_loss,train_acc,val_acc\n", "report", (), "holds no epoch"),
+    ("reports/train/concise_history.csv", "epoch,train_loss\n1,2\n", "report", (), "is damaged"),
+    ("reports/eval/metrics.json", "{not json", "report", (), "is damaged"),
+    ("reports/eval/per_class.csv", "model,class\nx", "report", (), "is damaged"),
+])
+def test_a_damaged_input_file_is_named(built, path, content, name, args, fragment):
+    target = built / path
+    target.unlink()  # DVC links outs from its cache: write a new file, not through the link
+    target.write_text(content)
+    before = outputs(built)
+    result = stage(built, name, *args)
+    assert result.returncode == 1
+    line = one_error_line(result.stderr, name)
+    assert path in line and fragment in line, line
+    assert outputs(built) == before and temporaries(built) == []
+    assert "RUNNING" not in run_statuses(built)

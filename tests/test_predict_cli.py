@@ -283,3 +283,89 @@ def test_real_model_whose_weights_do_not_fit_its_declared_input_shape(real, pict
     torch.save({**checkpoint, "input_shape": [1, 14, 14]}, mismatched)
     assert_one_line_error(predict(mismatched, pictures["png28"][0], cwd=tmp_path),
                           "concise-14.pt", "do not fit", "concise", "14x14")
+
+
+# ---- bounded inputs: one line each, bounded memory -------------------------------------------------
+
+def png_header_only(path, width, height):
+    """A PNG whose header claims ``width x height`` pixels (a decompression bomb is refused on its header)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def peak_rss_mb(cmd, cwd):
+    """Run ``cmd``; its exit status, stderr and peak RSS in MB from the kernel's rusage of that child."""
+    import os
+    import subprocess
+
+    env = clean_env()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = proc.stderr.read().decode()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, stderr, usage.ru_maxrss / 1024
+
+
+def test_a_huge_picture_is_refused_on_its_header(fresh_model, tmp_path):
+    bomb = png_header_only(tmp_path / "bomb.png", 30000, 30000)
+    assert_one_line_error(predict(fresh_model, bomb, cwd=tmp_path), str(bomb), "900000000 pixels", "over the")
+    big = png_header_only(tmp_path / "big.png", 9000, 9000)  # under Pillow's own cap, over ours
+    assert_one_line_error(predict(fresh_model, big, cwd=tmp_path), str(big), "9000x9000 pixels", "over the")
+
+
+def test_a_gzip_bomb_idx_is_refused_with_bounded_memory(fresh_model, tmp_path):
+    """1 MB of gzip that inflates to 1 GB of IDX: refused after reading the cap, not the whole."""
+    bomb = tmp_path / "bomb-idx3-ubyte.gz"
+    count, side = 1_000_000, 32  # 1 GB of pixels
+    with gzip.open(bomb, "wb", compresslevel=9) as f:
+        f.write(b"\x00\x00\x08\x03" + count.to_bytes(4, "big") + side.to_bytes(4, "big") * 2)
+        zeros = b"\0" * (1 << 20)
+        for _ in range(count * side * side >> 20):
+            f.write(zeros)
+    assert bomb.stat().st_size < 2 << 20
+    code, stderr, rss = peak_rss_mb([str(VENV_BIN / "fmnist-predict"), str(fresh_model), str(bomb)], tmp_path)
+    assert code == 1 and stderr.count("\n") == 1, stderr
+    assert str(bomb) in stderr and "decompresses to more than" in stderr
+    assert rss < 800, f"peak RSS {rss:.0f} MB"
+
+
+def test_too_many_images_is_one_line(fresh_model, tmp_path):
+    from softmax_regression.predict import MAX_IMAGES
+
+    many = tmp_path / "many-idx3-ubyte"
+    many.write_bytes(encode_idx(np.zeros((MAX_IMAGES + 1, 4, 4), dtype=np.uint8)))
+    assert_one_line_error(predict(fresh_model, many, cwd=tmp_path), str(many), f"over the {MAX_IMAGES} allowed")
+
+
+@pytest.mark.parametrize("scheme, package", [("s3://bucket/model", "boto3"),
+                                             ("gs://bucket/model", "google-cloud-storage")])
+def test_a_model_uri_whose_store_client_is_not_installed_names_the_package(tmp_path, picture, scheme, package):
+    assert_one_line_error(predict(scheme, picture, cwd=tmp_path), scheme, f"pip install {package}")
+
+
+@pytest.mark.slow
+def test_sixteen_bit_and_palette_pngs_are_converted_not_clipped(real, tmp_path):
+    """Test image 0 (an ankle boot) as 8-bit, 16-bit and palette PNGs: the same grey levels, the same answer."""
+    from softmax_regression.predict import load_inputs
+
+    project, images, labels, _ = real
+    image = images[0]
+    eight = tmp_path / "eight.png"
+    Image.fromarray(image).save(eight)
+    sixteen = tmp_path / "sixteen.png"
+    Image.fromarray(image.astype(np.uint16) * 257).save(sixteen)
+    palette = tmp_path / "palette.png"
+    Image.fromarray(image).convert("P", palette=Image.Palette.ADAPTIVE, colors=256).save(palette)
+    assert Image.open(sixteen).mode.startswith("I") and Image.open(palette).mode == "P"
+    for path in (sixteen, palette):
+        assert np.array_equal(load_inputs(path, 28)[0].pixels, image.reshape(-1)), path
+    out = predict_json(project / "models/scratch.pt", eight, sixteen, palette, cwd=tmp_path)
+    assert {entry["top"][0]["class"] for entry in out} == {CLASS_NAMES[labels[0]]} == {"ankle boot"}

@@ -141,7 +141,8 @@ class Mirror:
     """A ThreadingHTTPServer serving ``root`` on a free port, with per-path misbehaviour.
 
     ``behaviour`` maps a request path (``/fashion/train-labels-idx1-ubyte.gz``) to one of
-    ``short_content_length``, ``chunked_truncated``, ``stall``, ``stall_mid_body``, ``404``, ``500``.
+    ``short_content_length``, ``chunked_truncated``, ``stall``, ``stall_mid_body``, ``trickle``,
+    ``endless``, ``huge_length``, ``redirect_loop``, ``404``, ``500``.
     """
 
     STALL_LIMIT = 30.0  # handlers blocked on ``release`` are freed at teardown long before this
@@ -219,6 +220,39 @@ class Mirror:
         h.wfile.flush()
         self.release.wait(self.STALL_LIMIT)
         h.wfile.write(body[1000:])
+
+    def _trickle(self, h):
+        """The right length announced, then one byte every 0.2 s: never a stall long enough to time out."""
+        body = self.body(h)
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        for i in range(len(body)):
+            if self.release.wait(0.2):
+                return
+            h.wfile.write(body[i:i + 1])
+            h.wfile.flush()
+
+    def _endless(self, h):
+        """A chunked body that never ends (until the client hangs up)."""
+        h.wfile.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"\0" * (1 << 16)
+        while not self.release.is_set():
+            h.wfile.write(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+        h.close_connection = True
+
+    def _huge_length(self, h):
+        h.send_response(200)
+        h.send_header("Content-Length", str(10 ** 12))
+        h.end_headers()
+        h.wfile.write(b"\0" * 1000)
+        h.close_connection = True
+
+    def _redirect_loop(self, h):
+        h.send_response(302)
+        h.send_header("Location", h.path)
+        h.send_header("Content-Length", "0")
+        h.end_headers()
 
     def _404(self, h):
         h.send_error(404)
@@ -570,3 +604,60 @@ def test_data_source_error_lists_every_source_tried(tmp_path, raw_dir, mirror):
     assert message.index(str(empty)) < message.index(str(tmp_path / "nope")) < message.index("HTTP 404")
     assert_nothing_written(raw_dir)
     assert os.listdir(tmp_path / "empty") == []
+
+
+# ---- bounded downloads: an overall deadline, a size cap ------------------------------------------
+
+def test_a_trickling_mirror_ends_at_the_deadline(raw_dir, mirror):
+    """One byte every 0.2 s never trips the per-read timeout; the per-file deadline ends it."""
+    mirror.behaviour["/fashion/train-labels-idx1-ubyte.gz"] = "trickle"
+    started = time.monotonic()
+    with pytest.raises(DataSourceError) as info:
+        fetch(raw_dir, mirrors=[mirror.url()], timeout=5, deadline=3)
+    assert time.monotonic() - started < 15
+    assert "train-labels-idx1-ubyte.gz: not done within the 3 s deadline (data.deadline)" in str(info.value)
+    assert_nothing_written(raw_dir)
+
+
+def test_an_endless_body_is_cut_off_at_the_files_size_with_bounded_memory(raw_dir, mirror):
+    import resource
+
+    mirror.behaviour["/fashion/train-labels-idx1-ubyte.gz"] = "endless"
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(DataSourceError) as info:
+        fetch(raw_dir, mirrors=[mirror.url()])
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert "train-labels-idx1-ubyte.gz: body is over the" in str(info.value)
+    assert grown_mb < 50, f"peak RSS grew {grown_mb:.0f} MB"
+    assert_nothing_written(raw_dir)
+
+
+def test_an_announced_huge_length_is_refused_before_reading(raw_dir, mirror):
+    mirror.behaviour["/fashion/t10k-labels-idx1-ubyte.gz"] = "huge_length"
+    with pytest.raises(DataSourceError) as info:
+        fetch(raw_dir, mirrors=[mirror.url()])
+    assert "t10k-labels-idx1-ubyte.gz: Content-Length 1000000000000 is over the" in str(info.value)
+    assert_nothing_written(raw_dir)
+
+
+def test_a_redirect_loop_fails_with_one_clear_reason(raw_dir, mirror):
+    mirror.behaviour["/fashion/train-labels-idx1-ubyte.gz"] = "redirect_loop"
+    with pytest.raises(DataSourceError) as info:
+        fetch(raw_dir, mirrors=[mirror.url()])
+    assert "train-labels-idx1-ubyte.gz: HTTP 302" in str(info.value) or "redirect" in str(info.value)
+    assert_nothing_written(raw_dir)
+
+
+def test_a_small_gzip_that_inflates_past_the_files_size_is_refused(tmp_path, raw_dir, system_data_dir):
+    """A gzip bomb in a local directory: refused once the file's own size is passed, not inflated whole."""
+    import gzip as gz
+
+    local = copy_system_dir(system_data_dir, tmp_path / "local")
+    (local / "train-labels-idx1-ubyte.gz").unlink()
+    with gz.open(local / "train-labels-idx1-ubyte.gz", "wb", compresslevel=9) as f:
+        for _ in range(64):
+            f.write(b"\0" * (1 << 20))  # 64 MB of zeros in about 64 KB of gzip: under the file size cap
+    assert (local / "train-labels-idx1-ubyte.gz").stat().st_size < 60008 + (1 << 16)
+    with pytest.raises(DataSourceError) as info:
+        fetch(raw_dir, local_dir=str(local))
+    assert "decompresses to more than the 60008 bytes allowed" in str(info.value)

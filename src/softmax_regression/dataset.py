@@ -42,19 +42,23 @@ def load_raw(raw_dir: str | Path) -> tuple[Split, Split]:
     return train, test
 
 
-def resize_images(images: np.ndarray, side: int) -> np.ndarray:
+def resize_images(images: np.ndarray, side: int, chunk: int = 2048) -> np.ndarray:
     """``[N, h, w]`` uint8 images resized to ``side x side`` (bilinear, antialiased), still uint8.
 
-    The chapter's optional ``transforms.Resize``; applied once here instead of per sample.
+    The chapter's optional ``transforms.Resize``; applied once here instead of per sample, a chunk of
+    images at a time, so the float copies stay small beside the uint8 result.
     """
     if images.shape[1:] == (side, side):
         return images
     import torch  # only a resize needs it
 
-    x = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1).float()
-    y = torch.nn.functional.interpolate(x, size=(side, side), mode="bilinear", antialias=True,
-                                        align_corners=False)
-    return y.round().clamp(0, 255).to(torch.uint8).squeeze(1).numpy()
+    out = np.empty((len(images), side, side), dtype=np.uint8)
+    for start in range(0, len(images), chunk):
+        x = torch.from_numpy(np.ascontiguousarray(images[start:start + chunk])).unsqueeze(1).float()
+        y = torch.nn.functional.interpolate(x, size=(side, side), mode="bilinear", antialias=True,
+                                            align_corners=False)
+        out[start:start + chunk] = y.round().clamp(0, 255).to(torch.uint8).squeeze(1).numpy()
+    return out
 
 
 def flatten(images: np.ndarray) -> np.ndarray:
@@ -142,7 +146,17 @@ def load_split(processed_dir: str | Path, name: str) -> Split:
 
 
 def image_side(processed_dir: str | Path) -> int:
-    return int(json.loads((Path(processed_dir) / "meta.json").read_text())["side"])
+    """The side length the splits were written at, from ``meta.json`` (an error naming it if damaged)."""
+    path = Path(processed_dir) / "meta.json"
+    try:
+        side = json.loads(path.read_text())["side"]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found; preprocess the raw data first") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is damaged ({type(exc).__name__}: {exc}); run the preprocess stage again") from None
+    if not isinstance(side, int) or not 1 <= side <= 4096:
+        raise ValueError(f"{path} is damaged (side {side!r}); run the preprocess stage again")
+    return side
 
 
 def split_files(processed_dir: str | Path) -> list[Path]:

@@ -7,6 +7,7 @@ is rejected with a message that names the file and what is wrong with it.
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import struct
 import zlib
@@ -23,14 +24,29 @@ class IdxError(ValueError):
     """An IDX file is malformed or is not what it was expected to be."""
 
 
-def decompress_if_gzip(data: bytes, origin: str) -> bytes:
-    """``data`` decompressed when it is gzip (told by its magic bytes, not a file name)."""
+def decompress_if_gzip(data: bytes, origin: str, max_size: int | None = None) -> bytes:
+    """``data`` decompressed when it is gzip (told by its magic bytes, not a file name).
+
+    With ``max_size``, content beyond it is an error found without inflating
+    it: a small gzip bomb cannot take the memory.
+    """
     if data[:2] != b"\x1f\x8b":
+        if max_size is not None and len(data) > max_size:
+            raise IdxError(f"{origin}: {len(data)} bytes, over the {max_size} bytes allowed")
         return data
+    if max_size is None:
+        try:
+            return gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise IdxError(f"{origin}: corrupt gzip data ({exc})") from None
     try:
-        return gzip.decompress(data)
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+            content = stream.read(max_size + 1)
     except (OSError, EOFError, zlib.error) as exc:
         raise IdxError(f"{origin}: corrupt gzip data ({exc})") from None
+    if len(content) > max_size:
+        raise IdxError(f"{origin}: decompresses to more than the {max_size} bytes allowed")
+    return content
 
 
 def read_maybe_gzip(path: str | Path) -> bytes:

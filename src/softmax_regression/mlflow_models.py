@@ -209,9 +209,15 @@ def _move_champion_tag(client, new_run_id: str, old_run_id: str | None) -> None:
     client.set_tag(new_run_id, "champion", "true")
 
 
+STORE_PACKAGES = {"botocore": "boto3", "boto3": "boto3", "google": "google-cloud-storage",
+                  "azure": "azure-storage-blob", "pyarrow": "pyarrow", "paramiko": "paramiko", "pysftp": "pysftp"}
+"""The package to install for the module an artifact store's client imports."""
+
+
 def load_model_uri(source: str, root: str | Path = ".") -> LoadedModel:
     """The project model behind an MLflow URI (``models:/name@champion``, ``runs:/<id>/classifier``);
     without ``MLFLOW_TRACKING_URI`` the store is ``mlflow.db`` in ``root``."""
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines (creating a store) are not ours to print
     configure(root)
     try:
         with warnings.catch_warnings():
@@ -219,6 +225,11 @@ def load_model_uri(source: str, root: str | Path = ".") -> LoadedModel:
             inner = mlflow.pyfunc.load_model(source).unwrap_python_model()
     except mlflow.exceptions.MlflowException as exc:
         raise ModelFileError(f"cannot load {source}: {str(exc).splitlines()[0]}") from None
+    except ImportError as exc:  # an artifact store whose client library is not installed (s3://, gs://, ...)
+        missing = (exc.name or str(exc)).split(".")[0]
+        package = STORE_PACKAGES.get(missing, missing)
+        raise ModelFileError(f"cannot load {source}: reading its artifacts needs the Python package "
+                             f"{package!r}, which is not installed (pip install {package})") from None
     if not isinstance(inner, FashionMnistClassifier):
         raise ModelFileError(f"{source} is not a Fashion-MNIST classifier logged by this project")
     return inner.loaded

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .models import ModelFileError, load_model
-from .predict import InputImageError, load_inputs, top_k
+from .predict import MAX_IMAGES, InputImageError, load_inputs, top_k
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,12 +19,17 @@ from .predict import InputImageError, load_inputs, top_k
 @click.option("--top", "k", default=3, show_default=True, type=click.IntRange(1, 10), help="Classes to list per image.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
 @click.option("--invert", is_flag=True, help="Invert grey levels (dark object on a light background, as in photos).")
-def main(model: str, images: tuple[str, ...], k: int, as_json: bool, invert: bool) -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Show a traceback with an unexpected error.")
+def main(model: str, images: tuple[str, ...], k: int, as_json: bool, invert: bool, verbose: bool) -> None:
     """Classify IMAGES (PNG / JPEG of any size, or IDX files) with MODEL: a models/*.pt file or an
     MLflow model URI such as models:/fashion-mnist-softmax@champion (tracking server from
     MLFLOW_TRACKING_URI, else ./mlflow.db).
 
     Example: fmnist-predict models/concise.pt shoe.png data/raw/t10k-images-idx3-ubyte
+
+    Trust: a .pt file is loaded without running any code from it; a models:/ or
+    runs:/ URI loads MLflow's pyfunc wrapper, which runs Python from the store,
+    so load URIs only from a store you trust.
     """
     from .tracking import TrackingUnavailable
 
@@ -35,9 +40,19 @@ def main(model: str, images: tuple[str, ...], k: int, as_json: bool, invert: boo
             loaded = load_model_uri(model)
         else:
             loaded = load_model(model)
-        inputs = [item for path in images for item in load_inputs(path, loaded.side, invert=invert)]
+        inputs = []
+        for path in images:
+            inputs.extend(load_inputs(path, loaded.side, invert=invert))
+            if len(inputs) > MAX_IMAGES:
+                raise InputImageError(f"more than {MAX_IMAGES} images in one call (at {path}); split the inputs")
     except (ModelFileError, InputImageError, TrackingUnavailable) as exc:
         click.echo(f"fmnist-predict: error: {exc}", err=True)
+        sys.exit(1)
+    except Exception as exc:  # anything else is still one line; the traceback with -v
+        if verbose:
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0]
+        click.echo(f"fmnist-predict: error: {type(exc).__name__}: {first}", err=True)
         sys.exit(1)
     pixels = torch.from_numpy(np.stack([item.pixels for item in inputs]))
     probabilities = loaded.predict_proba(pixels).numpy()

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .atomic import atomic_dir
 from .checksums import sha256_hex
-from .idx import IdxError, decompress_if_gzip, read_maybe_gzip
+from .idx import IdxError, decompress_if_gzip
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,17 @@ RAW_SHA256 = {
     "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 }
 """SHA-256 of the four decompressed IDX files of the official release."""
+
+RAW_SIZES = {
+    "train-images-idx3-ubyte": 47_040_016,
+    "train-labels-idx1-ubyte": 60_008,
+    "t10k-images-idx3-ubyte": 7_840_016,
+    "t10k-labels-idx1-ubyte": 10_008,
+}
+"""Sizes of the four decompressed files: a download is cut off beyond them, and so is decompression."""
+
+GZIP_SLACK = 1 << 16
+"""What a gzip file may exceed its content by (header and stored blocks)."""
 
 HOW_TO_GET_DATA = (
     "install the system copy with `apt-get install -y dataset-fashion-mnist`, or set "
@@ -73,35 +84,60 @@ def read_directory(directory: str | Path) -> dict[str, bytes]:
         path = next((p for p in candidates if p.is_file()), None)
         if path is None:
             raise SourceFailed(f"{directory}: {name}[.gz] missing")
+        if path.stat().st_size > RAW_SIZES[name] + GZIP_SLACK:
+            raise SourceFailed(f"{path}: {path.stat().st_size} bytes, more than {name} can be")
         try:
-            content = read_maybe_gzip(path)
+            content = decompress_if_gzip(path.read_bytes(), str(path), max_size=RAW_SIZES[name])
         except IdxError as exc:
             raise SourceFailed(str(exc)) from None
         files[name] = verified(name, content, str(directory))
     return files
 
 
-def download(url: str, timeout: float, retries: int, progress: bool = True) -> bytes:
-    """The body of ``url``; network errors are retried ``retries`` times, a 4xx is not."""
+class DownloadLimit(Exception):
+    """A download went over its size cap or its deadline: not retried."""
+
+
+def download(url: str, timeout: float, retries: int, progress: bool = True, max_bytes: int | None = None,
+             deadline: float | None = None) -> bytes:
+    """The body of ``url``; network errors are retried ``retries`` times, a 4xx is not.
+
+    ``timeout`` bounds each stall; ``deadline`` (seconds) bounds the whole
+    download, retries included, so a server that trickles a byte at a time
+    ends too; a body over ``max_bytes`` is cut off (not read into memory).
+    """
     last_error = "no attempt"
+    give_up = None if deadline is None else time.monotonic() + deadline
     for attempt in range(1 + retries):
         if attempt:
             time.sleep(min(0.5 * 2 ** (attempt - 1), 5.0))
             log.info("retrying %s (attempt %d of %d)", url, attempt + 1, 1 + retries)
         try:
+            if give_up is not None and time.monotonic() >= give_up:
+                raise DownloadLimit(f"not done within the {deadline:g} s deadline (data.deadline)")
             with urllib.request.urlopen(url, timeout=timeout) as response:
                 length = response.headers.get("Content-Length")
                 total = int(length) if length and length.isdigit() else None
-                chunks = []
+                if max_bytes is not None and total is not None and total > max_bytes:
+                    raise DownloadLimit(f"Content-Length {total} is over the {max_bytes} bytes this file can be")
+                chunks, size = [], 0
                 with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1],
                           disable=not progress, leave=False) as bar:
-                    while chunk := response.read(1 << 16):
+                    while chunk := response.read1(1 << 16):  # what has arrived: the deadline is checked often
+                        size += len(chunk)
+                        if max_bytes is not None and size > max_bytes:
+                            raise DownloadLimit(f"body is over the {max_bytes} bytes this file can be")
+                        if give_up is not None and time.monotonic() > give_up:
+                            raise DownloadLimit(f"not done within the {deadline:g} s deadline (data.deadline)")
                         chunks.append(chunk)
                         bar.update(len(chunk))
                 body = b"".join(chunks)
                 if total is not None and len(body) != total:
                     raise OSError(f"truncated: got {len(body)} of {total} bytes")
                 return body
+        except DownloadLimit as exc:
+            last_error = str(exc)
+            break
         except urllib.error.HTTPError as exc:
             last_error = f"HTTP {exc.code}"
             if 400 <= exc.code < 500:
@@ -112,15 +148,21 @@ def download(url: str, timeout: float, retries: int, progress: bool = True) -> b
     raise SourceFailed(f"{url}: {last_error}")
 
 
-def read_mirror(base_url: str, timeout: float, retries: int, progress: bool = True) -> dict[str, bytes]:
-    """The four verified files downloaded from a mirror of the official ``.gz`` files."""
+def read_mirror(base_url: str, timeout: float, retries: int, progress: bool = True,
+                deadline: float | None = None) -> dict[str, bytes]:
+    """The four verified files downloaded from a mirror of the official ``.gz`` files.
+
+    Each download is bounded by ``deadline`` and by the file's own size (its
+    decompressed size plus gzip's slack), and so is its decompression.
+    """
     base = base_url if base_url.endswith("/") else base_url + "/"
     files = {}
     for name in RAW_SHA256:
         url = f"{base}{name}.gz"
-        body = download(url, timeout=timeout, retries=retries, progress=progress)
+        body = download(url, timeout=timeout, retries=retries, progress=progress,
+                        max_bytes=RAW_SIZES[name] + GZIP_SLACK, deadline=deadline)
         try:
-            content = decompress_if_gzip(body, url)
+            content = decompress_if_gzip(body, url, max_size=RAW_SIZES[name])
         except IdxError as exc:
             raise SourceFailed(str(exc)) from None
         files[name] = verified(name, content, url)
@@ -145,6 +187,7 @@ def fetch_fashion_mnist(
     timeout: float = 30,
     retries: int = 2,
     progress: bool = True,
+    deadline: float | None = None,
 ) -> FetchResult:
     """Put the four verified, decompressed IDX files into ``raw_dir``, from the first source that has them.
 
@@ -160,7 +203,7 @@ def fetch_fashion_mnist(
     attempts.append((f"data.local_dir {local_dir}" if local_dir else "data.local_dir (unset)",
                      (lambda: read_directory(local_dir)) if local_dir else None))
     for mirror in mirrors:
-        attempts.append((f"mirror {mirror}", lambda m=mirror: read_mirror(m, timeout, retries, progress)))
+        attempts.append((f"mirror {mirror}", lambda m=mirror: read_mirror(m, timeout, retries, progress, deadline)))
     for label, attempt in attempts:
         if attempt is None:
             skipped.append(f"{label}: not set")
