@@ -327,3 +327,52 @@ def test_a_damaged_input_file_is_named(built, path, content, name, args, fragmen
     assert path in line and fragment in line, line
     assert outputs(built) == before and temporaries(built) == []
     assert "RUNNING" not in run_statuses(built)
+
+
+# ---- hostile model files, two writers --------------------------------------------------------------
+
+def test_a_malicious_model_file_is_refused_without_running(tmp_path):
+    """A .pt whose pickle would run a command: one line, and the command never ran."""
+    import pickle
+    import zipfile
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "evil.pt"
+    with zipfile.ZipFile(evil, "w") as archive:  # torch.save's layout: <name>/data.pkl
+        archive.writestr("evil/data.pkl", pickle.dumps({"format": "softmax-regression-model/1", "x": Payload()}))
+        archive.writestr("evil/version", "3\n")
+    picture = tmp_path / "p.png"
+    from PIL import Image
+    import numpy as np
+    Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(picture)
+    result = run([str(Path(sys.executable).parent / "fmnist-predict"), str(evil), str(picture)], tmp_path,
+                 check=False)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and str(evil) in result.stderr, result.stderr
+    assert not marker.exists()
+
+
+def test_a_second_repro_is_refused_while_one_runs(built):
+    slow_training(built)
+    first = subprocess.Popen(["dvc", "repro"], cwd=built, env=clean_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        time.sleep(12)  # the first is inside train_scratch's 400 epochs
+        assert first.poll() is None
+        second = run(["dvc", "repro"], built, check=False)
+        assert second.returncode != 0
+        assert "lock" in (second.stdout + second.stderr).lower(), second.stdout + second.stderr
+    finally:
+        os.killpg(first.pid, signal.SIGTERM)  # as a CI timeout stops a job
+        output, _ = first.communicate(timeout=120)
+    assert first.returncode != 0
+    assert "terminated (SIGTERM); no output was written" in output, output
+    assert "RUNNING" not in run_statuses(built) and temporaries(built) == []
+    set_param(built, "train.epochs", 2)
+    run(["dvc", "checkout"], built, check=False)
+    assert_repro_completes(built)

@@ -12,6 +12,7 @@ as a scratch model (the plainest ``X W + b``) that keeps its own kind.
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -121,7 +122,9 @@ def load_model(path: str | Path) -> LoadedModel:
     if not path.is_file():
         raise ModelFileError(f"model file {path} not found")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about odd pickles; the one line below is the message
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt archive
         raise ModelFileError(f"model file {path} is not a readable PyTorch file ({type(exc).__name__})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FILE_FORMAT:
