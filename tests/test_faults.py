@@ -27,10 +27,50 @@ from support import clean_env, run, set_param
 OUTPUT_DIRS = ("models", "reports", "data/processed")
 
 
+def link_or_copy(source: str, target: str) -> str:
+    """Big files (DVC's cache, the splits: never written in place, only replaced) are hard-linked;
+    everything a test or SQLite may change in place (params.yaml, mlflow.db) is copied."""
+    if os.path.getsize(source) > 1 << 20 and not source.endswith(".db"):
+        os.link(source, target)
+        return target
+    return shutil.copy2(source, target)
+
+
 @pytest.fixture
 def built(fast_project, tmp_path) -> Path:
     """A copy of a project where the (fast) pipeline ran: outputs, DVC cache, MLflow store and all."""
-    return Path(shutil.copytree(fast_project[0], tmp_path / "p", symlinks=True))
+    return Path(shutil.copytree(fast_project[0], tmp_path / "p", symlinks=True, copy_function=link_or_copy))
+
+
+class Training:
+    """``python -m pipeline.train --model scratch -v`` started in ``project``, its stderr drained by a thread;
+    :meth:`wait_for_epoch` returns once the first epoch is logged (imports done, training under way)."""
+
+    def __init__(self, project: Path):
+        import threading
+
+        self.lines: list[str] = []
+        self.epoch = threading.Event()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.train", "--model", "scratch", "--no-progress", "-v"],
+            cwd=project, env=clean_env(PYTHONPATH=str(project / "src")), stderr=subprocess.PIPE, text=True)
+        self.reader = threading.Thread(target=self._drain, daemon=True)
+        self.reader.start()
+
+    def _drain(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            if "epoch {" in line:
+                self.epoch.set()
+
+    def wait_for_epoch(self, timeout: float = 120) -> None:
+        assert self.epoch.wait(timeout), "".join(self.lines[-20:])
+        assert self.proc.poll() is None
+
+    def finish(self, timeout: float = 120) -> str:
+        self.proc.wait(timeout)
+        self.reader.join(timeout)
+        return "".join(self.lines)
 
 
 def stage(project: Path, name: str, *args: str, env: dict | None = None, timeout: float = 300):
@@ -158,14 +198,11 @@ def slow_training(project: Path) -> None:
 def test_sigint_and_sigterm_mid_training_write_nothing(built, signum, how):
     slow_training(built)
     before, runs_before = outputs(built), run_statuses(built)
-    env = clean_env(PYTHONPATH=str(built / "src"))
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.train", "--model", "scratch", "--no-progress"],
-                            cwd=built, env=env, stderr=subprocess.PIPE, text=True)
-    time.sleep(8)  # imports done, training under way (400 epochs take minutes)
-    assert proc.poll() is None
-    proc.send_signal(signum)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
+    training = Training(built)
+    training.wait_for_epoch()  # 400 epochs take minutes: the signal lands mid-training
+    training.proc.send_signal(signum)
+    stderr = training.finish()
+    assert training.proc.returncode == 130, stderr
     assert f"train: {how}; no output was written" in stderr
     assert "Traceback" not in stderr
     assert outputs(built) == before and temporaries(built) == []
@@ -207,11 +244,10 @@ def test_sigkill_leaves_temporaries_that_the_next_run_removes(built):
     stale[0].write_bytes(b"")
     stale[1].mkdir()
     (stale[1] / "report.html").write_text("old")
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.train", "--model", "scratch", "--no-progress"],
-                            cwd=built, env=clean_env(PYTHONPATH=str(built / "src")), stderr=subprocess.DEVNULL)
-    time.sleep(8)
-    proc.kill()
-    proc.wait()
+    training = Training(built)
+    training.wait_for_epoch()
+    training.proc.kill()
+    training.finish()
     assert run_statuses(built).get("RUNNING") is None  # killed mid-training: no run was open
     set_param(built, "train.epochs", 2)
     result = stage(built, "train", "--model", "scratch", "--no-progress")
@@ -278,7 +314,7 @@ def test_a_copied_project_keeps_its_runs_to_itself(fast_project, tmp_path):
     subprocess.run(["cp", "-a", str(original), str(copy)], check=True)
     original_artifacts = sorted(p for p in (original / "mlruns").rglob("*"))
     set_param(copy, "train.lr", 0.05)
-    result = run(["dvc", "repro"], copy)
+    result = run(["dvc", "repro", "train_scratch"], copy)  # the issue's case: a train stage in the copy
     assert "Running stage 'train_scratch'" in result.stdout
     assert sorted(p for p in (original / "mlruns").rglob("*")) == original_artifacts
     with contextlib.closing(sqlite3.connect(copy / "mlflow.db")) as con:
@@ -361,18 +397,41 @@ def test_a_second_repro_is_refused_while_one_runs(built):
     slow_training(built)
     first = subprocess.Popen(["dvc", "repro"], cwd=built, env=clean_env(), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    output = []
     try:
-        time.sleep(12)  # the first is inside train_scratch's 400 epochs
-        assert first.poll() is None
+        for line in first.stdout:  # DVC holds its lock from here to the end
+            output.append(line)
+            if "Running stage 'train_scratch'" in line:
+                break
         second = run(["dvc", "repro"], built, check=False)
         assert second.returncode != 0
         assert "lock" in (second.stdout + second.stderr).lower(), second.stdout + second.stderr
+        time.sleep(6)  # the stage's imports done: its SIGTERM handler is in place
     finally:
         os.killpg(first.pid, signal.SIGTERM)  # as a CI timeout stops a job
-        output, _ = first.communicate(timeout=120)
+        rest, _ = first.communicate(timeout=120)
+    output = "".join(output) + rest
     assert first.returncode != 0
     assert "terminated (SIGTERM); no output was written" in output, output
     assert "RUNNING" not in run_statuses(built) and temporaries(built) == []
     set_param(built, "train.epochs", 2)
     run(["dvc", "checkout"], built, check=False)
+    assert_repro_completes(built)
+
+
+def test_full_disk_while_fetching_keeps_the_previous_raw_files(built):
+    """fetch replaces data/raw as a whole: a full data/ leaves what was there, one line naming data/raw."""
+    raw = built / "data" / "raw"
+    damaged = raw / "t10k-labels-idx1-ubyte"
+    damaged.unlink()
+    damaged.write_bytes(b"\0" * 16)  # unverified: fetch must fetch again, from the system copy
+    before = {p.name: p.read_bytes() for p in raw.iterdir()}
+    with full_folder(built / "data"):
+        result = stage(built, "fetch", "--no-progress")
+        leftovers = temporaries(built)
+    assert result.returncode == 1, result.stderr
+    line = one_error_line(result.stderr, "fetch")
+    assert "data/raw" in line and "No space left on device" in line, line
+    assert leftovers == []
+    assert {p.name: p.read_bytes() for p in raw.iterdir()} == before
     assert_repro_completes(built)

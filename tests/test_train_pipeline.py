@@ -9,7 +9,7 @@ import torch
 from softmax_regression.models import load_model
 from softmax_regression.history import read_history_csv
 
-from support import clean_env, run, set_param, stages_ran, stages_skipped
+from support import clean_env, run, set_param, stages_ran
 
 pytestmark = pytest.mark.slow
 KINDS = ("scratch", "concise")
@@ -84,18 +84,6 @@ def test_reruns_in_separate_processes_are_byte_identical(trained, kind):
         assert [digest(p) for p in outs] == first
     # nothing of the retraining reaches DVC's graph: not this stage, nor evaluate and report after it
     assert "Data and pipelines are up to date." in run(["dvc", "status"], project).stdout
-
-
-def test_changing_lr_reruns_the_sgd_models_and_what_follows_but_not_the_baseline(trained):
-    project, _ = trained
-    set_param(project, "train.lr", 0.05)
-    try:
-        result = run(["dvc", "repro"], project)
-        assert stages_ran(result.stdout) == ["train_scratch", "train_concise", "evaluate", "report"]
-        assert set(stages_skipped(result.stdout)) == {"fetch", "preprocess", "train_baseline"}
-    finally:
-        run(["git", "checkout", "params.yaml"], project)
-        run(["dvc", "repro"], project)
 
 
 def test_diverging_run_fails_naming_the_epoch_and_writes_no_model(trained):

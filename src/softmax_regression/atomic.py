@@ -102,10 +102,17 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     one is in place, so it survives any failure.
     """
     target = Path(target)
-    tmp = _make_temporary_dir(target)
+    try:
+        tmp = _make_temporary_dir(target)
+    except OSError as exc:
+        raise _write_failure(target, exc) from exc
     try:
         yield tmp
         _replace_dir(tmp, target)
+    except OSError as exc:
+        if isinstance(exc, OutputError) or not (exc.errno in _DISK_ERRORS or exc.errno is None):
+            raise
+        raise _write_failure(target, exc) from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -39,14 +39,16 @@ def decompress_if_gzip(data: bytes, origin: str, max_size: int | None = None) ->
             return gzip.decompress(data)
         except (OSError, EOFError, zlib.error) as exc:
             raise IdxError(f"{origin}: corrupt gzip data ({exc})") from None
+    content = bytearray()
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
-            content = stream.read(max_size + 1)
+            while chunk := stream.read(1 << 20):  # a MB at a time: memory stays at the cap, not twice it
+                content += chunk
+                if len(content) > max_size:
+                    raise IdxError(f"{origin}: decompresses to more than the {max_size} bytes allowed")
     except (OSError, EOFError, zlib.error) as exc:
         raise IdxError(f"{origin}: corrupt gzip data ({exc})") from None
-    if len(content) > max_size:
-        raise IdxError(f"{origin}: decompresses to more than the {max_size} bytes allowed")
-    return content
+    return bytes(content)
 
 
 def read_maybe_gzip(path: str | Path) -> bytes:
