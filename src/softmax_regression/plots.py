@@ -49,27 +49,35 @@ def image_grid_figure(
 
 
 def training_curves_figure(histories: dict[str, Sequence], title: str = "Training curves") -> Figure:
-    """The chapter's animator plot: train loss, train accuracy and validation accuracy against epoch.
+    """The chapter's animator plot, in two panels: the mean train loss, and train and validation accuracy,
+    against epoch. Each panel scales to its own data (a first epoch's large loss, a slow lr's low
+    accuracy stay in view); the legends sit below the panels, clear of the lines.
 
     ``histories`` maps a model name to its EpochRecords; several models share
-    the axes, one line style each.
+    the panels, one line style each.
     """
-    fig = Figure(figsize=(7, 4.2))
-    ax = fig.subplots()
-    metric_colors = {"train_loss": "tab:blue", "train_acc": "tab:purple", "val_acc": "tab:green"}
+    fig = Figure(figsize=(10, 4.4), layout="constrained")
+    loss_ax, acc_ax = fig.subplots(1, 2)
     styles = ["-", "--", ":", "-."]
     for i, (name, history) in enumerate(histories.items()):
         epochs = [r.epoch for r in history]
-        for metric, color in metric_colors.items():
-            label = metric.replace("_", " ") + (f" ({name})" if len(histories) > 1 else "")
-            ax.plot(epochs, [getattr(r, metric) for r in history], styles[i % len(styles)],
-                    color=color, marker="o", markersize=3, label=label)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss / accuracy")
-    ax.set_ylim(0.3, 0.95)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, ncols=2 if len(histories) > 1 else 1)
-    ax.set_title(title)
+        suffix = f" ({name})" if len(histories) > 1 else ""
+        style = styles[i % len(styles)]
+        loss_ax.plot(epochs, [r.train_loss for r in history], style, color="tab:blue", marker="o", markersize=3,
+                     label="train loss" + suffix)
+        acc_ax.plot(epochs, [r.train_acc for r in history], style, color="tab:purple", marker="o", markersize=3,
+                    label="train accuracy" + suffix)
+        acc_ax.plot(epochs, [r.val_acc for r in history], style, color="tab:green", marker="o", markersize=3,
+                    label="validation accuracy" + suffix)
+    for ax, ylabel in ((loss_ax, "mean cross-entropy"), (acc_ax, "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        ax.margins(y=0.1)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=2, frameon=False)
+    loss_ax.set_title("train loss")
+    acc_ax.set_title("accuracy")
+    fig.suptitle(title)
     return fig
 
 
@@ -93,6 +101,19 @@ def confusion_matrix_figure(confusion: np.ndarray, class_names: Sequence[str], t
     return fig
 
 
+def huber(x: np.ndarray, delta: float = 1.0) -> np.ndarray:
+    """Huber's robust loss of the error x: x^2 / (2 delta) within delta, |x| - delta / 2 beyond (the
+    two meet, with equal slope +-1, at |x| = delta)."""
+    x = np.asarray(x, dtype=float)
+    return np.where(np.abs(x) > delta, np.abs(x) - delta / 2, x ** 2 / (2 * delta))
+
+
+def huber_derivative(x: np.ndarray, delta: float = 1.0) -> np.ndarray:
+    """d huber / dx: x / delta within delta, sign(x) beyond."""
+    x = np.asarray(x, dtype=float)
+    return np.clip(x / delta, -1.0, 1.0)
+
+
 def loss_functions_figure(limit: float = 2.0, delta: float = 1.0) -> Figure:
     """The chapter's three regression losses, with y = 0 and the prediction y' on the x axis.
 
@@ -105,10 +126,9 @@ def loss_functions_figure(limit: float = 2.0, delta: float = 1.0) -> Figure:
     losses = {
         "L2: ½(y - y')²": (0.5 * x**2, x),
         "L1: |y - y'|": (np.abs(x), np.sign(x)),
-        f"Huber (δ={delta:g})": (np.where(np.abs(x) > delta, np.abs(x) - delta / 2, 0.5 * x**2),
-                                 np.clip(x, -delta, delta)),
+        f"Huber (δ={delta:g})": (huber(x, delta), huber_derivative(x, delta)),
     }
-    fig = Figure(figsize=(12, 3.6))
+    fig = Figure(figsize=(12, 3.9), layout="constrained")
     axes = fig.subplots(1, 3)
     for ax, (name, (loss, derivative)) in zip(axes, losses.items()):
         ax.plot(x, loss, color="tab:blue", label="loss")
@@ -119,7 +139,8 @@ def loss_functions_figure(limit: float = 2.0, delta: float = 1.0) -> Figure:
         ax.set_xlabel("prediction y' (true y = 0)")
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("value")
-    axes[0].legend(fontsize=8, loc="upper center")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize=9,
+               frameon=False)  # below the panels: every line stays in view
     fig.suptitle("Regression losses of the chapter: the loss, its gradient and its likelihood")
     return fig
 
@@ -127,7 +148,7 @@ def loss_functions_figure(limit: float = 2.0, delta: float = 1.0) -> Figure:
 def per_class_f1_figure(rows: Sequence[dict], class_names: Sequence[str]) -> Figure:
     """Grouped bars of per-class F1, one group per class, one bar per model."""
     models = list(dict.fromkeys(r["model"] for r in rows))
-    fig = Figure(figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / len(models)
     for i, model in enumerate(models):
@@ -137,6 +158,6 @@ def per_class_f1_figure(rows: Sequence[dict], class_names: Sequence[str]) -> Fig
     ax.set_ylabel("F1 on the test set")
     ax.set_ylim(0, 1)
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("Per-class F1: shirts, pullovers and coats are where linear models struggle")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the bars
+    ax.set_title("Per-class F1 on the test set")
     return fig

@@ -20,6 +20,21 @@ class Section:
     table_html: str = ""
 
 
+CHAPTER_BAR = {"train loss": ("<", 0.5), "train accuracy": (">", 0.7), "test accuracy": (">", 0.7)}
+"""The chapter's check of its own run: train loss under 0.5, train and test accuracy over 0.7."""
+
+
+def chapter_bar(name: str, values: dict[str, float]) -> str:
+    """One sentence: ``name``'s train loss, train accuracy and test accuracy against the chapter's bar,
+    each marked, then met or not met."""
+    parts, met = [], True
+    for key, (op, limit) in CHAPTER_BAR.items():
+        ok = values[key] < limit if op == "<" else values[key] > limit
+        met &= ok
+        parts.append(f"{key} {values[key]:.4f} {op} {limit} {'(yes)' if ok else '(NO)'}")
+    return f"{name}: " + ", ".join(parts) + f": the chapter's bar is {'met' if met else 'NOT met'}."
+
+
 def png_data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
