@@ -5,7 +5,8 @@ reports/eval/metrics.json (DVC metrics: test accuracy, mean loss and macro F1,
 and validation accuracy, per model), reports/eval/per_class.csv (precision /
 recall / F1 per class), reports/eval/confusion/<model>.csv (actual vs
 predicted class: DVC's confusion plot) and reports/eval/confusion_png/<model>.png
-(counts in the cells).
+(counts in the cells) and reports/eval/worked.json (the chapter's worked
+examples, computed with the scratch model on the test split).
 
 Logs the test metrics, per-class metrics and confusion matrix into each
 model's MLflow run, found in the current store by the model file's SHA-256
@@ -32,6 +33,7 @@ from softmax_regression.metrics import Evaluation, best_by_validation, evaluate_
 from softmax_regression.mlflow_models import register_and_promote
 from softmax_regression.models import load_model
 from softmax_regression.plots import confusion_matrix_figure, figure_png_bytes
+from softmax_regression.worked import worked_examples
 
 from . import paths
 from ._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option
@@ -89,6 +91,8 @@ def main(params_path: str) -> None:
         outputs.write_text(paths.PER_CLASS_CSV, per_class_csv(evaluations))
         outputs.write_json(paths.EVAL_METRICS, {e.name: {**e.summary(), "val_accuracy": val_accuracy[e.name]}
                                                 for e in evaluations})
+        outputs.write_json(paths.WORKED_JSON, worked_examples(*models["scratch"].model.weights(),
+                                                              test.images, test.labels))
         run_ids = {kind: model_run_id(experiment_id, kind, checkpoints[kind], example, params_path)
                    for kind in kinds}
         for e in evaluations:

@@ -33,6 +33,8 @@ EVAL_METRICS = EVAL_DIR / "metrics.json"
 PER_CLASS_CSV = EVAL_DIR / "per_class.csv"
 CONFUSION_DIR = EVAL_DIR / "confusion"
 """``<model>.csv`` of actual,predicted per test image: DVC plots with the confusion template."""
+WORKED_JSON = EVAL_DIR / "worked.json"
+"""The chapter's worked examples, computed with the scratch model's weights on the test split."""
 CONFUSION_PNG_DIR = EVAL_DIR / "confusion_png"
 """``<model>.png`` heatmaps with counts in the cells."""
 

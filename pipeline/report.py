@@ -29,7 +29,8 @@ from softmax_regression.plots import (
     figure_png_bytes, image_grid_figure, loss_functions_figure, per_class_f1_figure, training_curves_figure,
 )
 from softmax_regression.report import (
-    Section, chapter_bar, metrics_table_html, per_class_table_html, render_html, render_markdown,
+    WORKED_INTRO, Section, chapter_bar, metrics_table_html, per_class_table_html, render_html, render_markdown,
+    worked_html,
 )
 
 from . import paths
@@ -64,6 +65,7 @@ def main(params_path: str) -> None:
     scored = paths.read_output(paths.EVAL_METRICS, json.loads, "evaluate")
     metrics = {name: scored[name] for name in SCORED_KINDS if name in scored}
     per_class = paths.read_output(paths.PER_CLASS_CSV, read_per_class, "evaluate")
+    worked = paths.read_output(paths.WORKED_JSON, lambda text: worked_html(json.loads(text)), "evaluate")
     for kind, history in histories.items():
         metrics[kind] = {**metrics[kind], "train_loss": history[-1].train_loss}
     bar = [chapter_bar(kind, {"train loss": history[-1].train_loss, "train accuracy": history[-1].train_acc,
@@ -123,6 +125,7 @@ def main(params_path: str) -> None:
         Section("Loss functions", "The chapter's regression losses: L2, L1 and Huber's robust loss, with "
                 "their derivatives and the likelihoods exp(-loss).",
                 [("L2, L1 and Huber losses", figures["loss_functions.png"])]),
+        Section("The chapter, worked", WORKED_INTRO, table_html=worked),
         Section("The data", "Training images with their text labels, as in the chapter.",
                 [("Fashion-MNIST training images", preview)]),
     ]

@@ -351,6 +351,7 @@ def test_failed_repro_names_dvc_checkout_and_checkout_restores(built):
     ("reports/train/concise_history.csv", "epoch,train_loss\n1,2\n", "report", (), "is damaged"),
     ("reports/eval/metrics.json", "{not json", "report", (), "is damaged"),
     ("reports/eval/per_class.csv", "model,class\nx", "report", (), "is damaged"),
+    ("reports/eval/worked.json", "{}", "report", (), "is damaged"),
 ])
 def test_a_damaged_input_file_is_named(built, path, content, name, args, fragment):
     target = built / path

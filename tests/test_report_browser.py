@@ -100,3 +100,16 @@ def test_no_request_leaves_the_page(opened):
     assert page.as_uri() in by_page
     assert [u for u in by_page if u != page.as_uri() and not u.startswith("data:")] == []
     assert [r["request"]["url"] for r in requests if r["request"]["url"].startswith(("http", "ws", "ftp"))] == []
+
+
+def test_the_chapter_worked_section_renders(opened):
+    browser, page, _ = opened
+    worked = json.loads((page.parents[2] / "reports/eval/worked.json").read_text())
+    heading = next(h for h in browser.find_elements(By.TAG_NAME, "h2") if h.text == "The chapter, worked")
+    section = heading.find_element(By.XPATH, "./..")
+    text = section.text
+    assert "picks each row's probability of its true class, 0.1, 0.5" in text
+    assert f"by at most {worked['gradient']['max_abs_difference']:.3g}" in text
+    tables = section.find_elements(By.TAG_NAME, "table")
+    assert len(tables) == 3 and all(t.is_displayed() for t in tables)
+    assert worked["gradient"]["max_abs_difference"] < 1e-10

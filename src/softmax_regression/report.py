@@ -35,6 +35,61 @@ def chapter_bar(name: str, values: dict[str, float]) -> str:
     return f"{name}: " + ", ".join(parts) + f": the chapter's bar is {'met' if met else 'NOT met'}."
 
 
+WORKED_INTRO = (
+    "Regression predicts a number (a price, a temperature) and is scored by how far off it is; "
+    "classification predicts which of a few categories an input belongs to, and softmax regression does so "
+    "by turning one linear score per class into probabilities. Below, the chapter's own worked examples, "
+    "computed by this project's code on this run."
+)
+
+
+def _matrix_html(rows: list[list], header: list[str] | None = None, row_names: list[str] | None = None,
+                 fmt: str = "{:.4f}") -> str:
+    def cell(v):
+        return html.escape(fmt.format(v) if isinstance(v, float) else str(v))
+
+    out = ['<table class="worked">']
+    if header:
+        out.append("<tr>" + ("<th></th>" if row_names else "") +
+                   "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
+    for i, row in enumerate(rows):
+        name = f"<th>{html.escape(row_names[i])}</th>" if row_names else ""
+        out.append("<tr>" + name + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def worked_html(worked: dict) -> str:
+    """The chapter's worked examples (``softmax_regression.worked``, as evaluate wrote them) as HTML."""
+    hot, soft, ce, grad = worked["one_hot"], worked["softmax"], worked["cross_entropy"], worked["gradient"]
+    sums = ", ".join(f"{v:.6f}" for v in soft["row_sums"])
+    picked = ", ".join(f"{v:g}" for v in ce["picked"])
+    losses = ", ".join(f"{v:.4f}" for v in ce["losses"])
+    parts = [
+        "<h3>One-hot labels</h3>",
+        f"<p>The first {len(hot['labels'])} test labels, each a vector with a single 1 at its class.</p>",
+        _matrix_html(hot["encoded"], [str(c) for c in range(len(hot["encoded"][0]))],
+                     [f"{label} ({name})" for label, name in zip(hot["labels"], hot["names"])], fmt="{}"),
+        "<h3>Softmax on a small example</h3>",
+        "<p>The chapter's <code>X = torch.normal(0, 1, (2, 5))</code> (seeded), then "
+        "<code>softmax(X)</code> by the scratch model: every entry is positive "
+        f"({'yes' if soft['all_positive'] else 'NO'}), and the rows sum to {sums}.</p>",
+        _matrix_html(soft["X"], [f"x{j}" for j in range(len(soft["X"][0]))], ["X row 0", "X row 1"]),
+        _matrix_html(soft["softmax"], [f"p{j}" for j in range(len(soft["softmax"][0]))],
+                     ["softmax row 0", "softmax row 1"]),
+        "<h3>Cross-entropy by indexing</h3>",
+        f"<p><code>y_hat = {ce['y_hat']}</code>, <code>y = {ce['y']}</code>: "
+        f"<code>y_hat[[0, 1], y]</code> picks each row's probability of its true class, <b>{picked}</b>; "
+        f"the cross-entropy of each row is minus its log, {losses}.</p>",
+        "<h3>The gradient is softmax minus one-hot</h3>",
+        f"<p>On a real batch of {grad['batch']} test images with the scratch model's weights, autograd's "
+        "gradient of the summed cross-entropy with respect to the logits differs from "
+        f"<code>softmax(O) - onehot(y)</code> by at most <b>{grad['max_abs_difference']:.3g}</b> "
+        f"(the largest gradient entry is {grad['largest_gradient']:.3g}).</p>",
+    ]
+    return "".join(parts)
+
+
 def png_data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
