@@ -37,7 +37,7 @@ from .mlflow_runs import open_experiment, run_tags_for
 log = logging.getLogger(__name__)
 
 PARAMS = ("train", "tracking.experiment")
-SHAPING = ("epochs", "batch_size", "lr", "weight_decay", "init_std", "seed")
+SHAPING = ("epochs", "batch_size", "lr", "weight_decay", "init_std", "seed", "loss")
 """The train.* params that shape the weights (train.device only picks where they are computed)."""
 
 
@@ -62,7 +62,7 @@ def main(kind: str, params_path: str, no_progress: bool) -> None:
 
     generator = torch.Generator().manual_seed(cfg["seed"])
     W = initial_weights(side * side, 10, cfg["init_std"], generator).to(device)
-    model = build_model(kind, W, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    model = build_model(kind, W, lr=cfg["lr"], weight_decay=cfg["weight_decay"], loss=cfg["loss"])
     batches = ShuffledBatches(train_split.images, train_split.labels, cfg["batch_size"], generator, device)
     history = train(model, batches, to_features(val_split.images, device), to_labels(val_split.labels, device),
                     epochs=cfg["epochs"], progress=not no_progress)

@@ -76,20 +76,39 @@ def synthetic_data(n=2000, d=784, seed=0):
     return images, labels
 
 
-def train_one(kind, images, labels, epochs=1, lr=0.1, weight_decay=0.0, seed=0, batch_size=64):
+def train_one(kind, images, labels, epochs=1, lr=0.1, weight_decay=0.0, seed=0, batch_size=64, loss="cross_entropy"):
     g = torch.Generator().manual_seed(seed)
-    model = build_model(kind, initial_weights(images.shape[1], 10, 0.01, g), lr=lr, weight_decay=weight_decay)
+    model = build_model(kind, initial_weights(images.shape[1], 10, 0.01, g), lr=lr, weight_decay=weight_decay,
+                        loss=loss)
     batches = ShuffledBatches(images, labels, batch_size, g)
     history = train(model, batches, to_features(images[:200]), to_labels(labels[:200]), epochs=epochs,
                     progress=False)
     return model, history
 
 
-@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
-def test_scratch_and_concise_agree_after_one_epoch(weight_decay):
+@pytest.mark.parametrize("loss", ["cross_entropy", "squared", "margin"])
+def test_each_losss_hand_written_gradient_is_autograds(loss):
+    """The scratch model's gradient formula for every train.loss against autograd of the same loss,
+    and the loss itself against torch's built-in the concise model uses."""
+    from softmax_regression.models.concise import loss_module
+    from softmax_regression.models.scratch import LOSSES
+
+    g = torch.Generator().manual_seed(3)
+    O = (torch.randn(32, 10, generator=g, dtype=torch.float64) * 3).requires_grad_(True)
+    y = torch.randint(0, 10, (32,), generator=g)
+    value, grad = LOSSES[loss](O.detach(), y)
+    builtin = loss_module(loss)(O, y)
+    builtin.backward()
+    torch.testing.assert_close(value, builtin.detach(), rtol=0, atol=1e-12)
+    torch.testing.assert_close(grad, O.grad, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("weight_decay, loss", [(0.0, "cross_entropy"), (0.01, "cross_entropy"),
+                                                (0.0, "squared"), (0.0, "margin"), (0.01, "margin")])
+def test_scratch_and_concise_agree_after_one_epoch(weight_decay, loss):
     images, labels = synthetic_data()
-    scratch, h_scratch = train_one("scratch", images, labels, weight_decay=weight_decay)
-    concise, h_concise = train_one("concise", images, labels, weight_decay=weight_decay)
+    scratch, h_scratch = train_one("scratch", images, labels, weight_decay=weight_decay, loss=loss)
+    concise, h_concise = train_one("concise", images, labels, weight_decay=weight_decay, loss=loss)
     W_s, b_s = scratch.weights()
     W_c, b_c = concise.weights()
     assert not torch.equal(W_s, initial_weights(784, 10, 0.01, torch.Generator().manual_seed(0)))

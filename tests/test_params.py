@@ -18,7 +18,7 @@ DEFAULTS = {
     },
     "train": {
         "epochs": 10, "batch_size": 256, "lr": 0.1, "weight_decay": 0.0, "init_std": 0.01,
-        "seed": 0, "device": "auto",
+        "seed": 0, "device": "auto", "loss": "cross_entropy",
     },
     "baseline": {"C": 1.0, "max_iter": 100},
     "evaluate": {"baseline": True},
@@ -64,7 +64,7 @@ def test_validate_does_not_modify_its_input():
 
 @pytest.mark.parametrize("dotted,value", [
     ("train.lr", 1), ("train.lr", 1e-6), ("train.weight_decay", 0), ("train.device", "cpu"),
-    ("train.device", "cuda"), ("data.resize", 4), ("data.resize", 112), ("data.val_size", 30000),
+    ("train.device", "cuda"), ("data.resize", 4), ("data.resize", 112), ("train.loss", "squared"), ("train.loss", "margin"), ("data.val_size", 30000),
     ("train.seed", 2**64 - 1), ("data.seed", 2**32 - 1), ("data.deadline", 5),
     ("data.timeout", 0.5), ("data.retries", 0), ("data.local_dir", "/some/dir"), ("data.system_dir", None),
     ("data.mirrors", ["http://a/", "https://b/"]), ("evaluate.baseline", False),
@@ -173,6 +173,8 @@ BAD_VALUES = [
     ("data.seed", 2**32, "an integer between 0 and 4294967295 (numpy's seed range)"),
     ("data.deadline", 0, "a number of seconds > 0"),
     ("train.device", "tpu", "one of auto, cpu, cuda"),
+    ("train.loss", "hinge", "one of cross_entropy, squared, margin"),
+    ("train.loss", None, "one of cross_entropy, squared, margin"),
     ("train.device", "CPU", "one of auto, cpu, cuda"),
     ("data.val_size", -1, "an integer between 0 and 30000"),
     ("data.val_size", 30001, "an integer between 0 and 30000"),

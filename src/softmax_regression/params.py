@@ -92,6 +92,8 @@ SCHEMA: dict[str, dict[str, Rule]] = {
         "seed": Rule(0, f"an integer between 0 and {MAX_TORCH_SEED} (torch's seed range)",
                      lambda v: _is_int(v) and 0 <= v <= MAX_TORCH_SEED),
         "device": Rule("auto", "one of auto, cpu, cuda", lambda v: v in ("auto", "cpu", "cuda")),
+        "loss": Rule("cross_entropy", "one of cross_entropy, squared, margin",
+                     lambda v: v in ("cross_entropy", "squared", "margin")),
     },
     "baseline": {
         "C": Rule(1.0, "a number > 0", _positive_number),

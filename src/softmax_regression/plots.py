@@ -69,7 +69,7 @@ def training_curves_figure(histories: dict[str, Sequence], title: str = "Trainin
                     label="train accuracy" + suffix)
         acc_ax.plot(epochs, [r.val_acc for r in history], style, color="tab:green", marker="o", markersize=3,
                     label="validation accuracy" + suffix)
-    for ax, ylabel in ((loss_ax, "mean cross-entropy"), (acc_ax, "accuracy")):
+    for ax, ylabel in ((loss_ax, "mean train loss (train.loss)"), (acc_ax, "accuracy")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)

@@ -21,8 +21,8 @@ import torch
 
 from .. import BASELINE_KIND, CLASS_NAMES, SCORED_KINDS
 from ..atomic import write_bytes
-from .concise import ConciseSoftmaxRegression
-from .scratch import ScratchSoftmaxRegression
+from .concise import ConciseSoftmaxRegression, loss_module
+from .scratch import LOSSES, ScratchSoftmaxRegression
 
 FILE_FORMAT = "softmax-regression-model/1"
 
@@ -48,12 +48,16 @@ def initial_weights(n_features: int, n_classes: int, init_std: float, generator:
     return torch.normal(0.0, init_std, size=(n_features, n_classes), generator=generator)
 
 
-def build_model(kind: str, W: torch.Tensor, lr: float, weight_decay: float = 0.0) -> SoftmaxRegression:
-    """A model of ``kind`` starting from weights ``W`` (both kinds start equal from equal ``W``)."""
+def build_model(kind: str, W: torch.Tensor, lr: float, weight_decay: float = 0.0,
+                loss: str = "cross_entropy") -> SoftmaxRegression:
+    """A model of ``kind`` starting from weights ``W`` (both kinds start equal from equal ``W``), trained on
+    ``loss`` (``cross_entropy``, ``squared`` or ``margin``: see ``scratch.LOSSES``)."""
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)}")
     if kind == "scratch":
-        return ScratchSoftmaxRegression(W, lr=lr, weight_decay=weight_decay)
+        return ScratchSoftmaxRegression(W, lr=lr, weight_decay=weight_decay, loss_and_grad=LOSSES[loss])
     if kind == "concise":
-        return ConciseSoftmaxRegression(W, lr=lr, weight_decay=weight_decay)
+        return ConciseSoftmaxRegression(W, lr=lr, weight_decay=weight_decay, loss=loss_module(loss))
     if kind == BASELINE_KIND:
         model = ScratchSoftmaxRegression(W, lr=lr, weight_decay=weight_decay)
         model.kind = BASELINE_KIND

@@ -60,6 +60,51 @@ def cross_entropy_and_grad(O: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tens
     return loss, grad / n            # of the mean loss
 
 
+def squared_and_grad(O: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared error between the softmax probabilities and the one-hot labels, averaged over every entry
+    (``nn.MSELoss`` on ``softmax(O)``), and its gradient with respect to ``O``.
+
+        L = sum_ik (P_ik - Y_ik)^2 / (n C),   P = softmax(O)
+        dL/dP = 2 (P - Y) / (n C)
+        dL/dO_i = P_i * (dL/dP_i - <dL/dP_i, P_i>)      (the softmax Jacobian, diag(P) - P P^T)
+
+    The chapter's argument against it: once P is near 0 or 1 the softmax
+    Jacobian is tiny, so a confident wrong answer barely moves the weights.
+    """
+    n, C = O.shape
+    P = softmax(O)
+    diff = P.clone()
+    diff[torch.arange(n, device=O.device), y] -= 1       # P - Y
+    loss = (diff * diff).sum() / (n * C)
+    g = 2 * diff / (n * C)
+    return loss, P * (g - (g * P).sum(dim=1, keepdim=True))
+
+
+def margin_and_grad(O: torch.Tensor, y: torch.Tensor, margin: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The multi-class hinge (``nn.MultiMarginLoss``): each wrong class j costs max(0, margin - O_y + O_j),
+    summed over j != y, divided by the class count C, averaged over the batch; and its gradient.
+
+    dL/dO_j = 1 / (n C) for each wrong j inside the margin, and the true class gets minus their count.
+    """
+    n, C = O.shape
+    rows = torch.arange(n, device=O.device)
+    terms = margin - O[rows, y].unsqueeze(1) + O
+    terms[rows, y] = 0                                    # the true class is not its own rival
+    active = (terms > 0).to(O.dtype)
+    loss = (terms.clamp(min=0)).sum() / (n * C)
+    grad = active / (n * C)
+    grad[rows, y] = -active.sum(dim=1) / (n * C)
+    return loss, grad
+
+
+LOSSES: dict[str, LossAndGrad] = {
+    "cross_entropy": cross_entropy_and_grad,
+    "squared": squared_and_grad,
+    "margin": margin_and_grad,
+}
+"""``train.loss`` -> the scratch model's loss and gradient, each written out by hand."""
+
+
 def sgd(params: list[torch.Tensor], grads: list[torch.Tensor], lr: float, weight_decay: float = 0.0) -> None:
     """``param -= lr * (grad + weight_decay * param)``, in place: the chapter's ``sgd`` on the mean loss."""
     for param, grad in zip(params, grads):
