@@ -68,7 +68,7 @@ def test_model_file_records_only_the_params_that_shaped_it(trained, kind):
     project, _ = trained
     params = load_model(project / f"models/{kind}.pt").params
     assert params == {"train.epochs": 10, "train.batch_size": 256, "train.lr": 0.1, "train.weight_decay": 0.0,
-                      "train.init_std": 0.01, "train.seed": 0}
+                      "train.init_std": 0.01, "train.seed": 0, "train.loss": "cross_entropy"}
 
 
 @pytest.mark.parametrize("kind", KINDS)
