@@ -141,8 +141,8 @@ def test_exp_run_with_a_changed_param(fast_project):
         restore_workspace(project)
 
 
-SWEEP_LR = (0.05, 0.2)
-SWEEP_WEIGHT_DECAY = (0.0001, 0.001)  # none of these is in the run cache: every experiment trains
+SWEEP_LR = (0.05, 0.1, 0.2)
+SWEEP_WEIGHT_DECAY = (0.0001,)  # none of these is in the run cache: every experiment trains
 
 
 def wait_for_queue(project: Path, timeout: float) -> dict[str, str]:
