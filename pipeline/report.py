@@ -23,7 +23,7 @@ import numpy as np
 from softmax_regression import CLASS_NAMES, MODEL_KINDS, SCORED_KINDS, tracking
 from softmax_regression.atomic import StagedOutputs
 from softmax_regression.dataset import load_split
-from softmax_regression.history import read_history_file
+from softmax_regression.history import read_history_csv
 from softmax_regression.metrics import best_by_validation, most_confident_mistakes, read_predictions_csv
 from softmax_regression.plots import (
     figure_png_bytes, image_grid_figure, loss_functions_figure, per_class_f1_figure, training_curves_figure,
@@ -61,7 +61,7 @@ def main(params_path: str) -> None:
     cfg = params["report"]
     experiment_id = open_experiment(params["tracking"]["experiment"])
     test = load_split(paths.PROCESSED_DIR, "test")
-    histories = {k: read_history_file(paths.history_csv(k)) for k in MODEL_KINDS}
+    histories = {k: paths.read_output(paths.history_csv(k), read_history_csv, "train") for k in MODEL_KINDS}
     scored = paths.read_output(paths.EVAL_METRICS, json.loads, "evaluate")
     metrics = {name: scored[name] for name in SCORED_KINDS if name in scored}
     per_class = paths.read_output(paths.PER_CLASS_CSV, read_per_class, "evaluate")

@@ -81,12 +81,8 @@ def signals_deferred() -> Iterator[None]:
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary file path; on success it replaces ``target``, on failure it is removed."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(target)
-    fd, tmp = tempfile.mkstemp(prefix=_prefix(target), suffix=".tmp", dir=target.parent)
+    fd, tmp_path = _make_temporary_file(target)
     os.close(fd)
-    tmp_path = Path(tmp)
-    tmp_path.chmod(0o644)  # mkstemp's 0600 would otherwise become the output's mode
     try:
         yield tmp_path
         os.replace(tmp_path, target)
@@ -110,12 +106,23 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
         yield tmp
         _replace_dir(tmp, target)
     except OSError as exc:
-        if isinstance(exc, OutputError) or not (exc.errno in _DISK_ERRORS or exc.errno is None):
+        if not _is_disk_error(exc):
             raise
         raise _write_failure(target, exc) from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _make_temporary_file(target: Path) -> tuple[int, Path]:
+    """An open descriptor and the path of a new temporary file beside ``target`` (mode 0644); the
+    temporaries a killed process left for ``target`` are removed first."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target)
+    fd, name = tempfile.mkstemp(prefix=_prefix(target), suffix=".tmp", dir=target.parent)
+    tmp = Path(name)
+    tmp.chmod(0o644)  # mkstemp's 0600 would otherwise become the output's mode
+    return fd, tmp
 
 
 def _make_temporary_dir(target: Path) -> Path:
@@ -147,9 +154,13 @@ def write_text(target: str | Path, text: str) -> None:
     write_bytes(target, text.encode("utf-8"))
 
 
-def write_json(target: str | Path, obj: Any) -> None:
+def json_text(obj: Any) -> str:
     """JSON with sorted keys and a trailing newline, so equal content gives equal bytes."""
-    write_text(target, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n"
+
+
+def write_json(target: str | Path, obj: Any) -> None:
+    write_text(target, json_text(obj))
 
 
 class OutputError(OSError):
@@ -160,6 +171,12 @@ class OutputError(OSError):
 
 
 _DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+
+
+def _is_disk_error(exc: OSError) -> bool:
+    """A write that failed for want of room or permission (or, errno-less, as numpy reports it), not
+    already named by :class:`OutputError`."""
+    return not isinstance(exc, OutputError) and (exc.errno in _DISK_ERRORS or exc.errno is None)
 
 
 def _write_failure(target: Path, exc: OSError) -> OutputError:
@@ -178,7 +195,6 @@ class StagedOutputs:
 
     def __init__(self) -> None:
         self._staged: list[tuple[Path, Path]] = []  # (temporary, target)
-        self._staged_before_discard: list[tuple[Path, Path]] = []
         self.committed = False
 
     def __enter__(self) -> "StagedOutputs":
@@ -187,27 +203,25 @@ class StagedOutputs:
     def __exit__(self, exc_type, exc, tb) -> None:
         if self.committed:
             return
+        culprit = self._full_target(exc) if isinstance(exc, OSError) and _is_disk_error(exc) else None
         self.discard()
-        if isinstance(exc, OSError) and not isinstance(exc, OutputError) and (exc.errno in _DISK_ERRORS or
-                                                                             exc.errno is None):
-            culprit = self._full_target(exc)
-            if culprit is not None:  # name the output, not an anonymous "[Errno 28]" from deep in a writer
-                raise _write_failure(culprit, exc) from exc
+        if culprit is not None:  # name the output, not an anonymous "[Errno 28]" from deep in a writer
+            raise _write_failure(culprit, exc) from exc
 
     def _full_target(self, exc: OSError) -> Path | None:
         """The staged output an anonymous disk error most likely came from: the one named in it, else
         the first whose folder has (next to) no space left, else the only one."""
-        for _, target in self._staged_before_discard:
+        for _, target in self._staged:
             if exc.filename and str(target.name) in str(exc.filename):
                 return target
-        for _, target in self._staged_before_discard:
+        for _, target in self._staged:
             try:
                 free = os.statvfs(target.parent)
             except OSError:
                 continue
             if free.f_bavail * free.f_frsize < 1 << 20:
                 return target
-        return self._staged_before_discard[0][1] if len(self._staged_before_discard) == 1 else None
+        return self._staged[0][1] if len(self._staged) == 1 else None
 
     def _stage(self, target: str | Path) -> Path:
         target = Path(target)
@@ -217,15 +231,11 @@ class StagedOutputs:
 
     def write_bytes(self, target: str | Path, data: bytes) -> None:
         target = self._stage(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(target)
         try:
-            fd, name = tempfile.mkstemp(prefix=_prefix(target), suffix=".tmp", dir=target.parent)
-            tmp = Path(name)
+            fd, tmp = _make_temporary_file(target)
             self._staged.append((tmp, target))
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            tmp.chmod(0o644)  # mkstemp's 0600 would otherwise become the output's mode
         except OSError as exc:
             raise _write_failure(target, exc) from exc
 
@@ -233,8 +243,7 @@ class StagedOutputs:
         self.write_bytes(target, text.encode("utf-8"))
 
     def write_json(self, target: str | Path, obj: Any) -> None:
-        """JSON with sorted keys and a trailing newline, so equal content gives equal bytes."""
-        self.write_text(target, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+        self.write_text(target, json_text(obj))
 
     def directory(self, target: str | Path) -> Path:
         """An empty temporary directory to fill; at commit it takes the place of ``target``."""
@@ -245,13 +254,6 @@ class StagedOutputs:
             raise _write_failure(target, exc) from exc
         self._staged.append((tmp, target))
         return tmp
-
-    def staged(self, target: str | Path) -> Path:
-        """Where ``target``'s new content is until :meth:`commit`."""
-        for tmp, staged_target in self._staged:
-            if staged_target == Path(target):
-                return tmp
-        raise KeyError(f"output {target} is not staged")
 
     def commit(self) -> None:
         """Rename every temporary into place, one after another, with SIGINT and SIGTERM held off."""
@@ -266,7 +268,6 @@ class StagedOutputs:
             self.committed = True
 
     def discard(self) -> None:
-        self._staged_before_discard = list(self._staged)
         for tmp, _ in self._staged:
             if tmp.is_dir() and not tmp.is_symlink():
                 shutil.rmtree(tmp, ignore_errors=True)

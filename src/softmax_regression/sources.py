@@ -108,13 +108,17 @@ def download(url: str, timeout: float, retries: int, progress: bool = True, max_
     """
     last_error = "no attempt"
     give_up = None if deadline is None else time.monotonic() + deadline
+
+    def check_deadline() -> None:
+        if give_up is not None and time.monotonic() > give_up:
+            raise DownloadLimit(f"not done within the {deadline:g} s deadline (data.deadline)")
+
     for attempt in range(1 + retries):
         if attempt:
             time.sleep(min(0.5 * 2 ** (attempt - 1), 5.0))
             log.info("retrying %s (attempt %d of %d)", url, attempt + 1, 1 + retries)
         try:
-            if give_up is not None and time.monotonic() >= give_up:
-                raise DownloadLimit(f"not done within the {deadline:g} s deadline (data.deadline)")
+            check_deadline()
             with urllib.request.urlopen(url, timeout=timeout) as response:
                 length = response.headers.get("Content-Length")
                 total = int(length) if length and length.isdigit() else None
@@ -127,8 +131,7 @@ def download(url: str, timeout: float, retries: int, progress: bool = True, max_
                         size += len(chunk)
                         if max_bytes is not None and size > max_bytes:
                             raise DownloadLimit(f"body is over the {max_bytes} bytes this file can be")
-                        if give_up is not None and time.monotonic() > give_up:
-                            raise DownloadLimit(f"not done within the {deadline:g} s deadline (data.deadline)")
+                        check_deadline()
                         chunks.append(chunk)
                         bar.update(len(chunk))
                 body = b"".join(chunks)

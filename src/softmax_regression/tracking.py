@@ -114,10 +114,9 @@ def configure(root: str | Path) -> str:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     uri = tracking_uri(root)
     check_reachable(uri)
-    if uri.startswith("sqlite:"):
-        check_sqlite_writable(uri)
     mlflow.set_tracking_uri(uri)
     if uri.startswith("sqlite:"):
+        check_sqlite_writable(uri)
         initialize_sqlite_store(uri)
     return uri
 
@@ -137,11 +136,11 @@ def store_lock(uri: str) -> Iterator[None]:
         import fcntl
     except ImportError:
         fcntl = None
-    if fcntl is None or not uri.startswith("sqlite:"):
+    database = sqlite_path(uri) if uri.startswith("sqlite:") else None
+    if fcntl is None or database is None:
         yield
         return
-    database = uri.removeprefix("sqlite:///").split("?", 1)[0]
-    key = hashlib.sha256(str(Path(database).resolve()).encode()).hexdigest()[:16]
+    key = hashlib.sha256(str(database.resolve()).encode()).hexdigest()[:16]
     with open(Path(tempfile.gettempdir()) / f"mlflow-sqlite-{key}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
