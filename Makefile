@@ -8,7 +8,7 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
 # `pipeline/` is a folder: without .PHONY `make pipeline` would be "up to date".
-.PHONY: install pipeline test bench bench-pipeline clean lock-check reproduce-check
+.PHONY: install pipeline test bench bench-pipeline clean lock-check reproduce-check tune tuned
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,7 @@ pipeline: install
 # dvc.lock byte for byte, git status clean: tests/test_train_pipeline.py); `make reproduce-check` is the
 # same check as one command that names every drifting entry.
 test: install
-	pytest
+	pytest -n 2 --dist loadscope --no-loadscope-reorder
 	python -m pipeline.lock_check
 
 # The two CI reproducibility checks.
@@ -43,6 +43,14 @@ bench: install
 # cold / no-op / edited `dvc repro` and each stage's wall time and peak RSS, in a temporary clone
 bench-pipeline: install
 	python benchmarks/pipeline_speed.py
+
+# Tuning on the validation split: params/sweep.yaml as DVC experiments, two at a time, every run in
+# MLflow; the winner's params go to params/tuned.yaml. `make tuned` trains the winner again (`dvc exp run -n tuned`).
+tune: install
+	python -m pipeline.tune sweep
+
+tuned: install
+	python -m pipeline.tune tuned
 
 clean:
 	rm -rf data models reports

@@ -65,7 +65,8 @@ from torchvision import transforms
 
 from softmax_regression.dataset import N_TEST, N_TRAIN, Split, flatten, image_side, load_raw, load_split
 from softmax_regression.models import build_model, initial_weights
-from softmax_regression.training import ShuffledBatches, to_features, to_labels, train
+from softmax_regression.features import scale_pixels
+from softmax_regression.training import ShuffledBatches, to_labels, train
 
 log = logging.getLogger("train_speed")
 
@@ -261,7 +262,7 @@ def run_ours(kind: str, processed_dir: Path, raw_dir: Path, run: Run, epochs: in
     W = initial_weights(N_INPUTS, N_OUTPUTS, 0.01, generator)
     model = build_model(kind, W, lr=lr)
     batches = ShuffledBatches(train_split.images, train_split.labels, batch_size, generator)
-    test_X, test_y = to_features(test_split.images), to_labels(test_split.labels)
+    test_X, test_y = scale_pixels(test_split.images), to_labels(test_split.labels)
     run.setup_s.append(time.perf_counter() - t0)
 
     marks = [time.perf_counter()]

@@ -26,9 +26,10 @@ from softmax_regression.dataset import image_side, load_split
 from softmax_regression.history import history_csv
 from softmax_regression.mlflow_models import log_torch_model
 from softmax_regression.models import build_model, initial_weights, model_bytes, resolve_device
-from softmax_regression.params import flatten_params
+from softmax_regression.features import Standardization, features
+from softmax_regression.params import flatten_params, shaping_record
 from softmax_regression.plots import figure_png_bytes, training_curves_figure
-from softmax_regression.training import ShuffledBatches, to_features, to_labels, train
+from softmax_regression.training import ShuffledBatches, learning_rates, to_labels, train
 
 from . import paths
 from ._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option
@@ -36,8 +37,8 @@ from .mlflow_runs import open_experiment, run_tags_for
 
 log = logging.getLogger(__name__)
 
-PARAMS = ("train", "tracking.experiment")
-SHAPING = ("epochs", "batch_size", "lr", "weight_decay", "init_std", "seed", "loss")
+PARAMS = ("train", "data.normalize", "tracking.experiment")
+SHAPING = ("epochs", "batch_size", "lr", "weight_decay", "init_std", "seed", "loss", "schedule")
 """The train.* params that shape the weights (train.device only picks where they are computed)."""
 
 
@@ -60,14 +61,19 @@ def main(kind: str, params_path: str, no_progress: bool) -> None:
     train_split = load_split(paths.PROCESSED_DIR, "train")
     val_split = load_split(paths.PROCESSED_DIR, "val")
 
+    standardization = Standardization.fit(train_split.images, params["data"]["normalize"])  # training split only
     generator = torch.Generator().manual_seed(cfg["seed"])
     W = initial_weights(side * side, 10, cfg["init_std"], generator).to(device)
     model = build_model(kind, W, lr=cfg["lr"], weight_decay=cfg["weight_decay"], loss=cfg["loss"])
-    batches = ShuffledBatches(train_split.images, train_split.labels, cfg["batch_size"], generator, device)
-    history = train(model, batches, to_features(val_split.images, device), to_labels(val_split.labels, device),
-                    epochs=cfg["epochs"], progress=not no_progress)
+    batches = ShuffledBatches(train_split.images, train_split.labels, cfg["batch_size"], generator, device,
+                              standardization)
+    lrs = learning_rates(cfg["lr"], cfg["epochs"], cfg["schedule"])
+    history = train(model, batches, features(val_split.images, standardization, device),
+                    to_labels(val_split.labels, device), epochs=cfg["epochs"], progress=not no_progress, lrs=lrs)
 
-    checkpoint = model_bytes(model, side, {f"train.{key}": cfg[key] for key in SHAPING})
+    shaping = shaping_record({**{f"train.{key}": cfg[key] for key in SHAPING},
+                              "data.normalize": params["data"]["normalize"]})
+    checkpoint = model_bytes(model, side, shaping, standardization)
     history_text = history_csv(history)
     curves_png = figure_png_bytes(training_curves_figure(
         {kind: history}, title=f"Softmax regression ({kind}): training curves"))
@@ -78,14 +84,14 @@ def main(kind: str, params_path: str, no_progress: bool) -> None:
         outputs.write_text(paths.history_csv(kind), history_text)
         outputs.write_bytes(paths.curves_png(kind), curves_png)
         with tracking.tracked_run(experiment_id=experiment_id, run_name=kind, tags=tags) as run:
-            mlflow.log_params(flatten_params(params, ("train",)))
-            for record in history:
+            mlflow.log_params(flatten_params(params, ("train", "data")))
+            for record, lr in zip(history, lrs):
                 mlflow.log_metrics({"train_loss": record.train_loss, "train_acc": record.train_acc,
-                                    "val_acc": record.val_acc}, step=record.epoch)
+                                    "val_acc": record.val_acc, "lr": lr}, step=record.epoch)
             tracking.log_bytes(curves_png, "figures/training_curves.png")
             mlflow.log_text(history_text, "history.csv")
             tracking.log_bytes(checkpoint, f"checkpoint/{kind}.pt")
-            log_torch_model(model, val_split.images[:5].astype("float32") / 255)
+            log_torch_model(model, val_split.images[:5].astype("float32") / 255, standardization)
             outputs.commit()  # inside the run: a run that says FINISHED has its outputs in place
     last = history[-1]
     log.info("%s: train loss %.4f, train acc %.4f, val acc %.4f after %d epochs; MLflow run %s",

@@ -25,8 +25,9 @@ from softmax_regression.checksums import sha256_hex
 from softmax_regression.dataset import image_side, load_split
 from softmax_regression.mlflow_models import log_torch_model
 from softmax_regression.models import model_bytes
-from softmax_regression.params import flatten_params
-from softmax_regression.training import accuracy, to_features, to_labels
+from softmax_regression.features import Standardization, features
+from softmax_regression.params import flatten_params, shaping_record
+from softmax_regression.training import accuracy, to_labels
 
 from . import paths
 from ._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option
@@ -34,7 +35,7 @@ from .mlflow_runs import open_experiment, run_tags_for
 
 log = logging.getLogger(__name__)
 
-PARAMS = ("baseline", "tracking.experiment")
+PARAMS = ("baseline", "data.normalize", "tracking.experiment")
 
 
 @click.command(help=__doc__)
@@ -49,14 +50,16 @@ def main(params_path: str) -> None:
     train_split = load_split(paths.PROCESSED_DIR, "train")
     val_split = load_split(paths.PROCESSED_DIR, "val")
 
-    fitted = fit_logistic_regression(train_split.images, train_split.labels, C=cfg["C"], max_iter=cfg["max_iter"])
+    standardization = Standardization.fit(train_split.images, params["data"]["normalize"])  # training split only
+    train_X, val_X = (features(split.images, standardization) for split in (train_split, val_split))
+    fitted = fit_logistic_regression(train_X.numpy(), train_split.labels, C=cfg["C"], max_iter=cfg["max_iter"])
     model = as_softmax_regression(fitted)
-    shaping = flatten_params(params, ("baseline",))
-    checkpoint = model_bytes(model, side, shaping)
+    shaping = flatten_params(params, ("baseline", "data"))
+    checkpoint = model_bytes(model, side, shaping_record(shaping), standardization)
 
     with torch.no_grad():
-        train_acc = accuracy(model, to_features(train_split.images), to_labels(train_split.labels))
-        val_acc = accuracy(model, to_features(val_split.images), to_labels(val_split.labels))
+        train_acc = accuracy(model, train_X, to_labels(train_split.labels))
+        val_acc = accuracy(model, val_X, to_labels(val_split.labels))
     tags = {**run_tags_for(BASELINE_KIND, params_path), tracking.MODEL_SHA256_TAG: sha256_hex(checkpoint)}
     with StagedOutputs() as outputs:
         outputs.write_bytes(paths.model_path(BASELINE_KIND), checkpoint)
@@ -64,7 +67,7 @@ def main(params_path: str) -> None:
             mlflow.log_params(shaping)
             mlflow.log_metrics({"train_acc": train_acc, "val_acc": val_acc, "n_iter": int(fitted.n_iter_.max())})
             tracking.log_bytes(checkpoint, f"checkpoint/{BASELINE_KIND}.pt")
-            log_torch_model(model, val_split.images[:5].astype("float32") / 255)
+            log_torch_model(model, val_split.images[:5].astype("float32") / 255, standardization)
             outputs.commit()
     log.info("baseline: train acc %.4f, val acc %.4f after %d L-BFGS iterations; MLflow run %s",
              train_acc, val_acc, int(fitted.n_iter_.max()), run.info.run_id)

@@ -1,4 +1,7 @@
+import ast
+import functools
 import os
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +63,43 @@ def fast_project(tmp_path_factory, system_data_dir):
     run(["git", "add", "dvc.lock"], project)
     run(["git", "commit", "-qm", "pipeline ran"], project)
     return project, first.stdout
+
+
+
+
+SHARED_PROJECTS = ("pipeline_project", "fast_project")
+"""The session fixtures that build a whole pipeline: under xdist (`make test`), each is built once."""
+
+
+@functools.cache
+def work_unit(module_path: str) -> str:
+    """The xdist work unit of a test module: the shared project its tests or fixtures take, else the module.
+
+    All tests of a unit run on one worker, in order, so a shared project and a module's own fixtures are
+    built once. Read from the module's source (function parameters), as the scheduler sees node ids only.
+    """
+    tree = ast.parse(Path(module_path).read_text())
+    parameters = {arg.arg for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) for arg in node.args.args}
+    shared = [name for name in SHARED_PROJECTS if name in parameters]
+    if len(shared) > 1:
+        raise pytest.UsageError(f"{module_path} takes {' and '.join(shared)}: split it, one shared project per module")
+    return shared[0] if shared else module_path
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`pytest -n 2 --dist loadscope` with :func:`work_unit` as the scope (xdist's `loadgroup` marks are
+    not applied under pytest 9). The two long units go first, one per worker; the short ones fill in."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedProjectScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(str(config.rootpath / nodeid.split("::", 1)[0]))
+
+    return SharedProjectScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests of the shared projects first (a stable sort: each keeps its order), so that with
+    `--no-loadscope-reorder` xdist hands them out before anything else."""
+    rank = {name: i for i, name in enumerate(SHARED_PROJECTS)}
+    items.sort(key=lambda item: rank.get(work_unit(str(item.path)), len(rank)))

@@ -11,8 +11,9 @@ from softmax_regression.models import (
     ModelFileError, build_model, initial_weights, load_model, save_model,
 )
 from softmax_regression.models.scratch import cross_entropy, cross_entropy_and_grad, log_softmax, softmax
+from softmax_regression.features import scale_pixels
 from softmax_regression.training import (
-    ShuffledBatches, TrainingDiverged, to_features, to_labels, train,
+    ShuffledBatches, TrainingDiverged, to_labels, train,
 )
 from softmax_regression.history import history_csv, read_history_csv
 
@@ -81,7 +82,7 @@ def train_one(kind, images, labels, epochs=1, lr=0.1, weight_decay=0.0, seed=0, 
     model = build_model(kind, initial_weights(images.shape[1], 10, 0.01, g), lr=lr, weight_decay=weight_decay,
                         loss=loss)
     batches = ShuffledBatches(images, labels, batch_size, g)
-    history = train(model, batches, to_features(images[:200]), to_labels(labels[:200]), epochs=epochs,
+    history = train(model, batches, scale_pixels(images[:200]), to_labels(labels[:200]), epochs=epochs,
                     progress=False)
     return model, history
 
@@ -161,7 +162,7 @@ def test_nan_input_is_divergence():
     model = build_model("scratch", initial_weights(784, 10, 0.01, g), lr=0.1)
     model.W[0, 0] = float("nan")
     with pytest.raises(TrainingDiverged, match="epoch 1: mean train loss is nan"):
-        train(model, ShuffledBatches(images, labels, 64, g), to_features(images), to_labels(labels), 2,
+        train(model, ShuffledBatches(images, labels, 64, g), scale_pixels(images), to_labels(labels), 2,
               progress=False)
 
 
@@ -223,6 +224,6 @@ def test_baseline_fit_is_the_same_whatever_threads_the_caller_allows():
     fits = []
     for threads in (1, 2):
         with threadpool_limits(limits=threads):
-            fitted = fit_logistic_regression(images, labels, C=1.0, max_iter=15)
+            fitted = fit_logistic_regression(scale_pixels(images).numpy(), labels, C=1.0, max_iter=15)
         fits.append(fitted.coef_.tobytes() + fitted.intercept_.tobytes())
     assert fits[0] == fits[1]

@@ -15,10 +15,11 @@ DEFAULTS = {
     "data": {
         "system_dir": "/usr/share/datasets/fashion-mnist", "local_dir": None, "mirrors": [],
         "timeout": 30, "retries": 2, "deadline": 600, "resize": None, "val_size": 5000, "seed": 0,
+        "normalize": "none",
     },
     "train": {
         "epochs": 10, "batch_size": 256, "lr": 0.1, "weight_decay": 0.0, "init_std": 0.01,
-        "seed": 0, "device": "auto", "loss": "cross_entropy",
+        "seed": 0, "device": "auto", "loss": "cross_entropy", "schedule": "constant",
     },
     "baseline": {"C": 1.0, "max_iter": 100},
     "evaluate": {"baseline": True},
@@ -65,6 +66,7 @@ def test_validate_does_not_modify_its_input():
 @pytest.mark.parametrize("dotted,value", [
     ("train.lr", 1), ("train.lr", 1e-6), ("train.weight_decay", 0), ("train.device", "cpu"),
     ("train.device", "cuda"), ("data.resize", 4), ("data.resize", 112), ("train.loss", "squared"), ("train.loss", "margin"), ("data.val_size", 30000),
+    ("train.schedule", "step"), ("train.schedule", "cosine"), ("data.normalize", "global"), ("data.normalize", "per_pixel"),
     ("train.seed", 2**64 - 1), ("data.seed", 2**32 - 1), ("data.deadline", 5),
     ("data.timeout", 0.5), ("data.retries", 0), ("data.local_dir", "/some/dir"), ("data.system_dir", None),
     ("data.mirrors", ["http://a/", "https://b/"]), ("evaluate.baseline", False),
@@ -174,6 +176,8 @@ BAD_VALUES = [
     ("data.deadline", 0, "a number of seconds > 0"),
     ("train.device", "tpu", "one of auto, cpu, cuda"),
     ("train.loss", "hinge", "one of cross_entropy, squared, margin"),
+    ("train.schedule", "linear", "one of constant, step, cosine"),
+    ("data.normalize", True, "one of none, global, per_pixel"),
     ("train.loss", None, "one of cross_entropy, squared, margin"),
     ("train.device", "CPU", "one of auto, cpu, cuda"),
     ("data.val_size", -1, "an integer between 0 and 30000"),

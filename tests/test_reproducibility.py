@@ -42,6 +42,19 @@ def assert_up_to_date(project: Path) -> None:
     assert run(["dvc", "status", "--json"], project).stdout.strip() == "{}"
 
 
+def restore_params(project: Path) -> str:
+    """Put params.yaml back and `dvc repro`; returns DVC's output."""
+    run(["git", "checkout", "params.yaml"], project)
+    return run(["dvc", "repro"], project).stdout
+
+
+def assert_restored_from_run_cache(project: Path, repro_output: str, lock_before: dict) -> None:
+    """Putting the params back brought the earlier results back from the run cache, running nothing."""
+    assert stages_ran(repro_output) == [], repro_output
+    assert lock_stages(project) == lock_before
+    assert_up_to_date(project)
+
+
 def out_digests(project: Path) -> dict[str, str]:
     return {p.relative_to(project).as_posix(): sha256(p)
             for d in OUT_DIRS for p in sorted((project / d).rglob("*")) if p.is_file()}
@@ -95,12 +108,66 @@ def test_changing_one_param_reruns_exactly_its_dependent_stages(fast_project, ke
         assert list(lock_after) == STAGES
         assert [s for s in STAGES if lock_after[s] != lock_before[s]] == dependents
     finally:
-        run(["git", "checkout", "params.yaml"], project)
-        restore = run(["dvc", "repro"], project).stdout
-    # putting the param back restores the earlier results from the run cache, without running anything
-    assert stages_ran(restore) == [], restore
-    assert lock_stages(project) == lock_before
+        restore = restore_params(project)
+    assert_restored_from_run_cache(project, restore, lock_before)
+
+
+LATEST_LR = """
+import json, mlflow
+client = mlflow.MlflowClient("sqlite:///mlflow.db")
+experiment = client.get_experiment_by_name("fashion-mnist-softmax")
+run = client.search_runs([experiment.experiment_id], "attributes.run_name = 'scratch'",
+                         order_by=["attributes.start_time DESC"], max_results=1)[0]
+print(json.dumps([m.value for m in sorted(client.get_metric_history(run.info.run_id, "lr"), key=lambda m: m.step)]))
+"""
+
+
+def test_standardized_inputs_and_a_schedule_run_end_to_end_on_the_real_data(fast_project):
+    """data.normalize=per_pixel with train.schedule=cosine: the stages that read them rerun, the
+    statistics in the model file are the training split's alone, every epoch's learning rate is in
+    MLflow, and fmnist-predict on the real test file scores exactly what evaluate scored."""
+    import numpy as np
+
+    from softmax_regression.models import load_model
+    from softmax_regression.training import learning_rates
+
+    project, _ = fast_project
     assert_up_to_date(project)
+    lock_before = lock_stages(project)
+    set_param(project, "data.normalize", "per_pixel")
+    set_param(project, "train.schedule", "cosine")
+    try:
+        output = run(["dvc", "repro"], project).stdout
+        assert sorted(stages_ran(output)) == sorted(
+            ["train_scratch", "train_concise", "train_baseline", "evaluate", "report"]), output
+
+        train_images = np.load(project / "data/processed/train_images.npy").reshape(55000, -1) / 255
+        every_image = np.concatenate([train_images, np.load(project / "data/processed/val_images.npy")
+                                      .reshape(5000, -1) / 255])
+        for kind in ("scratch", "concise", "baseline"):
+            loaded = load_model(project / f"models/{kind}.pt")
+            assert loaded.standardization.mode == "per_pixel"
+            assert loaded.params["data.normalize"] == "per_pixel"
+            np.testing.assert_allclose(loaded.standardization.mean.numpy(), train_images.mean(axis=0), atol=1e-6)
+            assert not np.allclose(loaded.standardization.mean.numpy(), every_image.mean(axis=0), atol=1e-6)
+        assert load_model(project / "models/scratch.pt").params["train.schedule"] == "cosine"
+
+        epochs = yaml.safe_load((project / "params.yaml").read_text())["train"]["epochs"]
+        # In another process: a client here would keep the store's file open (MLflow caches its engine by
+        # URI), and a later test that moves mlflow.db aside would go on reading the old file.
+        logged = json.loads(run([sys.executable, "-c", LATEST_LR], project).stdout)
+        np.testing.assert_allclose(logged, learning_rates(0.1, epochs, "cosine"))
+
+        metrics = json.loads((project / "reports/eval/metrics.json").read_text())
+        predicted = json.loads(run(["fmnist-predict", "models/scratch.pt", "data/raw/t10k-images-idx3-ubyte",
+                                    "--json", "--top", "1"], project).stdout)
+        labels = np.load(project / "data/processed/test_labels.npy")
+        classes = load_model(project / "models/scratch.pt").class_names
+        hits = [item["top"][0]["class"] == classes[label] for item, label in zip(predicted, labels)]
+        assert len(hits) == 10000 and round(float(np.mean(hits)), 4) == metrics["scratch"]["test_accuracy"]
+    finally:
+        restore = restore_params(project)
+    assert_restored_from_run_cache(project, restore, lock_before)
 
 
 # --- 4. experiments -------------------------------------------------------------------------------
@@ -145,76 +212,81 @@ SWEEP_LR = (0.05, 0.1, 0.2)
 SWEEP_WEIGHT_DECAY = (0.0001,)  # none of these is in the run cache: every experiment trains
 
 
-def wait_for_queue(project: Path, timeout: float) -> dict[str, str]:
-    """Poll `dvc queue status` until nothing is queued or running; returns the status of each task by name."""
-    deadline = time.monotonic() + timeout
-    while True:
-        table = run(["dvc", "queue", "status"], project).stdout
-        status = {}
-        for line in table.splitlines()[1:]:
-            fields = line.split()
-            if len(fields) >= 5 and re.fullmatch(r"[0-9a-f]{7}", fields[0]):
-                status[fields[1]] = fields[-1]
-        if not {"Queued", "Running"} & set(status.values()):
-            return status
-        if time.monotonic() > deadline:
-            raise AssertionError(f"queue still busy after {timeout:.0f} s:\n{table}")
-        time.sleep(5)
-
-
-def test_parallel_sweep_lands_every_experiment_in_dvc_and_in_the_projects_mlflow_store(fast_project):
+def test_tuning_sweep_runs_in_parallel_lands_everywhere_selects_on_validation_and_reproduces(fast_project):
+    """`make tune` on a small grid: every experiment in DVC and in the project's MLflow store (created by the
+    two workers between them, as in a fresh clone), the winner the best validation accuracy among the runs,
+    and `make tuned` trains the winner's model again to the same bytes."""
     import mlflow
 
     project, _ = fast_project
     assert_up_to_date(project)
     # As in a fresh clone (mlflow.db is git-ignored): the two workers create the store between them.
     (project / "mlflow.db").rename(project / "mlflow.db.before-sweep")
-    grid = {}
-    for lr in SWEEP_LR:
-        for weight_decay in SWEEP_WEIGHT_DECAY:
-            result = run(["dvc", "exp", "run", "--queue", "-S", f"train.lr={lr}", "-S", f"train.weight_decay={weight_decay}",
-                          "-S", "train.epochs=2", "-S", "evaluate.baseline=false"], project)
-            grid[re.search(r"Queued experiment '([\w-]+)'", result.stdout).group(1)] = (lr, weight_decay)
-    assert len(grid) == len(SWEEP_LR) * len(SWEEP_WEIGHT_DECAY)
+    sweep = project / "small-sweep.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "fixed": {"train.epochs": 2, "evaluate.baseline": False},
+        "grid": {"train.lr": list(SWEEP_LR), "train.weight_decay": list(SWEEP_WEIGHT_DECAY)},
+    }))
+    tuned_file = project / "tuned-small.yaml"
     try:
-        run(["dvc", "queue", "start", "-j", "2"], project)
-        status = wait_for_queue(project, timeout=1500)
+        output = run([sys.executable, "-m", "pipeline.tune", "sweep", "--sweep", sweep.name, "--out",
+                      tuned_file.name, "--jobs", "2"], project, timeout=1500)
     finally:
         run(["dvc", "queue", "stop"], project, check=False)
-    failed = {name: s for name, s in status.items() if name in grid and s != "Success"}
-    assert not failed, {name: run(["dvc", "queue", "logs", name], project, check=False).stdout[-3000:]
-                        for name in failed}
-    assert set(grid) <= set(status)
-
-    shown = exp_show(project)
-    for name, (lr, weight_decay) in grid.items():
-        assert name in shown, f"{name} missing from dvc exp show"
-        assert shown[name]["error"] is None
-        train = shown[name]["params"]["train"]
-        assert (train["lr"], train["weight_decay"], train["epochs"]) == (lr, weight_decay, 2)
-        assert set(shown[name]["metrics"]) == {"scratch", "concise"}
+    queued = re.search(r"queued \d+ experiments from [\w.-]+: ([\w, -]+); running", output.stderr).group(1)
+    shown = {name: experiment for name, experiment in exp_show(project).items() if name in queued.split(", ")}
+    assert len(shown) == len(SWEEP_LR) * len(SWEEP_WEIGHT_DECAY), (queued, shown)
+    for name, experiment in shown.items():
+        assert experiment["error"] is None, name
+        train = experiment["params"]["train"]
+        assert (train["lr"], train["weight_decay"], train["epochs"]) in {
+            (lr, wd, 2) for lr in SWEEP_LR for wd in SWEEP_WEIGHT_DECAY}
+        assert set(experiment["metrics"]) == {"scratch", "concise"}
+    assert sorted(shown[n]["params"]["train"]["lr"] for n in shown) == sorted(SWEEP_LR)
 
     # The runs went to the ORIGINAL project's store, not to the temporary copies DVC ran them in.
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("fashion-mnist-softmax")
     every_run = client.search_runs([experiment.experiment_id], max_results=1000)
-    assert sorted(r.data.tags.get("dvc_exp_name", "") for r in every_run) == sorted(list(grid) * 2)
-    spans = {}
-    for name, (lr, weight_decay) in grid.items():
+    assert sorted(r.data.tags.get("dvc_exp_name", "") for r in every_run) == sorted(list(shown) * 2)
+    spans, scratch_runs = {}, {}
+    for name, shown_experiment in shown.items():
         runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.dvc_exp_name = '{name}'")
         assert sorted(r.info.run_name for r in runs) == ["concise", "scratch"], name
         for r in runs:
             assert r.info.status == "FINISHED"
-            assert (float(r.data.params["train.lr"]), float(r.data.params["train.weight_decay"])) == (lr, weight_decay)
+            assert float(r.data.params["train.lr"]) == shown_experiment["params"]["train"]["lr"]
             assert r.data.tags["dvc_stage"] == f"train_{r.info.run_name}"
             assert "test_accuracy" in r.data.metrics  # evaluate logged into the same run
             artifacts = Path(r.info.artifact_uri.removeprefix("file://")).resolve()
             assert artifacts.is_relative_to((project / "mlruns").resolve()), artifacts
             assert (artifacts / "checkpoint" / f"{r.info.run_name}.pt").is_file()
+            if r.info.run_name == "scratch":
+                scratch_runs[name] = r
         spans[name] = (min(r.info.start_time for r in runs), max(r.info.end_time for r in runs))
     # two workers really ran at once (otherwise the store was never written to concurrently)
     ordered = sorted(spans.values())
     assert any(later[0] < earlier[1] for earlier, later in zip(ordered, ordered[1:])), spans
+
+    # The selection: the best final validation accuracy, recomputed here from the runs.
+    def final_val(r):
+        return max(client.get_metric_history(r.info.run_id, "val_acc"), key=lambda m: m.step).value
+    best_name = max(scratch_runs, key=lambda n: final_val(scratch_runs[n]))
+    winner = scratch_runs[best_name]
+    tuned = yaml.safe_load(tuned_file.read_text())
+    assert tuned == {"train.epochs": 2, "evaluate.baseline": False, "train.lr": float(winner.data.params["train.lr"]),
+                     "train.weight_decay": float(winner.data.params["train.weight_decay"])}
+    assert f"{final_val(winner):.4f}" in tuned_file.read_text() and "best validation accuracy" in output.stderr
+
+    # `make tuned`: the winner again, in the workspace, to the same model bytes.
+    try:
+        run([sys.executable, "-m", "pipeline.tune", "tuned", "--tuned", tuned_file.name], project)
+        assert sha256(project / "models/scratch.pt") == winner.data.tags["model_sha256"]
+        assert "tuned" in run(["dvc", "exp", "list", "--name-only"], project).stdout.split()
+    finally:
+        restore_workspace(project)
+        sweep.unlink()
+        tuned_file.unlink()
 
 
 # --- 5. a DVC remote brings everything back -------------------------------------------------------

@@ -131,9 +131,18 @@ def assert_pipeline_tracked(client: mlflow.MlflowClient, project: Path) -> None:
 def assert_champion_predicts_classes(uri: str, project: Path) -> None:
     images = np.load(project / "data/processed/test_images.npy")[:200]
     labels = np.load(project / "data/processed/test_labels.npy")[:200]
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    with warnings.catch_warnings():
+    with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
+        # models:/ resolves through MLflow's global URIs, which set_*_uri also export to the environment:
+        # all of them are put back afterwards, so no later test in this process talks to this store.
+        from mlflow.tracking._model_registry import utils as registry_utils
+        from mlflow.tracking._tracking_service import utils as tracking_utils
+
+        for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+            mp.delenv(variable, raising=False)
+        mp.setattr(tracking_utils, "_tracking_uri", None)
+        mp.setattr(registry_utils, "_registry_uri", None)
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
         warnings.simplefilter("ignore")
         model = mlflow.pyfunc.load_model(f"models:/{REGISTERED}@champion")
     predictions = model.predict(images.astype(np.float32) / 255)

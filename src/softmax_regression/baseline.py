@@ -26,7 +26,7 @@ from .models import SoftmaxRegression, build_model
 log = logging.getLogger(__name__)
 
 
-def fit_logistic_regression(images_uint8: np.ndarray, labels: np.ndarray, C: float, max_iter: int
+def fit_logistic_regression(features: np.ndarray, labels: np.ndarray, C: float, max_iter: int
                             ) -> LogisticRegression:
     """L-BFGS on the softmax (multinomial) loss with L2 strength 1/C; ``max_iter`` bounds the time.
 
@@ -40,7 +40,7 @@ def fit_logistic_regression(images_uint8: np.ndarray, labels: np.ndarray, C: flo
     start = time.perf_counter()
     with warnings.catch_warnings(), threadpool_limits(limits=1):
         warnings.simplefilter("ignore", ConvergenceWarning)  # stopping at max_iter is the point of the bound
-        model.fit(images_uint8.astype(np.float32) / 255, labels)
+        model.fit(features, labels)
     log.info("LogisticRegression fitted in %.1f s (%d iterations)", time.perf_counter() - start,
              int(model.n_iter_.max()))
     return model

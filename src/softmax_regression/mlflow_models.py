@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .checksums import sha256_hex
+from .features import Standardization, fold_into_linear
 from .models import LoadedModel, ModelFileError, SoftmaxRegression, load_model
 from .tracking import MODEL_SHA256_TAG, configure, log_bytes, store_lock, tracked_run
 
@@ -40,9 +41,10 @@ def pip_requirements() -> list[str]:
         f"softmax-regression=={version('softmax-regression')}"]
 
 
-def as_torch_module(model: SoftmaxRegression) -> nn.Module:
-    """Either implementation as the chapter's concise network with the same weights (what MLflow stores)."""
-    W, b = model.weights()
+def as_torch_module(model: SoftmaxRegression, standardization: Standardization | None = None) -> nn.Module:
+    """Either implementation as the chapter's concise network with the same weights (what MLflow stores),
+    taking pixels in [0, 1]: a standardization the model was trained behind is folded into the weights."""
+    W, b = fold_into_linear(*model.weights(), standardization)
     net = nn.Sequential(nn.Flatten(), nn.Linear(W.shape[0], W.shape[1]))
     with torch.no_grad():
         net[1].weight.copy_(W.T)
@@ -50,14 +52,15 @@ def as_torch_module(model: SoftmaxRegression) -> nn.Module:
     return net.eval()
 
 
-def log_torch_model(model: SoftmaxRegression, example_features: np.ndarray) -> None:
+def log_torch_model(model: SoftmaxRegression, example_features: np.ndarray,
+                    standardization: Standardization | None = None) -> None:
     """``mlflow.pytorch.log_model`` with an input example and the signature inferred from it.
 
     Saved in the ``pickle`` format: the default, ``pt2``, runs ``torch.export``, whose import
     and tracing cost 3 s per model here for a graph that is one ``nn.Linear``. The model still
     loads as the PyTorch flavour (``mlflow.pytorch.load_model``) and as a pyfunc returning logits.
     """
-    module = as_torch_module(model)
+    module = as_torch_module(model, standardization)
     example = np.ascontiguousarray(example_features, dtype=np.float32)
     with torch.no_grad():
         output = module(torch.from_numpy(example)).numpy()
@@ -80,8 +83,7 @@ class FashionMnistClassifier(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> pd.DataFrame:
         pixels = np.asarray(model_input, dtype=np.float32)
-        features = torch.from_numpy(pixels.reshape(len(pixels), -1))
-        probabilities = torch.softmax(self.loaded.model.logits(features), dim=1).detach().numpy()
+        probabilities = self.loaded.proba_of_scaled(torch.from_numpy(pixels.reshape(len(pixels), -1))).numpy()
         classes = probabilities.argmax(axis=1)
         return pd.DataFrame({
             "class": classes.astype(np.int64),
@@ -105,7 +107,7 @@ def create_model_run(experiment_id: str, kind: str, checkpoint: bytes, example_f
                      tags={**tags, MODEL_SHA256_TAG: sha256, "created_from": "model file"}) as run:
         mlflow.log_params(loaded.params)
         log_bytes(checkpoint, f"checkpoint/{kind}.pt")
-        log_torch_model(loaded.model, example_features)
+        log_torch_model(loaded.model, example_features, loaded.standardization)
     return run.info.run_id
 
 

@@ -82,6 +82,7 @@ SCHEMA: dict[str, dict[str, Rule]] = {
                          lambda v: _is_int(v) and 0 <= v <= 30000),
         "seed": Rule(0, f"an integer between 0 and {MAX_SPLIT_SEED} (numpy's seed range)",
                      lambda v: _is_int(v) and 0 <= v <= MAX_SPLIT_SEED),
+        "normalize": Rule("none", "one of none, global, per_pixel", lambda v: v in ("none", "global", "per_pixel")),
     },
     "train": {
         "epochs": Rule(10, "an integer >= 1", _int_at_least(1)),
@@ -94,6 +95,7 @@ SCHEMA: dict[str, dict[str, Rule]] = {
         "device": Rule("auto", "one of auto, cpu, cuda", lambda v: v in ("auto", "cpu", "cuda")),
         "loss": Rule("cross_entropy", "one of cross_entropy, squared, margin",
                      lambda v: v in ("cross_entropy", "squared", "margin")),
+        "schedule": Rule("constant", "one of constant, step, cosine", lambda v: v in ("constant", "step", "cosine")),
     },
     "baseline": {
         "C": Rule(1.0, "a number > 0", _positive_number),
@@ -173,3 +175,14 @@ def flatten_params(params: dict[str, dict[str, Any]], sections: tuple[str, ...] 
         for key, value in values.items():
             flat[f"{section}.{key}"] = value
     return flat
+
+
+ADDED_LATER = {"data.normalize": "none", "train.schedule": "constant"}
+"""Params that shape a model but came after the first model files: at these defaults they are left out
+of a model file's record, so a default run writes the same bytes as before they existed."""
+
+
+def shaping_record(values: dict[str, Any]) -> dict[str, Any]:
+    """The params a model file records: ``values`` (dotted keys) without those of :data:`ADDED_LATER`
+    that sit at their default."""
+    return {key: value for key, value in values.items() if key not in ADDED_LATER or ADDED_LATER[key] != value}

@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import CLASS_NAMES
+from .features import Standardization
 from .history import EpochRecord
 from .models import SoftmaxRegression
 
@@ -48,27 +49,25 @@ def check_not_diverged(train_loss: float, epoch: int, kind: str, n_classes: int 
         )
 
 
-def to_features(images_uint8: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 pixels ``[N, d]`` to float32 in [0, 1], as ``ToTensor`` does per sample."""
-    return torch.as_tensor(np.ascontiguousarray(images_uint8)).to(device).float().div_(255)
-
-
 def to_labels(labels: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     return torch.from_numpy(labels.astype(np.int64)).to(device)
 
 
 class ShuffledBatches:
-    """Minibatches of a uint8 split in a fresh seeded order each epoch, as float features in [0, 1].
+    """Minibatches of a uint8 split in a fresh seeded order each epoch, as float features in [0, 1]
+    (standardized, when a :class:`~.features.Standardization` is given).
 
     Each batch is gathered into a reused buffer and scaled there: no per-sample
     work, no worker processes, no float copy of the whole split.
     """
 
     def __init__(self, images_uint8: np.ndarray, labels: np.ndarray, batch_size: int,
-                 generator: torch.Generator, device: torch.device | str = "cpu"):
+                 generator: torch.Generator, device: torch.device | str = "cpu",
+                 standardization: Standardization | None = None):
         self.images = torch.as_tensor(np.ascontiguousarray(images_uint8)).to(device)
         self.labels = to_labels(labels, device)
         self.batch_size, self.generator, self.device = batch_size, generator, device
+        self.standardization = standardization
         self._pixels = torch.empty((batch_size, self.images.shape[1]), dtype=torch.uint8, device=device)
         self._features = torch.empty((batch_size, self.images.shape[1]), dtype=torch.float32, device=device)
 
@@ -87,7 +86,32 @@ class ShuffledBatches:
                 pixels, features = self._pixels[:len(rows)], self._features[:len(rows)]
             torch.index_select(self.images, 0, rows, out=pixels)
             features.copy_(pixels).div_(255)
+            if self.standardization is not None:
+                self.standardization.apply_(features)
             yield features, self.epoch_labels[start:start + size]
+
+
+SCHEDULES = ("constant", "step", "cosine")
+"""``train.schedule``: how the learning rate moves from epoch to epoch (``constant`` is the chapter's)."""
+
+
+def learning_rates(lr: float, epochs: int, schedule: str) -> list[float]:
+    """The learning rate of each epoch, 1 to ``epochs``; both models take the same list.
+
+    - ``constant``: ``lr`` throughout.
+    - ``step``: ``lr``, divided by 10 after half of the epochs and again after three quarters
+      (torch's ``MultiStepLR``, ``gamma=0.1``, milestones ``ceil(epochs / 2)`` and ``ceil(3 epochs / 4)``).
+    - ``cosine``: ``lr (1 + cos(pi (e - 1) / epochs)) / 2`` for epoch ``e``, from ``lr`` down towards 0
+      (torch's ``CosineAnnealingLR``, ``T_max=epochs``, ``eta_min=0``, stepped once per epoch).
+    """
+    if schedule == "constant":
+        return [lr] * epochs
+    if schedule == "step":
+        milestones = {m for m in (math.ceil(epochs / 2), math.ceil(3 * epochs / 4)) if 0 < m < epochs}
+        return [lr * 0.1 ** sum(e >= m for m in milestones) for e in range(epochs)]
+    if schedule == "cosine":
+        return [lr * (1 + math.cos(math.pi * e / epochs)) / 2 for e in range(epochs)]
+    raise ValueError(f"unknown schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
 
 
 def accuracy(model: SoftmaxRegression, X: torch.Tensor, y: torch.Tensor, chunk: int = 16384) -> float:
@@ -127,14 +151,20 @@ def train(
     epochs: int,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     progress: bool = True,
+    lrs: list[float] | None = None,
 ) -> list[EpochRecord]:
     """Train for ``epochs``; after each, record train loss / accuracy and validation accuracy.
 
-    Raises TrainingDiverged, naming the epoch, as soon as the loss blows up.
+    ``lrs`` (see :func:`learning_rates`) sets the learning rate of each epoch; without it the model
+    keeps the one it was built with. Raises TrainingDiverged, naming the epoch, as soon as the loss blows up.
     """
+    if lrs is not None and len(lrs) != epochs:
+        raise ValueError(f"{len(lrs)} learning rates for {epochs} epochs")
     history: list[EpochRecord] = []
     bar = tqdm(range(1, epochs + 1), desc=f"train {model.kind}", unit="epoch", disable=not progress)
     for epoch in bar:
+        if lrs is not None:
+            model.set_lr(lrs[epoch - 1])
         train_loss, train_acc = train_epoch(model, batches)
         try:
             check_not_diverged(train_loss, epoch, model.kind)

@@ -21,6 +21,7 @@ import torch
 
 from .. import BASELINE_KIND, CLASS_NAMES, SCORED_KINDS
 from ..atomic import write_bytes
+from ..features import Standardization
 from .concise import ConciseSoftmaxRegression, loss_module
 from .scratch import LOSSES, ScratchSoftmaxRegression
 
@@ -32,6 +33,7 @@ class SoftmaxRegression(Protocol):
 
     def logits(self, X: torch.Tensor) -> torch.Tensor: ...
     def train_step(self, X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def set_lr(self, lr: float) -> None: ...
     def train(self) -> None: ...
     def eval(self) -> None: ...
     def weights(self) -> tuple[torch.Tensor, torch.Tensor]: ...
@@ -81,6 +83,8 @@ class LoadedModel:
     side: int
     class_names: list[str]
     params: dict
+    standardization: Standardization | None = None
+    """The training split's statistics the model's inputs are standardized by (``data.normalize``)."""
 
     @property
     def n_features(self) -> int:
@@ -88,26 +92,37 @@ class LoadedModel:
 
     def predict_proba(self, images_uint8: torch.Tensor) -> torch.Tensor:
         """Class probabilities ``[N, n_classes]`` for uint8 images ``[N, side*side]`` (or ``[N, side, side]``)."""
-        X = images_uint8.reshape(len(images_uint8), -1).float() / 255
+        return self.proba_of_scaled(images_uint8.reshape(len(images_uint8), -1).float() / 255)
+
+    def proba_of_scaled(self, X: torch.Tensor) -> torch.Tensor:
+        """Class probabilities for pixels already scaled to [0, 1], ``[N, side*side]``: standardized
+        here as in training, when the model was trained on standardized inputs."""
         if X.shape[1] != self.n_features:
             raise ModelFileError(
                 f"model expects {self.side}x{self.side} images ({self.n_features} pixels), got {X.shape[1]} pixels"
             )
+        if self.standardization is not None:
+            X = self.standardization.apply_(X.clone())
         self.model.eval()
         with torch.no_grad():
             return torch.softmax(self.model.logits(X), dim=1)
 
 
-def model_bytes(model: SoftmaxRegression, side: int, params: dict) -> bytes:
+def model_bytes(model: SoftmaxRegression, side: int, params: dict,
+                standardization: Standardization | None = None) -> bytes:
     """The model file's content: the weights plus what using them needs (classes, input shape,
-    preprocessing) and the params that shaped them (and no other). Equal models give equal bytes."""
+    preprocessing, with the standardization's statistics if any) and the params that shaped them
+    (and no other). Equal models give equal bytes."""
+    preprocessing = {"resize": side, "dtype": "uint8", "scale": "divide by 255", "flatten": "row-major"}
+    if standardization is not None:  # absent otherwise: the file stays what it was before the option
+        preprocessing["standardize"] = standardization.as_dict()
     checkpoint = {
         "format": FILE_FORMAT,
         "kind": model.kind,
         "state": model.state_dict(),
         "input_shape": [1, side, side],
         "class_names": list(CLASS_NAMES),
-        "preprocessing": {"resize": side, "dtype": "uint8", "scale": "divide by 255", "flatten": "row-major"},
+        "preprocessing": preprocessing,
         "params": dict(params),
     }
     buffer = io.BytesIO()  # to a buffer: torch.save names the archive after the (temporary) file otherwise
@@ -115,9 +130,10 @@ def model_bytes(model: SoftmaxRegression, side: int, params: dict) -> bytes:
     return buffer.getvalue()
 
 
-def save_model(path: str | Path, model: SoftmaxRegression, side: int, params: dict) -> None:
+def save_model(path: str | Path, model: SoftmaxRegression, side: int, params: dict,
+               standardization: Standardization | None = None) -> None:
     """Write :func:`model_bytes` atomically."""
-    write_bytes(path, model_bytes(model, side, params))
+    write_bytes(path, model_bytes(model, side, params, standardization))
 
 
 def load_model(path: str | Path) -> LoadedModel:
@@ -137,11 +153,13 @@ def load_model(path: str | Path) -> LoadedModel:
         kind, side = checkpoint["kind"], int(checkpoint["input_shape"][-1])
         class_names, params = list(checkpoint["class_names"]), dict(checkpoint["params"])
         model = build_model(kind, torch.zeros(side * side, len(class_names)), lr=1.0)
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        recorded = checkpoint["preprocessing"].get("standardize")
+        standardization = None if recorded is None else Standardization.from_dict(recorded, side * side)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise ModelFileError(f"model file {path} is damaged: {type(exc).__name__} {exc}") from None
     try:
         model.load_state_dict(checkpoint["state"])
     except (RuntimeError, KeyError) as exc:
         raise ModelFileError(f"model file {path}: weights do not fit a {kind} model of "
                              f"{side}x{side} inputs ({exc.__class__.__name__})") from None
-    return LoadedModel(model, kind, side, class_names, params)
+    return LoadedModel(model, kind, side, class_names, params, standardization)

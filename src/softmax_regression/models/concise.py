@@ -78,6 +78,12 @@ class ConciseSoftmaxRegression:
         self.optimizer.step()
         return loss.detach(), O.detach()
 
+    def set_lr(self, lr: float) -> None:
+        """The step size of the next updates, as torch's LR schedulers set it: in the optimizer's param group."""
+        self.lr = lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
     def train(self) -> None:
         self.net.train()
 

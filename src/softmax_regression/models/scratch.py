@@ -138,6 +138,10 @@ class ScratchSoftmaxRegression:
         sgd([self.W, self.b], [dW, db], self.lr, self.weight_decay)
         return loss, O
 
+    def set_lr(self, lr: float) -> None:
+        """The step size of the next updates (a learning-rate schedule sets it each epoch)."""
+        self.lr = lr
+
     def train(self) -> None:
         """Nothing to switch: no dropout or batch norm here (mirrors ``nn.Module.train``)."""
 
