@@ -16,11 +16,13 @@ import logging
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import click
 import yaml
+from tqdm.auto import tqdm
 
 from softmax_regression import tracking
 from softmax_regression.atomic import write_text
@@ -56,12 +58,21 @@ def set_param_flags(values: dict) -> list[str]:
 
 
 def dvc(*args: str, capture: bool = True) -> str:
-    """Run ``dvc``; its error becomes one line naming the command."""
-    result = subprocess.run(["dvc", *args], capture_output=capture, text=True)
+    """Run ``dvc``; its error becomes one line naming the command.
+
+    Without ``capture`` DVC writes to the terminal. Captured output goes through a file, not a pipe: ``dvc queue start`` leaves workers behind that hold
+    its output open, and reading a pipe would wait for them to finish the whole queue.
+    """
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        result = subprocess.run(["dvc", *args], stdout=out if capture else None, stderr=err if capture else None,
+                                text=True)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
     if result.returncode != 0:
-        detail = (result.stderr or result.stdout or "").strip().splitlines()
+        detail = (stderr or stdout).strip().splitlines()
         raise SweepError(f"`dvc {' '.join(args)}` failed: {detail[-1] if detail else f'exit {result.returncode}'}")
-    return result.stdout or ""
+    return stdout
 
 
 def queue_status() -> dict[str, str]:
@@ -74,19 +85,19 @@ def queue_status() -> dict[str, str]:
     return status
 
 
-def wait_for(names: list[str], timeout: float, poll: float = 5.0) -> dict[str, str]:
+def wait_for(names: list[str], timeout: float, poll: float = 5.0, progress: bool = True) -> dict[str, str]:
     """Wait until none of ``names`` is queued or running; returns their final status."""
     deadline = time.monotonic() + timeout
-    while True:
-        status = {name: s for name, s in queue_status().items() if name in names}
-        busy = [name for name, s in status.items() if s in ("Queued", "Running")]
-        done = len(names) - len(busy)
-        log.info("sweep: %d of %d experiments done", done, len(names))
-        if not busy:
-            return status
-        if time.monotonic() > deadline:
-            raise SweepError(f"sweep still running after {timeout:.0f} s: {', '.join(busy)}")
-        time.sleep(poll)
+    with tqdm(total=len(names), desc="sweep", unit="experiment", disable=not progress) as bar:
+        while True:
+            status = {name: s for name, s in queue_status().items() if name in names}
+            busy = [name for name, s in status.items() if s in ("Queued", "Running")]
+            bar.update(len(names) - len(busy) - bar.n)
+            if not busy:
+                return status
+            if time.monotonic() > deadline:
+                raise SweepError(f"sweep still running after {timeout:.0f} s: {', '.join(busy)}")
+            time.sleep(poll)
 
 
 def select(sweep_path: str, params_path: str, out_path: str) -> None:
@@ -121,9 +132,10 @@ def main() -> None:
               help="Experiments run at once (dvc queue start -j).")
 @click.option("--timeout", default=7200, show_default=True, type=click.FloatRange(1),
               help="Seconds to wait for the whole sweep.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @verbose_option
 @stage_main("tune")
-def sweep(sweep_path: str, params_path: str, out_path: str, jobs: int, timeout: float) -> None:
+def sweep(sweep_path: str, params_path: str, out_path: str, jobs: int, timeout: float, no_progress: bool) -> None:
     _, points = load_sweep(sweep_path, load_params(params_path))
     names = []
     for point in points:
@@ -135,7 +147,7 @@ def sweep(sweep_path: str, params_path: str, out_path: str, jobs: int, timeout: 
     log.info("queued %d experiments from %s: %s; running them %d at a time", len(names), sweep_path,
              ", ".join(names), jobs)
     dvc("queue", "start", "-j", str(jobs))
-    status = wait_for(names, timeout)
+    status = wait_for(names, timeout, progress=not no_progress)
     failed = sorted(name for name, s in status.items() if s != "Success")
     if failed or len(status) < len(names):
         raise SweepError(f"experiments did not succeed: {', '.join(failed) or 'missing from the queue'} "
