@@ -8,12 +8,12 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
 # `pipeline/` is a folder: without .PHONY `make pipeline` would be "up to date".
-.PHONY: install pipeline test bench bench-pipeline clean lock-check reproduce-check tune tuned
+.PHONY: install pipeline test bench bench-pipeline clean lock-check reproduce-check tune tuned team-stack-up team-stack-down
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -e '.[test]'
+	$(VENV)/bin/python -m pip install -q -e '.[test,team]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -51,6 +51,15 @@ tune: install
 
 tuned: install
 	python -m pipeline.tune tuned
+
+# A team stack on this machine (PostgreSQL, an MLflow server on it with proxied artifacts, an SSH server
+# holding a DVC remote; 127.0.0.1 only): `up` prints the three lines that point a clone at it.
+STACK_DIR ?= .team-stack
+team-stack-up: install
+	python deploy/team_stack.py up --dir $(STACK_DIR)
+
+team-stack-down:
+	$(abspath $(VENV))/bin/python deploy/team_stack.py down --dir $(STACK_DIR)
 
 clean:
 	rm -rf data models reports

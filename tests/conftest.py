@@ -48,26 +48,32 @@ def pipeline_project(tmp_path_factory, system_data_dir):
     return project, result.stdout
 
 
-@pytest.fixture(scope="session")
-def fast_project(tmp_path_factory, system_data_dir):
+def build_fast_project(tmp_path_factory, name: str) -> tuple:
     """A copy (2 epochs, a 10-iteration baseline) where the whole pipeline ran once, dvc.lock committed
-    (as `dvc exp run` needs). Returns (project, output of that first `dvc repro`).
-
-    Shared by the tests of reruns, experiments, remotes and teammates: each
-    puts back what it changes (params.yaml, outs, .dvc/config).
-    """
+    (as `dvc exp run` needs). Returns (project, output of that first `dvc repro`)."""
     from support import fast_copy, run
 
-    project = fast_copy(tmp_path_factory.mktemp("fast") / "project")
+    project = fast_copy(tmp_path_factory.mktemp(name) / "project")
     first = run(["dvc", "repro"], project)
     run(["git", "add", "dvc.lock"], project)
     run(["git", "commit", "-qm", "pipeline ran"], project)
     return project, first.stdout
 
 
+@pytest.fixture(scope="session")
+def fast_project(tmp_path_factory, system_data_dir):
+    """:func:`build_fast_project`, shared by the tests of reruns, experiments and remotes: each puts back
+    what it changes (params.yaml, outs, .dvc/config)."""
+    return build_fast_project(tmp_path_factory, "fast")
 
 
-SHARED_PROJECTS = ("pipeline_project", "fast_project")
+@pytest.fixture(scope="session")
+def fault_project(tmp_path_factory, system_data_dir):
+    """The same as ``fast_project``, built apart for the fault and teammate tests, so that under xdist they
+    run beside the experiments instead of after them. They copy it, or put back what they change."""
+    return build_fast_project(tmp_path_factory, "fault")
+
+SHARED_PROJECTS = ("pipeline_project", "fast_project", "fault_project")
 """The session fixtures that build a whole pipeline: under xdist (`make test`), each is built once."""
 
 
@@ -98,8 +104,18 @@ def pytest_xdist_make_scheduler(config, log):
     return SharedProjectScheduling(config, log)
 
 
+LONG_MODULES = ("test_team_stack.py",)
+"""Modules that take minutes on their own: handed out right after the shared projects."""
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests of the shared projects first (a stable sort: each keeps its order), so that with
-    `--no-loadscope-reorder` xdist hands them out before anything else."""
-    rank = {name: i for i, name in enumerate(SHARED_PROJECTS)}
-    items.sort(key=lambda item: rank.get(work_unit(str(item.path)), len(rank)))
+    """The long work units first, the shared projects' then the long modules' (a stable sort: each keeps
+    its tests' order), so that with `--no-loadscope-reorder` xdist starts them before the short ones."""
+    first = [*SHARED_PROJECTS, *LONG_MODULES]
+
+    def rank(item) -> int:
+        unit = work_unit(str(item.path))
+        name = unit if unit in SHARED_PROJECTS else Path(unit).name
+        return first.index(name) if name in first else len(first)
+
+    items.sort(key=rank)

@@ -37,9 +37,9 @@ def link_or_copy(source: str, target: str) -> str:
 
 
 @pytest.fixture
-def built(fast_project, tmp_path) -> Path:
+def built(fault_project, tmp_path) -> Path:
     """A copy of a project where the (fast) pipeline ran: outputs, DVC cache, MLflow store and all."""
-    return Path(shutil.copytree(fast_project[0], tmp_path / "p", symlinks=True, copy_function=link_or_copy))
+    return Path(shutil.copytree(fault_project[0], tmp_path / "p", symlinks=True, copy_function=link_or_copy))
 
 
 class Training:
@@ -307,9 +307,9 @@ def test_unreachable_server_is_one_line_naming_it(built):
     assert uri in one_error_line(result.stderr, "report")
 
 
-def test_a_copied_project_keeps_its_runs_to_itself(fast_project, tmp_path):
+def test_a_copied_project_keeps_its_runs_to_itself(fault_project, tmp_path):
     """``cp -a proj proj2``: proj2's runs, old and new, and their artifacts live in proj2 only."""
-    original = fast_project[0]
+    original = fault_project[0]
     copy = tmp_path / "proj2"
     subprocess.run(["cp", "-a", str(original), str(copy)], check=True)
     original_artifacts = sorted(p for p in (original / "mlruns").rglob("*"))

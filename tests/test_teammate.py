@@ -25,9 +25,9 @@ DOWNSTREAM = ["evaluate", "report"]
 
 
 @pytest.fixture(scope="module")
-def origin(fast_project):
-    """A project where the pipeline ran against its own store (the session's fast project)."""
-    project, _ = fast_project
+def origin(fault_project):
+    """A project where the pipeline ran against its own store (the session's fault_project)."""
+    project, _ = fault_project
     assert (project / "mlflow.db").is_file()
     return project
 

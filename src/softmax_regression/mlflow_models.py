@@ -10,7 +10,9 @@ its probability.
 from __future__ import annotations
 
 import logging
+import random
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,14 +136,20 @@ class ChampionDecision:
 
 def register_and_promote(checkpoint: bytes, example_features: np.ndarray, registered_name: str, run_id: str,
                          val_accuracy: float) -> ChampionDecision:
-    """Register the model file as a version of ``registered_name`` and move ``@champion`` to it only if
-    its validation accuracy beats the current champion's.
+    """Register the model file as a version of ``registered_name``; ``@champion`` then points at the version
+    with the best validation accuracy (the earliest of equals), so a new version takes it only by beating it.
 
-    The accuracy is recorded on the version (tag ``val_accuracy``), so the next
-    candidate is compared with it. A file registered before (same SHA-256) is
-    not registered again. Only the champion's run carries the tag
-    ``champion=true``. The read-compare-write runs under :func:`store_lock`,
-    so parallel sweeps on one SQLite store cannot both win.
+    The accuracy is recorded on the version (tag ``val_accuracy``). A file
+    registered before (same SHA-256) is not registered again and competes with
+    the accuracy recorded then. Only the champion's run carries the tag
+    ``champion=true``.
+
+    Safe for concurrent writers on any store, with no lock: after each write
+    a writer re-reads the versions, the alias and the tagged runs, and writes
+    again until what it reads is right (:func:`_settle_champion`). A writer
+    that acted on a stale read is corrected by its own re-read, or by that of
+    whoever wrote after it. On a SQLite store :func:`store_lock` also
+    serialises the writers (MLflow's SQLite store needs that for its first use).
     """
     client = mlflow.MlflowClient()
     sha256 = sha256_hex(checkpoint)
@@ -153,28 +161,56 @@ def register_and_promote(checkpoint: bytes, example_features: np.ndarray, regist
         if version is None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
-                version = mlflow.register_model(
+                registered = mlflow.register_model(
                     model_uri or _log_classifier(checkpoint, example_features, run_id), registered_name,
                     tags={MODEL_SHA256_TAG: sha256, VAL_ACCURACY_TAG: repr(float(val_accuracy))})
-        # a file registered before competes with the accuracy recorded then, so tag and alias agree
+            # two writers of one file at once both register it: the earliest version is the one
+            version = _registered_version(client, registered_name, sha256) or registered
         candidate = float(version.tags.get(VAL_ACCURACY_TAG, val_accuracy))
-        champion = _champion(client, registered_name)
-        best = float(champion.tags.get(VAL_ACCURACY_TAG, "-inf")) if champion is not None else float("-inf")
-        promoted = champion is None or (champion.version != version.version and candidate > best)
-        if promoted:
-            client.set_registered_model_alias(registered_name, CHAMPION_ALIAS, version.version)
-            _move_champion_tag(client, version.run_id, champion.run_id if champion is not None else None)
+        before = _champion(client, registered_name)
+        champion = _settle_champion(client, registered_name)
+    best = float(champion.tags[VAL_ACCURACY_TAG])
+    promoted = str(champion.version) == str(version.version) and (
+        before is None or str(before.version) != str(version.version))
     if promoted:
         log.info("%s version %s (val accuracy %.4f) is now %s@%s", registered_name, version.version, candidate,
                  registered_name, CHAMPION_ALIAS)
-        return ChampionDecision(str(version.version), True, str(version.version), candidate)
-    if champion.version == version.version:
+    elif str(champion.version) == str(version.version):
         log.info("%s version %s (val accuracy %.4f) is %s@%s already", registered_name, version.version, candidate,
                  registered_name, CHAMPION_ALIAS)
     else:
         log.info("%s version %s (val accuracy %.4f) does not beat %s@%s, version %s (val accuracy %.4f)",
                  registered_name, version.version, candidate, registered_name, CHAMPION_ALIAS, champion.version, best)
-    return ChampionDecision(str(version.version), False, str(champion.version), best)
+    return ChampionDecision(str(version.version), promoted, str(champion.version), best)
+
+
+SETTLE_ATTEMPTS = 50
+"""Re-reads before a writer gives up on a registry that keeps changing under it."""
+
+
+def _best_version(client, registered_name: str):
+    """The version with the best recorded validation accuracy; the earliest among equals."""
+    versions = [v for v in client.search_model_versions(f"name = '{registered_name}'")
+                if VAL_ACCURACY_TAG in v.tags]
+    return max(versions, key=lambda v: (float(v.tags[VAL_ACCURACY_TAG]), -int(v.version)))
+
+
+def _settle_champion(client, registered_name: str):
+    """Point ``@champion`` and the ``champion=true`` run tag at the best version; re-read after every write
+    until a read finds both right. Returns the champion version."""
+    for attempt in range(SETTLE_ATTEMPTS):
+        best = _best_version(client, registered_name)
+        current = _champion(client, registered_name)
+        experiment_id = client.get_run(best.run_id).info.experiment_id
+        tagged = {r.info.run_id for r in client.search_runs([experiment_id], filter_string="tags.champion = 'true'",
+                                                            max_results=1000)}
+        if current is not None and str(current.version) == str(best.version) and tagged == {best.run_id}:
+            return best
+        if current is None or str(current.version) != str(best.version):
+            client.set_registered_model_alias(registered_name, CHAMPION_ALIAS, best.version)
+        _move_champion_tag(client, best.run_id, current.run_id if current is not None else None)
+        time.sleep(random.uniform(0, 0.05 * attempt))  # writers that keep colliding fall out of step
+    raise RuntimeError(f"the champion of {registered_name} did not settle after {SETTLE_ATTEMPTS} attempts")
 
 
 def _log_classifier(checkpoint_bytes: bytes, example_features: np.ndarray, run_id: str) -> str:

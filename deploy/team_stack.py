@@ -1,0 +1,378 @@
+"""A team stack on this machine: PostgreSQL, an MLflow server on it with proxied artifacts, and an SSH
+server holding a DVC remote. Everything listens on 127.0.0.1 only.
+
+\b
+  up    start the three, print the lines that point a clone at them
+  down  stop them and leave no process behind (--purge also deletes the state folder)
+  env   print the lines again
+
+State (databases, artifacts, keys, the remote, logs, pid files) lives in the state folder
+(default .team-stack/, git-ignored). PostgreSQL runs as an unprivileged user: as root, the
+Debian user `postgres` (its data then lives in a folder under /tmp that user can reach).
+The SSH server takes one key, generated here, and no password.
+"""
+
+from __future__ import annotations
+
+import getpass
+import glob
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import click
+
+STATE_FILE = "stack.json"
+KNOWN_HOSTS_MARK = "softmax-regression-team-stack"
+
+
+class StackError(RuntimeError):
+    """A component would not start or stop."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def last_line(log: Path | None) -> str:
+    """The last non-empty line of a log, to end a one-line error with."""
+    lines = [x.strip() for x in log.read_text().splitlines() if x.strip()] if log is not None and log.exists() else []
+    return f" ({lines[-1]}; see {log})" if lines else ""
+
+
+def wait_until(check, what: str, timeout: float, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise StackError(f"{what} did not come up within {timeout:.0f} s{last_line(log)}")
+        time.sleep(0.2)
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --- PostgreSQL -----------------------------------------------------------------------------------
+
+def postgres_bindir() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4]))
+    if found:
+        return Path(found[-1]).parent
+    pg_ctl = shutil.which("pg_ctl")
+    if pg_ctl:
+        return Path(pg_ctl).resolve().parent
+    raise StackError("PostgreSQL is not installed: apt-get install -y postgresql")
+
+
+def as_db_user(cmd: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: as root, run its commands as the Debian user ``postgres``."""
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+def start_postgres(state: dict, root: Path) -> None:
+    bindir = postgres_bindir()
+    if os.geteuid() == 0:
+        pg_dir = Path(tempfile.mkdtemp(prefix="team-stack-pg-"))  # /tmp: reachable by the postgres user
+        shutil.chown(pg_dir, "postgres", "postgres")
+    else:
+        pg_dir = root / "postgres"
+        pg_dir.mkdir()
+    password = secrets.token_hex(16)
+    pwfile = pg_dir / "password"
+    pwfile.write_text(password + "\n")
+    if os.geteuid() == 0:
+        shutil.chown(pwfile, "postgres", "postgres")
+    data, log = pg_dir / "data", pg_dir / "postgres.log"
+    port = free_port()
+    state["postgres"] = {"dir": str(pg_dir), "port": port, "bindir": str(bindir)}
+    run(as_db_user([str(bindir / "initdb"), "-D", str(data), "-U", "mlflow", "-E", "UTF8", "--no-instructions",
+                    "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"]), "initdb")
+    run(as_db_user([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o",
+                    f"-c listen_addresses=127.0.0.1 -p {port} -k {pg_dir}", "start"]), "pg_ctl start")
+    run(as_db_user([str(bindir / "createdb"), "-h", str(pg_dir), "-p", str(port), "-U", "mlflow", "mlflow"]),
+        "createdb")
+    state["postgres"]["uri"] = f"postgresql://mlflow:{password}@127.0.0.1:{port}/mlflow"
+
+
+def stop_postgres(state: dict) -> None:
+    pg = state.get("postgres")
+    if not pg:
+        return
+    data = Path(pg["dir"]) / "data"
+    if (data / "postmaster.pid").exists():
+        run(as_db_user([str(Path(pg["bindir"]) / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
+            "pg_ctl stop")
+
+
+# --- MLflow ---------------------------------------------------------------------------------------
+
+def start_mlflow(state: dict, root: Path, port: int | None = None) -> None:
+    """``mlflow server`` on PostgreSQL, uploading and serving artifacts itself (``--artifacts-destination``:
+    clients send them through the server); the database URI, with its password, goes by environment."""
+    port = port or free_port()
+    artifacts = root / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    log = root / "mlflow-server.log"
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_BACKEND_STORE_URI": state["postgres"]["uri"]}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+             "--artifacts-destination", artifacts.as_uri(), "--workers", "2"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    state["mlflow"] = {"pid": process.pid, "port": port, "uri": uri, "artifacts": str(artifacts)}
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            raise StackError(f"mlflow server exited {process.returncode}{last_line(log)}")
+        try:
+            with urllib.request.urlopen(uri + "/health", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    wait_until(healthy, "mlflow server", 120, log)
+
+
+def stop_process_group(pid: int | None, timeout: float = 20) -> None:
+    if not alive(pid):
+        return
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        reap(pid)
+        time.sleep(0.1)
+    if alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+        time.sleep(0.2)
+    reap(pid)
+
+
+def reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+# --- SSH ------------------------------------------------------------------------------------------
+
+def start_sshd(state: dict, root: Path) -> None:
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not Path(sshd).exists():
+        raise StackError("the SSH server is not installed: apt-get install -y openssh-server")
+    ssh_dir = root / "ssh"
+    ssh_dir.mkdir(mode=0o700)
+    for key in ("host_ed25519", "client_ed25519"):
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", KNOWN_HOSTS_MARK, "-f", str(ssh_dir / key)],
+            "ssh-keygen")
+    (ssh_dir / "authorized_keys").write_text((ssh_dir / "client_ed25519.pub").read_text())
+    remote = root / "dvc-remote"
+    remote.mkdir()
+    port = free_port()
+    config = ssh_dir / "sshd_config"
+    config.write_text("\n".join([
+        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {ssh_dir / 'host_ed25519'}",
+        f"PidFile {ssh_dir / 'sshd.pid'}", f"AuthorizedKeysFile {ssh_dir / 'authorized_keys'}",
+        "PubkeyAuthentication yes", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+        "PermitRootLogin prohibit-password", "StrictModes no", "UsePAM no",
+        "Subsystem sftp internal-sftp", "",
+    ]))
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+    log = ssh_dir / "sshd.log"
+    with open(log, "ab") as out:
+        process = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stdout=out, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    host_key = (ssh_dir / "host_ed25519.pub").read_text().split()
+    state["ssh"] = {"pid": process.pid, "port": port, "user": getpass.getuser(), "remote": str(remote),
+                    "keyfile": str(ssh_dir / "client_ed25519"),
+                    "known_hosts_line": f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]} {KNOWN_HOSTS_MARK}"}
+
+    def listening() -> bool:
+        if process.poll() is not None:
+            raise StackError(f"sshd exited {process.returncode}{last_line(log)}")
+        return port_open(port)
+
+    wait_until(listening, "sshd", 30, log)
+    trust_host_key(state["ssh"]["known_hosts_line"])
+
+
+def known_hosts_file() -> Path:
+    return Path(os.path.expanduser("~")) / ".ssh" / "known_hosts"
+
+
+def trust_host_key(line: str) -> None:
+    """Add the stack's host key to ~/.ssh/known_hosts, as `ssh-keyscan >> known_hosts` would (the SSH
+    client DVC uses checks host keys there); `down` takes it out again."""
+    path = known_hosts_file()
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(line + "\n")
+
+
+def distrust_host_key(line: str) -> None:
+    path = known_hosts_file()
+    if path.exists():
+        kept = [x for x in path.read_text().splitlines() if x.strip() != line]
+        path.write_text("".join(x + "\n" for x in kept))
+
+
+# --- the stack ------------------------------------------------------------------------------------
+
+def run(cmd: list[str], what: str) -> None:
+    result = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip().splitlines()
+        raise StackError(f"{what} failed: {detail[-1] if detail else f'exit {result.returncode}'}")
+
+
+def env_lines(state: dict) -> list[str]:
+    ssh = state["ssh"]
+    url = f"ssh://{ssh['user']}@127.0.0.1:{ssh['port']}{ssh['remote']}"
+    return [
+        f"export MLFLOW_TRACKING_URI={state['mlflow']['uri']}",
+        f"dvc remote add -d team {url}",
+        f"dvc remote modify --local team keyfile {ssh['keyfile']}",
+    ]
+
+
+def load_state(root: Path) -> dict:
+    path = root / STATE_FILE
+    if not path.exists():
+        raise StackError(f"no team stack in {root} (`make team-stack-up` starts one)")
+    return json.loads(path.read_text())
+
+
+def up(root: Path) -> dict:
+    if (root / STATE_FILE).exists() and alive(json.loads((root / STATE_FILE).read_text()).get("mlflow", {}).get("pid")):
+        raise StackError(f"a team stack is running from {root} already (`make team-stack-down` stops it)")
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    state: dict = {}
+    try:
+        start_postgres(state, root)
+        start_mlflow(state, root)
+        start_sshd(state, root)
+    except BaseException:
+        down(root, state)
+        raise
+    (root / STATE_FILE).write_text(json.dumps(state, indent=2))
+    return state
+
+
+def down(root: Path, state: dict | None = None) -> None:
+    state = state if state is not None else load_state(root)
+    errors = []
+    for stop in (lambda: stop_process_group(state.get("mlflow", {}).get("pid")),
+                 lambda: stop_process_group(state.get("ssh", {}).get("pid")),
+                 lambda: stop_postgres(state)):
+        try:
+            stop()
+        except StackError as exc:
+            errors.append(str(exc))
+    if state.get("ssh"):
+        distrust_host_key(state["ssh"]["known_hosts_line"])
+    if state.get("postgres") and not Path(state["postgres"]["dir"]).is_relative_to(root):
+        shutil.rmtree(state["postgres"]["dir"], ignore_errors=True)
+        state["postgres"]["dir"] = ""
+    if errors:
+        raise StackError("; ".join(errors))
+
+
+root_option = click.option("--dir", "root", default=".team-stack", show_default=True,
+                           type=click.Path(file_okay=False, path_type=Path), help="The stack's state folder.")
+
+
+@click.group(help=__doc__)
+def main() -> None:
+    pass
+
+
+def fail(exc: Exception) -> None:
+    click.echo(f"team-stack: error: {exc}", err=True)
+    sys.exit(1)
+
+
+@main.command("up", help="Start PostgreSQL, the MLflow server and the SSH server; print how to use them.")
+@root_option
+def up_command(root: Path) -> None:
+    try:
+        state = up(root.resolve())
+    except StackError as exc:
+        fail(exc)
+    click.echo("# the team stack is up; in a clone of the project:")
+    for line in env_lines(state):
+        click.echo(line)
+
+
+@main.command("down", help="Stop the stack; nothing keeps running.")
+@root_option
+@click.option("--purge", is_flag=True, help="Also delete the state folder (runs, artifacts, the remote).")
+def down_command(root: Path, purge: bool) -> None:
+    try:
+        down(root.resolve())
+    except StackError as exc:
+        fail(exc)
+    if purge:
+        shutil.rmtree(root, ignore_errors=True)
+    click.echo("team-stack: stopped")
+
+
+@main.command("restart-mlflow", help="Start the MLflow server again, on its port and store (after it went away).")
+@root_option
+def restart_mlflow_command(root: Path) -> None:
+    root = root.resolve()
+    try:
+        state = load_state(root)
+        stop_process_group(state["mlflow"]["pid"])
+        start_mlflow(state, root, state["mlflow"]["port"])
+    except StackError as exc:
+        fail(exc)
+    (root / STATE_FILE).write_text(json.dumps(state, indent=2))
+    click.echo(f"export MLFLOW_TRACKING_URI={state['mlflow']['uri']}")
+
+
+@main.command("env", help="Print the lines that point a clone at the running stack.")
+@root_option
+def env_command(root: Path) -> None:
+    try:
+        state = load_state(root.resolve())
+    except StackError as exc:
+        fail(exc)
+    for line in env_lines(state):
+        click.echo(line)
+
+
+if __name__ == "__main__":
+    main()
