@@ -8,7 +8,7 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
 # `pipeline/` is a folder: without .PHONY `make pipeline` would be "up to date".
-.PHONY: install pipeline test bench bench-pipeline clean lock-check reproduce-check tune tuned team-stack-up team-stack-down
+.PHONY: install pipeline test bench bench-pipeline clean lock-check reproduce-check tune tuned team-stack team-stack-up team-stack-down
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,8 @@ tuned: install
 # A team stack on this machine (PostgreSQL, an MLflow server on it with proxied artifacts, an SSH server
 # holding a DVC remote; 127.0.0.1 only): `up` prints the three lines that point a clone at it.
 STACK_DIR ?= .team-stack
+team-stack: team-stack-up
+
 team-stack-up: install
 	python deploy/team_stack.py up --dir $(STACK_DIR)
 
