@@ -60,8 +60,9 @@ def set_param_flags(values: dict) -> list[str]:
 def dvc(*args: str, capture: bool = True) -> str:
     """Run ``dvc``; its error becomes one line naming the command.
 
-    Without ``capture`` DVC writes to the terminal. Captured output goes through a file, not a pipe: ``dvc queue start`` leaves workers behind that hold
-    its output open, and reading a pipe would wait for them to finish the whole queue.
+    Without ``capture`` DVC writes to the terminal. Captured output goes through a file, not a pipe:
+    ``dvc queue start`` leaves workers behind that hold its output open, and reading a pipe would wait
+    for them to finish the whole queue.
     """
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         result = subprocess.run(["dvc", *args], stdout=out if capture else None, stderr=err if capture else None,
@@ -103,9 +104,10 @@ def wait_for(names: list[str], timeout: float, poll: float = 5.0, progress: bool
 def select(sweep_path: str, params_path: str, out_path: str) -> None:
     import mlflow
 
-    _, points = load_sweep(sweep_path, load_params(params_path))
+    params = load_params(params_path)
+    _, points = load_sweep(sweep_path, params)
     uri = tracking.configure(Path.cwd())
-    experiment_name = load_params(params_path)["tracking"]["experiment"]
+    experiment_name = params["tracking"]["experiment"]
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:

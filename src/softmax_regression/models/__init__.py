@@ -21,7 +21,7 @@ import torch
 
 from .. import BASELINE_KIND, CLASS_NAMES, SCORED_KINDS
 from ..atomic import write_bytes
-from ..features import Standardization
+from ..features import Standardization, scale_pixels
 from .concise import ConciseSoftmaxRegression, loss_module
 from .scratch import LOSSES, ScratchSoftmaxRegression
 
@@ -92,7 +92,7 @@ class LoadedModel:
 
     def predict_proba(self, images_uint8: torch.Tensor) -> torch.Tensor:
         """Class probabilities ``[N, n_classes]`` for uint8 images ``[N, side*side]`` (or ``[N, side, side]``)."""
-        return self.proba_of_scaled(images_uint8.reshape(len(images_uint8), -1).float() / 255)
+        return self.proba_of_scaled(scale_pixels(images_uint8.reshape(len(images_uint8), -1)))
 
     def proba_of_scaled(self, X: torch.Tensor) -> torch.Tensor:
         """Class probabilities for pixels already scaled to [0, 1], ``[N, side*side]``: standardized
