@@ -29,7 +29,8 @@ from softmax_regression.models import build_model, initial_weights, model_bytes,
 from softmax_regression.features import Standardization, features
 from softmax_regression.params import flatten_params, shaping_record
 from softmax_regression.plots import figure_png_bytes, training_curves_figure
-from softmax_regression.training import ShuffledBatches, learning_rates, to_labels, train
+from softmax_regression.batches import ShuffledBatches, to_labels
+from softmax_regression.training import learning_rates, train
 
 from . import paths
 from ._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option

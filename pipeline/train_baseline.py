@@ -27,7 +27,8 @@ from softmax_regression.mlflow_models import log_torch_model
 from softmax_regression.models import model_bytes
 from softmax_regression.features import Standardization, features
 from softmax_regression.params import flatten_params, shaping_record
-from softmax_regression.training import accuracy, to_labels
+from softmax_regression.batches import to_labels
+from softmax_regression.training import accuracy
 
 from . import paths
 from ._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option

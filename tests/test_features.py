@@ -12,7 +12,8 @@ from softmax_regression.features import Standardization, features, fold_into_lin
 from softmax_regression.mlflow_models import as_torch_module
 from softmax_regression.models import ModelFileError, build_model, initial_weights, load_model, model_bytes
 from softmax_regression.params import shaping_record
-from softmax_regression.training import SCHEDULES, ShuffledBatches, learning_rates, to_labels, train
+from softmax_regression.batches import ShuffledBatches, to_labels
+from softmax_regression.training import SCHEDULES, learning_rates, train
 
 
 def synthetic_images(n=600, d=49, seed=0):

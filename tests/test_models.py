@@ -12,9 +12,8 @@ from softmax_regression.models import (
 )
 from softmax_regression.models.scratch import cross_entropy, cross_entropy_and_grad, log_softmax, softmax
 from softmax_regression.features import scale_pixels
-from softmax_regression.training import (
-    ShuffledBatches, TrainingDiverged, to_labels, train,
-)
+from softmax_regression.batches import ShuffledBatches, to_labels
+from softmax_regression.training import TrainingDiverged, train
 from softmax_regression.history import history_csv, read_history_csv
 
 
@@ -147,6 +146,78 @@ def test_batches_cover_every_example_once_per_epoch_in_seeded_order():
     assert torch.equal(X, X2) and X.dtype == torch.float32 and float(X.max()) <= 1.0
     X3, _ = next(iter(ShuffledBatches(images, labels, 64, torch.Generator().manual_seed(2))))
     assert not torch.equal(X, X3)
+
+
+def test_batches_are_the_rows_of_a_seeded_permutation_scaled_exactly():
+    """What the background thread prepares is, bit for bit, ``images[order] / 255`` in the seeded order,
+    whatever the chunking, with a short last batch."""
+    images, labels = synthetic_data(n=1000)
+    order = torch.randperm(1000, generator=torch.Generator().manual_seed(3))
+    expected = scale_pixels(images)[order]
+    for chunk_batches in (1, 2, 5):
+        batches = ShuffledBatches(images, labels, 96, torch.Generator().manual_seed(3), chunk_batches=chunk_batches)
+        got = [(X.clone(), y.clone()) for X, y in batches]
+        assert [len(y) for _, y in got] == [96] * 10 + [40]
+        assert torch.equal(torch.cat([X for X, _ in got]), expected)
+        assert torch.equal(torch.cat([y for _, y in got]), to_labels(labels)[order])
+        assert torch.equal(batches.epoch_labels, to_labels(labels)[order])
+
+
+def test_leaving_an_epoch_early_stops_the_prefetch_thread():
+    import threading
+    images, labels = synthetic_data(n=2000)
+    batches = ShuffledBatches(images, labels, 10, torch.Generator().manual_seed(0), chunk_batches=2)
+    for _ in range(3):
+        epoch = iter(batches)
+        next(epoch)
+        epoch.close()
+    assert not [t for t in threading.enumerate() if t.name == "batch-prefetch"]
+    with pytest.raises(RuntimeError, match="stop here"):
+        for i, _ in enumerate(batches):
+            if i == 7:
+                raise RuntimeError("stop here")
+    assert not [t for t in threading.enumerate() if t.name == "batch-prefetch"]
+
+
+def test_an_error_preparing_a_batch_is_raised_in_the_training_loop():
+    images, labels = synthetic_data(n=300)
+    batches = ShuffledBatches(images, labels, 64, torch.Generator().manual_seed(0))
+
+    class Broken:
+        def apply_(self, X):
+            raise ValueError("standardization broke")
+
+    batches.standardization = Broken()
+    with pytest.raises(ValueError, match="standardization broke"):
+        list(batches)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "squared", "margin"])
+def test_concise_steps_are_torch_optim_sgds_to_the_bit(loss):
+    """The concise model's update is ``torch.optim.SGD``'s: the same weights, bit for bit, after steps with
+    weight decay and a learning rate changed midway, against the chapter's ``zero_grad``/``backward``/``step``."""
+    from torch import nn
+    from softmax_regression.models.concise import loss_module
+    g = torch.Generator().manual_seed(0)
+    W = initial_weights(784, 10, 0.01, g)
+    model = build_model("concise", W, lr=0.1, weight_decay=0.001, loss=loss)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    with torch.no_grad():
+        net[1].weight.copy_(W.T)
+        net[1].bias.zero_()
+    trainer = torch.optim.SGD(net.parameters(), lr=0.1, weight_decay=0.001)
+    reference_loss = loss_module(loss)
+    for step in range(30):
+        X, y = torch.rand(64, 784, generator=g), torch.randint(0, 10, (64,), generator=g)
+        if step == 15:
+            model.set_lr(0.02)
+            trainer.param_groups[0]["lr"] = 0.02
+        model.train_step(X, y)
+        trainer.zero_grad()
+        O = net(X)  # cross-entropy over the batch dimension, as the model takes it (the same terms)
+        (reference_loss(O.T.unsqueeze(0), y.unsqueeze(0)) if loss == "cross_entropy" else reference_loss(O, y)).backward()
+        trainer.step()
+    assert torch.equal(model.net[1].weight, net[1].weight) and torch.equal(model.net[1].bias, net[1].bias)
 
 
 @pytest.mark.parametrize("kind", ["scratch", "concise"])

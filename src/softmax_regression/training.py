@@ -1,9 +1,5 @@
-"""One training loop for both models: the chapter's ``train_ch3``, without its data-loading cost.
-
-The chapter feeds each epoch through a DataLoader that decodes every image with
-``ToTensor`` in worker processes; the arithmetic of an epoch is tiny next to
-that. Here the whole split is turned into one float tensor once, and a
-minibatch is a row-gather of a seeded permutation of it.
+"""One training loop for both models: the chapter's ``train_ch3``, without its data-loading cost
+(the minibatches come from :class:`~.batches.ShuffledBatches`).
 """
 
 from __future__ import annotations
@@ -13,12 +9,11 @@ import math
 from dataclasses import asdict
 from typing import Callable
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from . import CLASS_NAMES
-from .features import Standardization
+from .batches import ShuffledBatches
 from .history import EpochRecord
 from .models import SoftmaxRegression
 
@@ -47,48 +42,6 @@ def check_not_diverged(train_loss: float, epoch: int, kind: str, n_classes: int 
             f"training of the {kind} model diverged in epoch {epoch}: mean train loss is {train_loss:.4g} "
             f"(limit {limit:.0f}, {DIVERGENCE_FACTOR:.0f} x a uniform guess); lower train.lr"
         )
-
-
-def to_labels(labels: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    return torch.from_numpy(labels.astype(np.int64)).to(device)
-
-
-class ShuffledBatches:
-    """Minibatches of a uint8 split in a fresh seeded order each epoch, as float features in [0, 1]
-    (standardized, when a :class:`~.features.Standardization` is given).
-
-    Each batch is gathered into a reused buffer and scaled there: no per-sample
-    work, no worker processes, no float copy of the whole split.
-    """
-
-    def __init__(self, images_uint8: np.ndarray, labels: np.ndarray, batch_size: int,
-                 generator: torch.Generator, device: torch.device | str = "cpu",
-                 standardization: Standardization | None = None):
-        self.images = torch.as_tensor(np.ascontiguousarray(images_uint8)).to(device)
-        self.labels = to_labels(labels, device)
-        self.batch_size, self.generator, self.device = batch_size, generator, device
-        self.standardization = standardization
-        self._pixels = torch.empty((batch_size, self.images.shape[1]), dtype=torch.uint8, device=device)
-        self._features = torch.empty((batch_size, self.images.shape[1]), dtype=torch.float32, device=device)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __iter__(self):
-        order = torch.randperm(len(self.labels), generator=self.generator).to(self.device)
-        # The labels in this epoch's order: batch i holds rows [i * batch_size, ...) of it.
-        self.epoch_labels = self.labels[order]
-        size = self.batch_size
-        pixels, features = self._pixels, self._features
-        for start in range(0, len(order), size):
-            rows = order[start:start + size]
-            if len(rows) < size:  # the last, short batch
-                pixels, features = self._pixels[:len(rows)], self._features[:len(rows)]
-            torch.index_select(self.images, 0, rows, out=pixels)
-            features.copy_(pixels).div_(255)
-            if self.standardization is not None:
-                self.standardization.apply_(features)
-            yield features, self.epoch_labels[start:start + size]
 
 
 SCHEDULES = ("constant", "step", "cosine")

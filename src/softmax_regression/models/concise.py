@@ -1,4 +1,4 @@
-"""Softmax regression the concise way: ``nn.Linear``, ``nn.CrossEntropyLoss``, ``torch.optim.SGD``.
+"""Softmax regression the concise way: ``nn.Linear``, ``nn.CrossEntropyLoss``, torch's SGD.
 
 PyTorch's cross-entropy takes the logits and does the softmax and the log
 together (log-sum-exp), the stable form the scratch model writes out.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.optim.sgd import sgd
 
 
 class SquaredOnSoftmax(nn.Module):
@@ -33,7 +34,7 @@ def loss_module(name: str) -> nn.Module:
 
 
 class ConciseSoftmaxRegression:
-    """``nn.Sequential(nn.Flatten(), nn.Linear(n_features, n_classes))`` trained by ``torch.optim.SGD``."""
+    """``nn.Sequential(nn.Flatten(), nn.Linear(n_features, n_classes))`` trained by torch's SGD update."""
 
     kind = "concise"
 
@@ -43,46 +44,45 @@ class ConciseSoftmaxRegression:
         with torch.no_grad():
             self.net[1].weight.copy_(W.T)  # nn.Linear keeps W as n_classes x n_features
             self.net[1].bias.zero_()
+        self.params = list(self.net.parameters())
         self.loss = loss if loss is not None else nn.CrossEntropyLoss()
         # PyTorch's CPU log-softmax over a last dimension of 10 is a scalar loop; cross-entropy can take
         # the logits as one (N, C, d1) sample instead (the same mean over the same terms), 8x faster.
         self._batch_major = isinstance(self.loss, nn.CrossEntropyLoss)
         self.lr, self.weight_decay = lr, weight_decay
-        self._optimizer: torch.optim.SGD | None = None
-
-    @property
-    def optimizer(self) -> torch.optim.SGD:
-        """Made on first use: building it imports torch's compiler stack (2 s here), which a model
-        loaded only to predict never needs."""
-        if self._optimizer is None:
-            # foreach=False: for two small tensors the per-tensor loop is the cheaper one on a CPU.
-            self._optimizer = torch.optim.SGD(self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay,
-                                              foreach=False)
-        return self._optimizer
 
     def logits(self, X: torch.Tensor) -> torch.Tensor:
         return self.net(X)
 
     def train_step(self, X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward, loss, backward, one optimizer step; returns (loss, logits) before the update.
+        """Forward, loss, backward, one SGD step; returns (loss, logits) before the update.
 
         Cross-entropy sees the logits as one sample of ``n_classes x batch`` (the ``(N, C, d1)``
         form ``CrossEntropyLoss`` takes), the same mean over the same terms: PyTorch's CPU
         log-softmax over a last dimension shorter than a vector register (10 classes) runs a
         scalar loop, 8x slower than over the batch dimension.
+
+        The step is ``torch.optim.sgd.sgd``, the function ``torch.optim.SGD.step`` runs for its
+        param group, called directly, so the parameters get the same bits as from an
+        ``SGD(net.parameters(), lr, weight_decay=...)`` (a test checks it). The ``SGD`` object
+        would add, per process, the import of torch's compiler stack (``torch._dynamo``, 1 to
+        1.4 s here: its constructor and ``step`` are marked for it) and, per step, a profiler
+        range and hook checks around the update (70 us, more than the update itself).
         """
         O = self.net(X)
         loss = self.loss(O.T.unsqueeze(0), y.unsqueeze(0)) if self._batch_major else self.loss(O, y)
-        self.net.zero_grad(set_to_none=True)  # the module's: the optimizer's also opens a profiler range
+        for param in self.params:  # zero_grad(set_to_none=True)
+            param.grad = None
         loss.backward()
-        self.optimizer.step()
+        with torch.no_grad():
+            sgd(self.params, [param.grad for param in self.params], [None] * len(self.params),
+                foreach=False, weight_decay=self.weight_decay, momentum=0.0, lr=self.lr, dampening=0.0,
+                nesterov=False, maximize=False)
         return loss.detach(), O.detach()
 
     def set_lr(self, lr: float) -> None:
-        """The step size of the next updates, as torch's LR schedulers set it: in the optimizer's param group."""
+        """The step size of the next updates (a learning-rate schedule sets it each epoch)."""
         self.lr = lr
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
 
     def train(self) -> None:
         self.net.train()
