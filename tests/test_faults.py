@@ -51,9 +51,16 @@ class Training:
 
         self.lines: list[str] = []
         self.epoch = threading.Event()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.train", "--model", "scratch", "--no-progress", "-v"],
-            cwd=project, env=clean_env(PYTHONPATH=str(project / "src")), stderr=subprocess.PIPE, text=True)
+        # Ctrl-C reaches a stage whose SIGINT is at its default. A pytest started as a background job of
+        # a non-interactive shell has SIGINT ignored, and a child inherits an ignored signal (but not a
+        # handler): handle it here while the stage starts, so the stage sees SIGINT as a user's shell gives it.
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pipeline.train", "--model", "scratch", "--no-progress", "-v"],
+                cwd=project, env=clean_env(PYTHONPATH=str(project / "src")), stderr=subprocess.PIPE, text=True)
+        finally:
+            signal.signal(signal.SIGINT, previous)
         self.reader = threading.Thread(target=self._drain, daemon=True)
         self.reader.start()
 
@@ -199,7 +206,7 @@ def test_sigint_and_sigterm_mid_training_write_nothing(built, signum, how):
     slow_training(built)
     before, runs_before = outputs(built), run_statuses(built)
     training = Training(built)
-    training.wait_for_epoch()  # 400 epochs take minutes: the signal lands mid-training
+    training.wait_for_epoch()  # 400 epochs take half a minute: the signal lands mid-training
     training.proc.send_signal(signum)
     stderr = training.finish()
     assert training.proc.returncode == 130, stderr
