@@ -179,6 +179,17 @@ def test_leaving_an_epoch_early_stops_the_prefetch_thread():
     assert not [t for t in threading.enumerate() if t.name == "batch-prefetch"]
 
 
+def test_one_epoch_at_a_time():
+    images, labels = synthetic_data(n=300)
+    batches = ShuffledBatches(images, labels, 64, torch.Generator().manual_seed(0))
+    first = iter(batches)
+    next(first)
+    with pytest.raises(RuntimeError, match="an epoch is still being iterated"):
+        next(iter(batches))
+    first.close()
+    assert len(torch.cat([y for _, y in batches])) == 300  # a closed epoch frees the batches for the next
+
+
 def test_an_error_preparing_a_batch_is_raised_in_the_training_loop():
     images, labels = synthetic_data(n=300)
     batches = ShuffledBatches(images, labels, 64, torch.Generator().manual_seed(0))

@@ -57,6 +57,7 @@ class ShuffledBatches:
              torch.empty((rows, self.images.shape[1]), dtype=torch.float32, device=device))
             for _ in range(CHUNKS_AHEAD)
         ]
+        self._in_epoch = False
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -71,16 +72,22 @@ class ShuffledBatches:
         return features
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = torch.randperm(len(self.labels), generator=self.generator).to(self.device)
-        self.epoch_labels = self.labels[order]
-        size, chunk_rows = self.batch_size, len(self._buffers[0][0])
-        chunks = [order[start:start + chunk_rows] for start in range(0, len(order), chunk_rows)]
-        with _Prefetch(self._prepare, chunks, len(self._buffers)) as prepared:
-            start = 0
-            for features in prepared:
-                for offset in range(0, len(features), size):
-                    yield features[offset:offset + size], self.epoch_labels[start + offset:start + offset + size]
-                start += len(features)
+        if self._in_epoch:  # two epochs at once would share the buffers and epoch_labels
+            raise RuntimeError("ShuffledBatches: an epoch is still being iterated; finish or close it first")
+        self._in_epoch = True
+        try:
+            order = torch.randperm(len(self.labels), generator=self.generator).to(self.device)
+            self.epoch_labels = self.labels[order]
+            size, chunk_rows = self.batch_size, len(self._buffers[0][0])
+            chunks = [order[start:start + chunk_rows] for start in range(0, len(order), chunk_rows)]
+            with _Prefetch(self._prepare, chunks, len(self._buffers)) as prepared:
+                start = 0
+                for features in prepared:
+                    for offset in range(0, len(features), size):
+                        yield features[offset:offset + size], self.epoch_labels[start + offset:start + offset + size]
+                    start += len(features)
+        finally:
+            self._in_epoch = False
 
 
 class _Prefetch:
