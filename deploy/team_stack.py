@@ -14,6 +14,7 @@ The SSH server takes one key, generated here, and no password.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import glob
 import json
@@ -319,18 +320,23 @@ def main() -> None:
     pass
 
 
-def fail(exc: Exception) -> None:
-    click.echo(f"team-stack: error: {exc}", err=True)
-    sys.exit(1)
+def stack_errors(command):
+    """A command whose :class:`StackError` ends it with one line on stderr and exit 1."""
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except StackError as exc:
+            click.echo(f"team-stack: error: {exc}", err=True)
+            sys.exit(1)
+    return run
 
 
 @main.command("up", help="Start PostgreSQL, the MLflow server and the SSH server; print how to use them.")
 @root_option
+@stack_errors
 def up_command(root: Path) -> None:
-    try:
-        state = up(root.resolve())
-    except StackError as exc:
-        fail(exc)
+    state = up(root.resolve())
     click.echo("# the team stack is up; in a clone of the project:")
     for line in env_lines(state):
         click.echo(line)
@@ -339,11 +345,9 @@ def up_command(root: Path) -> None:
 @main.command("down", help="Stop the stack; nothing keeps running.")
 @root_option
 @click.option("--purge", is_flag=True, help="Also delete the state folder (runs, artifacts, the remote).")
+@stack_errors
 def down_command(root: Path, purge: bool) -> None:
-    try:
-        down(root.resolve())
-    except StackError as exc:
-        fail(exc)
+    down(root.resolve())
     if purge:
         shutil.rmtree(root, ignore_errors=True)
     click.echo("team-stack: stopped")
@@ -351,26 +355,21 @@ def down_command(root: Path, purge: bool) -> None:
 
 @main.command("restart-mlflow", help="Start the MLflow server again, on its port and store (after it went away).")
 @root_option
+@stack_errors
 def restart_mlflow_command(root: Path) -> None:
     root = root.resolve()
-    try:
-        state = load_state(root)
-        stop_process_group(state["mlflow"]["pid"])
-        start_mlflow(state, root, state["mlflow"]["port"])
-    except StackError as exc:
-        fail(exc)
+    state = load_state(root)
+    stop_process_group(state["mlflow"]["pid"])
+    start_mlflow(state, root, state["mlflow"]["port"])
     (root / STATE_FILE).write_text(json.dumps(state, indent=2))
     click.echo(f"export MLFLOW_TRACKING_URI={state['mlflow']['uri']}")
 
 
 @main.command("env", help="Print the lines that point a clone at the running stack.")
 @root_option
+@stack_errors
 def env_command(root: Path) -> None:
-    try:
-        state = load_state(root.resolve())
-    except StackError as exc:
-        fail(exc)
-    for line in env_lines(state):
+    for line in env_lines(load_state(root.resolve())):
         click.echo(line)
 
 
