@@ -83,11 +83,11 @@ class Row:
 
 
 def stage_of(argv: list[str], commands: dict[str, str]) -> str | None:
-    """The stage whose command (``python -m pipeline.x ...``) started a process with ``argv``."""
+    """The stage whose command (``python -m pipeline x ...``) started a process with ``argv``."""
     script = Path(argv[0]) if argv else Path()
-    if script.parent.name != "pipeline":
+    if script.parent.name != "pipeline" or script.name != "__main__.py":
         return None
-    started = ["python", "-m", f"pipeline.{script.stem}", *argv[1:]]
+    started = ["python", "-m", "pipeline", *argv[1:]]
     return next((name for name, cmd in commands.items() if cmd.split() == started), None)
 
 

@@ -27,7 +27,7 @@ the uint8 splits and building batches and model).
 The last lines hold ours against the targets: 10 epochs in <= 1.0 s (min
 over the repeats) and >= 35x the chapter's loop (mean totals).
 
-Then `python -m pipeline.train --model {scratch,concise} --no-progress` runs
+Then `python -m pipeline train --model {scratch,concise} --no-progress` runs
 as a subprocess in a temporary directory (data/processed symlinked,
 params.yaml copied, MLflow pointed at a store in there, so the workspace's
 models/, reports/ and mlflow.db stay untouched),
@@ -293,7 +293,7 @@ class StageRss:
 
 
 def measure_train_stage(kind: str, processed_dir: Path, tmp: Path) -> StageRss:
-    """`python -m pipeline.train --model kind --no-progress` in a scratch copy of the layout it reads and writes."""
+    """`python -m pipeline train --model kind --no-progress` in a scratch copy of the layout it reads and writes."""
     try:
         import psutil
     except ImportError:  # only the cross-check needs it
@@ -309,7 +309,7 @@ def measure_train_stage(kind: str, processed_dir: Path, tmp: Path) -> StageRss:
     stderr_path = work / "stderr.txt"
     with open(stderr_path, "wb") as stderr:
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.train", "--model", kind, "--no-progress"],
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline", "train", "--model", kind, "--no-progress"],
                                 cwd=work, env=env, stdout=stderr, stderr=subprocess.STDOUT)
         watched = psutil.Process(proc.pid) if psutil else None
         sampled = 0

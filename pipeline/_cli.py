@@ -116,7 +116,7 @@ def one_line(exc: BaseException) -> str:
     return first or type(exc).__name__
 
 
-def run_and_exit(command: click.Command) -> NoReturn:
+def run_and_exit(command: click.Command, prog_name: str | None = None) -> NoReturn:
     """Run a stage command, then leave the process at once with its exit code.
 
     Every output is written (renamed into place) and every MLflow run ended by
@@ -124,7 +124,7 @@ def run_and_exit(command: click.Command) -> NoReturn:
     matplotlib module by module: 0.8 s here, per stage, for nothing.
     """
     try:
-        command.main(standalone_mode=True)
+        command.main(prog_name=prog_name, standalone_mode=True)
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

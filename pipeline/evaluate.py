@@ -51,8 +51,8 @@ def log_evaluation(e: Evaluation, val_accuracy: float, confusion_png: bytes) -> 
     mlflow.log_metrics({f"test_{metric}_{row['class'].replace(' ', '_').replace('-', '_')}": row[metric]
                         for row in e.per_class_rows() for metric in ("precision", "recall", "f1")})
     tracking.log_bytes(confusion_png, "figures/confusion_matrix.png")
-    mlflow.log_table(pd.DataFrame(e.confusion, index=list(CLASS_NAMES), columns=list(CLASS_NAMES))
-                     .rename_axis("true").reset_index(), artifact_file="confusion_matrix.json")
+    tracking.log_table(pd.DataFrame(e.confusion, index=list(CLASS_NAMES), columns=list(CLASS_NAMES))
+                       .rename_axis("true").reset_index(), "confusion_matrix.json")
     mlflow.log_text(per_class_csv([e]), "per_class.csv")
 
 

@@ -393,3 +393,20 @@ def test_parallel_registrations_promote_the_better_one(tmp_path):
         assert decisions["low"]["version"] == "1" and decisions["high"]["version"] == "2"
     else:  # high was first: low saw it as champion
         assert decisions["low"]["champion_version"] == decisions["high"]["version"] == "1"
+
+
+def test_a_table_logged_again_replaces_the_one_before(store):
+    """evaluate logs the confusion table into a run that may hold one already (a rerun on the same model
+    files): the table is replaced, not appended to as ``mlflow.log_table`` would, and MLflow reads it."""
+    run_id = new_run(store, "tables", b"a model file with a table")
+    first = pd.DataFrame({"true": ["a", "b"], "a": [5, 1], "b": [0, 4]})
+    second = pd.DataFrame({"true": ["a", "b"], "a": [4, 2], "b": [1, 3]})
+    for table in (first, second):
+        with tracking.tracked_run(run_id=run_id):
+            tracking.log_table(table, "confusion_matrix.json")
+    read = store.client.load_table(store.experiment_id, "confusion_matrix.json", run_ids=[run_id])
+    pd.testing.assert_frame_equal(read.reset_index(drop=True), second)
+    logged = json.loads(store.client.get_run(run_id).data.tags["mlflow.loggedArtifacts"])
+    assert logged == [{"path": "confusion_matrix.json", "type": "table"}]
+    with pytest.raises(ValueError, match="expected a .json file"), tracking.tracked_run(run_id=run_id):
+        tracking.log_table(second, "confusion_matrix.csv")

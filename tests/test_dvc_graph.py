@@ -16,7 +16,9 @@ import yaml
 
 from support import PROJECT_ROOT, clean_env
 
-STAGE_MODULE = re.compile(r"^python -m (pipeline\.\w+)\b")
+STAGE_COMMAND = re.compile(r"^python -m pipeline (\w+)\b")
+LAUNCHER = "pipeline.__main__"
+"""What every stage command runs first: it imports the stage's module by name (importlib)."""
 PROJECT_PACKAGES = ("pipeline", "softmax_regression")
 CODE_DIRS = (PROJECT_ROOT / "pipeline", PROJECT_ROOT / "src" / "softmax_regression")
 
@@ -26,7 +28,7 @@ def stages() -> dict[str, dict]:
 
 
 def stage_module(stage: dict) -> str:
-    return STAGE_MODULE.match(stage["cmd"]).group(1)
+    return f"pipeline.{STAGE_COMMAND.match(stage['cmd']).group(1)}"
 
 
 def is_project_file(path: str | Path | None) -> bool:
@@ -74,18 +76,19 @@ def static_imports(module: str) -> set[str]:
 
 IMPORTED = """
 import importlib, json, sys
-importlib.import_module(sys.argv[1])
+for name in sys.argv[1:]:
+    importlib.import_module(name)
 print(json.dumps(sorted({m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None)})))
 """
 
 
 @pytest.fixture(scope="module")
 def runtime_imports() -> dict[str, set[str]]:
-    """What importing each stage's module really loads from the project, each in a fresh interpreter
-    (started together: importing torch and mlflow takes seconds)."""
+    """What importing the launcher and each stage's module really loads from the project, each stage in
+    a fresh interpreter (started together: importing torch and mlflow takes seconds)."""
     modules = sorted({stage_module(s) for s in stages().values()})
     env = clean_env(PYTHONPATH=str(PROJECT_ROOT / "src"))
-    processes = {m: subprocess.Popen([sys.executable, "-c", IMPORTED, m], cwd=PROJECT_ROOT, env=env,
+    processes = {m: subprocess.Popen([sys.executable, "-c", IMPORTED, LAUNCHER, m], cwd=PROJECT_ROOT, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for m in modules}
     found = {}
     for module, process in processes.items():
@@ -103,8 +106,9 @@ def declared_code(stage: dict) -> set[str]:
 def test_deps_are_exactly_the_project_modules_the_stage_imports(name, runtime_imports):
     stage = stages()[name]
     module = stage_module(stage)
-    imported = static_imports(module) | runtime_imports[module]
-    assert runtime_imports[module] <= static_imports(module), "the source reading misses an import"
+    static = static_imports(LAUNCHER) | static_imports(module)
+    imported = static | runtime_imports[module]
+    assert runtime_imports[module] <= static, "the source reading misses an import"
     declared = declared_code(stage)
     missing, extra = sorted(imported - declared), sorted(declared - imported)
     assert not missing, f"stage {name} imports {', '.join(missing)} but dvc.yaml does not list it"

@@ -43,7 +43,7 @@ def built(fault_project, tmp_path) -> Path:
 
 
 class Training:
-    """``python -m pipeline.train --model scratch -v`` started in ``project``, its stderr drained by a thread;
+    """``python -m pipeline train --model scratch -v`` started in ``project``, its stderr drained by a thread;
     :meth:`wait_for_epoch` returns once the first epoch is logged (imports done, training under way)."""
 
     def __init__(self, project: Path):
@@ -57,7 +57,7 @@ class Training:
         previous = signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pipeline.train", "--model", "scratch", "--no-progress", "-v"],
+                [sys.executable, "-m", "pipeline", "train", "--model", "scratch", "--no-progress", "-v"],
                 cwd=project, env=clean_env(PYTHONPATH=str(project / "src")), stderr=subprocess.PIPE, text=True)
         finally:
             signal.signal(signal.SIGINT, previous)
@@ -81,7 +81,7 @@ class Training:
 
 
 def stage(project: Path, name: str, *args: str, env: dict | None = None, timeout: float = 300):
-    return run([sys.executable, "-m", f"pipeline.{name}", *args], project, env or clean_env(), check=False,
+    return run([sys.executable, "-m", "pipeline", name, *args], project, env or clean_env(), check=False,
                timeout=timeout)
 
 
@@ -232,7 +232,7 @@ def test_sigterm_while_logging_ends_the_run_killed(built):
     )
     env["PYTHONPATH"] = f"{built}{os.pathsep}{built / 'src'}"
     before = outputs(built)
-    result = subprocess.run([sys.executable, "-m", "pipeline.train", "--model", "scratch", "--no-progress"],
+    result = subprocess.run([sys.executable, "-m", "pipeline", "train", "--model", "scratch", "--no-progress"],
                             cwd=built, env=env, capture_output=True, text=True, timeout=300)
     hook.unlink()
     assert result.returncode == 130, result.stderr

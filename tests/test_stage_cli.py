@@ -1,4 +1,4 @@
-"""The stage commands as DVC runs them: `python -m pipeline.<stage>` in a copy of the project."""
+"""The stage commands as DVC runs them: `python -m pipeline <stage>` in a copy of the project."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def project(template, tmp_path) -> Path:
 
 
 def stage(project: Path, name: str, *args: str):
-    return run([sys.executable, "-m", f"pipeline.{name}", *args], project, clean_env(), check=False,
+    return run([sys.executable, "-m", "pipeline", name, *args], project, clean_env(), check=False,
                timeout=120)
 
 
@@ -156,6 +156,50 @@ def test_preprocess_help(project):
     for text in ("--params", "--help", "data/processed/", "stats.json", "preview.png", "validation"):
         assert text in result.stdout, text
     assert_nothing_written(project)
+
+
+def test_launcher_lists_every_stage_with_its_summary(project):
+    result = run([sys.executable, "-m", "pipeline", "--help"], project, clean_env(), check=False, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Usage: python -m pipeline [OPTIONS] STAGE [ARGS]...")
+    commands = {stage["cmd"].split()[3] for stage in yaml.safe_load((project / "dvc.yaml").read_text())["stages"].values()}
+    listed = result.stdout.split("Stages:", 1)[1]
+    for name, summary in (("fetch", "put the four verified Fashion-MNIST IDX"), ("train_baseline", "LogisticRegression"),
+                          ("evaluate", "score the models on the test split"), ("report", "the chapter's prediction step")):
+        assert name in listed and summary in listed, name
+    assert commands <= {line.split()[0] for line in listed.splitlines() if line[:3].strip()}
+
+
+def test_launcher_names_an_unknown_stage_and_exits_2(project):
+    result = run([sys.executable, "-m", "pipeline", "evalute"], project, clean_env(), check=False, timeout=60)
+    assert result.returncode == 2
+    assert "No such command 'evalute'" in result.stderr
+    assert_nothing_written(project)
+
+
+def test_a_stage_help_through_the_launcher_names_the_launcher(project):
+    result = stage(project, "evaluate", "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Usage: python -m pipeline evaluate [OPTIONS]")
+    assert "--params" in result.stdout and "score the models on the test split" in result.stdout
+
+
+def test_the_launcher_imports_with_the_collector_paused_then_frozen():
+    """What the imports made is frozen out of the collector's sight; the collector runs again after."""
+    import gc
+
+    from pipeline.__main__ import imports_frozen
+
+    assert gc.isenabled()
+    frozen_before = gc.get_freeze_count()
+    try:
+        with imports_frozen():
+            assert not gc.isenabled()
+            made = [[] for _ in range(1000)]
+        assert gc.isenabled()
+        assert gc.get_freeze_count() >= frozen_before + len(made)
+    finally:
+        gc.unfreeze()
 
 
 # ---- a real fetch, then preprocess on a corrupt raw file ----------------------------------------

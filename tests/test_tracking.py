@@ -102,6 +102,8 @@ def assert_pipeline_tracked(client: mlflow.MlflowClient, project: Path) -> None:
         assert 0.5 < r.data.metrics["test_f1_shirt"] < r.data.metrics["test_f1_trouser"] <= 1
         artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
         assert {"figures", "checkpoint", "per_class.csv", "confusion_matrix.json", "report"} <= artifacts
+        table = client.load_table(r.info.experiment_id, "confusion_matrix.json", run_ids=[r.info.run_id])
+        assert len(table) == 10 and int(table.drop(columns="true").to_numpy().sum()) == 10000
         assert {a.path for a in client.list_artifacts(r.info.run_id, "report")} == {
             "report/report.html", "report/summary.md"}
         logged = client.search_logged_models([r.info.experiment_id], filter_string=f"source_run_id = '{r.info.run_id}'")
@@ -261,7 +263,7 @@ def test_unreachable_server_fails_fast_naming_the_uri_and_writes_nothing(pipelin
     watched = sorted(p for d in ("models", "reports") for p in (project / d).rglob("*") if p.is_file())
     before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in watched}
     start = time.monotonic()
-    result = run([sys.executable, "-m", f"pipeline.{stage[0]}", *stage[1:]], project, check=False,
+    result = run([sys.executable, "-m", "pipeline", *stage], project, check=False,
                  env=clean_env(MLFLOW_TRACKING_URI=closed))
     elapsed = time.monotonic() - start
     assert result.returncode == 1

@@ -79,7 +79,7 @@ def test_reruns_in_separate_processes_are_byte_identical(trained, kind):
     for i in range(2):
         # a throwaway store: these reruns are not pipeline executions the shared project should record
         scratch_store = f"sqlite:///{project.parent / f'rerun-{kind}-{i}.db'}"
-        run(["python", "-m", "pipeline.train", "--model", kind, "--no-progress"], project,
+        run(["python", "-m", "pipeline", "train", "--model", kind, "--no-progress"], project,
             env=clean_env(MLFLOW_TRACKING_URI=scratch_store))
         assert [digest(p) for p in outs] == first
     # nothing of the retraining reaches DVC's graph: not this stage, nor evaluate and report after it
@@ -105,7 +105,7 @@ def test_bad_train_params_stop_before_any_work(trained):
     set_param(project, "train.batch_size", 0)
     try:
         before = digest(project / "models/concise.pt")
-        result = run(["python", "-m", "pipeline.train", "--model", "concise"], project, check=False,
+        result = run(["python", "-m", "pipeline", "train", "--model", "concise"], project, check=False,
                      env=clean_env())
         assert result.returncode == 2
         assert result.stderr.strip() == "train: error: params key train.batch_size is 0; expected an integer >= 1"

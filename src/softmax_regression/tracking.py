@@ -307,6 +307,31 @@ def standard_tags(implementation: str, params_file: str | Path, dataset_sha256: 
     return tags
 
 
+def log_table(frame, artifact_file: str) -> None:
+    """A pandas DataFrame as the table ``artifact_file`` (``.json``) of the active run, replacing one of
+    the same name.
+
+    ``mlflow.log_table`` appends the rows to a table the run holds already, so
+    a stage that logs again into an existing run (evaluate, rerun on the same
+    model files) would grow the table by a copy each time. This writes the same
+    file (pandas' ``split`` JSON) and the same ``mlflow.loggedArtifacts`` tag
+    the MLflow UI reads it by, once.
+    """
+    import json
+
+    import mlflow
+    from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
+
+    if not artifact_file.endswith(".json"):
+        raise ValueError(f"table artifact {artifact_file!r}: expected a .json file")
+    log_bytes(frame.to_json(orient="split", index=False, date_format="iso").encode(), artifact_file)
+    run = mlflow.get_run(mlflow.active_run().info.run_id)
+    logged = json.loads(run.data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
+    entry = {"path": artifact_file, "type": "table"}
+    if entry not in logged:
+        mlflow.set_tag(MLFLOW_LOGGED_ARTIFACTS, json.dumps([*logged, entry]))
+
+
 def log_bytes(data: bytes, artifact_file: str) -> None:
     """Log bytes (a PNG already rendered, say) as the artifact ``artifact_file`` of the active run."""
     import mlflow

@@ -1,0 +1,72 @@
+"""Run one pipeline stage as dvc.yaml does: `python -m pipeline STAGE [OPTIONS]`.
+
+`python -m pipeline STAGE --help` shows a stage's own options.
+
+The stage's imports (torch, MLflow, SQLAlchemy, matplotlib) create about a
+million objects that live as long as the process. CPython's cyclic garbage
+collector would traverse them again and again while they are being created,
+about a second of every stage here. So the stage is imported with the
+collector paused; what the imports made is then frozen out of its sight
+(``gc.freeze``), and the collector runs as usual for the stage's own work.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import gc
+import importlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+from ._cli import run_and_exit
+
+STAGES = ("fetch", "preprocess", "train", "train_baseline", "evaluate", "report")
+"""The stage modules of ``pipeline/`` (``train`` serves both ``train_scratch`` and ``train_concise``)."""
+
+PROG_NAME = "python -m pipeline"
+
+
+@contextlib.contextmanager
+def imports_frozen() -> Iterator[None]:
+    """Pause the cyclic garbage collector for the block; then freeze every object the process holds
+    (``gc.freeze``: the collector ignores them from now on) and let it run again."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
+def summary(stage: str) -> str:
+    """The first line of a stage module's docstring, read without importing the stage."""
+    source = (Path(__file__).parent / f"{stage}.py").read_text()
+    return (ast.get_docstring(ast.parse(source)) or "").splitlines()[0]
+
+
+class Stages(click.Group):
+    """A stage's module (and all it imports) is loaded only when that stage runs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(STAGES)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in STAGES:
+            return None
+        with imports_frozen():
+            return importlib.import_module(f"{__package__}.{name}").main
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Stages"):
+            formatter.write_dl([(stage, summary(stage)) for stage in STAGES])
+
+
+cli = Stages(name="pipeline", help=__doc__, no_args_is_help=True, subcommand_metavar="STAGE [ARGS]...")
+
+if __name__ == "__main__":
+    run_and_exit(cli, prog_name=PROG_NAME)
