@@ -10,10 +10,11 @@ examples, computed with the scratch model on the test split).
 
 Logs the test metrics, per-class metrics and confusion matrix into each
 model's MLflow run, found in the current store by the model file's SHA-256
-(tag model_sha256) and created from the model file where the store has none.
-Registers the model with the best validation accuracy as a version of
-<tracking.registered_model> (a pyfunc that predicts classes) and moves the
-alias @champion to it only if it beats the current champion. The outputs are
+(tag model_sha256) and created from the model file where the store has none;
+the metrics also on the run's classifier (the pyfunc that predicts classes,
+logged by the train stage). Registers the classifier of the model with the
+best validation accuracy as a version of <tracking.registered_model> and
+moves the alias @champion to it only if it beats the current champion. The outputs are
 renamed into place together after the runs are logged, and the registry is
 touched only after that: an evaluate that fails changes neither.
 """
@@ -30,7 +31,8 @@ from softmax_regression import CLASS_NAMES, MODEL_KINDS, SCORED_KINDS, tracking
 from softmax_regression.atomic import StagedOutputs
 from softmax_regression.dataset import load_split
 from softmax_regression.metrics import Evaluation, best_by_validation, evaluate_probabilities, per_class_csv, predictions_csv
-from softmax_regression.mlflow_models import register_and_promote
+from softmax_regression.checksums import sha256_hex
+from softmax_regression.mlflow_models import register_and_promote, run_classifier
 from softmax_regression.models import load_model
 from softmax_regression.plots import confusion_matrix_figure, figure_png_bytes
 from softmax_regression.worked import worked_examples
@@ -45,11 +47,13 @@ log = logging.getLogger(__name__)
 PARAMS = ("evaluate", "tracking")
 
 
-def log_evaluation(e: Evaluation, val_accuracy: float, confusion_png: bytes) -> None:
-    """Test metrics, per-class metrics, the confusion figure and its table, into the active run."""
-    mlflow.log_metrics({**e.summary(), "val_accuracy": val_accuracy})
+def log_evaluation(e: Evaluation, val_accuracy: float, confusion_png: bytes, model_id: str | None) -> None:
+    """Test metrics, per-class metrics, the confusion figure and its table, into the active run; the metrics
+    also on the run's logged model ``model_id`` (its classifier), where it has one."""
+    mlflow.log_metrics({**e.summary(), "val_accuracy": val_accuracy}, model_id=model_id)
     mlflow.log_metrics({f"test_{metric}_{row['class'].replace(' ', '_').replace('-', '_')}": row[metric]
-                        for row in e.per_class_rows() for metric in ("precision", "recall", "f1")})
+                        for row in e.per_class_rows() for metric in ("precision", "recall", "f1")},
+                       model_id=model_id)
     tracking.log_bytes(confusion_png, "figures/confusion_matrix.png")
     tracking.log_table(pd.DataFrame(e.confusion, index=list(CLASS_NAMES), columns=list(CLASS_NAMES))
                        .rename_axis("true").reset_index(), "confusion_matrix.json")
@@ -95,9 +99,12 @@ def main(params_path: str) -> None:
                                                               test.images, test.labels))
         run_ids = {kind: model_run_id(experiment_id, kind, checkpoints[kind], example, params_path)
                    for kind in kinds}
+        client = mlflow.MlflowClient()
         for e in evaluations:
+            classifier = run_classifier(client, run_ids[e.name], sha256_hex(checkpoints[e.name]))
             with tracking.tracked_run(run_id=run_ids[e.name]):
-                log_evaluation(e, val_accuracy[e.name], figures[e.name])
+                log_evaluation(e, val_accuracy[e.name], figures[e.name],
+                               classifier.model_id if classifier is not None else None)
         outputs.commit()
     for e in evaluations:
         log.info("%s: test accuracy %.4f, loss %.4f, macro F1 %.4f; val accuracy %.4f", e.name, e.accuracy, e.loss,

@@ -24,7 +24,7 @@ from softmax_regression.atomic import StagedOutputs
 from softmax_regression.checksums import sha256_hex
 from softmax_regression.dataset import image_side, load_split
 from softmax_regression.history import history_csv
-from softmax_regression.mlflow_models import log_torch_model
+from softmax_regression.mlflow_models import log_models
 from softmax_regression.models import build_model, initial_weights, model_bytes, resolve_device
 from softmax_regression.features import Standardization, features
 from softmax_regression.params import flatten_params, shaping_record
@@ -92,7 +92,7 @@ def main(kind: str, params_path: str, no_progress: bool) -> None:
             tracking.log_bytes(curves_png, "figures/training_curves.png")
             mlflow.log_text(history_text, "history.csv")
             tracking.log_bytes(checkpoint, f"checkpoint/{kind}.pt")
-            log_torch_model(model, val_split.images[:5].astype("float32") / 255, standardization)
+            log_models(model, checkpoint, val_split.images[:5].astype("float32") / 255, standardization)
             outputs.commit()  # inside the run: a run that says FINISHED has its outputs in place
     last = history[-1]
     log.info("%s: train loss %.4f, train acc %.4f, val acc %.4f after %d epochs; MLflow run %s",

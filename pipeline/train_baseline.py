@@ -23,7 +23,7 @@ from softmax_regression.atomic import StagedOutputs
 from softmax_regression.baseline import as_softmax_regression, fit_logistic_regression
 from softmax_regression.checksums import sha256_hex
 from softmax_regression.dataset import image_side, load_split
-from softmax_regression.mlflow_models import log_torch_model
+from softmax_regression.mlflow_models import log_models
 from softmax_regression.models import model_bytes
 from softmax_regression.features import Standardization, features
 from softmax_regression.params import flatten_params, shaping_record
@@ -68,7 +68,7 @@ def main(params_path: str) -> None:
             mlflow.log_params(shaping)
             mlflow.log_metrics({"train_acc": train_acc, "val_acc": val_acc, "n_iter": int(fitted.n_iter_.max())})
             tracking.log_bytes(checkpoint, f"checkpoint/{BASELINE_KIND}.pt")
-            log_torch_model(model, val_split.images[:5].astype("float32") / 255, standardization)
+            log_models(model, checkpoint, val_split.images[:5].astype("float32") / 255, standardization)
             outputs.commit()
     log.info("baseline: train acc %.4f, val acc %.4f after %d L-BFGS iterations; MLflow run %s",
              train_acc, val_acc, int(fitted.n_iter_.max()), run.info.run_id)

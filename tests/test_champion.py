@@ -40,7 +40,9 @@ from softmax_regression.mlflow_models import (
     VAL_ACCURACY_TAG,
     ChampionDecision,
     FashionMnistClassifier,
+    log_models,
     register_and_promote,
+    run_classifier,
 )
 from softmax_regression.models import build_model, initial_weights, load_model, model_bytes
 from support import PROJECT_ROOT, clean_env
@@ -318,19 +320,19 @@ def wait_for(*paths):
         time.sleep(0.002)
 
 
-log_classifier = mlflow_models._log_classifier
+classifier_uri = mlflow_models._classifier_uri
 
 
 def log_then_meet(*args, **kwargs):
     # Logging the pyfunc takes each process its own time; the race is in what follows (register, compare,
     # move the alias), so both processes meet here and go on together.
-    uri = log_classifier(*args, **kwargs)
+    uri = classifier_uri(*args, **kwargs)
     Path(f"{key}.logged").touch()
     wait_for("low.logged", "high.logged")
     return uri
 
 
-mlflow_models._log_classifier = log_then_meet
+mlflow_models._classifier_uri = log_then_meet
 tracking.configure(".")
 Path(f"{key}.ready").touch()
 wait_for("go")
@@ -410,3 +412,24 @@ def test_a_table_logged_again_replaces_the_one_before(store):
     assert logged == [{"path": "confusion_matrix.json", "type": "table"}]
     with pytest.raises(ValueError, match="expected a .json file"), tracking.tracked_run(run_id=run_id):
         tracking.log_table(second, "confusion_matrix.csv")
+
+
+def test_the_classifier_a_train_run_logged_is_registered_as_it_is(store):
+    """The train stages log each model file's classifier; registering it logs no second one."""
+    data = checkpoint(99)
+    path = store.root / "trained.pt"
+    path.write_bytes(data)
+    loaded = load_model(path)
+    with mlflow.start_run(experiment_id=store.experiment_id, run_name="trained",
+                          tags={tracking.MODEL_SHA256_TAG: sha256_hex(data)}) as run:
+        log_models(loaded.model, data, example_features(), loaded.standardization)
+    logged = {m.name: m for m in store.client.search_logged_models(
+        [store.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'")}
+    assert set(logged) == {"model", "classifier"}
+    assert run_classifier(store.client, run.info.run_id, sha256_hex(data)).model_id == logged["classifier"].model_id
+    assert run_classifier(store.client, run.info.run_id, "0" * 64) is None, "another file's classifier is not this one"
+    register_and_promote(data, example_features(), "fashion-mnist-trained", run.info.run_id, 0.5)
+    version = store.client.get_model_version_by_alias("fashion-mnist-trained", CHAMPION_ALIAS)
+    assert version.source == logged["classifier"].model_uri
+    assert len(store.client.search_logged_models(
+        [store.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'")) == 2

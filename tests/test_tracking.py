@@ -111,7 +111,11 @@ def assert_pipeline_tracked(client: mlflow.MlflowClient, project: Path) -> None:
         assert {a.path for a in client.list_artifacts(r.info.run_id, "report")} == {
             "report/report.html", "report/summary.md"}
         logged = client.search_logged_models([r.info.experiment_id], filter_string=f"source_run_id = '{r.info.run_id}'")
-        assert "model" in {m.name for m in logged}, "the PyTorch model is logged with the run"
+        assert {"model", "classifier"} <= {m.name for m in logged}, "the PyTorch model and the classifier"
+        classifier = next(m for m in logged if m.name == "classifier")
+        assert classifier.tags["model_sha256"] == sha256(project / "models" / f"{kind}.pt")
+        linked = {m.key: m.value for m in classifier.metrics}
+        assert linked["test_accuracy"] == pytest.approx(metrics[kind]["test_accuracy"], abs=1e-9)
     for kind in ("scratch", "concise"):
         r = runs[kind]
         assert r.data.params["train.lr"] == "0.1" and r.data.params["train.batch_size"] == "256"
@@ -128,6 +132,10 @@ def assert_pipeline_tracked(client: mlflow.MlflowClient, project: Path) -> None:
     version = client.get_model_version_by_alias(REGISTERED, "champion")
     best = max(SCORED, key=lambda kind: metrics[kind]["val_accuracy"])
     assert version.run_id == runs[best].info.run_id
+    # the classifier the train stage logged, registered as it is: evaluate logged no model of its own
+    assert [m.model_uri for m in client.search_logged_models(
+        [runs[best].info.experiment_id], filter_string=f"source_run_id = '{version.run_id}' AND name = 'classifier'")
+    ] == [version.source]
     assert float(version.tags["val_accuracy"]) == pytest.approx(metrics[best]["val_accuracy"], abs=1e-9)
     assert version.tags["model_sha256"] == sha256(project / "models" / f"{best}.pt")
     tagged = client.search_runs([runs[best].info.experiment_id], filter_string="tags.champion = 'true'")

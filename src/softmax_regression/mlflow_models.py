@@ -1,10 +1,12 @@
-"""The trained models as MLflow models: the PyTorch flavour for the train runs, a class-predicting
-pyfunc for the registry and its champion, and loading either back for ``fmnist-predict``.
+"""The trained models as MLflow models: each train run logs its model file in two forms, the PyTorch
+flavour and a class-predicting pyfunc; the registry and its champion take the pyfunc; and loading
+either back for ``fmnist-predict``.
 
-``mlflow.pytorch`` models answer with raw logits ``[N, 10]``. The registered
-model answers with classes: a pyfunc wrapping the project's model file, whose
-``predict`` returns one row per image with the class index, its name and
-its probability.
+``mlflow.pytorch`` models (``model`` in a run) answer with raw logits
+``[N, 10]``. The ``classifier`` of a run answers with classes: a pyfunc
+wrapping the project's model file, whose ``predict`` returns one row per
+image with the class index, its name and its probability. evaluate
+registers the best run's ``classifier`` as it is.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from .tracking import MODEL_SHA256_TAG, configure, log_bytes, store_lock, tracke
 log = logging.getLogger(__name__)
 
 CHAMPION_ALIAS = "champion"
+CLASSIFIER = "classifier"
+"""The name of the class-predicting pyfunc in a run."""
 VAL_ACCURACY_TAG = "val_accuracy"
 
 
@@ -77,6 +81,14 @@ def log_torch_model(model: SoftmaxRegression, example_features: np.ndarray,
         pytorch_log.setLevel(level)
 
 
+def log_models(model: SoftmaxRegression, checkpoint: bytes, example_features: np.ndarray,
+               standardization: Standardization | None = None) -> None:
+    """Into the active run, the model file ``checkpoint`` (of ``model``) in the two forms it is served in:
+    ``model`` (the PyTorch flavour, logits) and ``classifier`` (classes; what evaluate registers)."""
+    log_torch_model(model, example_features, standardization)
+    log_classifier(checkpoint, example_features)
+
+
 class FashionMnistClassifier(mlflow.pyfunc.PythonModel):
     """Class predictions from a project model file; input: float pixels in [0, 1], one row per image."""
 
@@ -109,7 +121,7 @@ def create_model_run(experiment_id: str, kind: str, checkpoint: bytes, example_f
                      tags={**tags, MODEL_SHA256_TAG: sha256, "created_from": "model file"}) as run:
         mlflow.log_params(loaded.params)
         log_bytes(checkpoint, f"checkpoint/{kind}.pt")
-        log_torch_model(loaded.model, example_features, loaded.standardization)
+        log_models(loaded.model, checkpoint, example_features, loaded.standardization)
     return run.info.run_id
 
 
@@ -154,15 +166,15 @@ def register_and_promote(checkpoint: bytes, example_features: np.ndarray, regist
     client = mlflow.MlflowClient()
     sha256 = sha256_hex(checkpoint)
     model_uri = None
-    if _registered_version(client, registered_name, sha256) is None:  # the slow logging, outside the lock
-        model_uri = _log_classifier(checkpoint, example_features, run_id)
+    if _registered_version(client, registered_name, sha256) is None:  # any logging, outside the lock
+        model_uri = _classifier_uri(client, checkpoint, example_features, run_id)
     with store_lock(mlflow.get_tracking_uri()):
         version = _registered_version(client, registered_name, sha256)
         if version is None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
                 registered = mlflow.register_model(
-                    model_uri or _log_classifier(checkpoint, example_features, run_id), registered_name,
+                    model_uri or _classifier_uri(client, checkpoint, example_features, run_id), registered_name,
                     tags={MODEL_SHA256_TAG: sha256, VAL_ACCURACY_TAG: repr(float(val_accuracy))})
             # two writers of one file at once both register it: the earliest version is the one
             version = _registered_version(client, registered_name, sha256) or registered
@@ -213,24 +225,45 @@ def _settle_champion(client, registered_name: str):
     raise RuntimeError(f"the champion of {registered_name} did not settle after {SETTLE_ATTEMPTS} attempts")
 
 
-def _log_classifier(checkpoint_bytes: bytes, example_features: np.ndarray, run_id: str) -> str:
-    """Log the class-predicting pyfunc into ``run_id``; returns its model URI."""
+def log_classifier(checkpoint_bytes: bytes, example_features: np.ndarray) -> str:
+    """Log the class-predicting pyfunc of a model file into the active run, tagged with the file's SHA-256;
+    returns its model URI."""
     example = np.ascontiguousarray(example_features, dtype=np.float32)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        # MLflow suggests type hints and warns that integer outputs cannot hold missing values;
+        # neither applies to a class index.
+        warnings.simplefilter("ignore", UserWarning)
         checkpoint = Path(tmp) / "model.pt"
         checkpoint.write_bytes(checkpoint_bytes)
-        with tracked_run(run_id=run_id), warnings.catch_warnings():
-            # MLflow suggests type hints and warns that integer outputs cannot hold missing values;
-            # neither applies to a class index.
-            warnings.simplefilter("ignore", UserWarning)
-            classifier = FashionMnistClassifier()
-            classifier.loaded = load_model(checkpoint)
-            info = mlflow.pyfunc.log_model(
-                name="classifier", python_model=classifier, artifacts={"checkpoint": str(checkpoint)},
-                input_example=example, signature=mlflow.models.infer_signature(example, classifier.predict(None, example)),
-                pip_requirements=pip_requirements(),
-            )
+        classifier = FashionMnistClassifier()
+        classifier.loaded = load_model(checkpoint)
+        info = mlflow.pyfunc.log_model(
+            name=CLASSIFIER, python_model=classifier, artifacts={"checkpoint": str(checkpoint)},
+            input_example=example, signature=mlflow.models.infer_signature(example, classifier.predict(None, example)),
+            pip_requirements=pip_requirements(), tags={MODEL_SHA256_TAG: sha256_hex(checkpoint_bytes)},
+        )
     return info.model_uri
+
+
+def run_classifier(client, run_id: str, sha256: str):
+    """The ``classifier`` logged model of the model file ``sha256`` in run ``run_id`` (a READY one), or None:
+    a run from before the train stages logged it, or one whose logging did not finish."""
+    from mlflow.entities import LoggedModelStatus
+
+    experiment_id = client.get_run(run_id).info.experiment_id
+    found = client.search_logged_models(
+        [experiment_id],
+        filter_string=f"source_run_id = '{run_id}' AND name = '{CLASSIFIER}' AND tags.{MODEL_SHA256_TAG} = '{sha256}'")
+    return next((m for m in found if m.status == LoggedModelStatus.READY), None)
+
+
+def _classifier_uri(client, checkpoint: bytes, example_features: np.ndarray, run_id: str) -> str:
+    """The model URI of the run's classifier for the model file; logged into the run now where it has none."""
+    found = run_classifier(client, run_id, sha256_hex(checkpoint))
+    if found is not None:
+        return found.model_uri
+    with tracked_run(run_id=run_id):
+        return log_classifier(checkpoint, example_features)
 
 
 def _move_champion_tag(client, new_run_id: str, old_run_id: str | None) -> None:
