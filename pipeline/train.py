@@ -86,9 +86,9 @@ def main(kind: str, params_path: str, no_progress: bool) -> None:
         outputs.write_bytes(paths.curves_png(kind), curves_png)
         with tracking.tracked_run(experiment_id=experiment_id, run_name=kind, tags=tags) as run:
             mlflow.log_params(flatten_params(params, ("train", "data")))
-            for record, lr in zip(history, lrs):
-                mlflow.log_metrics({"train_loss": record.train_loss, "train_acc": record.train_acc,
-                                    "val_acc": record.val_acc, "lr": lr}, step=record.epoch)
+            tracking.log_metric_steps((record.epoch, {"train_loss": record.train_loss, "train_acc": record.train_acc,
+                                                      "val_acc": record.val_acc, "lr": lr})
+                                      for record, lr in zip(history, lrs))
             tracking.log_bytes(curves_png, "figures/training_curves.png")
             mlflow.log_text(history_text, "history.csv")
             tracking.log_bytes(checkpoint, f"checkpoint/{kind}.pt")

@@ -178,3 +178,29 @@ def get_json(url: str, body: dict | None = None) -> dict:
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
+
+
+@contextlib.contextmanager
+def tracking_store(root: Path):
+    """MLflow pointed at ``sqlite:///<root>/mlflow.db`` (``tracking.configure`` with no MLFLOW_TRACKING_URI);
+    afterwards MLflow's tracking URI and the environment are what they were."""
+    import mlflow
+    import pytest
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils
+
+    from softmax_regression import tracking
+
+    previous = utils._tracking_uri
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.delenv("MLFLOW_REGISTRY_URI", raising=False)  # the registry follows the tracking URI here
+        mp.setattr(registry_utils, "_registry_uri", None)
+        for name, default in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")):
+            mp.setenv(name, os.environ.get(name, default))  # configure() would set them for good
+        try:
+            uri = tracking.configure(root)
+            assert uri == f"sqlite:///{root.resolve() / 'mlflow.db'}"
+            yield uri
+        finally:
+            mlflow.set_tracking_uri(previous)

@@ -17,9 +17,7 @@ test checks.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import subprocess
 import sys
 import time
@@ -45,7 +43,7 @@ from softmax_regression.mlflow_models import (
     run_classifier,
 )
 from softmax_regression.models import build_model, initial_weights, load_model, model_bytes
-from support import PROJECT_ROOT, clean_env
+from support import PROJECT_ROOT, clean_env, tracking_store
 
 EXPERIMENT = "champion-test"
 REGISTERED = "fashion-mnist-champion-test"
@@ -68,28 +66,6 @@ def checkpoint(seed: int) -> bytes:
 def example_features(n: int = 5, seed: int = 0) -> np.ndarray:
     """Float32 pixels in [0, 1], one row per image."""
     return np.random.default_rng(seed).random((n, SIDE * SIDE), dtype=np.float32)
-
-
-@contextlib.contextmanager
-def tracking_store(root: Path):
-    """MLflow pointed at ``sqlite:///<root>/mlflow.db`` (``tracking.configure`` with no MLFLOW_TRACKING_URI);
-    afterwards MLflow's tracking URI and the environment are what they were."""
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service import utils
-
-    previous = utils._tracking_uri
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        mp.delenv("MLFLOW_REGISTRY_URI", raising=False)  # the registry follows the tracking URI here
-        mp.setattr(registry_utils, "_registry_uri", None)
-        for name, default in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")):
-            mp.setenv(name, os.environ.get(name, default))  # configure() would set them for good
-        try:
-            uri = tracking.configure(root)
-            assert uri == f"sqlite:///{root.resolve() / 'mlflow.db'}"
-            yield uri
-        finally:
-            mlflow.set_tracking_uri(previous)
 
 
 @dataclass(frozen=True)
@@ -395,23 +371,6 @@ def test_parallel_registrations_promote_the_better_one(tmp_path):
         assert decisions["low"]["version"] == "1" and decisions["high"]["version"] == "2"
     else:  # high was first: low saw it as champion
         assert decisions["low"]["champion_version"] == decisions["high"]["version"] == "1"
-
-
-def test_a_table_logged_again_replaces_the_one_before(store):
-    """evaluate logs the confusion table into a run that may hold one already (a rerun on the same model
-    files): the table is replaced, not appended to as ``mlflow.log_table`` would, and MLflow reads it."""
-    run_id = new_run(store, "tables", b"a model file with a table")
-    first = pd.DataFrame({"true": ["a", "b"], "a": [5, 1], "b": [0, 4]})
-    second = pd.DataFrame({"true": ["a", "b"], "a": [4, 2], "b": [1, 3]})
-    for table in (first, second):
-        with tracking.tracked_run(run_id=run_id):
-            tracking.log_table(table, "confusion_matrix.json")
-    read = store.client.load_table(store.experiment_id, "confusion_matrix.json", run_ids=[run_id])
-    pd.testing.assert_frame_equal(read.reset_index(drop=True), second)
-    logged = json.loads(store.client.get_run(run_id).data.tags["mlflow.loggedArtifacts"])
-    assert logged == [{"path": "confusion_matrix.json", "type": "table"}]
-    with pytest.raises(ValueError, match="expected a .json file"), tracking.tracked_run(run_id=run_id):
-        tracking.log_table(second, "confusion_matrix.csv")
 
 
 def test_the_classifier_a_train_run_logged_is_registered_as_it_is(store):

@@ -23,7 +23,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -305,6 +305,19 @@ def standard_tags(implementation: str, params_file: str | Path, dataset_sha256: 
     tags[DATASET_SHA256_TAG] = dataset_sha256
     tags.update(extra or {})
     return tags
+
+
+def log_metric_steps(steps: Iterable[tuple[int, dict[str, float]]]) -> None:
+    """Metrics of many steps (``(step, {key: value})``, an epoch's say) into the active run in one batch:
+    ``mlflow.log_metrics`` per step is a database transaction, or a request, each."""
+    import time
+
+    import mlflow
+    from mlflow.entities import Metric
+
+    timestamp = int(time.time() * 1000)
+    metrics = [Metric(key, float(value), timestamp, step) for step, values in steps for key, value in values.items()]
+    mlflow.MlflowClient().log_batch(mlflow.active_run().info.run_id, metrics=metrics)
 
 
 def log_table(frame, artifact_file: str) -> None:

@@ -1,0 +1,51 @@
+"""What the stages write into an MLflow run through ``softmax_regression.tracking``, on a real SQLite store."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pandas as pd
+import pytest
+
+from softmax_regression import tracking
+from support import tracking_store
+
+
+@pytest.fixture(scope="module")
+def experiment_id(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("tracking-writes")
+    with tracking_store(root):
+        yield tracking.experiment_id("tracking-writes", root)
+
+
+def test_a_table_logged_again_replaces_the_one_before(experiment_id):
+    """evaluate logs the confusion table into a run that may hold one already (a rerun on the same model
+    files): the table is replaced, not appended to as ``mlflow.log_table`` would, and MLflow reads it."""
+    client = mlflow.MlflowClient()
+    with tracking.tracked_run(experiment_id=experiment_id, run_name="tables") as run:
+        pass
+    first = pd.DataFrame({"true": ["a", "b"], "a": [5, 1], "b": [0, 4]})
+    second = pd.DataFrame({"true": ["a", "b"], "a": [4, 2], "b": [1, 3]})
+    for table in (first, second):
+        with tracking.tracked_run(run_id=run.info.run_id):
+            tracking.log_table(table, "confusion_matrix.json")
+    read = client.load_table(experiment_id, "confusion_matrix.json", run_ids=[run.info.run_id])
+    pd.testing.assert_frame_equal(read.reset_index(drop=True), second)
+    logged = json.loads(client.get_run(run.info.run_id).data.tags["mlflow.loggedArtifacts"])
+    assert logged == [{"path": "confusion_matrix.json", "type": "table"}]
+    with pytest.raises(ValueError, match="expected a .json file"), tracking.tracked_run(run_id=run.info.run_id):
+        tracking.log_table(second, "confusion_matrix.csv")
+
+
+def test_metrics_of_many_steps_land_in_one_batch_as_a_history(experiment_id):
+    """The train stages log every epoch's metrics at once; more than MLflow takes in one batch (1000) too."""
+    client = mlflow.MlflowClient()
+    epochs = 400
+    with tracking.tracked_run(experiment_id=experiment_id, run_name="history") as run:
+        tracking.log_metric_steps((epoch, {"train_loss": 1 / epoch, "val_acc": 0.5 + epoch / 1000, "lr": 0.1})
+                                  for epoch in range(1, epochs + 1))
+    history = client.get_metric_history(run.info.run_id, "train_loss")
+    assert sorted((m.step, m.value) for m in history) == [(e, 1 / e) for e in range(1, epochs + 1)]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")] == list(range(1, epochs + 1))
+    assert client.get_run(run.info.run_id).data.metrics == {"train_loss": 1 / epochs, "val_acc": 0.9, "lr": 0.1}
