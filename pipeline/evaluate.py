@@ -83,7 +83,8 @@ def main(params_path: str) -> None:
         for kind, model in models.items()
     }
     figures = {e.name: figure_png_bytes(confusion_matrix_figure(
-        e.confusion, CLASS_NAMES, f"{e.name}: confusion matrix on the test set (accuracy {e.accuracy:.4f})"))
+        e.confusion, CLASS_NAMES, f"{e.name}: confusion matrix on the test set (accuracy {e.accuracy:.4f})"),
+        crop=False)
         for e in evaluations}
 
     example = np.ascontiguousarray(test.images[:5], dtype=np.float32) / 255

@@ -75,6 +75,20 @@ def test_no_title_or_legend_overlaps_another(name):
         assert not box_a.overlaps(box_b), f"{name}: {a} overlaps {b}"
 
 
+def test_the_confusion_figure_holds_everything_it_draws_inside_its_margins():
+    """evaluate saves it uncropped: every label, the title and the colorbar lie inside the figure."""
+    fig = confusion_matrix_figure(np.diag(np.full(10, 1000)), CLASS_NAMES,  # a class has 1000 test images
+                                  "baseline: confusion matrix on the test set (accuracy 0.8452)")
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    inside = fig.bbox.padded(-2)  # two pixels clear of the edge
+    for ax in fig.axes:  # the heatmap and the colorbar, with their labels, titles and ticks
+        box = ax.get_tightbbox(renderer)
+        assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1, \
+            (ax.get_label(), box, fig.bbox)
+
+
 @pytest.mark.parametrize("name", ["training curves", "per-class F1"])
 def test_legends_stay_clear_of_the_plotted_data(name):
     fig = FIGURES[name]()

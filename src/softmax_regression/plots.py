@@ -17,9 +17,12 @@ PNG_METADATA = {"Software": None}
 """No version stamp in the PNGs, so equal figures are equal bytes across machines."""
 
 
-def figure_png_bytes(fig: Figure, dpi: int = 100) -> bytes:
+def figure_png_bytes(fig: Figure, dpi: int = 100, crop: bool = True) -> bytes:
+    """The figure as PNG bytes. ``crop`` cuts it to what is drawn (``bbox_inches="tight"``), which draws
+    it twice; a figure whose fixed margins hold all it draws (:func:`confusion_matrix_figure`) is drawn
+    once, as it is, with ``crop=False``."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, metadata=PNG_METADATA, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=dpi, metadata=PNG_METADATA, **({"bbox_inches": "tight"} if crop else {}))
     return buffer.getvalue()
 
 
@@ -82,7 +85,10 @@ def training_curves_figure(histories: dict[str, Sequence], title: str = "Trainin
 
 
 def confusion_matrix_figure(confusion: np.ndarray, class_names: Sequence[str], title: str) -> Figure:
-    """A heatmap of ``[true, predicted]`` counts with the count written in every cell."""
+    """A heatmap of ``[true, predicted]`` counts with the count written in every cell.
+
+    Its margins are fixed and hold the rotated class names, the colorbar's label and a title of about
+    70 characters, so it can be saved uncropped (``figure_png_bytes(..., crop=False)``), drawn once."""
     k = len(class_names)
     fig = Figure(figsize=(8, 7))
     ax = fig.subplots()
@@ -98,6 +104,7 @@ def confusion_matrix_figure(confusion: np.ndarray, class_names: Sequence[str], t
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(title)
+    fig.subplots_adjust(left=0.13, right=0.90, bottom=0.15, top=0.94)
     return fig
 
 
