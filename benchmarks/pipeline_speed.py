@@ -83,11 +83,12 @@ class Row:
 
 
 def stage_of(argv: list[str], commands: dict[str, str]) -> str | None:
-    """The stage whose command (``python -m pipeline x ...``) started a process with ``argv``."""
+    """The stage whose command (``python -m pipeline x ...``) started a process with ``argv`` (as the
+    launcher leaves it at exit: ``[<pipeline/x.py>, ...the stage's arguments]``)."""
     script = Path(argv[0]) if argv else Path()
-    if script.parent.name != "pipeline" or script.name != "__main__.py":
+    if script.parent.name != "pipeline":
         return None
-    started = ["python", "-m", "pipeline", *argv[1:]]
+    started = ["python", "-m", "pipeline", script.stem, *argv[1:]]
     return next((name for name, cmd in commands.items() if cmd.split() == started), None)
 
 

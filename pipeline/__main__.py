@@ -16,6 +16,7 @@ import ast
 import contextlib
 import gc
 import importlib
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,7 +60,12 @@ class Stages(click.Group):
         if name not in STAGES:
             return None
         with imports_frozen():
-            return importlib.import_module(f"{__package__}.{name}").main
+            module = importlib.import_module(f"{__package__}.{name}")
+        # From here the process looks as `python -m pipeline.<stage>` would: MLflow records sys.argv[0]
+        # as a run's source (`mlflow.source.name`), so runs name their stage's file, not this launcher.
+        if sys.argv[1:2] == [name]:
+            sys.argv[:2] = [module.__file__]
+        return module.main
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Stages"):

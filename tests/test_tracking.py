@@ -95,6 +95,8 @@ def assert_pipeline_tracked(client: mlflow.MlflowClient, project: Path) -> None:
     for kind, r in runs.items():
         tags = r.data.tags
         assert tags["implementation"] == kind
+        # the run's source is the stage's file, not the launcher `python -m pipeline STAGE` starts from
+        assert Path(tags["mlflow.source.name"]).name == ("train_baseline.py" if kind == "baseline" else "train.py")
         assert len(tags["git_commit"]) == 40 and tags["git_dirty"] in ("true", "false")
         assert r.info.status == "FINISHED"
         assert r.data.metrics["test_accuracy"] == pytest.approx(metrics[kind]["test_accuracy"], abs=1e-9)
