@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import mlflow
 import pandas as pd
@@ -49,3 +50,22 @@ def test_metrics_of_many_steps_land_in_one_batch_as_a_history(experiment_id):
     assert sorted((m.step, m.value) for m in history) == [(e, 1 / e) for e in range(1, epochs + 1)]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")] == list(range(1, epochs + 1))
     assert client.get_run(run.info.run_id).data.metrics == {"train_loss": 1 / epochs, "val_acc": 0.9, "lr": 0.1}
+
+
+def test_a_finished_run_resumed_to_log_more_keeps_its_status_and_its_end_time(experiment_id):
+    """evaluate and report log into the train runs later: the runs table still shows the training's duration."""
+    client = mlflow.MlflowClient()
+    with tracking.tracked_run(experiment_id=experiment_id, run_name="resumed") as run:
+        pass
+    before = client.get_run(run.info.run_id).info
+    time.sleep(0.05)
+    with tracking.tracked_run(run_id=run.info.run_id):
+        mlflow.log_metric("test_accuracy", 0.83)
+    after = client.get_run(run.info.run_id)
+    assert after.data.metrics["test_accuracy"] == 0.83
+    assert (after.info.status, after.info.start_time, after.info.end_time) == (
+        "FINISHED", before.start_time, before.end_time)
+    # a failure while resumed leaves the status as it was too
+    with pytest.raises(RuntimeError), tracking.tracked_run(run_id=run.info.run_id):
+        raise RuntimeError("evaluate failed")
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"

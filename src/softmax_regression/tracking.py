@@ -169,23 +169,27 @@ def tracked_run(**start_run_kwargs) -> Iterator:
     A new run that is interrupted (SIGINT, or SIGTERM as the stages raise it)
     ends KILLED, one that fails ends FAILED. A finished run resumed to log
     more (``run_id=``) gets its previous status back whatever happens: the
-    work it records was done.
+    work it records was done. Resumed and ended without error, it also gets
+    its end time back (MLflow stamps a new one, and the UI would show a
+    0.7 s training as minutes long, up to when evaluate logged into it).
     """
     import mlflow
 
     previous = None
     if start_run_kwargs.get("run_id"):
-        previous = mlflow.MlflowClient().get_run(start_run_kwargs["run_id"]).info.status
+        previous = mlflow.MlflowClient().get_run(start_run_kwargs["run_id"]).info
     with mlflow.start_run(**start_run_kwargs) as active:
         try:
             yield active
         except BaseException as exc:
-            if previous and previous != "RUNNING":
-                status = previous
+            if previous and previous.status != "RUNNING":
+                status = previous.status
             else:
                 status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
             mlflow.end_run(status)
             raise
+    if previous is not None and previous.status != "RUNNING" and previous.end_time is not None:
+        mlflow.MlflowClient().set_terminated(previous.run_id, previous.status, end_time=previous.end_time)
 
 
 def experiment_id(name: str, root: str | Path) -> str:
