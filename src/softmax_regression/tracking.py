@@ -171,7 +171,7 @@ def tracked_run(**start_run_kwargs) -> Iterator:
     more (``run_id=``) gets its previous status back whatever happens: the
     work it records was done. Resumed and ended without error, it also gets
     its end time back (MLflow stamps a new one, and the UI would show a
-    0.7 s training as minutes long, up to when evaluate logged into it).
+    run of 0.7 s as minutes long, up to when evaluate logged into it).
     """
     import mlflow
 
