@@ -101,8 +101,9 @@ def main(params_path: str) -> None:
         run_ids = {kind: model_run_id(experiment_id, kind, checkpoints[kind], example, params_path)
                    for kind in kinds}
         client = mlflow.MlflowClient()
+        classifiers = {kind: run_classifier(client, run_ids[kind], sha256_hex(checkpoints[kind])) for kind in kinds}
         for e in evaluations:
-            classifier = run_classifier(client, run_ids[e.name], sha256_hex(checkpoints[e.name]))
+            classifier = classifiers[e.name]
             with tracking.tracked_run(run_id=run_ids[e.name]):
                 log_evaluation(e, val_accuracy[e.name], figures[e.name],
                                classifier.model_id if classifier is not None else None)
@@ -114,7 +115,7 @@ def main(params_path: str) -> None:
     # the outputs are in place.
     best = best_by_validation(val_accuracy)
     register_and_promote(checkpoints[best], example, params["tracking"]["registered_model"], run_ids[best],
-                         val_accuracy[best])
+                         val_accuracy[best], classifiers[best].model_uri if classifiers[best] is not None else None)
 
 if __name__ == "__main__":
     run_and_exit(main)

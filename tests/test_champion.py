@@ -390,5 +390,10 @@ def test_the_classifier_a_train_run_logged_is_registered_as_it_is(store):
     register_and_promote(data, example_features(), "fashion-mnist-trained", run.info.run_id, 0.5)
     version = store.client.get_model_version_by_alias("fashion-mnist-trained", CHAMPION_ALIAS)
     assert version.source == logged["classifier"].model_uri
+    # evaluate hands over the classifier it found already: the same version source, nothing logged either
+    register_and_promote(data, example_features(), "fashion-mnist-handed", run.info.run_id, 0.5,
+                         model_uri=logged["classifier"].model_uri)
+    handed = store.client.get_model_version_by_alias("fashion-mnist-handed", CHAMPION_ALIAS)
+    assert handed.source == logged["classifier"].model_uri
     assert len(store.client.search_logged_models(
         [store.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'")) == 2

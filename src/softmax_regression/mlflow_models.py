@@ -147,7 +147,7 @@ class ChampionDecision:
 
 
 def register_and_promote(checkpoint: bytes, example_features: np.ndarray, registered_name: str, run_id: str,
-                         val_accuracy: float) -> ChampionDecision:
+                         val_accuracy: float, model_uri: str | None = None) -> ChampionDecision:
     """Register the model file as a version of ``registered_name``; ``@champion`` then points at the version
     with the best validation accuracy (the earliest of equals), so a new version takes it only by beating it.
 
@@ -162,11 +162,13 @@ def register_and_promote(checkpoint: bytes, example_features: np.ndarray, regist
     that acted on a stale read is corrected by its own re-read, or by that of
     whoever wrote after it. On a SQLite store :func:`store_lock` also
     serialises the writers (MLflow's SQLite store needs that for its first use).
+
+    ``model_uri`` is the run's classifier where the caller found it already (:func:`run_classifier`);
+    without it the run's classifier is looked up, and logged into the run where it has none.
     """
     client = mlflow.MlflowClient()
     sha256 = sha256_hex(checkpoint)
-    model_uri = None
-    if _registered_version(client, registered_name, sha256) is None:  # any logging, outside the lock
+    if model_uri is None and _registered_version(client, registered_name, sha256) is None:  # outside the lock
         model_uri = _classifier_uri(client, checkpoint, example_features, run_id)
     with store_lock(mlflow.get_tracking_uri()):
         version = _registered_version(client, registered_name, sha256)
