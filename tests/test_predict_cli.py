@@ -351,6 +351,16 @@ def test_too_many_images_is_one_line(fresh_model, tmp_path):
     assert_one_line_error(predict(fresh_model, many, cwd=tmp_path), str(many), f"over the {MAX_IMAGES} allowed")
 
 
+@pytest.mark.parametrize("height, width", [(0, 7), (5, 0), (0, 1 << 30)])
+def test_images_without_a_pixel_are_one_line(fresh_model, tmp_path, height, width):
+    """An IDX header alone can declare 100,000 images of 0 x 2**30 pixels: refused on the header, not resized
+    (which costs the width, per image: the fuzz test found one that ran for many minutes)."""
+    empty = tmp_path / "empty-idx3-ubyte"
+    empty.write_bytes(b"\x00\x00\x08\x03" + b"".join(n.to_bytes(4, "big") for n in (100_000, height, width)))
+    assert_one_line_error(predict(fresh_model, empty, cwd=tmp_path), str(empty),
+                          f"images of {height}x{width} pixels hold no pixel")
+
+
 @pytest.mark.parametrize("scheme, package", [("s3://bucket/model", "boto3"),
                                              ("gs://bucket/model", "google-cloud-storage")])
 def test_a_model_uri_whose_store_client_is_not_installed_names_the_package(tmp_path, picture, scheme, package):

@@ -75,6 +75,8 @@ def _load_idx(path: Path, size: int, side: int, invert: bool) -> list[InputImage
             raise InputImageError(f"{path}: IDX file holds no images")
         if len(images) > MAX_IMAGES:
             raise InputImageError(f"{path}: {len(images)} images, over the {MAX_IMAGES} allowed at once")
+        if 0 in images.shape[1:]:  # nothing to see, and resizing such an image costs its other side's length
+            raise InputImageError(f"{path}: images of {images.shape[1]}x{images.shape[2]} pixels hold no pixel")
         if images.shape[1] * images.shape[2] > MAX_PICTURE_PIXELS:
             raise InputImageError(f"{path}: images of {images.shape[1]}x{images.shape[2]} pixels, over the "
                                   f"{MAX_PICTURE_PIXELS} allowed")
