@@ -23,6 +23,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,8 @@ import urllib.request
 from pathlib import Path
 
 import click
+
+from softmax_regression.atomic import write_bytes
 
 STATE_FILE = "stack.json"
 KNOWN_HOSTS_MARK = "softmax-regression-team-stack"
@@ -78,6 +81,14 @@ def alive(pid: int | None) -> bool:
     return True
 
 
+def write_atomically(path: Path, data: str | bytes, mode: int) -> None:
+    """Replace ``path`` with ``data`` whole or not at all, synced to disk, with permission bits ``mode``
+    from the start (:func:`softmax_regression.atomic.write_bytes`). A symlink is followed: the file it
+    points to is replaced, the link stays."""
+    write_bytes(Path(os.path.realpath(path)), data.encode() if isinstance(data, str) else data, mode=mode,
+                durable=True)
+
+
 # --- PostgreSQL -----------------------------------------------------------------------------------
 
 def postgres_bindir() -> Path:
@@ -105,7 +116,7 @@ def start_postgres(state: dict, root: Path) -> None:
         pg_dir.mkdir()
     password = secrets.token_hex(16)
     pwfile = pg_dir / "password"
-    pwfile.write_text(password + "\n")
+    write_atomically(pwfile, password + "\n", 0o600)
     if os.geteuid() == 0:
         shutil.chown(pwfile, "postgres", "postgres")
     data, log = pg_dir / "data", pg_dir / "postgres.log"
@@ -237,15 +248,25 @@ def trust_host_key(line: str) -> None:
     client DVC uses checks host keys there); `down` takes it out again."""
     path = known_hosts_file()
     path.parent.mkdir(mode=0o700, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(line + "\n")
+    with open(path, "ab+") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell():  # a last line without its newline would run into ours
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+        f.write(line.encode() + b"\n")
 
 
 def distrust_host_key(line: str) -> None:
+    """Take the stack's host key out of ~/.ssh/known_hosts again; every other byte and the file's mode stay.
+    The file is replaced at once (:func:`write_atomically`): an interruption cannot leave it cut short."""
     path = known_hosts_file()
-    if path.exists():
-        kept = [x for x in path.read_text().splitlines() if x.strip() != line]
-        path.write_text("".join(x + "\n" for x in kept))
+    if not path.exists():
+        return
+    lines = path.read_bytes().split(b"\n")
+    kept = [x for x in lines if x.strip() != line.encode()]
+    if len(kept) < len(lines):
+        write_atomically(path, b"\n".join(kept), stat.S_IMODE(path.stat().st_mode))
 
 
 # --- the stack ------------------------------------------------------------------------------------
@@ -274,6 +295,11 @@ def load_state(root: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def save_state(root: Path, state: dict) -> None:
+    """The state file holds the database password (in the backend store's URI): 0600, written at once."""
+    write_atomically(root / STATE_FILE, json.dumps(state, indent=2), 0o600)
+
+
 def up(root: Path) -> dict:
     if (root / STATE_FILE).exists() and alive(json.loads((root / STATE_FILE).read_text()).get("mlflow", {}).get("pid")):
         raise StackError(f"a team stack is running from {root} already (`make team-stack-down` stops it)")
@@ -288,7 +314,7 @@ def up(root: Path) -> dict:
     except BaseException:
         down(root, state)
         raise
-    (root / STATE_FILE).write_text(json.dumps(state, indent=2))
+    save_state(root, state)
     return state
 
 
@@ -361,7 +387,7 @@ def restart_mlflow_command(root: Path) -> None:
     state = load_state(root)
     stop_process_group(state["mlflow"]["pid"])
     start_mlflow(state, root, state["mlflow"]["port"])
-    (root / STATE_FILE).write_text(json.dumps(state, indent=2))
+    save_state(root, state)
     click.echo(f"export MLFLOW_TRACKING_URI={state['mlflow']['uri']}")
 
 

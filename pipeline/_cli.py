@@ -11,7 +11,7 @@ from typing import Callable, NoReturn
 
 import click
 
-from softmax_regression.params import ParamsError, load_params
+from softmax_regression.params import SETTINGS, ParamsError, load_params
 
 EXIT_FAILURE = 1
 EXIT_BAD_PARAMS = 2
@@ -53,16 +53,21 @@ class StageParams(dict):
                        "(its PARAMS and its params in dvc.yaml)")
 
 
-def load_stage_params(path: str, declared: tuple[str, ...]) -> dict[str, StageParams]:
+def load_stage_params(path: str, declared: tuple[str, ...], settings: tuple[str, ...] = ()) -> dict[str, StageParams]:
     """Validate the whole params file, then hand out only what the stage declares.
 
     ``declared`` holds sections (``train``) and single keys (``tracking.experiment``),
     exactly as the stage's ``params:`` in dvc.yaml, so a stage cannot read a
     param DVC does not know it depends on (a test compares the two lists).
+    ``settings`` are keys of :data:`~softmax_regression.params.SETTINGS` only: read, but not
+    tracked by DVC, because they cannot change an output.
     """
+    untracked = [key for key in settings if key not in SETTINGS]
+    if untracked:
+        raise ValueError(f"{', '.join(untracked)} shape outputs: declare them as PARAMS, not settings")
     params = load_params(path)
     view: dict[str, StageParams] = {}
-    for entry in declared:
+    for entry in declared + settings:
         section, _, key = entry.partition(".")
         if section not in view:
             view[section] = StageParams(section, {})

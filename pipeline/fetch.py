@@ -4,6 +4,7 @@ import logging
 
 import click
 
+from softmax_regression.params import SETTINGS
 from softmax_regression.sources import fetch_fashion_mnist
 
 from . import paths
@@ -11,7 +12,9 @@ from ._cli import load_stage_params, params_option, run_and_exit, stage_main, ve
 
 log = logging.getLogger(__name__)
 
-PARAMS = ("data.system_dir", "data.local_dir", "data.mirrors", "data.timeout", "data.retries", "data.deadline")
+PARAMS = ()
+"""No param shapes fetch's output: the official files, each verified by SHA-256. It reads only
+:data:`~softmax_regression.params.SETTINGS` (where to look), which DVC does not track."""
 
 
 @click.command(help=__doc__ + "\n\nSources, in order: data/raw/ if already verified, data.system_dir "
@@ -22,7 +25,7 @@ PARAMS = ("data.system_dir", "data.local_dir", "data.mirrors", "data.timeout", "
 @click.option("--no-progress", is_flag=True, help="Hide download progress bars.")
 @stage_main("fetch")
 def main(params_path: str, no_progress: bool) -> None:
-    data = load_stage_params(params_path, PARAMS)["data"]
+    data = load_stage_params(params_path, PARAMS, settings=SETTINGS)["data"]
     result = fetch_fashion_mnist(
         paths.RAW_DIR,
         system_dir=data["system_dir"],

@@ -52,6 +52,25 @@ def read_per_class(text: str) -> list[dict]:
     return rows
 
 
+SCORES = ("test_accuracy", "val_accuracy")
+"""What the report reads of each model in evaluate's ``metrics.json``."""
+
+
+def read_scores(text: str) -> dict[str, dict]:
+    """evaluate's ``metrics.json``: the scores of each scored model; both trained models must be there."""
+    scored = json.loads(text)
+    if not isinstance(scored, dict):
+        raise ValueError(f"a mapping of models expected, not {type(scored).__name__}")
+    missing = [kind for kind in MODEL_KINDS if kind not in scored]
+    if missing:
+        raise ValueError(f"no scores of {', '.join(missing)}")
+    metrics = {name: scored[name] for name in SCORED_KINDS if name in scored}
+    for name, values in metrics.items():
+        if not isinstance(values, dict) or not all(isinstance(values.get(key), (int, float)) for key in SCORES):
+            raise ValueError(f"{name} lacks {' or '.join(SCORES)}")
+    return metrics
+
+
 @click.command(help=__doc__)
 @params_option
 @verbose_option
@@ -62,8 +81,7 @@ def main(params_path: str) -> None:
     experiment_id = open_experiment(params["tracking"]["experiment"])
     test = load_split(paths.PROCESSED_DIR, "test")
     histories = {k: paths.read_output(paths.history_csv(k), read_history_csv, "train") for k in MODEL_KINDS}
-    scored = paths.read_output(paths.EVAL_METRICS, json.loads, "evaluate")
-    metrics = {name: scored[name] for name in SCORED_KINDS if name in scored}
+    metrics = paths.read_output(paths.EVAL_METRICS, read_scores, "evaluate")
     per_class = paths.read_output(paths.PER_CLASS_CSV, read_per_class, "evaluate")
     worked = paths.read_output(paths.WORKED_JSON, lambda text: worked_html(json.loads(text)), "evaluate")
     for kind, history in histories.items():

@@ -142,7 +142,27 @@ def test_params_are_exactly_those_the_stage_reads(name):
     in_dvc = stage.get("params", [])
     assert sorted(in_code) == sorted(in_dvc), f"stage {name}: code reads {in_code}, dvc.yaml declares {in_dvc}"
     source = module_file(stage_module(stage)).read_text()
-    assert "load_stage_params(params_path, PARAMS)" in source and "load_params(" not in source
+    assert "load_params(" not in source
+    assert ("load_stage_params(params_path, PARAMS)" in source
+            or "load_stage_params(params_path, PARAMS, settings=SETTINGS)" in source)
+
+
+def test_only_fetch_reads_untracked_settings_and_a_setting_cannot_be_a_tracked_param():
+    """params.SETTINGS (where the data comes from) is read by fetch alone, outside DVC's params; a
+    stage cannot slip a param that shapes outputs in as a setting."""
+    from pipeline._cli import load_stage_params
+    from softmax_regression.params import SETTINGS
+
+    readers = [name for name, stage in stages().items()
+               if "settings=SETTINGS" in module_file(stage_module(stage)).read_text()]
+    assert readers == ["fetch"]
+    assert not any(key in SETTINGS or key == "data" for stage in stages().values() for key in stage.get("params", []))
+    view = load_stage_params(str(PROJECT_ROOT / "params.yaml"), (), settings=SETTINGS)
+    assert view["data"]["system_dir"] == "/usr/share/datasets/fashion-mnist"
+    with pytest.raises(KeyError):
+        view["data"]["seed"]
+    with pytest.raises(ValueError, match="data.seed shape outputs: declare them as PARAMS, not settings"):
+        load_stage_params(str(PROJECT_ROOT / "params.yaml"), (), settings=("data.seed",))
 
 
 def test_a_stage_cannot_read_a_param_it_does_not_declare(tmp_path):

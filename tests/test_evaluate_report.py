@@ -2,6 +2,7 @@
 
 import base64
 import csv
+import hashlib
 import io
 import json
 import re
@@ -14,7 +15,6 @@ from PIL import Image
 from sklearn.metrics import precision_recall_fscore_support
 
 from softmax_regression import CLASS_NAMES
-from softmax_regression.models import load_model
 
 from support import run, set_param, stages_ran, stages_skipped
 
@@ -60,23 +60,63 @@ def test_metrics_json_scores_both_models_and_the_baseline(project):
     assert metrics["baseline"]["test_accuracy"] >= max(metrics[k]["test_accuracy"] for k in KINDS) - 0.005
 
 
+def raw_logits(checkpoint: dict, images_uint8: np.ndarray) -> torch.Tensor:
+    """The chapter's ``X W + b`` straight from a model file's tensors, in float64, with none of the project's
+    code (no load_model, predict_proba, features or Standardization): ``X`` is the uint8 pixels, flattened,
+    over 255, then standardized by the statistics the file records, if it records any."""
+    state = checkpoint["state"]
+    if checkpoint["kind"] == "concise":  # nn.Sequential(Flatten, Linear): nn.Linear keeps W as classes x features
+        W, b = state["1.weight"].T, state["1.bias"]
+    else:  # scratch and the baseline: W is features x classes
+        W, b = state["W"], state["b"]
+    side = checkpoint["input_shape"][-1]
+    assert W.shape == (side * side, len(CLASS_NAMES)) and b.shape == (len(CLASS_NAMES),)
+    X = torch.from_numpy(images_uint8.reshape(len(images_uint8), -1).astype(np.float64)) / 255
+    assert X.shape[1] == side * side
+    standardize = checkpoint["preprocessing"].get("standardize")
+    if standardize is not None:
+        X = (X - standardize["mean"].double()) / standardize["std"].double()
+    return X @ W.double() + b.double()
+
+
+def logged_metrics(project, model_file) -> dict[str, float]:
+    """The metrics on the MLflow run of ``model_file`` in the project's own store, found as the stages find
+    it: by the file's SHA-256 (tag model_sha256)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project.resolve() / 'mlflow.db'}")
+    experiment_ids = [e.experiment_id for e in client.search_experiments()]
+    digest = hashlib.sha256(model_file.read_bytes()).hexdigest()
+    (found,) = client.search_runs(experiment_ids, filter_string=f"tags.model_sha256 = '{digest}'")
+    return found.data.metrics
+
+
 @pytest.mark.parametrize("kind", SCORED)
 def test_metrics_match_an_independent_scoring_of_the_model_file(project, kind):
-    model = load_model(project / f"models/{kind}.pt")
+    model_file = project / f"models/{kind}.pt"
+    checkpoint = torch.load(model_file, map_location="cpu", weights_only=True)
+    assert checkpoint["kind"] == kind
     images = np.load(project / "data/processed/test_images.npy")
     labels = np.load(project / "data/processed/test_labels.npy")
-    assert len(labels) == N_TEST
-    probabilities = model.predict_proba(torch.from_numpy(images)).double()
-    predicted = probabilities.argmax(dim=1).numpy()
+    assert images.dtype == np.uint8 and len(labels) == N_TEST
+    logits = raw_logits(checkpoint, images)
+    predicted = logits.argmax(dim=1).numpy()
     accuracy = float((predicted == labels).mean())
-    loss = float(-torch.log(probabilities[torch.arange(N_TEST), torch.from_numpy(labels).long()]).mean())
-    scored = read_metrics(project)[kind]
-    assert scored["test_accuracy"] == round(accuracy, 6)
-    assert scored["test_loss"] == pytest.approx(loss, abs=1e-4)
+    loss = float(-torch.log_softmax(logits, dim=1)[torch.arange(N_TEST), torch.from_numpy(labels).long()].mean())
     val_images = np.load(project / "data/processed/val_images.npy")
     val_labels = np.load(project / "data/processed/val_labels.npy")
-    val_predicted = model.predict_proba(torch.from_numpy(val_images)).argmax(dim=1).numpy()
-    assert scored["val_accuracy"] == round(float((val_predicted == val_labels).mean()), 6)
+    assert val_images.dtype == np.uint8
+    val_accuracy = float((raw_logits(checkpoint, val_images).argmax(dim=1).numpy() == val_labels).mean())
+    # what evaluate wrote (metrics.json, DVC's metrics) ...
+    scored = read_metrics(project)[kind]
+    assert scored["test_accuracy"] == round(accuracy, 6)
+    assert scored["test_loss"] == pytest.approx(loss, abs=1e-4)  # float32 in evaluate, float64 here
+    assert scored["val_accuracy"] == round(val_accuracy, 6)
+    # ... and what it logged into the model's MLflow run
+    logged = logged_metrics(project, model_file)
+    assert logged["test_accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    assert logged["test_loss"] == pytest.approx(loss, abs=1e-4)
+    assert logged["val_accuracy"] == pytest.approx(val_accuracy, abs=1e-6)
     # the confusion table DVC plots is exactly this model's predictions
     rows = read_csv(project / f"reports/eval/confusion/{kind}.csv")
     assert [(r["actual"], r["predicted"]) for r in rows] == [

@@ -357,6 +357,12 @@ def test_failed_repro_names_dvc_checkout_and_checkout_restores(built):
     ("reports/train/scratch_history.csv", "epoch,train_loss,train_acc,val_acc\n", "report", (), "holds no epoch"),
     ("reports/train/concise_history.csv", "epoch,train_loss\n1,2\n", "report", (), "is damaged"),
     ("reports/eval/metrics.json", "{not json", "report", (), "is damaged"),
+    ("reports/eval/metrics.json", '{"concise": {"test_accuracy": 0.8, "val_accuracy": 0.8}}', "report", (),
+     "is damaged (ValueError: no scores of scratch)"),
+    ("reports/eval/metrics.json", '{"scratch": {}, "concise": {}}', "report", (),
+     "is damaged (ValueError: scratch lacks test_accuracy or val_accuracy)"),
+    ("data/processed/test_labels.npy", "not an array", "report", (), "is damaged"),
+    ("data/processed/val_images.npy", "", "evaluate", (), "is damaged (No data left in file)"),
     ("reports/eval/per_class.csv", "model,class\nx", "report", (), "is damaged"),
     ("reports/eval/worked.json", "{}", "report", (), "is damaged"),
 ])

@@ -19,7 +19,7 @@ DEFAULTS = {
     },
     "train": {
         "epochs": 10, "batch_size": 256, "lr": 0.1, "weight_decay": 0.0, "init_std": 0.01,
-        "seed": 0, "device": "auto", "loss": "cross_entropy", "schedule": "constant",
+        "seed": 0, "device": "cpu", "loss": "cross_entropy", "schedule": "constant",
     },
     "baseline": {"C": 1.0, "max_iter": 100},
     "evaluate": {"baseline": True},
@@ -68,7 +68,9 @@ def test_validate_does_not_modify_its_input():
     ("train.device", "cuda"), ("data.resize", 4), ("data.resize", 112), ("train.loss", "squared"), ("train.loss", "margin"), ("data.val_size", 30000),
     ("train.schedule", "step"), ("train.schedule", "cosine"), ("data.normalize", "global"), ("data.normalize", "per_pixel"),
     ("train.seed", 2**64 - 1), ("data.seed", 2**32 - 1), ("data.deadline", 5),
-    ("data.timeout", 0.5), ("data.retries", 0), ("data.local_dir", "/some/dir"), ("data.system_dir", None),
+    ("data.timeout", 0.5), ("data.timeout", 3600), ("data.deadline", 86400), ("data.retries", 0),
+    ("data.retries", 100), ("data.val_size", 0), ("data.val_size", 10), ("train.epochs", 100000), ("train.batch_size", 60000),
+    ("train.device", "auto"), ("data.local_dir", "/some/dir"), ("data.system_dir", None),
     ("data.mirrors", ["http://a/", "https://b/"]), ("evaluate.baseline", False),
     ("baseline.max_iter", 10000), ("report.n_images", 1), ("report.n_mistakes", 100),
 ])
@@ -138,13 +140,13 @@ BAD_VALUES = [
     ("train.lr", "0.1", "a number > 0"),
     ("train.lr", None, "a number > 0"),
     ("train.lr", True, "a number > 0"),
-    ("train.epochs", True, "an integer >= 1"),
-    ("train.epochs", 2.0, "an integer >= 1"),
-    ("train.epochs", "10", "an integer >= 1"),
-    ("train.batch_size", False, "an integer >= 1"),
+    ("train.epochs", True, "an integer between 1 and 100000"),
+    ("train.epochs", 2.0, "an integer between 1 and 100000"),
+    ("train.epochs", "10", "an integer between 1 and 100000"),
+    ("train.batch_size", False, "an integer between 1 and 60000"),
     ("train.seed", 1.5, "an integer between 0 and 18446744073709551615 (torch's seed range)"),
-    ("data.retries", True, "an integer >= 0"),
-    ("data.timeout", "30", "a number of seconds > 0"),
+    ("data.retries", True, "an integer between 0 and 100"),
+    ("data.timeout", "30", "a number of seconds > 0 and <= 3600"),
     ("data.mirrors", "https://example.org/", "a list of http(s) base URLs"),
     ("data.mirrors", ["ftp://example.org/"], "a list of http(s) base URLs"),
     ("data.mirrors", [None], "a list of http(s) base URLs"),
@@ -163,9 +165,9 @@ BAD_VALUES = [
     ("train.lr", math.nan, "a number > 0"),
     ("train.lr", math.inf, "a number > 0"),
     ("train.lr", -math.inf, "a number > 0"),
-    ("train.batch_size", 0, "an integer >= 1"),
-    ("train.batch_size", -256, "an integer >= 1"),
-    ("train.epochs", 0, "an integer >= 1"),
+    ("train.batch_size", 0, "an integer between 1 and 60000"),
+    ("train.batch_size", -256, "an integer between 1 and 60000"),
+    ("train.epochs", 0, "an integer between 1 and 100000"),
     ("train.weight_decay", -0.01, "a number >= 0"),
     ("train.weight_decay", math.nan, "a number >= 0"),
     ("train.init_std", 0, "a number > 0"),
@@ -173,28 +175,40 @@ BAD_VALUES = [
     ("train.seed", 2**64, "an integer between 0 and 18446744073709551615 (torch's seed range)"),
     ("train.seed", 2**70, "an integer between 0 and 18446744073709551615 (torch's seed range)"),
     ("data.seed", 2**32, "an integer between 0 and 4294967295 (numpy's seed range)"),
-    ("data.deadline", 0, "a number of seconds > 0"),
-    ("train.device", "tpu", "one of auto, cpu, cuda"),
+    ("data.deadline", 0, "a number of seconds > 0 and <= 86400"),
+    ("train.device", "tpu", "one of cpu, cuda, auto"),
     ("train.loss", "hinge", "one of cross_entropy, squared, margin"),
     ("train.schedule", "linear", "one of constant, step, cosine"),
     ("data.normalize", True, "one of none, global, per_pixel"),
     ("train.loss", None, "one of cross_entropy, squared, margin"),
-    ("train.device", "CPU", "one of auto, cpu, cuda"),
-    ("data.val_size", -1, "an integer between 0 and 30000"),
-    ("data.val_size", 30001, "an integer between 0 and 30000"),
+    ("train.device", "CPU", "one of cpu, cuda, auto"),
+    ("data.val_size", -1, "0 or an integer between 10 and 30000 (one image of each class)"),
+    ("data.val_size", 30001, "0 or an integer between 10 and 30000 (one image of each class)"),
     ("data.resize", 2, "null or an integer side length between 4 and 112"),
     ("data.resize", 113, "null or an integer side length between 4 and 112"),
     ("data.resize", 224, "null or an integer side length between 4 and 112"),
     ("data.resize", 28.0, "null or an integer side length between 4 and 112"),
-    ("data.timeout", 0, "a number of seconds > 0"),
-    ("data.timeout", math.inf, "a number of seconds > 0"),
-    ("data.retries", -1, "an integer >= 0"),
+    ("data.timeout", 0, "a number of seconds > 0 and <= 3600"),
+    ("data.timeout", math.inf, "a number of seconds > 0 and <= 3600"),
+    ("data.retries", -1, "an integer between 0 and 100"),
     ("data.seed", -5, "an integer between 0 and 4294967295 (numpy's seed range)"),
     ("baseline.max_iter", 0, "an integer between 1 and 10000"),
     ("baseline.max_iter", 10001, "an integer between 1 and 10000"),
     ("baseline.C", 0, "a number > 0"),
     ("report.n_images", 0, "an integer between 1 and 100"),
     ("report.n_mistakes", 101, "an integer between 1 and 100"),
+    # past what the stages can use: each failed later, not naming the key
+    ("train.lr", 10**400, "a number > 0"),  # too large for a float: OverflowError
+    ("train.weight_decay", -10**400, "a number >= 0"),
+    ("data.val_size", 1, "0 or an integer between 10 and 30000 (one image of each class)"),  # scikit-learn's
+    ("data.val_size", 9, "0 or an integer between 10 and 30000 (one image of each class)"),  # stratified split
+    ("data.timeout", 1e10, "a number of seconds > 0 and <= 3600"),  # the socket's timeout overflows
+    ("data.timeout", 3600.5, "a number of seconds > 0 and <= 3600"),
+    ("data.deadline", 86401, "a number of seconds > 0 and <= 86400"),
+    ("data.retries", 101, "an integer between 0 and 100"),
+    ("train.epochs", 100001, "an integer between 1 and 100000"),
+    ("train.batch_size", 60001, "an integer between 1 and 60000"),
+    ("train.batch_size", 2**80, "an integer between 1 and 60000"),
 ]
 
 
@@ -253,3 +267,29 @@ def test_load_params_empty_file_gives_defaults(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("# nothing\n")
     assert load_params(path) == DEFAULTS
+
+
+def test_every_choice_the_schema_allows_is_implemented():
+    """The choice lists live in params; each choice must build and run in the modules that implement it."""
+    import numpy as np
+    import torch
+
+    from softmax_regression.features import Standardization
+    from softmax_regression.models import LOSSES, build_model, resolve_device
+    from softmax_regression.params import DEVICE_CHOICES, LOSS_CHOICES, NORMALIZE_CHOICES, SCHEDULE_CHOICES
+    from softmax_regression.training import learning_rates
+
+    assert SCHEMA["train"]["loss"].check("squared") and not SCHEMA["train"]["loss"].check("hinge")
+    assert tuple(LOSSES) == LOSS_CHOICES
+    W = torch.zeros(4, 10)
+    for loss in LOSS_CHOICES:
+        for kind in ("scratch", "concise"):
+            assert build_model(kind, W.clone(), lr=0.1, loss=loss).kind == kind
+    for schedule in SCHEDULE_CHOICES:
+        assert len(learning_rates(0.1, 4, schedule)) == 4
+    images = np.arange(40, dtype=np.uint8).reshape(10, 4)
+    assert Standardization.fit(images, "none") is None
+    for mode in NORMALIZE_CHOICES[1:]:
+        assert Standardization.fit(images, mode) is not None
+    assert resolve_device(DEVICE_CHOICES[0]) == torch.device("cpu")  # the default: the committed bits
+    assert resolve_device("auto").type in ("cpu", "cuda")

@@ -367,6 +367,16 @@ def test_a_model_uri_whose_store_client_is_not_installed_names_the_package(tmp_p
     assert_one_line_error(predict(scheme, picture, cwd=tmp_path), scheme, f"pip install {package}")
 
 
+@pytest.mark.parametrize("source", ["models:/fashion-mnist-softmax@champion", "runs:/0123456789abcdef/classifier"])
+def test_a_model_uri_outside_any_project_is_one_line_and_creates_no_store(tmp_path, picture, source):
+    """Outside a project (no mlflow.db, no MLFLOW_TRACKING_URI) a store URI names the missing store; it
+    does not create an empty mlflow.db and then fail to find the model in it."""
+    line = assert_one_line_error(predict(source, picture, cwd=tmp_path), f"no MLflow store at {tmp_path / 'mlflow.db'}",
+                                 "set MLFLOW_TRACKING_URI")
+    assert "Traceback" not in line
+    assert [p.name for p in tmp_path.iterdir()] == ["picture.png"]
+
+
 @pytest.mark.slow
 def test_sixteen_bit_and_palette_pngs_are_converted_not_clipped(real, tmp_path):
     """Test image 0 (an ankle boot) as 8-bit, 16-bit and palette PNGs: the same grey levels, the same answer."""

@@ -6,6 +6,7 @@ files; misbehaviour (truncation, 404, 500, stalls) is done by that server.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import http.server
@@ -393,6 +394,27 @@ def test_local_dir_beats_mirrors(tmp_path, regzipped_dir, raw_dir, mirror):
                    mirrors=[mirror.url()])
     assert result.source == f"data.local_dir {regzipped_dir}"
     assert any(str(empty_system) in s and "missing" in s for s in result.skipped)
+    assert mirror.requests == []
+    assert_verified_raw(raw_dir)
+
+
+def test_an_unreadable_system_copy_falls_through_to_local_dir(tmp_path, system_data_dir, regzipped_dir, raw_dir,
+                                                              mirror, monkeypatch):
+    """A file the user may not read (as root here nothing is unreadable, so the refusal is the kernel's
+    errno raised where read_bytes would meet it): that source fails in one line, the next is tried."""
+    system = copy_system_dir(system_data_dir, tmp_path / "system")
+    refused = system / "train-labels-idx1-ubyte.gz"
+    read_bytes = Path.read_bytes
+
+    def read_bytes_as_another_user(path):
+        if path == refused:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes_as_another_user)
+    result = fetch(raw_dir, system_dir=str(system), local_dir=str(regzipped_dir), mirrors=[mirror.url()])
+    assert result.source == f"data.local_dir {regzipped_dir}"
+    assert result.skipped[1] == f"{refused}: cannot be read (Permission denied)"
     assert mirror.requests == []
     assert_verified_raw(raw_dir)
 

@@ -111,7 +111,7 @@ def test_preprocess_with_bad_params_exits_2_and_writes_nothing(project, system_d
     result = stage(project, "preprocess", "--params", "bad.yaml")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "preprocess: error: params key train.device is 'tpu'; expected one of auto, cpu, cuda"
+        "preprocess: error: params key train.device is 'tpu'; expected one of cpu, cuda, auto"
     ]
     assert_nothing_written(project)
 

@@ -2,10 +2,12 @@
 artifacts, and an SSH server holding a DVC remote, all on 127.0.0.1; the pipeline, a parallel sweep, a
 teammate's clone and a server that goes away are run against it."""
 
+import errno
 import json
 import os
 import re
 import signal
+import stat
 import sys
 import time
 from dataclasses import dataclass
@@ -17,6 +19,8 @@ import pytest
 
 from support import PROJECT_ROOT, VENV_BIN, clean_env, fast_copy, run, set_param, stages_ran, stages_skipped
 from test_tracking import assert_champion_predicts_classes, assert_pipeline_tracked
+
+from deploy import team_stack  # noqa: E402  (support puts the project on sys.path)
 
 pytestmark = pytest.mark.slow
 
@@ -248,3 +252,152 @@ def test_down_stops_everything(stack):
     assert not [c for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port in ports]
     home_known_hosts = Path(stack.env["HOME"]) / ".ssh" / "known_hosts"
     assert "softmax-regression-team-stack" not in home_known_hosts.read_text()
+
+
+# --- the files the stack writes, at unit level: no PostgreSQL, MLflow or SSH server -------------------------
+
+OTHER_HOSTS = (b"# a comment the user wrote\n"
+               b"github.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n"
+               b"\n"
+               b"|1|hashedhost= ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ\n")
+STACK_LINE = "[127.0.0.1]:40022 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIStackKey softmax-regression-team-stack"
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A HOME of the test's own, its ~/.ssh/known_hosts holding the stack's line among the user's (mode 0640)."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    monkeypatch.setenv("HOME", str(home))
+    known_hosts = home / ".ssh" / "known_hosts"
+    known_hosts.write_bytes(OTHER_HOSTS)
+    team_stack.trust_host_key(STACK_LINE)
+    known_hosts.chmod(0o640)
+    assert team_stack.known_hosts_file() == known_hosts
+    return home
+
+
+def test_down_takes_the_stacks_host_key_out_of_known_hosts_and_keeps_every_other_byte_and_the_mode(home):
+    known_hosts = home / ".ssh" / "known_hosts"
+    assert known_hosts.read_bytes() == OTHER_HOSTS + STACK_LINE.encode() + b"\n"
+    team_stack.distrust_host_key(STACK_LINE)
+    assert known_hosts.read_bytes() == OTHER_HOSTS
+    assert known_hosts.stat().st_mode & 0o7777 == 0o640
+    assert sorted(p.name for p in (home / ".ssh").iterdir()) == ["known_hosts"], "a temporary was left"
+
+
+def test_known_hosts_behind_a_symlink_is_rewritten_where_it_lives_and_the_link_stays(home):
+    dotfiles = home / "dotfiles"
+    dotfiles.mkdir()
+    real = dotfiles / "known_hosts"
+    (home / ".ssh" / "known_hosts").rename(real)
+    (home / ".ssh" / "known_hosts").symlink_to(real)
+    team_stack.distrust_host_key(STACK_LINE)
+    assert (home / ".ssh" / "known_hosts").is_symlink()
+    assert real.read_bytes() == OTHER_HOSTS and real.stat().st_mode & 0o7777 == 0o640
+    assert sorted(p.name for p in dotfiles.iterdir()) == ["known_hosts"]
+
+
+def test_trusting_the_host_key_does_not_run_it_into_a_last_line_without_its_newline(home):
+    known_hosts = home / ".ssh" / "known_hosts"
+    known_hosts.write_bytes(OTHER_HOSTS.rstrip(b"\n"))
+    team_stack.trust_host_key(STACK_LINE)
+    assert known_hosts.read_bytes() == OTHER_HOSTS + STACK_LINE.encode() + b"\n"
+    team_stack.distrust_host_key(STACK_LINE)
+    assert known_hosts.read_bytes() == OTHER_HOSTS
+
+
+@pytest.mark.parametrize("fails", ["fsync", "replace"])
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), OSError(errno.ENOSPC, "No space left on device")],
+                         ids=["ctrl-c", "disk-full"])
+def test_a_rewrite_of_known_hosts_cut_short_leaves_it_byte_for_byte_as_it_was(home, monkeypatch, fails, error):
+    """Interrupted once the new content is written (at os.fsync) or at the rename (os.replace): the old file
+    stands whole."""
+    known_hosts = home / ".ssh" / "known_hosts"
+    before = known_hosts.read_bytes()
+
+    def fail(*args):
+        raise error
+
+    with monkeypatch.context() as patch:
+        patch.setattr(team_stack.os, fails, fail)
+        with pytest.raises(type(error)):
+            team_stack.distrust_host_key(STACK_LINE)
+    assert known_hosts.read_bytes() == before
+    assert known_hosts.stat().st_mode & 0o7777 == 0o640
+    assert sorted(p.name for p in (home / ".ssh").iterdir()) == ["known_hosts"], "a temporary was left"
+
+
+def test_a_rewrite_of_known_hosts_that_fails_halfway_through_writing_leaves_it_as_it_was(home):
+    """A real short write: a file-size limit of 16 bytes makes the kernel refuse the rest (EFBIG), as a full
+    disk would. Writing in place, known_hosts would be cut to 16 bytes."""
+    import resource
+
+    known_hosts = home / ".ssh" / "known_hosts"
+    before = known_hosts.read_bytes()
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16, limits[1]))
+        with pytest.raises(OSError) as failure:
+            team_stack.distrust_host_key(STACK_LINE)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert failure.value.errno == errno.EFBIG
+    assert known_hosts.read_bytes() == before
+    assert sorted(p.name for p in (home / ".ssh").iterdir()) == ["known_hosts"], "a temporary was left"
+
+
+@pytest.fixture
+def umask_0():
+    """No umask: a file created with the default mode would be readable (and writable) by everyone."""
+    previous = os.umask(0)
+    yield
+    os.umask(previous)
+
+
+@pytest.fixture
+def modes_when_synced(monkeypatch):
+    """The mode and size of every file at the moment its content is synced, i.e. once the secret is in it."""
+    seen = []
+    fsync = os.fsync
+
+    def recording(fd):
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode):
+            seen.append((stat.S_IMODE(st.st_mode), st.st_size))
+        fsync(fd)
+
+    monkeypatch.setattr(team_stack.os, "fsync", recording)
+    return seen
+
+
+def test_the_state_file_with_the_database_password_is_0600_from_its_first_byte(tmp_path, umask_0, modes_when_synced):
+    root = tmp_path / "stack"
+    root.mkdir()
+    (root / "stack.json").write_text("{}")  # one a former version left, world-readable
+    (root / "stack.json").chmod(0o644)
+    state = {"postgres": {"uri": "postgresql://mlflow:s3cret@127.0.0.1:5432/mlflow"}}
+    team_stack.save_state(root, state)
+    assert (root / "stack.json").stat().st_mode & 0o7777 == 0o600
+    assert team_stack.load_state(root) == state
+    assert modes_when_synced and all(mode == 0o600 for mode, _ in modes_when_synced), modes_when_synced
+    assert sorted(p.name for p in root.iterdir()) == ["stack.json"]
+
+
+def test_the_database_password_file_is_0600_from_its_first_byte(tmp_path, monkeypatch, umask_0, modes_when_synced):
+    """start_postgres up to initdb, which is not run: the password file it would read."""
+    commands = []
+    monkeypatch.setattr(team_stack, "postgres_bindir", lambda: Path("/usr/lib/postgresql/0/bin"))
+    monkeypatch.setattr(team_stack, "run", lambda cmd, what: commands.append(what))
+    monkeypatch.setattr(team_stack.os, "geteuid", lambda: 1000)  # as a user: the database under the state folder
+    state = {}
+    team_stack.start_postgres(state, tmp_path)
+    assert commands == ["initdb", "pg_ctl start", "createdb"]
+    password_file = tmp_path / "postgres" / "password"
+    assert password_file.stat().st_mode & 0o7777 == 0o600
+    password = password_file.read_text().strip()
+    assert len(password) == 32 and f"mlflow:{password}@" in state["postgres"]["uri"]
+    assert modes_when_synced == [(0o600, 33)]
+    assert sorted(p.name for p in password_file.parent.iterdir()) == ["password"]

@@ -78,19 +78,6 @@ def signals_deferred() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary file path; on success it replaces ``target``, on failure it is removed."""
-    target = Path(target)
-    fd, tmp_path = _make_temporary_file(target)
-    os.close(fd)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, target)
-    finally:
-        tmp_path.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield a temporary directory; on success it takes the place of ``target``.
 
@@ -114,14 +101,15 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _make_temporary_file(target: Path) -> tuple[int, Path]:
-    """An open descriptor and the path of a new temporary file beside ``target`` (mode 0644); the
-    temporaries a killed process left for ``target`` are removed first."""
+def _make_temporary_file(target: Path, mode: int = 0o644) -> tuple[int, Path]:
+    """An open descriptor and the path of a new temporary file beside ``target`` with permission bits
+    ``mode`` before a byte is written; the temporaries a killed process left for ``target`` are removed
+    first."""
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target)
     fd, name = tempfile.mkstemp(prefix=_prefix(target), suffix=".tmp", dir=target.parent)
     tmp = Path(name)
-    tmp.chmod(0o644)  # mkstemp's 0600 would otherwise become the output's mode
+    os.fchmod(fd, mode)  # mkstemp's 0600 would otherwise become the output's mode
     return fd, tmp
 
 
@@ -145,22 +133,38 @@ def _replace_dir(tmp: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_bytes(target: str | Path, data: bytes) -> None:
-    with atomic_path(target) as tmp:
-        tmp.write_bytes(data)
+def write_bytes(target: str | Path, data: bytes, mode: int = 0o644, durable: bool = False) -> None:
+    """Replace ``target`` with ``data``, whole or not at all; the file has permission bits ``mode``
+    from its first byte (0o600 for a secret). ``durable`` also syncs the data and the rename to disk,
+    for a file a crash must not lose (a user's own file rewritten, not an output a rerun remakes)."""
+    target = Path(target)
+    fd, tmp = _make_temporary_file(target, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if durable:
+        folder = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)  # the rename itself
+        except OSError:
+            pass  # a file system that cannot sync a folder: the file is in place all the same
+        finally:
+            os.close(folder)
 
 
-def write_text(target: str | Path, text: str) -> None:
-    write_bytes(target, text.encode("utf-8"))
+def write_text(target: str | Path, text: str, mode: int = 0o644, durable: bool = False) -> None:
+    write_bytes(target, text.encode("utf-8"), mode=mode, durable=durable)
 
 
 def json_text(obj: Any) -> str:
     """JSON with sorted keys and a trailing newline, so equal content gives equal bytes."""
     return json.dumps(obj, indent=2, sort_keys=True) + "\n"
-
-
-def write_json(target: str | Path, obj: Any) -> None:
-    write_text(target, json_text(obj))
 
 
 class OutputError(OSError):

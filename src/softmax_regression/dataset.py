@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from . import CLASS_NAMES
-from .atomic import atomic_dir
 from .idx import read_images, read_labels
 
 N_TRAIN, N_TEST, SIDE = 60_000, 10_000, 28
@@ -122,14 +121,17 @@ def write_splits(directory: str | Path, splits: dict[str, Split], side: int) -> 
     (directory / "meta.json").write_text(json.dumps({"side": side, "class_names": list(CLASS_NAMES)}, indent=2) + "\n")
 
 
-def save_splits(processed_dir: str | Path, splits: dict[str, Split], side: int) -> None:
-    """:func:`write_splits` into ``processed_dir``, replaced as a whole."""
-    with atomic_dir(processed_dir) as tmp:
-        write_splits(tmp, splits, side)
+def _load_array(path: Path) -> np.ndarray:
+    """One ``.npy`` file; a truncated or foreign one is an error naming it."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, EOFError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"{path} is damaged ({first}); run the preprocess stage again") from None
 
 
 def load_split(processed_dir: str | Path, name: str) -> Split:
-    """One split written by :func:`save_splits`."""
+    """One split written by :func:`write_splits`."""
     processed_dir = Path(processed_dir)
     if name not in SPLITS:
         raise ValueError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
@@ -137,11 +139,14 @@ def load_split(processed_dir: str | Path, name: str) -> Split:
     for path in (images_path, labels_path):
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found; preprocess the raw data first")
-    images = np.load(images_path, allow_pickle=False)
-    labels = np.load(labels_path, allow_pickle=False)
+    images, labels = _load_array(images_path), _load_array(labels_path)
     if images.ndim != 2 or images.dtype != np.uint8 or labels.shape != (len(images),):
         raise ValueError(f"{processed_dir}: split {name!r} is malformed (images {images.shape} {images.dtype}, "
                          f"labels {labels.shape})")
+    if labels.dtype.kind not in "iu" or (len(labels) and not 0 <= labels.min() <= labels.max() < len(CLASS_NAMES)):
+        shown = f"{labels.min()}..{labels.max()}" if labels.dtype.kind in "iuf" and len(labels) else labels.dtype
+        raise ValueError(f"{labels_path} is damaged (labels {shown}, expected integers 0..{len(CLASS_NAMES) - 1}); "
+                         "run the preprocess stage again")
     return Split(images, labels)
 
 

@@ -22,8 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-NORMALIZE_CHOICES = ("none", "global", "per_pixel")
-"""``data.normalize``: ``none`` is the chapter's (features in [0, 1])."""
+from .params import NORMALIZE_CHOICES  # ``data.normalize``: ``none`` is the chapter's (features in [0, 1])
 
 
 def scale_pixels(images_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:

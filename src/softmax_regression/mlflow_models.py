@@ -289,9 +289,11 @@ STORE_PACKAGES = {"botocore": "boto3", "boto3": "boto3", "google": "google-cloud
 
 def load_model_uri(source: str, root: str | Path = ".") -> LoadedModel:
     """The project model behind an MLflow URI (``models:/name@champion``, ``runs:/<id>/classifier``);
-    without ``MLFLOW_TRACKING_URI`` the store is ``mlflow.db`` in ``root``."""
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines (creating a store) are not ours to print
-    configure(root)
+    without ``MLFLOW_TRACKING_URI`` the store is ``mlflow.db`` in ``root``, which must exist (a reader
+    creates no store). Another URI (``s3://...``, a folder) is read without a tracking store."""
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines (migrating a store) are not ours to print
+    if source.startswith(("models:/", "runs:/")):
+        configure(root, existing=True)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # see FashionMnistClassifier

@@ -31,15 +31,32 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_number(v: Any) -> bool:
-    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an integer literal too large for a float
+        return False
 
 
 def _int_at_least(low: int) -> Callable[[Any], bool]:
     return lambda v: _is_int(v) and v >= low
 
 
+def _int_between(low: int, high: int) -> Callable[[Any], bool]:
+    return lambda v: _is_int(v) and low <= v <= high
+
+
+def _one_of(choices: tuple[str, ...]) -> Rule:
+    return Rule(choices[0], f"one of {', '.join(choices)}", lambda v: v in choices)
+
+
 def _positive_number(v: Any) -> bool:
     return _is_number(v) and v > 0
+
+
+def _seconds_up_to(high: float) -> Callable[[Any], bool]:
+    return lambda v: _positive_number(v) and v <= high
 
 
 def _non_negative_number(v: Any) -> bool:
@@ -67,46 +84,62 @@ MAX_SPLIT_SEED = 2**32 - 1
 """scikit-learn's ``random_state`` is a numpy seed: 0 .. 2**32 - 1."""
 MAX_TORCH_SEED = 2**64 - 1
 """``torch.Generator.manual_seed`` takes at most an unsigned 64-bit value."""
+N_CLASSES = 10
+"""Fashion-MNIST's classes: a stratified validation split needs at least one image of each."""
+MAX_TRAIN_IMAGES = 60_000
+"""Fashion-MNIST's training images: a larger batch is the whole split."""
+
+# The choices of the params that pick an implementation, first the default. The modules that implement
+# them (features, training, the models) take their lists from here.
+NORMALIZE_CHOICES = ("none", "global", "per_pixel")
+LOSS_CHOICES = ("cross_entropy", "squared", "margin")
+SCHEDULE_CHOICES = ("constant", "step", "cosine")
+DEVICE_CHOICES = ("cpu", "cuda", "auto")
+
+SETTINGS = ("data.system_dir", "data.local_dir", "data.mirrors", "data.timeout", "data.retries", "data.deadline")
+"""Where fetch may find the data and how long it may try: they pick a source, not an outcome. fetch's
+output is the four files of the official release, each checked against its SHA-256, whatever the
+source, so no stage lists these in dvc.yaml: a teammate's own ``local_dir`` (an absolute path) or
+mirror list stays out of ``dvc.lock`` and reruns nothing."""
 
 SCHEMA: dict[str, dict[str, Rule]] = {
     "data": {
         "system_dir": Rule("/usr/share/datasets/fashion-mnist", "a directory path or null", _optional_str),
         "local_dir": Rule(None, "a directory path or null", _optional_str),
         "mirrors": Rule([], "a list of http(s) base URLs", _url_list),
-        "timeout": Rule(30, "a number of seconds > 0", _positive_number),
-        "retries": Rule(2, "an integer >= 0", _int_at_least(0)),
-        "deadline": Rule(600, "a number of seconds > 0", _positive_number),
+        "timeout": Rule(30, "a number of seconds > 0 and <= 3600", _seconds_up_to(3600)),
+        "retries": Rule(2, "an integer between 0 and 100", _int_between(0, 100)),
+        "deadline": Rule(600, "a number of seconds > 0 and <= 86400", _seconds_up_to(86400)),
         "resize": Rule(None, f"null or an integer side length between 4 and {MAX_RESIZE}",
                        lambda v: v is None or (_is_int(v) and 4 <= v <= MAX_RESIZE)),
-        "val_size": Rule(5000, "an integer between 0 and 30000",
-                         lambda v: _is_int(v) and 0 <= v <= 30000),
+        "val_size": Rule(5000, f"0 or an integer between {N_CLASSES} and 30000 (one image of each class)",
+                         lambda v: _is_int(v) and (v == 0 or N_CLASSES <= v <= 30000)),
         "seed": Rule(0, f"an integer between 0 and {MAX_SPLIT_SEED} (numpy's seed range)",
-                     lambda v: _is_int(v) and 0 <= v <= MAX_SPLIT_SEED),
-        "normalize": Rule("none", "one of none, global, per_pixel", lambda v: v in ("none", "global", "per_pixel")),
+                     _int_between(0, MAX_SPLIT_SEED)),
+        "normalize": _one_of(NORMALIZE_CHOICES),
     },
     "train": {
-        "epochs": Rule(10, "an integer >= 1", _int_at_least(1)),
-        "batch_size": Rule(256, "an integer >= 1", _int_at_least(1)),
+        "epochs": Rule(10, "an integer between 1 and 100000", _int_between(1, 100_000)),
+        "batch_size": Rule(256, f"an integer between 1 and {MAX_TRAIN_IMAGES}", _int_between(1, MAX_TRAIN_IMAGES)),
         "lr": Rule(0.1, "a number > 0", _positive_number),
         "weight_decay": Rule(0.0, "a number >= 0", _non_negative_number),
         "init_std": Rule(0.01, "a number > 0", _positive_number),
         "seed": Rule(0, f"an integer between 0 and {MAX_TORCH_SEED} (torch's seed range)",
-                     lambda v: _is_int(v) and 0 <= v <= MAX_TORCH_SEED),
-        "device": Rule("auto", "one of auto, cpu, cuda", lambda v: v in ("auto", "cpu", "cuda")),
-        "loss": Rule("cross_entropy", "one of cross_entropy, squared, margin",
-                     lambda v: v in ("cross_entropy", "squared", "margin")),
-        "schedule": Rule("constant", "one of constant, step, cosine", lambda v: v in ("constant", "step", "cosine")),
+                     _int_between(0, MAX_TORCH_SEED)),
+        "device": _one_of(DEVICE_CHOICES),
+        "loss": _one_of(LOSS_CHOICES),
+        "schedule": _one_of(SCHEDULE_CHOICES),
     },
     "baseline": {
         "C": Rule(1.0, "a number > 0", _positive_number),
-        "max_iter": Rule(100, "an integer between 1 and 10000", lambda v: _is_int(v) and 1 <= v <= 10000),
+        "max_iter": Rule(100, "an integer between 1 and 10000", _int_between(1, 10000)),
     },
     "evaluate": {
         "baseline": Rule(True, "true or false", lambda v: isinstance(v, bool)),
     },
     "report": {
-        "n_images": Rule(18, "an integer between 1 and 100", lambda v: _is_int(v) and 1 <= v <= 100),
-        "n_mistakes": Rule(18, "an integer between 1 and 100", lambda v: _is_int(v) and 1 <= v <= 100),
+        "n_images": Rule(18, "an integer between 1 and 100", _int_between(1, 100)),
+        "n_mistakes": Rule(18, "an integer between 1 and 100", _int_between(1, 100)),
     },
     "tracking": {
         "experiment": Rule("fashion-mnist-softmax", "a non-empty string", _non_empty_str),

@@ -74,8 +74,16 @@ def verified(name: str, content: bytes, origin: str) -> bytes:
 
 
 def read_directory(directory: str | Path) -> dict[str, bytes]:
-    """The four verified files from a directory holding them plain or gzipped."""
-    directory = Path(directory)
+    """The four verified files from a directory holding them plain or gzipped; a directory or file that
+    cannot be read fails this source only, so the next one is tried."""
+    try:
+        return _read_directory(Path(directory))
+    except OSError as exc:
+        where = exc.filename or directory
+        raise SourceFailed(f"{where}: cannot be read ({exc.strerror or exc})") from None
+
+
+def _read_directory(directory: Path) -> dict[str, bytes]:
     if not directory.is_dir():
         raise SourceFailed(f"{directory}: no such directory")
     files = {}

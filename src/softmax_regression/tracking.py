@@ -101,12 +101,13 @@ def check_sqlite_writable(uri: str) -> None:
                                   "its journal there); make it writable or point MLFLOW_TRACKING_URI elsewhere")
 
 
-def configure(root: str | Path) -> str:
+def configure(root: str | Path, existing: bool = False) -> str:
     """Point MLflow at the tracking URI, checked before any work; returns the URI.
 
     A server must answer its health check; a SQLite store must be writable, in
     a folder that exists, and a database (it is created or migrated here).
-    HTTP retries are bounded.
+    HTTP retries are bounded. ``existing`` is for a reader: a SQLite store
+    that is not there yet is an error, not a new empty database.
     """
     import mlflow
 
@@ -116,6 +117,10 @@ def configure(root: str | Path) -> str:
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     if uri.startswith("sqlite:"):
+        path = sqlite_path(uri)
+        if existing and path is not None and not path.is_file():
+            raise TrackingUnavailable(f"no MLflow store at {path}: run the pipeline in {path.parent} first, "
+                                      "or set MLFLOW_TRACKING_URI to the store that holds the model")
         check_sqlite_writable(uri)
         initialize_sqlite_store(uri)
     return uri

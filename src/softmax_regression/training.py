@@ -16,6 +16,7 @@ from . import CLASS_NAMES
 from .batches import ShuffledBatches
 from .history import EpochRecord
 from .models import SoftmaxRegression
+from .params import SCHEDULE_CHOICES as SCHEDULES  # ``train.schedule``; ``constant`` is the chapter's
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,6 @@ def check_not_diverged(train_loss: float, epoch: int, kind: str, n_classes: int 
             f"training of the {kind} model diverged in epoch {epoch}: mean train loss is {train_loss:.4g} "
             f"(limit {limit:.0f}, {DIVERGENCE_FACTOR:.0f} x a uniform guess); lower train.lr"
         )
-
-
-SCHEDULES = ("constant", "step", "cosine")
-"""``train.schedule``: how the learning rate moves from epoch to epoch (``constant`` is the chapter's)."""
 
 
 def learning_rates(lr: float, epochs: int, schedule: str) -> list[float]:

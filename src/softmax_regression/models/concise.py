@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.optim.sgd import sgd
 
+from ..params import LOSS_CHOICES
+
 
 class SquaredOnSoftmax(nn.Module):
     """``nn.MSELoss`` between ``softmax(O)`` and the one-hot labels: the squared-error choice."""
@@ -30,7 +32,7 @@ def loss_module(name: str) -> nn.Module:
         return SquaredOnSoftmax()
     if name == "margin":
         return nn.MultiMarginLoss()
-    raise ValueError(f"unknown loss {name!r}; expected cross_entropy, squared or margin")
+    raise ValueError(f"unknown loss {name!r}; expected one of {', '.join(LOSS_CHOICES)}")
 
 
 class ConciseSoftmaxRegression:
