@@ -99,8 +99,8 @@ DEVICE_CHOICES = ("cpu", "cuda", "auto")
 SETTINGS = ("data.system_dir", "data.local_dir", "data.mirrors", "data.timeout", "data.retries", "data.deadline")
 """Where fetch may find the data and how long it may try: they pick a source, not an outcome. fetch's
 output is the four files of the official release, each checked against its SHA-256, whatever the
-source, so no stage lists these in dvc.yaml: a teammate's own ``local_dir`` (an absolute path) or
-mirror list stays out of ``dvc.lock`` and reruns nothing."""
+source, so no stage declares these as the params its outputs depend on: a teammate's own ``local_dir``
+(an absolute path) or mirror list stays out of the pipeline's lock file and reruns nothing."""
 
 SCHEMA: dict[str, dict[str, Rule]] = {
     "data": {

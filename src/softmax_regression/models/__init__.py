@@ -68,8 +68,8 @@ def build_model(kind: str, W: torch.Tensor, lr: float, weight_decay: float = 0.0
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` is CUDA where present, else the CPU. The default, ``cpu``, is the one whose bits the
-    committed ``dvc.lock`` holds: a GPU computes the same model to other bits."""
+    """``auto`` is CUDA where present, else the CPU. The default, ``cpu``, gives the same bits on every
+    machine; a GPU computes the same model to other bits."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
