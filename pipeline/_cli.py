@@ -11,6 +11,7 @@ from typing import Callable, NoReturn
 
 import click
 
+from softmax_regression.errors import one_line
 from softmax_regression.params import SETTINGS, ParamsError, load_params
 
 EXIT_FAILURE = 1
@@ -112,13 +113,6 @@ def stage_main(name: str) -> Callable:
         return run
 
     return decorate
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception as one line: its first line, or its type where it has no message."""
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else ""
-    return first or type(exc).__name__
 
 
 def run_and_exit(command: click.Command, prog_name: str | None = None) -> NoReturn:

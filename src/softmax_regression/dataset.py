@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import CLASS_NAMES
+from .errors import one_line
 from .idx import read_images, read_labels
 
 N_TRAIN, N_TEST, SIDE = 60_000, 10_000, 28
@@ -126,8 +127,7 @@ def _load_array(path: Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, EOFError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ValueError(f"{path} is damaged ({first}); run the preprocess stage again") from None
+        raise ValueError(f"{path} is damaged ({one_line(exc)}); run the preprocess stage again") from None
 
 
 def load_split(processed_dir: str | Path, name: str) -> Split:

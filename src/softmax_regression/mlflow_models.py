@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .checksums import sha256_hex
+from .errors import one_line
 from .features import Standardization, fold_into_linear
 from .models import LoadedModel, ModelFileError, SoftmaxRegression, load_model
 from .tracking import MODEL_SHA256_TAG, configure, log_bytes, store_lock, tracked_run
@@ -299,7 +300,7 @@ def load_model_uri(source: str, root: str | Path = ".") -> LoadedModel:
             warnings.simplefilter("ignore", UserWarning)  # see FashionMnistClassifier
             inner = mlflow.pyfunc.load_model(source).unwrap_python_model()
     except mlflow.exceptions.MlflowException as exc:
-        raise ModelFileError(f"cannot load {source}: {str(exc).splitlines()[0]}") from None
+        raise ModelFileError(f"cannot load {source}: {one_line(exc)}") from None
     except ImportError as exc:  # an artifact store whose client library is not installed (s3://, gs://, ...)
         missing = (exc.name or str(exc)).split(".")[0]
         package = STORE_PACKAGES.get(missing, missing)

@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import yaml
 
+from .errors import one_line
+
 
 class ParamsError(ValueError):
     """params.yaml holds an unknown key, a wrong type or an out-of-range value."""
@@ -194,8 +196,7 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, dict[str, Any]]:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
-        raise ParamsError(f"params file {path} is not valid YAML: {first}") from None
+        raise ParamsError(f"params file {path} is not valid YAML: {one_line(exc)}") from None
     return validate_params(raw)
 
 

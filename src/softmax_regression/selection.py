@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from .errors import one_line
 from .params import ParamsError, validate_params
 
 SELECTED_MODEL = "scratch"
@@ -49,7 +50,7 @@ def _read_yaml(path: Path, what: str, when_missing: str = "") -> Any:
     except FileNotFoundError:
         raise SweepError(f"{what} {path} not found{when_missing}") from None
     except yaml.YAMLError as exc:
-        raise SweepError(f"{what} {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise SweepError(f"{what} {path} is not valid YAML: {one_line(exc)}") from None
 
 
 def _dotted(values: dict[str, Any], where: str) -> dict[str, Any]:
