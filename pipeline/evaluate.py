@@ -97,7 +97,8 @@ def main(params_path: str) -> None:
         outputs.write_json(paths.EVAL_METRICS, {e.name: {**e.summary(), "val_accuracy": val_accuracy[e.name]}
                                                 for e in evaluations})
         outputs.write_json(paths.WORKED_JSON, worked_examples(*models["scratch"].model.weights(),
-                                                              test.images, test.labels))
+                                                              test.images, test.labels,
+                                                              standardization=models["scratch"].standardization))
         run_ids = {kind: model_run_id(experiment_id, kind, checkpoints[kind], example, params_path)
                    for kind in kinds}
         client = mlflow.MlflowClient()

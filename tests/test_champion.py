@@ -397,3 +397,31 @@ def test_the_classifier_a_train_run_logged_is_registered_as_it_is(store):
     assert handed.source == logged["classifier"].model_uri
     assert len(store.client.search_logged_models(
         [store.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'")) == 2
+
+
+def test_deleting_the_champions_run_hands_the_title_on_and_registering_goes_on(tmp_path):
+    """A run deleted in the MLflow UI (a routine clean-up): its version leaves the race, the next evaluate's
+    registration works (MLflow refuses tags on a deleted run) and the best version left takes @champion; the
+    same model file logged again into a new run registers anew and competes."""
+    name = "fashion-mnist-deleted"
+    files = {"a": checkpoint(21), "b": checkpoint(22), "c": checkpoint(23)}
+    with tracking_store(tmp_path) as uri:
+        store = Store(tmp_path, uri, tracking.experiment_id(EXPERIMENT, tmp_path), mlflow.MlflowClient())
+        client = store.client
+        runs = {key: new_run(store, key, data) for key, data in files.items()}
+        features = example_features()
+        assert register_and_promote(files["a"], features, name, runs["a"], 0.80).champion_version == "1"
+        assert register_and_promote(files["b"], features, name, runs["b"], 0.70).promoted is False
+
+        client.delete_run(runs["a"])  # the champion's run
+        decision = register_and_promote(files["c"], features, name, runs["c"], 0.60)
+        assert decision == ChampionDecision(version="3", promoted=False, champion_version="2",
+                                            champion_val_accuracy=0.70)
+        assert str(client.get_model_version_by_alias(name, CHAMPION_ALIAS).version) == "2"
+        assert champion_run_ids(client, store.experiment_id) == {runs["b"]}
+
+        again = new_run(store, "a-again", files["a"])  # evaluate creates a run for a file whose run is gone
+        decision = register_and_promote(files["a"], features, name, again, 0.80)
+        assert decision == ChampionDecision(version="4", promoted=True, champion_version="4",
+                                            champion_val_accuracy=0.80)
+        assert champion_run_ids(client, store.experiment_id) == {again}

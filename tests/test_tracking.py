@@ -230,6 +230,34 @@ def test_default_store_follows_dvc_root(tmp_path, monkeypatch):
     assert tracking_uri(tmp_path) == "http://team-server:5000"
 
 
+@pytest.mark.parametrize("given, expected", [
+    ("sqlite:///mlflow.db", "sqlite:///{root}/mlflow.db"),  # relative: the project's root, not the cwd
+    ("sqlite:///stores/team.db?timeout=30", "sqlite:///{root}/stores/team.db?timeout=30"),
+    ("sqlite:////srv/mlflow/mlflow.db", "sqlite:////srv/mlflow/mlflow.db"),  # absolute: as given
+    ("sqlite:///:memory:", "sqlite:///:memory:"),
+    ("mlruns", "{root}/mlruns"),
+    ("/srv/mlruns", "/srv/mlruns"),
+    ("file:///srv/mlruns", "file:///srv/mlruns"),
+    ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+    ("postgresql://user@db.example/mlflow", "postgresql://user@db.example/mlflow"),
+    ("databricks", "databricks"),
+])
+def test_a_relative_store_in_the_environment_is_the_projects_not_the_working_directorys(
+        tmp_path, monkeypatch, given, expected):
+    """A queued `dvc exp run` runs each stage in a temporary copy of the project: a relative
+    MLFLOW_TRACKING_URI resolved there would log every run into a store deleted with the copy."""
+    from softmax_regression.tracking import serves_artifacts, tracking_uri
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", given)
+    root = tmp_path / "project"
+    assert tracking_uri(root) == expected.format(root=root)
+    # only a server decides where artifacts go; every other store gets the project's mlruns/ explicitly
+    assert serves_artifacts(given) == given.startswith(("http", "databricks"))
+
+
 def test_the_library_knows_nothing_of_dvc():
     """src/ takes the root and the tags from its caller; only pipeline/ reads DVC's environment."""
     library = PROJECT_ROOT / "src" / "softmax_regression"

@@ -41,6 +41,28 @@ def test_gradient_check_agrees_with_autograd():
     assert check["batch"] == 64 and check["max_abs_difference"] < 1e-12 < check["largest_gradient"]
 
 
+@pytest.mark.parametrize("mode", ["global", "per_pixel"])
+def test_gradient_check_runs_on_the_models_own_logits_when_inputs_are_standardized(mode):
+    """With data.normalize the model sees standardized pixels: the example's logits must be those, not
+    ``pixels / 255 @ W + b`` (which the same weights would turn into other, meaningless logits)."""
+    from softmax_regression.features import Standardization, features
+    from softmax_regression.models.scratch import softmax
+
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (64, 784), dtype=np.uint8)
+    labels = rng.integers(0, 10, 64)
+    W = initial_weights(784, 10, 0.02, torch.Generator().manual_seed(1))  # unsaturated: gradients below 1
+    b = torch.linspace(-1, 1, 10)
+    standardization = Standardization.fit(images, mode)
+    check = gradient_check(W, b, images, labels, standardization)
+    logits = (features(images, standardization).double() @ W.double() + b.double())
+    formula = softmax(logits) - torch.nn.functional.one_hot(torch.from_numpy(labels), 10).double()
+    assert check["largest_gradient"] == pytest.approx(float(formula.abs().max()), rel=1e-6)
+    assert check["max_abs_difference"] < 1e-12
+    unstandardized = gradient_check(W, b, images, labels)
+    assert unstandardized["largest_gradient"] != pytest.approx(check["largest_gradient"], rel=1e-3)
+
+
 def test_the_section_renders_every_example_from_json():
     rng = np.random.default_rng(1)
     worked = json.loads(json.dumps(worked_examples(

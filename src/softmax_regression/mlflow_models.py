@@ -126,8 +126,18 @@ def create_model_run(experiment_id: str, kind: str, checkpoint: bytes, example_f
     return run.info.run_id
 
 
+def _run_is_active(client, run_id: str) -> bool:
+    """False for a run deleted in the UI or removed for good (``mlflow gc``): its versions are out of the race."""
+    try:
+        return client.get_run(run_id).info.lifecycle_stage == "active"
+    except mlflow.exceptions.MlflowException:
+        return False
+
+
 def _registered_version(client, registered_name: str, sha256: str):
-    versions = client.search_model_versions(f"name = '{registered_name}' and tags.{MODEL_SHA256_TAG} = '{sha256}'")
+    """The earliest version of the model file whose run is still there (a deleted run's file registers anew)."""
+    versions = [v for v in client.search_model_versions(f"name = '{registered_name}' and tags.{MODEL_SHA256_TAG} = "
+                                                        f"'{sha256}'") if _run_is_active(client, v.run_id)]
     return min(versions, key=lambda v: int(v.version)) if versions else None
 
 
@@ -204,9 +214,10 @@ SETTLE_ATTEMPTS = 50
 
 
 def _best_version(client, registered_name: str):
-    """The version with the best recorded validation accuracy; the earliest among equals."""
+    """The version with the best recorded validation accuracy, the earliest among equals; only versions whose
+    run is still there compete (a deleted run cannot carry the champion tag, and its owner threw it away)."""
     versions = [v for v in client.search_model_versions(f"name = '{registered_name}'")
-                if VAL_ACCURACY_TAG in v.tags]
+                if VAL_ACCURACY_TAG in v.tags and _run_is_active(client, v.run_id)]
     return max(versions, key=lambda v: (float(v.tags[VAL_ACCURACY_TAG]), -int(v.version)))
 
 

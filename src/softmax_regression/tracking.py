@@ -40,12 +40,33 @@ class TrackingUnavailable(RuntimeError):
 
 
 def tracking_uri(root: str | Path) -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else SQLite ``mlflow.db`` in ``root``."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
+    """``MLFLOW_TRACKING_URI`` if set, else SQLite ``mlflow.db`` in ``root``.
+
+    A relative SQLite path or folder in the variable (``sqlite:///mlflow.db``, as ``mlflow ui`` is often
+    pointed) is taken relative to ``root``, not to the working directory: where a stage runs in a temporary
+    copy of the project (a queued experiment), the runs logged there would go with the copy.
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
+    if uri.startswith("sqlite:///"):
+        path, query = (uri[len("sqlite:///"):].split("?", 1) + [""])[:2]
+        if path and path != ":memory:" and not Path(path).is_absolute():
+            return f"sqlite:///{Path(root).resolve() / path}" + (f"?{query}" if query else "")
+    elif "://" not in uri and not uri.startswith("file:") and not Path(uri).is_absolute() and uri not in REMOTE_NAMES:
+        return str(Path(root).resolve() / uri)
+    return uri
 
 
-def is_local_store(uri: str) -> bool:
-    return uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri
+REMOTE_NAMES = ("databricks", "databricks-uc", "uc")
+"""Tracking URIs that are names, not folders."""
+
+
+def serves_artifacts(uri: str) -> bool:
+    """A tracking server (or a hosted service) that decides where artifacts go. Any other store, a SQLite
+    file, a folder or a database opened directly (``postgresql://``), would put them under ``./mlruns`` of
+    whatever directory a stage runs in."""
+    return uri.startswith(("http://", "https://")) or uri in REMOTE_NAMES or uri.startswith(("databricks://", "uc:"))
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
@@ -212,7 +233,7 @@ def experiment_id(name: str, root: str | Path) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         location = None
-        if is_local_store(mlflow.get_tracking_uri()):
+        if not serves_artifacts(mlflow.get_tracking_uri()):
             location = (Path(root).resolve() / "mlruns" / hashlib.sha256(name.encode()).hexdigest()[:12]).as_uri()
         try:
             return client.create_experiment(name, artifact_location=location,

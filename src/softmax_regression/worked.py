@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from . import CLASS_NAMES
+from .features import Standardization
 from .models.scratch import cross_entropy, softmax
 
 CHAPTER_Y_HAT = [[0.1, 0.3, 0.6], [0.3, 0.2, 0.5]]
@@ -45,10 +46,14 @@ def cross_entropy_by_indexing() -> dict:
     return {"y_hat": CHAPTER_Y_HAT, "y": CHAPTER_Y, "picked": picked.tolist(), "losses": (-torch.log(picked)).tolist()}
 
 
-def gradient_check(W: torch.Tensor, b: torch.Tensor, images_uint8: np.ndarray, labels: np.ndarray) -> dict:
+def gradient_check(W: torch.Tensor, b: torch.Tensor, images_uint8: np.ndarray, labels: np.ndarray,
+                   standardization: Standardization | None = None) -> dict:
     """autograd's gradient of the summed cross-entropy with respect to the logits, against the chapter's
-    ``softmax(O) - onehot(y)``, on a real batch; returns the largest difference."""
+    ``softmax(O) - onehot(y)``, on a real batch; returns the largest difference. The logits are the model's
+    own: its inputs standardized as in training where it was (``data.normalize``)."""
     X = torch.from_numpy(np.ascontiguousarray(images_uint8)).double() / 255
+    if standardization is not None:
+        X = (X - standardization.mean.double()) / standardization.std.double()
     y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     O = (X @ W.double() + b.double()).detach().requires_grad_(True)
     (cross_entropy(O, y) * len(y)).backward()
@@ -58,13 +63,14 @@ def gradient_check(W: torch.Tensor, b: torch.Tensor, images_uint8: np.ndarray, l
 
 
 def worked_examples(W: torch.Tensor, b: torch.Tensor, images_uint8: np.ndarray, labels: np.ndarray,
-                    n_one_hot: int = 5, batch: int = 256) -> dict:
-    """All of the chapter's worked examples for one model's weights and one split's first images."""
+                    n_one_hot: int = 5, batch: int = 256, standardization: Standardization | None = None) -> dict:
+    """All of the chapter's worked examples for one model's weights (and input standardization) and one
+    split's first images."""
     return {
         "one_hot": {"labels": [int(v) for v in labels[:n_one_hot]],
                     "names": [CLASS_NAMES[int(v)] for v in labels[:n_one_hot]],
                     "encoded": one_hot(labels[:n_one_hot])},
         "softmax": softmax_example(),
         "cross_entropy": cross_entropy_by_indexing(),
-        "gradient": gradient_check(W, b, images_uint8[:batch], labels[:batch]),
+        "gradient": gradient_check(W, b, images_uint8[:batch], labels[:batch], standardization),
     }
