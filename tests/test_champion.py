@@ -272,6 +272,42 @@ def test_champion_loads_and_predicts_classes(store, better):
     assert better.after.versions["4"]["tags"][tracking.MODEL_SHA256_TAG] == sha256_hex(better.data)
 
 
+WITHOUT_THE_PROJECT = r"""
+import importlib.util, json, sys, warnings
+sys.path = [p for p in sys.path if not p.startswith(sys.argv[1])]  # the editable install's src/ folder
+assert importlib.util.find_spec("softmax_regression") is None, "the project must not be importable here"
+import mlflow, numpy as np
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    model = mlflow.pyfunc.load_model(sys.argv[2])
+predicted = model.predict(np.load(sys.argv[3]))
+import softmax_regression
+print(json.dumps({"classes": predicted["class"].tolist(), "code": softmax_regression.__file__,
+                  "requirements": open(mlflow.pyfunc.get_model_dependencies(sys.argv[2])).read().split()}))
+"""
+
+
+def test_the_champion_loads_and_predicts_where_the_project_is_not_installed(store, better, tmp_path):
+    """`mlflow models serve -m models:/...@champion` on another machine: the classifier carries the project's
+    code and requires only packages an index has (this project is on none)."""
+    features = example_features(n=5, seed=7)
+    np.save(tmp_path / "features.npy", features)
+    uri = f"models:/{REGISTERED}@{CHAMPION_ALIAS}"
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_THE_PROJECT, str(PROJECT_ROOT / "src"), uri, str(tmp_path / "features.npy")],
+        cwd=tmp_path, env=clean_env(MLFLOW_TRACKING_URI=store.uri), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    assert f"{Path('code') / 'softmax_regression' / '__init__.py'}" in answer["code"]
+    assert not answer["code"].startswith(str(PROJECT_ROOT))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        here = mlflow.pyfunc.load_model(uri).predict(features)
+    assert answer["classes"] == here["class"].tolist()
+    assert not any(r.startswith("softmax-regression") for r in answer["requirements"]), answer["requirements"]
+    assert {r.split("==")[0] for r in answer["requirements"]} >= {"torch", "numpy", "mlflow"}
+
+
 # --- two processes at once -----------------------------------------------------------------------------------------
 
 

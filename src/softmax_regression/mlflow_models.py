@@ -41,11 +41,17 @@ VAL_ACCURACY_TAG = "val_accuracy"
 
 def pip_requirements() -> list[str]:
     """The pinned stack the models need, stated rather than inferred (MLflow's inference re-imports
-    the model in a subprocess: about 10 s per model here)."""
+    the model in a subprocess: about 10 s per model here). This project is not among them: it is not on
+    any index, so the classifier carries its code instead (:data:`CODE_PATHS`)."""
     from importlib.metadata import version
 
-    return [f"{name}=={version(name)}" for name in ("torch", "numpy", "pandas", "mlflow")] + [
-        f"softmax-regression=={version('softmax-regression')}"]
+    return [f"{name}=={version(name)}" for name in ("torch", "numpy", "pandas", "mlflow")]
+
+
+CODE_PATHS = [str(Path(__file__).resolve().parent)]
+"""The ``softmax_regression`` package, logged with each classifier (``code/softmax_regression``): the pickled
+classifier refers to its classes by module, and MLflow puts the model's ``code`` folder on ``sys.path`` when it
+loads it, so the champion loads and serves where this project is not installed."""
 
 
 def as_torch_module(model: SoftmaxRegression, standardization: Standardization | None = None) -> nn.Module:
@@ -254,7 +260,8 @@ def log_classifier(checkpoint_bytes: bytes, example_features: np.ndarray) -> str
         info = mlflow.pyfunc.log_model(
             name=CLASSIFIER, python_model=classifier, artifacts={"checkpoint": str(checkpoint)},
             input_example=example, signature=mlflow.models.infer_signature(example, classifier.predict(None, example)),
-            pip_requirements=pip_requirements(), tags={MODEL_SHA256_TAG: sha256_hex(checkpoint_bytes)},
+            pip_requirements=pip_requirements(), code_paths=CODE_PATHS,
+            tags={MODEL_SHA256_TAG: sha256_hex(checkpoint_bytes)},
         )
     return info.model_uri
 
