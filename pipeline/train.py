@@ -27,7 +27,7 @@ from softmax_regression.history import history_csv
 from softmax_regression.mlflow_models import log_models
 from softmax_regression.models import build_model, initial_weights, model_bytes, resolve_device
 from softmax_regression.features import Standardization, features
-from softmax_regression.params import flatten_params, shaping_record
+from softmax_regression.params import SHAPING, flatten_params, shaping_record
 from softmax_regression.plots import figure_png_bytes, training_curves_figure
 from softmax_regression.batches import ShuffledBatches, to_labels
 from softmax_regression.training import learning_rates, train
@@ -39,8 +39,6 @@ from .mlflow_runs import open_experiment, run_tags_for
 log = logging.getLogger(__name__)
 
 PARAMS = ("train", "data.normalize", "tracking.experiment")
-SHAPING = ("epochs", "batch_size", "lr", "weight_decay", "init_std", "seed", "loss", "schedule")
-"""The train.* params that shape the weights (train.device only picks where they are computed)."""
 
 
 @click.command(help=__doc__)
@@ -72,8 +70,8 @@ def main(kind: str, params_path: str, no_progress: bool) -> None:
     history = train(model, batches, features(val_split.images, standardization, device),
                     to_labels(val_split.labels, device), epochs=cfg["epochs"], progress=not no_progress, lrs=lrs)
 
-    shaping = shaping_record({**{f"train.{key}": cfg[key] for key in SHAPING},
-                              "data.normalize": params["data"]["normalize"]})
+    logged = flatten_params(params, ("train", "data"))  # the run's params
+    shaping = shaping_record({key: logged[key] for key in SHAPING})
     checkpoint = model_bytes(model, side, shaping, standardization)
     history_text = history_csv(history)
     curves_png = figure_png_bytes(training_curves_figure(
@@ -85,7 +83,7 @@ def main(kind: str, params_path: str, no_progress: bool) -> None:
         outputs.write_text(paths.history_csv(kind), history_text)
         outputs.write_bytes(paths.curves_png(kind), curves_png)
         with tracking.tracked_run(experiment_id=experiment_id, run_name=kind, tags=tags) as run:
-            mlflow.log_params(flatten_params(params, ("train", "data")))
+            mlflow.log_params(logged)
             tracking.log_metric_steps((record.epoch, {"train_loss": record.train_loss, "train_acc": record.train_acc,
                                                       "val_acc": record.val_acc, "lr": lr})
                                       for record, lr in zip(history, lrs))

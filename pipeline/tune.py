@@ -112,7 +112,7 @@ def select(sweep_path: str, params_path: str, out_path: str) -> None:
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         raise SweepError(f"no MLflow experiment {experiment_name!r} in {uri}; run the sweep first")
-    candidates = candidates_from_runs(client, experiment.experiment_id, points)
+    candidates = candidates_from_runs(client, experiment.experiment_id, points, params)
     winner = best(candidates)
     for candidate in candidates:
         log.info("%s %.4f  %s", "*" if candidate is winner else " ", candidate.val_acc, format_point(candidate.point))

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import yaml
 
-from softmax_regression.params import load_params
+from softmax_regression.params import flatten_params, load_params
 from pipeline.tune import REPRODUCE, set_param_flags
 from softmax_regression.selection import (
-    SweepError, best, candidates_from_runs, load_sweep, load_tuned, tuned_yaml,
+    SweepError, best, candidates_from_runs, load_sweep, load_tuned, point_params, tuned_yaml,
 )
 from support import PROJECT_ROOT, clean_env
 
@@ -61,6 +61,15 @@ def test_a_missing_sweep_file_is_named(tmp_path):
         load_sweep(tmp_path / "nowhere.yaml")
 
 
+def logged_params(point: dict) -> dict:
+    """What a train stage logs for a point: every train.* param and data.normalize (defaults for the rest)."""
+    params = point_params(point, None)
+    return {**flatten_params(params, ("train",)), "data.normalize": params["data"]["normalize"]}
+
+
+DATASET = "d" * 64  # the dataset_sha256 tag of the runs below
+
+
 def log_runs(tracking_uri: str, experiment: str = "fashion-mnist-softmax") -> dict[tuple, str]:
     """Training runs as the pipeline logs them, with evaluate's test metrics in the same runs, plus runs
     the selection must pass over: concise ones, a failed one, and one of a point outside the grid."""
@@ -69,25 +78,33 @@ def log_runs(tracking_uri: str, experiment: str = "fashion-mnist-softmax") -> di
     ids = {}
     for (lr, wd), (val, test) in SCORES.items():
         for name, shift in (("scratch", 0.0), ("concise", 0.05)):
-            with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
-                mlflow.log_params({"train.lr": lr, "train.weight_decay": wd, "train.epochs": 30,
-                                   "train.schedule": "cosine", "data.normalize": "per_pixel"})
+            with mlflow.start_run(experiment_id=experiment_id, run_name=name,
+                                  tags={"dataset_sha256": DATASET}) as run:
+                mlflow.log_params(logged_params({"train.lr": lr, "train.weight_decay": wd, "train.epochs": 30,
+                                                 "train.schedule": "cosine", "data.normalize": "per_pixel"}))
                 for step, value in enumerate((0.7, 0.8, val + shift), start=1):
                     mlflow.log_metric("val_acc", value, step=step)
                 mlflow.log_metrics({"test_accuracy": test, "val_accuracy": val})
             if name == "scratch":
                 ids[(lr, wd)] = run.info.run_id
     # a failed run of a point with a better validation accuracy than any
-    with mlflow.start_run(experiment_id=experiment_id, run_name="scratch") as run:
-        mlflow.log_params({"train.lr": 0.03, "train.weight_decay": 0.0, "train.epochs": 30,
-                           "train.schedule": "cosine", "data.normalize": "per_pixel"})
+    with mlflow.start_run(experiment_id=experiment_id, run_name="scratch", tags={"dataset_sha256": DATASET}) as run:
+        mlflow.log_params(logged_params({"train.lr": 0.03, "train.weight_decay": 0.0, "train.epochs": 30,
+                                         "train.schedule": "cosine", "data.normalize": "per_pixel"}))
         mlflow.log_metric("val_acc", 0.99, step=30)
     mlflow.MlflowClient().set_terminated(run.info.run_id, "FAILED")
     # a run of another epoch count (not a point of this sweep)
-    with mlflow.start_run(experiment_id=experiment_id, run_name="scratch"):
-        mlflow.log_params({"train.lr": 0.1, "train.weight_decay": 0.0, "train.epochs": 10,
-                           "train.schedule": "cosine", "data.normalize": "per_pixel"})
+    with mlflow.start_run(experiment_id=experiment_id, run_name="scratch", tags={"dataset_sha256": DATASET}):
+        mlflow.log_params(logged_params({"train.lr": 0.1, "train.weight_decay": 0.0, "train.epochs": 10,
+                                         "train.schedule": "cosine", "data.normalize": "per_pixel"}))
         mlflow.log_metric("val_acc", 0.98, step=10)
+    # later runs of points of the grid that the sweep did not train: the point's own keys match, not the
+    # rest (another batch size), or not the data (another validation split)
+    for changed, tags in (({"train.batch_size": 64}, {"dataset_sha256": DATASET}), ({}, {"dataset_sha256": "e" * 64})):
+        with mlflow.start_run(experiment_id=experiment_id, run_name="scratch", tags=tags):
+            mlflow.log_params(logged_params({"train.lr": 0.1, "train.weight_decay": 0.001, "train.epochs": 30,
+                                             "train.schedule": "cosine", "data.normalize": "per_pixel", **changed}))
+            mlflow.log_metric("val_acc", 0.97, step=30)
     return ids
 
 
@@ -107,7 +124,7 @@ def test_the_winner_is_the_best_final_validation_accuracy_of_the_scratch_runs(tm
     history = client.get_metric_history
     client.get_metric_history = lambda run_id, key: (requested.append(key), history(run_id, key))[1]
     experiment = client.get_experiment_by_name("fashion-mnist-softmax")
-    candidates = candidates_from_runs(client, experiment.experiment_id, points)
+    candidates = candidates_from_runs(client, experiment.experiment_id, points, dataset_sha256=DATASET)
     assert [c.run_id for c in candidates] == [ids[(p["train.lr"], p["train.weight_decay"])] for p in points]
     assert [c.val_acc for c in candidates] == [SCORES[(p["train.lr"], p["train.weight_decay"])][0] for p in points]
     winner = best(candidates)
@@ -132,6 +149,52 @@ def test_a_point_without_a_finished_run_is_named(tmp_path, store):
     experiment = client.get_experiment_by_name("fashion-mnist-softmax")
     with pytest.raises(SweepError, match="no finished scratch run in MLflow for .*train.lr=0.5, train.weight_decay=0.0, "):
         candidates_from_runs(client, experiment.experiment_id, points)
+
+
+def test_a_run_matching_only_the_points_own_keys_is_not_the_points(tmp_path, store):
+    """The latest run with the point's lr and weight decay trained with another batch size, or on another
+    validation split: neither is the point's. Without the dataset, the batch size still tells them apart."""
+    uri, ids = store
+    _, points = load_sweep(write_sweep(tmp_path / "sweep.yaml"))
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("fashion-mnist-softmax")
+    (point,) = [p for p in points if (p["train.lr"], p["train.weight_decay"]) == (0.1, 0.001)]
+    (on_the_data,) = candidates_from_runs(client, experiment.experiment_id, [point], dataset_sha256=DATASET)
+    assert on_the_data.run_id == ids[(0.1, 0.001)] and on_the_data.val_acc == SCORES[(0.1, 0.001)][0]
+    (any_data,) = candidates_from_runs(client, experiment.experiment_id, [point])
+    assert any_data.val_acc == 0.97 and any_data.run_id != ids[(0.1, 0.001)]  # the other split's run
+    with pytest.raises(SweepError, match=r"no finished scratch run in MLflow on the dataset ffffffffffff\.\.\. for "):
+        candidates_from_runs(client, experiment.experiment_id, [point], dataset_sha256="f" * 64)
+    # the whole grid: the newest run of (0.1, 0.001) is on a dataset no other point has a run on, so every
+    # candidate comes from the one dataset all of them share (one validation split, comparable accuracies)
+    candidates = candidates_from_runs(client, experiment.experiment_id, points)
+    assert [c.run_id for c in candidates] == [ids[(p["train.lr"], p["train.weight_decay"])] for p in points]
+
+
+def test_a_run_created_from_a_model_file_matches_without_the_params_added_later(tmp_path):
+    """evaluate creates a run for a model file whose run is gone; it records train.schedule and
+    data.normalize only where they are not the defaults (the model file's own record)."""
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        experiment_id = mlflow.create_experiment("fashion-mnist-softmax")
+        recorded = {k: v for k, v in logged_params({"train.lr": 0.2}).items()
+                    if k not in ("train.schedule", "data.normalize", "train.device")}
+        with mlflow.start_run(experiment_id=experiment_id, run_name="scratch") as run:
+            mlflow.log_params(recorded)
+            mlflow.log_metric("val_acc", 0.8, step=10)
+        client = mlflow.MlflowClient()
+        (found,) = candidates_from_runs(client, experiment_id, [{"train.lr": 0.2}])
+        assert found.run_id == run.info.run_id
+        with pytest.raises(SweepError):
+            candidates_from_runs(client, experiment_id, [{"train.lr": 0.2, "train.schedule": "cosine"}])
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def test_a_sweep_with_no_validation_split_is_refused(tmp_path):
+    """data.val_size 0 makes the test split the validation split: a selection would choose on it."""
+    with pytest.raises(SweepError, match="data.val_size is 0, so the test split would be the validation split"):
+        load_sweep(write_sweep(tmp_path / "sweep.yaml", {**SWEEP, "fixed": {**SWEEP["fixed"], "data.val_size": 0}}))
 
 
 def test_the_tuned_file_holds_the_winner_and_reads_back_as_dvc_flags(tmp_path):

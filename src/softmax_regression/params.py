@@ -211,6 +211,10 @@ def flatten_params(params: dict[str, dict[str, Any]], sections: tuple[str, ...] 
     return flat
 
 
+SHAPING = tuple(f"train.{key}" for key in ("epochs", "batch_size", "lr", "weight_decay", "init_std", "seed", "loss",
+                                            "schedule")) + ("data.normalize",)
+"""The params that shape a trained model's weights (``train.device`` only picks where they are computed)."""
+
 ADDED_LATER = {"data.normalize": "none", "train.schedule": "constant"}
 """Params that shape a model but came after the first model files: at these defaults they are left out
 of a model file's record, so a default run writes the same bytes as before they existed."""

@@ -22,7 +22,8 @@ from typing import Any
 import yaml
 
 from .errors import one_line
-from .params import ParamsError, validate_params
+from .params import ADDED_LATER, SHAPING, ParamsError, flatten_params, validate_params
+from .tracking import DATASET_SHA256_TAG
 
 SELECTED_MODEL = "scratch"
 """The training runs compared: the chapter's own model (concise trains to the same weights)."""
@@ -83,16 +84,24 @@ def load_sweep(path: str | Path, base_params: dict | None = None) -> tuple[dict[
     return fixed, points
 
 
-def check_point(point: dict[str, Any], base_params: dict, where: str) -> None:
-    """Validate ``base_params`` with ``point`` set, as a stage would: one line naming the bad key."""
-    merged = {section: dict(values or {}) for section, values in base_params.items()}
+def point_params(point: dict[str, Any], base_params: dict | None, where: str = "sweep") -> dict[str, dict[str, Any]]:
+    """``base_params`` (the project's params.yaml; the defaults where None) with ``point`` set, validated as
+    a stage would: one line naming the bad key."""
+    merged = {section: dict(values or {}) for section, values in (base_params or {}).items()}
     for dotted, value in point.items():
         section, _, key = dotted.partition(".")
         merged.setdefault(section, {})[key] = value
     try:
-        validate_params(merged)
+        return validate_params(merged)
     except ParamsError as exc:
         raise SweepError(f"{where}: {exc}") from None
+
+
+def check_point(point: dict[str, Any], base_params: dict, where: str) -> None:
+    """A point the pipeline can run and the selection can judge on validation data alone."""
+    if point_params(point, base_params, where)["data"]["val_size"] == 0:
+        raise SweepError(f"{where}: data.val_size is 0, so the test split would be the validation split and "
+                         "choose the winner; set data.val_size (5000 by default) to tune")
 
 
 def _same_value(logged: str, wanted: Any) -> bool:
@@ -108,28 +117,68 @@ def _same_value(logged: str, wanted: Any) -> bool:
     return value == wanted
 
 
-def candidates_from_runs(client, experiment_id: str, points: list[dict[str, Any]]) -> list[Candidate]:
-    """For each grid point, the latest finished training run of :data:`SELECTED_MODEL` with exactly its
-    tunable params, and that run's final validation accuracy; raises SweepError naming a point without one.
+def shaping_params(point: dict[str, Any], base_params: dict | None = None) -> dict[str, Any]:
+    """Every param that shapes the model a point trains (:data:`~softmax_regression.params.SHAPING`): the
+    point's own values, the rest from ``base_params`` (the project's params.yaml), else the defaults."""
+    flat = flatten_params(point_params(point, base_params))
+    return {key: flat[key] for key in SHAPING}
+
+
+def _trained(run_params: dict[str, str], wanted: dict[str, Any]) -> bool:
+    """Whether a run's logged params are ``wanted``; a run created from a model file records a param of
+    :data:`~softmax_regression.params.ADDED_LATER` only where it is not the default."""
+    for key, value in wanted.items():
+        if key not in run_params:
+            if ADDED_LATER.get(key, object()) != value:
+                return False
+        elif not _same_value(run_params[key], value):
+            return False
+    return True
+
+
+def candidates_from_runs(client, experiment_id: str, points: list[dict[str, Any]], base_params: dict | None = None,
+                         dataset_sha256: str | None = None) -> list[Candidate]:
+    """For each grid point, the latest finished training run of :data:`SELECTED_MODEL` with exactly the
+    params that shape its model (:func:`shaping_params`: the point's, the rest from ``base_params``), and
+    that run's final validation accuracy; raises SweepError naming a point without one.
+
+    All candidates come from one dataset (the runs' ``dataset_sha256`` tag), so their validation
+    accuracies are measured on one validation split: ``dataset_sha256`` where given, else the dataset of
+    the most recent matching run among those on which every point has a run. A run that matched only the
+    point's own keys could have trained for another number of epochs, or on other data.
 
     Only :data:`SELECTION_METRIC`'s history is fetched, by name.
     """
     runs = client.search_runs([experiment_id], filter_string=f"attributes.run_name = '{SELECTED_MODEL}' "
                               "and attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"],
                               max_results=5000)
-    found = []
-    for point in points:
-        tunable = {k: v for k, v in point.items() if k.startswith(TUNABLE_PREFIXES)}
-        match = next((r for r in runs if all(k in r.data.params and _same_value(r.data.params[k], v)
-                                             for k, v in tunable.items())), None)
-        if match is None:
+    matches = [[r for r in runs if _trained(r.data.params, shaping_params(point, base_params))] for point in points]
+    for point, found in zip(points, matches):
+        if not found:
+            tunable = {k: v for k, v in point.items() if k.startswith(TUNABLE_PREFIXES)}
             raise SweepError(f"no finished {SELECTED_MODEL} run in MLflow for {format_point(tunable)}")
+    if dataset_sha256 is None:
+        matched = {r.info.run_id for found in matches for r in found}
+        newest_first = [r.data.tags.get(DATASET_SHA256_TAG) for r in runs if r.info.run_id in matched]
+        complete = [d for d in dict.fromkeys(newest_first)
+                    if all(any(r.data.tags.get(DATASET_SHA256_TAG) == d for r in found) for found in matches)]
+        if not complete:
+            raise SweepError("no one dataset has a finished run of every point of the sweep (the runs' "
+                             f"{DATASET_SHA256_TAG} differ): run the sweep again")
+        dataset_sha256 = complete[0]
+    chosen = []
+    for point, found in zip(points, matches):
+        match = next((r for r in found if r.data.tags.get(DATASET_SHA256_TAG) == dataset_sha256), None)
+        if match is None:
+            tunable = {k: v for k, v in point.items() if k.startswith(TUNABLE_PREFIXES)}
+            raise SweepError(f"no finished {SELECTED_MODEL} run in MLflow on the dataset {str(dataset_sha256)[:12]}... "
+                             f"for {format_point(tunable)}")
         history = client.get_metric_history(match.info.run_id, SELECTION_METRIC)
         if not history:
             raise SweepError(f"run {match.info.run_id} has no {SELECTION_METRIC}")
         last = max(history, key=lambda m: m.step)
-        found.append(Candidate(point, float(last.value), match.info.run_id))
-    return found
+        chosen.append(Candidate(point, float(last.value), match.info.run_id))
+    return chosen
 
 
 def best(candidates: list[Candidate]) -> Candidate:
