@@ -41,10 +41,6 @@ def _is_number(v: Any) -> bool:
         return False
 
 
-def _int_at_least(low: int) -> Callable[[Any], bool]:
-    return lambda v: _is_int(v) and v >= low
-
-
 def _int_between(low: int, high: int) -> Callable[[Any], bool]:
     return lambda v: _is_int(v) and low <= v <= high
 

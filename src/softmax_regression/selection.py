@@ -124,6 +124,11 @@ def shaping_params(point: dict[str, Any], base_params: dict | None = None) -> di
     return {key: flat[key] for key in SHAPING}
 
 
+def _tunable(point: dict[str, Any]) -> dict[str, Any]:
+    """The point's values a training run records (what a missing run is named by)."""
+    return {k: v for k, v in point.items() if k.startswith(TUNABLE_PREFIXES)}
+
+
 def _trained(run_params: dict[str, str], wanted: dict[str, Any]) -> bool:
     """Whether a run's logged params are ``wanted``; a run created from a model file records a param of
     :data:`~softmax_regression.params.ADDED_LATER` only where it is not the default."""
@@ -152,11 +157,11 @@ def candidates_from_runs(client, experiment_id: str, points: list[dict[str, Any]
     runs = client.search_runs([experiment_id], filter_string=f"attributes.run_name = '{SELECTED_MODEL}' "
                               "and attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"],
                               max_results=5000)
-    matches = [[r for r in runs if _trained(r.data.params, shaping_params(point, base_params))] for point in points]
+    wanted = [shaping_params(point, base_params) for point in points]
+    matches = [[r for r in runs if _trained(r.data.params, shaping)] for shaping in wanted]
     for point, found in zip(points, matches):
         if not found:
-            tunable = {k: v for k, v in point.items() if k.startswith(TUNABLE_PREFIXES)}
-            raise SweepError(f"no finished {SELECTED_MODEL} run in MLflow for {format_point(tunable)}")
+            raise SweepError(f"no finished {SELECTED_MODEL} run in MLflow for {format_point(_tunable(point))}")
     if dataset_sha256 is None:
         matched = {r.info.run_id for found in matches for r in found}
         newest_first = [r.data.tags.get(DATASET_SHA256_TAG) for r in runs if r.info.run_id in matched]
@@ -170,9 +175,8 @@ def candidates_from_runs(client, experiment_id: str, points: list[dict[str, Any]
     for point, found in zip(points, matches):
         match = next((r for r in found if r.data.tags.get(DATASET_SHA256_TAG) == dataset_sha256), None)
         if match is None:
-            tunable = {k: v for k, v in point.items() if k.startswith(TUNABLE_PREFIXES)}
             raise SweepError(f"no finished {SELECTED_MODEL} run in MLflow on the dataset {str(dataset_sha256)[:12]}... "
-                             f"for {format_point(tunable)}")
+                             f"for {format_point(_tunable(point))}")
         history = client.get_metric_history(match.info.run_id, SELECTION_METRIC)
         if not history:
             raise SweepError(f"run {match.info.run_id} has no {SELECTION_METRIC}")

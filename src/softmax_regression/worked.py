@@ -53,7 +53,7 @@ def gradient_check(W: torch.Tensor, b: torch.Tensor, images_uint8: np.ndarray, l
     own: its inputs standardized as in training where it was (``data.normalize``)."""
     X = torch.from_numpy(np.ascontiguousarray(images_uint8)).double() / 255
     if standardization is not None:
-        X = (X - standardization.mean.double()) / standardization.std.double()
+        X = standardization.apply_(X)  # in float64: the statistics are promoted, exactly
     y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     O = (X @ W.double() + b.double()).detach().requires_grad_(True)
     (cross_entropy(O, y) * len(y)).backward()
