@@ -8,15 +8,24 @@ collector would traverse them again and again while they are being created,
 about a second of every stage here. So the stage is imported with the
 collector paused; what the imports made is then frozen out of its sight
 (``gc.freeze``), and the collector runs as usual for the stage's own work.
+
+Before all of that, the process starts again with the numeric kernels pinned
+(:mod:`pipeline.kernels`), so a stage writes the same bytes on any x86-64 CPU.
 """
 
 from __future__ import annotations
+
+import sys
+
+from .kernels import ensure_pinned
+
+if __name__ == "__main__":  # before torch, numpy or scipy can load
+    ensure_pinned(sys.orig_argv)
 
 import ast
 import contextlib
 import gc
 import importlib
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 

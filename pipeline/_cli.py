@@ -14,6 +14,8 @@ import click
 from softmax_regression.errors import one_line
 from softmax_regression.params import SETTINGS, ParamsError, load_params
 
+from . import kernels
+
 EXIT_FAILURE = 1
 EXIT_BAD_PARAMS = 2
 
@@ -93,7 +95,9 @@ def stage_main(name: str) -> Callable:
                 for noisy in ("alembic", "sqlalchemy", "urllib3", "matplotlib", "PIL", "git", "filelock"):
                     logging.getLogger(noisy).setLevel(logging.WARNING)
             signal.signal(signal.SIGTERM, _terminate)
+            kernels.warn_if_not_portable()
             try:
+                kernels.check_chosen()
                 return body(*args, **kwargs)
             except ParamsError as exc:
                 click.echo(f"{name}: error: {exc}", err=True)

@@ -53,7 +53,8 @@ def main(params_path: str) -> None:
 
     standardization = Standardization.fit(train_split.images, params["data"]["normalize"])  # training split only
     train_X, val_X = (features(split.images, standardization) for split in (train_split, val_split))
-    fitted = fit_logistic_regression(train_X.numpy(), train_split.labels, C=cfg["C"], max_iter=cfg["max_iter"])
+    fitted = fit_logistic_regression(train_X.numpy(), train_split.labels, C=cfg["C"], max_iter=cfg["max_iter"],
+                                    tol=cfg["tol"])
     model = as_softmax_regression(fitted)
     shaping = flatten_params(params, ("baseline", "data"))
     checkpoint = model_bytes(model, side, shaping_record(shaping), standardization)

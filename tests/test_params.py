@@ -21,7 +21,7 @@ DEFAULTS = {
         "epochs": 10, "batch_size": 256, "lr": 0.1, "weight_decay": 0.0, "init_std": 0.01,
         "seed": 0, "device": "cpu", "loss": "cross_entropy", "schedule": "constant",
     },
-    "baseline": {"C": 1.0, "max_iter": 100},
+    "baseline": {"C": 1.0, "tol": 0.001, "max_iter": 1000},
     "evaluate": {"baseline": True},
     "report": {"n_images": 18, "n_mistakes": 18},
     "tracking": {"experiment": "fashion-mnist-softmax", "registered_model": "fashion-mnist-softmax"},
@@ -72,7 +72,7 @@ def test_validate_does_not_modify_its_input():
     ("data.retries", 100), ("data.val_size", 0), ("data.val_size", 10), ("train.epochs", 100000), ("train.batch_size", 60000),
     ("train.device", "auto"), ("data.local_dir", "/some/dir"), ("data.system_dir", None),
     ("data.mirrors", ["http://a/", "https://b/"]), ("evaluate.baseline", False),
-    ("baseline.max_iter", 10000), ("report.n_images", 1), ("report.n_mistakes", 100),
+    ("baseline.max_iter", 10000), ("baseline.tol", 1e-9), ("report.n_images", 1), ("report.n_mistakes", 100),
 ])
 def test_edge_values_accepted(dotted, value):
     section, key = dotted.split(".")
@@ -195,6 +195,8 @@ BAD_VALUES = [
     ("baseline.max_iter", 0, "an integer between 1 and 10000"),
     ("baseline.max_iter", 10001, "an integer between 1 and 10000"),
     ("baseline.C", 0, "a number > 0"),
+    ("baseline.tol", 0, "a number > 0 and < 1"),
+    ("baseline.tol", 1, "a number > 0 and < 1"),
     ("report.n_images", 0, "an integer between 1 and 100"),
     ("report.n_mistakes", 101, "an integer between 1 and 100"),
     # past what the stages can use: each failed later, not naming the key

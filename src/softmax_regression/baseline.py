@@ -26,21 +26,32 @@ from .models import SoftmaxRegression, build_model
 log = logging.getLogger(__name__)
 
 
-def fit_logistic_regression(features: np.ndarray, labels: np.ndarray, C: float, max_iter: int
-                            ) -> LogisticRegression:
-    """L-BFGS on the softmax (multinomial) loss with L2 strength 1/C; ``max_iter`` bounds the time.
+def fit_logistic_regression(features: np.ndarray, labels: np.ndarray, C: float, max_iter: int,
+                            tol: float = 1e-3) -> LogisticRegression:
+    """L-BFGS on the softmax (multinomial) loss with L2 strength 1/C, to the gradient tolerance ``tol``
+    (``max_iter`` bounds the iterations, should it not be reached).
+
+    The fit sees the features centred on their training means and the centring
+    is folded back into the intercept afterwards (``X W + b = (X - m) W + (b + m W)``):
+    the same model and the same L2 penalty (scikit-learn leaves the intercept
+    unpenalised), but a far better conditioned problem. Raw pixels share a
+    large common mean, and L-BFGS needs two to three times as many iterations
+    uncentred to reach the same tolerance on Fashion-MNIST.
+    A fit that stops at its tolerance, near the optimum, moves little when its
+    inputs move in the last bit; one stopped by an iteration cap far from it
+    turns last-bit differences into other test predictions.
 
     On one BLAS / OpenMP thread: the fit's products split their sums by thread
     count, so a fit on two threads gives other bits than one on one (and
-    another machine's core count other weights); streaming the 172 MB of
-    float pixels twice per iteration is memory-bound, so the second thread
-    only costs here (8.4 s on one, 10.8 s on two).
+    another machine's core count other weights).
     """
-    model = LogisticRegression(C=C, max_iter=max_iter, solver="lbfgs")
+    mean = features.mean(axis=0, dtype=np.float64).astype(features.dtype)
+    model = LogisticRegression(C=C, max_iter=max_iter, tol=tol, solver="lbfgs")
     start = time.perf_counter()
     with warnings.catch_warnings(), threadpool_limits(limits=1):
-        warnings.simplefilter("ignore", ConvergenceWarning)  # stopping at max_iter is the point of the bound
-        model.fit(features, labels)
+        warnings.simplefilter("ignore", ConvergenceWarning)  # a fit stopped by max_iter is still a model
+        model.fit(features - mean, labels)
+    model.intercept_ = model.intercept_ - mean.astype(np.float64) @ model.coef_.T
     log.info("LogisticRegression fitted in %.1f s (%d iterations)", time.perf_counter() - start,
              int(model.n_iter_.max()))
     return model

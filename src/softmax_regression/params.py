@@ -130,7 +130,8 @@ SCHEMA: dict[str, dict[str, Rule]] = {
     },
     "baseline": {
         "C": Rule(1.0, "a number > 0", _positive_number),
-        "max_iter": Rule(100, "an integer between 1 and 10000", _int_between(1, 10000)),
+        "tol": Rule(1e-3, "a number > 0 and < 1", lambda v: _positive_number(v) and v < 1),
+        "max_iter": Rule(1000, "an integer between 1 and 10000", _int_between(1, 10000)),
     },
     "evaluate": {
         "baseline": Rule(True, "true or false", lambda v: isinstance(v, bool)),

@@ -1,0 +1,47 @@
+"""pipeline.kernels: the environment that pins every numeric library's kernel choice, and the launcher that
+starts each stage in it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from pipeline import kernels
+from support import PROJECT_ROOT, clean_env
+
+
+def test_the_pins_replace_the_callers_values_and_keep_their_other_tunables():
+    env = kernels.pinned_environment({"MKL_CBWR": "AUTO", "GLIBC_TUNABLES": "glibc.malloc.arena_max=2", "HOME": "/x"})
+    assert env["MKL_CBWR"] == "COMPATIBLE" and env["HOME"] == "/x"
+    assert env["GLIBC_TUNABLES"] == f"glibc.malloc.arena_max=2:{kernels.GLIBC_HWCAPS}"
+    assert kernels.is_pinned(env) and not kernels.is_pinned({"HOME": "/x"})
+    assert kernels.pinned_environment(env) == env  # pinning twice adds nothing
+
+
+def test_the_report_shows_every_library_on_its_pinned_kernels():
+    result = subprocess.run([sys.executable, "-m", "pipeline.kernels"], cwd=PROJECT_ROOT, env=clean_env(),
+                            capture_output=True, text=True, check=True)
+    lines = result.stdout.splitlines()
+    for name, value in kernels.PINNED.items():
+        assert f"{name}={value}" in lines
+    for lib, expected in kernels.EXPECTED.items():
+        assert f"{lib}: {expected}" in lines
+    assert f"GLIBC_TUNABLES={kernels.GLIBC_HWCAPS}" in lines
+
+
+def test_a_stage_started_without_the_launcher_refuses_in_one_line(tmp_path):
+    """`python -m pipeline.train` skips the launcher, so torch picks its kernels for this CPU (AVX2 or
+    AVX-512 on any machine the suite runs on): the stage stops before any work, saying how to run it."""
+    result = subprocess.run([sys.executable, "-m", "pipeline.train", "--model", "scratch"], cwd=tmp_path,
+                            env={**clean_env(), "PYTHONPATH": str(PROJECT_ROOT)}, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.startswith("train: error: numeric kernels not pinned: torch runs ")
+    assert "`python -m pipeline STAGE`" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_launcher_pins_the_kernels_before_the_stage_loads(tmp_path):
+    """Through `python -m pipeline`, the same command gets past the check to its own first error."""
+    result = subprocess.run([sys.executable, "-m", "pipeline", "train", "--model", "scratch"], cwd=tmp_path,
+                            env={**clean_env(), "PYTHONPATH": str(PROJECT_ROOT)}, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "train: error: params file params.yaml not found"
