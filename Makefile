@@ -37,10 +37,11 @@ lock-check: install
 reproduce-check: install
 	python -m pipeline.reproduce_check
 
+# the portable kernels' cost as ratios: against the native ones, the kernel floor and the chapter's loop
 bench: install
-	python benchmarks/train_speed.py
+	python benchmarks/kernel_cost.py
 
-# cold / no-op / edited `dvc repro` and each stage's wall time and peak RSS, in a temporary clone
+# cold / no-op / edited `dvc repro`, each stage's wall time against its bare imports, in a temporary clone
 bench-pipeline: install
 	python benchmarks/pipeline_speed.py
 

@@ -51,6 +51,9 @@ def main(kind: str, params_path: str, no_progress: bool) -> None:
     params = load_stage_params(params_path, PARAMS)
     cfg = params["train"]
     device = resolve_device(cfg["device"])
+    if device.type != "cpu":
+        log.warning("training on %s: a GPU computes other bits than dvc.lock holds; "
+                    "`python -m pipeline.reproduce_check` says whether they are within tolerance", device)
     # One CPU thread: a multi-threaded matrix product may split its sums differently from run to run
     # (seen once in a few hundred runs here) and does by design on a machine with more cores; the
     # weights must be the same bytes everywhere. It costs 0.2-0.3 s of the 10 epochs.

@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from pipeline import kernels
 from support import PROJECT_ROOT, clean_env
 
@@ -45,3 +47,21 @@ def test_the_launcher_pins_the_kernels_before_the_stage_loads(tmp_path):
                             env={**clean_env(), "PYTHONPATH": str(PROJECT_ROOT)}, capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip() == "train: error: params file params.yaml not found"
+
+
+def test_another_architecture_gets_one_line_saying_the_bits_cannot_be_promised(monkeypatch, caplog):
+    monkeypatch.setattr(kernels.platform, "machine", lambda: "aarch64")
+    with caplog.at_level("WARNING", logger=kernels.__name__):
+        kernels.warn_if_not_portable()
+        kernels.check_chosen()  # no portable kernels to insist on there
+    assert [r.getMessage() for r in caplog.records] == [
+        "this is an aarch64 machine: dvc.lock's bytes are those of x86-64, so outputs here may differ in the last "
+        "bits; `python -m pipeline.reproduce_check` says whether they are within tolerance"]
+
+
+def test_on_x86_64_a_library_on_its_own_kernels_is_named(monkeypatch):
+    monkeypatch.setattr(kernels, "chosen", lambda: {"torch": "AVX512", "numpy": "X86_V2"})
+    monkeypatch.setattr(kernels.platform, "machine", lambda: "x86_64")
+    with pytest.raises(kernels.KernelsNotPinned, match=r"^numeric kernels not pinned: torch runs AVX512 "
+                                                       r"\(expected DEFAULT\); run stages"):
+        kernels.check_chosen()

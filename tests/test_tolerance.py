@@ -1,0 +1,152 @@
+"""pipeline.tolerance and `reproduce_check --rebuilt`: identical bytes, within tolerance, or drift, per out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline import tolerance
+from pipeline.tolerance import DRIFT, IDENTICAL, WITHIN, DvcCache, Verdict, check_outs, compare_file
+from softmax_regression.models import build_model, model_bytes
+from support import PROJECT_ROOT, run
+
+# --- the comparisons, on files made here ----------------------------------------------------------
+
+
+def model_file(shift: float = 0.0, lr_param: float = 0.1) -> bytes:
+    W = torch.linspace(-0.5, 0.5, 784 * 10).reshape(784, 10)
+    model = build_model("scratch", W + shift, lr=0.1)
+    return model_bytes(model, 28, {"train.lr": lr_param})
+
+
+def test_model_weights_within_the_tolerance_are_the_same_model_and_beyond_it_drift():
+    committed = model_file()
+    assert compare_file("models/scratch.pt", committed, committed) == Verdict(IDENTICAL)
+    near = compare_file("models/scratch.pt", committed, model_file(shift=1e-7))
+    assert near.outcome == WITHIN and "(tolerance 0.0001)" in near.detail
+    assert compare_file("models/scratch.pt", committed, model_file(shift=1e-2)).outcome == DRIFT
+
+
+def test_a_model_trained_with_other_params_is_drift_whatever_its_weights():
+    verdict = compare_file("models/scratch.pt", model_file(), model_file(lr_param=0.2))
+    assert verdict == Verdict(DRIFT, "model fields differ: params")
+    assert compare_file("models/scratch.pt", model_file(), b"not a model").outcome == DRIFT
+
+
+def metrics(**changes) -> bytes:
+    values = {"scratch": {"test_accuracy": 0.8332, "macro_f1": 0.8301, "test_loss": 0.480754, "n_test": 10000}}
+    values["scratch"].update(changes)
+    return json.dumps(values).encode()
+
+
+@pytest.mark.parametrize("changes, outcome", [
+    ({"test_accuracy": 0.8332 + tolerance.ACCURACY_BAND / 2}, WITHIN),
+    ({"test_accuracy": 0.8332 + tolerance.ACCURACY_BAND * 1.5}, DRIFT),
+    ({"macro_f1": 0.8301 - tolerance.ACCURACY_BAND * 1.5}, DRIFT),
+    ({"test_loss": 0.480754 * (1 + tolerance.LOSS_RTOL / 2)}, WITHIN),
+    ({"test_loss": 0.480754 * (1 + tolerance.LOSS_RTOL * 2)}, DRIFT),
+    ({"n_test": 10001}, DRIFT),  # a count has no tolerance
+])
+def test_metrics_move_within_their_bands_or_drift(changes, outcome):
+    assert compare_file("reports/eval/metrics.json", metrics(), metrics(**changes)).outcome == outcome
+
+
+def test_history_tables_are_compared_cell_by_cell_by_their_column_names():
+    committed = b"epoch,train_loss,train_acc,val_acc\n1,0.80,0.7402,0.7922\n2,0.578,0.8108,0.81\n"
+    within = b"epoch,train_loss,train_acc,val_acc\n1,0.8000001,0.7403,0.7922\n2,0.578,0.8108,0.8101\n"
+    assert compare_file("reports/train/scratch_history.csv", committed, within).outcome == WITHIN
+    drift = compare_file("reports/train/scratch_history.csv", committed, committed.replace(b"0.7922", b"0.7822"))
+    assert drift.outcome == DRIFT and "val_acc (row 1)" in drift.detail
+    assert compare_file("reports/train/scratch_history.csv", committed, committed[:-20]).outcome == DRIFT
+
+
+def test_data_must_be_identical_and_a_missing_reference_is_drift_naming_dvc_pull():
+    assert compare_file("data/processed/meta.json", b"{}", b"{ }").outcome == DRIFT
+    missing = compare_file("models/scratch.pt", None, model_file())
+    assert missing.outcome == DRIFT and "`dvc pull`" in missing.detail
+    assert compare_file("reports/report/report.html", b"<a>", b"<b>") is None  # derived: decided later
+
+
+def cached(cache: Path, data: bytes) -> str:
+    md5 = hashlib.md5(data).hexdigest()
+    (cache / "files/md5" / md5[:2]).mkdir(parents=True, exist_ok=True)
+    (cache / "files/md5" / md5[:2] / md5[2:]).write_bytes(data)
+    return md5
+
+
+def lock_with(cache: Path, model: bytes, figures: dict[str, bytes]) -> dict:
+    listing = [{"md5": cached(cache, data), "relpath": name} for name, data in sorted(figures.items())]
+    manifest = json.dumps(listing).encode()
+    dir_md5 = hashlib.md5(manifest).hexdigest() + ".dir"
+    (cache / "files/md5" / dir_md5[:2]).mkdir(parents=True, exist_ok=True)
+    (cache / "files/md5" / dir_md5[:2] / dir_md5[2:]).write_bytes(manifest)
+    return {"stages": {"train": {"outs": [{"path": "models/scratch.pt", "md5": cached(cache, model)}]},
+                       "report": {"outs": [{"path": "reports/figures", "md5": dir_md5}]}}}
+
+
+def rebuild(root: Path, model: bytes, figures: dict[str, bytes]) -> Path:
+    (root / "models").mkdir(parents=True)
+    (root / "models/scratch.pt").write_bytes(model)
+    (root / "reports/figures").mkdir(parents=True)
+    for name, data in figures.items():
+        (root / "reports/figures" / name).write_bytes(data)
+    return root
+
+
+@pytest.mark.parametrize("shift, model_outcome, figure_outcome", [
+    (0.0, IDENTICAL, WITHIN),
+    (1e-7, WITHIN, WITHIN),
+    (1e-2, DRIFT, DRIFT),
+])
+def test_derived_outs_follow_the_models_and_metrics(tmp_path, shift, model_outcome, figure_outcome):
+    """A figure whose bytes differ is within tolerance when every value-compared out is, drift otherwise."""
+    lock = lock_with(tmp_path / "cache", model_file(), {"a.png": b"committed", "b.png": b"same"})
+    rebuilt = rebuild(tmp_path / "rebuilt", model_file(shift), {"a.png": b"rendered anew", "b.png": b"same"})
+    checks = {check.path: check.verdict.outcome for check in check_outs(lock, rebuilt, DvcCache(tmp_path / "cache"))}
+    assert checks == {"models/scratch.pt": model_outcome, "reports/figures": figure_outcome}
+
+
+def test_a_file_missing_from_a_rebuilt_folder_is_drift(tmp_path):
+    lock = lock_with(tmp_path / "cache", model_file(), {"a.png": b"committed", "b.png": b"same"})
+    rebuilt = rebuild(tmp_path / "rebuilt", model_file(), {"a.png": b"committed"})
+    checks = {c.path: c.verdict for c in check_outs(lock, rebuilt, DvcCache(tmp_path / "cache"))}
+    assert checks["reports/figures"] == Verdict(DRIFT, "reports/figures/b.png was not written by the rebuild")
+
+
+# --- `reproduce_check --rebuilt` on a real built project --------------------------------------------
+
+
+def perturbed_copy(project: Path, dest: Path, shift: float) -> Path:
+    """The project's outs copied to ``dest``, every weight of the scratch model moved by ``shift``."""
+    for out in ("data", "models", "reports"):
+        shutil.copytree(project / out, dest / out)
+    path = dest / "models/scratch.pt"
+    if not shift:
+        return dest
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["state"]["W"] += shift
+    torch.save(checkpoint, path)
+    return dest
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shift, code, expected", [
+    (0.0, 0, "holds exactly the committed outs"),
+    (1e-7, 0, "within tolerance: models/scratch.pt (out of train_scratch): weights differ by at most 1"),
+    (1e-2, 1, "drift: models/scratch.pt (out of train_scratch): weights differ by at most 0.01"),
+])
+def test_reproduce_check_judges_a_workspace_built_elsewhere(fast_project, tmp_path, env, shift, code, expected):
+    project, _ = fast_project
+    rebuilt = perturbed_copy(project, tmp_path / "rebuilt", shift)
+    result = run([sys.executable, "-m", "pipeline.reproduce_check", "--project", str(project), "--rebuilt",
+                  str(rebuilt)], PROJECT_ROOT, env=env, check=False)
+    assert result.returncode == code, result.stdout + result.stderr
+    assert expected in result.stdout
+    if shift:  # only the model moved: every other out is the committed bytes
+        assert len(result.stdout.strip().splitlines()) == 1 + (code == 0)
