@@ -121,7 +121,8 @@ def load_average() -> str:
 def verdict(name: str, ratio: float) -> str:
     goal = GOALS[name]
     meets = ratio >= goal if name.startswith("chapter") else ratio <= goal
-    return f"{ratio:5.2f}x (goal {'>=' if name.startswith('chapter') else '<='} {goal:g}x: {'meets' if meets else 'MISSES'})"
+    relation = ">=" if name.startswith("chapter") else "<="
+    return f"{ratio:5.2f}x (goal {relation} {goal:g}x: {'meets' if meets else 'MISSES'})"
 
 
 @click.command(help=__doc__)
@@ -149,7 +150,8 @@ def main(epochs: int, skip_chapter: bool, child: str | None) -> None:
         print(f"{kind}: pinned / native {verdict('pinned / native', ours / sides['native'][f'ours-{kind}'])}")
         print(f"{kind}: ours / floor (pinned) {verdict('ours / floor', ours / sides['pinned']['floor'])}")
         if not skip_chapter:
-            print(f"{kind}: chapter / ours (pinned) {verdict('chapter / ours', sides['native'][f'chapter-{kind}'] / ours)}")
+            chapter = sides["native"][f"chapter-{kind}"]
+            print(f"{kind}: chapter / ours (pinned) {verdict('chapter / ours', chapter / ours)}")
     print(f"floor: pinned / native {sides['pinned']['floor'] / sides['native']['floor']:.2f}x")
 
 

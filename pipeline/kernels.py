@@ -47,8 +47,11 @@ PINNED: dict[str, str] = {
 GLIBC_HWCAPS = "glibc.cpu.hwcaps=-AVX2,-FMA"
 """The glibc tunable that keeps libm on its SSE2 code (joined to any ``GLIBC_TUNABLES`` already set)."""
 
-ARCHITECTURES = ("x86_64", "AMD64")
-"""Where the pins hold: the machine names (``platform.machine()``) of x86-64."""
+ARCHITECTURES = ("x86_64",)
+"""Where the pins hold: the machine name (``platform.machine()``) of x86-64 on Linux."""
+
+PINNED_NAMES = (*PINNED, "GLIBC_TUNABLES")
+"""Every variable :func:`pinned_environment` sets."""
 
 EXPECTED = {"torch": "DEFAULT", "numpy": "X86_V2", "openblas": "Nehalem"}
 """What :func:`chosen` reports for each library when the pins took effect."""
@@ -89,9 +92,11 @@ def ensure_pinned(argv: list[str]) -> None:
 
     ``argv`` is the interpreter's own command line (``sys.orig_argv``). The
     new process replaces this one (same PID, same arguments, same standard
-    streams), so DVC and a shell see one command.
+    streams), so DVC and a shell see one command. Elsewhere than on x86-64
+    the pins have no meaning (OpenBLAS has no Nehalem kernels on aarch64):
+    nothing is set there.
     """
-    if is_pinned(os.environ):
+    if not portable_here() or is_pinned(os.environ):
         return
     os.execve(sys.executable, [sys.executable, *argv[1:]], pinned_environment(os.environ))
 
@@ -116,15 +121,17 @@ def chosen() -> dict[str, str]:
 
 
 def check_chosen() -> None:
-    """Raise KernelsNotPinned, naming the library, when one loaded in this process runs other kernels than
-    :data:`EXPECTED` (on x86-64; elsewhere the pins have no portable value to check)."""
+    """Raise KernelsNotPinned, naming the library or variable, when a library loaded in this process runs
+    other kernels than :data:`EXPECTED` or a pinned variable has another value (on x86-64; elsewhere the
+    pins have no portable value to check)."""
     if not portable_here():
         return
-    wrong = {lib: got for lib, got in chosen().items() if got != EXPECTED[lib]}
+    wrong = [f"{lib} runs {got} (expected {EXPECTED[lib]})" for lib, got in chosen().items() if got != EXPECTED[lib]]
+    wrong += [f"{name} is {os.environ.get(name)!r} (expected {value!r})"
+              for name, value in pinned_environment(os.environ).items() if os.environ.get(name) != value]
     if wrong:
-        names = ", ".join(f"{lib} runs {got} (expected {EXPECTED[lib]})" for lib, got in wrong.items())
-        raise KernelsNotPinned(f"numeric kernels not pinned: {names}; run stages as `python -m pipeline STAGE`, "
-                               f"which sets {', '.join([*PINNED, 'GLIBC_TUNABLES'])} before they load")
+        raise KernelsNotPinned(f"numeric kernels not pinned: {', '.join(wrong)}; run stages as "
+                               f"`python -m pipeline STAGE`, which sets {', '.join(PINNED_NAMES)} before they load")
 
 
 def warn_if_not_portable() -> None:
@@ -142,7 +149,7 @@ def main() -> None:
     import scipy.linalg  # noqa: F401  (scipy's own OpenBLAS)
     import torch  # noqa: F401
 
-    for name in [*PINNED, "GLIBC_TUNABLES"]:
+    for name in PINNED_NAMES:
         print(f"{name}={os.environ.get(name, '')}")
     for lib, got in chosen().items():
         print(f"{lib}: {got}" + ("" if got == EXPECTED[lib] else f" (expected {EXPECTED[lib]})"))

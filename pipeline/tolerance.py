@@ -109,8 +109,10 @@ def compare_tables(committed: bytes, rebuilt: bytes) -> Verdict:
     """CSV tables of numbers (a per-epoch history): the same columns and rows, each cell within the
     tolerance its column's name gives."""
     a, b = (list(csv.DictReader(io.StringIO(data.decode()))) for data in (committed, rebuilt))
-    if len(a) != len(b) or (a and a[0].keys() != b[0].keys()):
+    if len(a) != len(b):
         return Verdict(DRIFT, f"{len(b)} rows, committed {len(a)}")
+    if a and a[0].keys() != b[0].keys():
+        return Verdict(DRIFT, f"columns {', '.join(b[0])}, committed {', '.join(a[0])}")
     verdict = Verdict(IDENTICAL)
     for row, (x, y) in enumerate(zip(a, b), start=1):
         for column in x:
@@ -122,23 +124,44 @@ def compare_tables(committed: bytes, rebuilt: bytes) -> Verdict:
     return verdict
 
 
+def _split_tensors(value, path: str = "") -> tuple[object, dict[str, object]]:
+    """``value`` with every tensor replaced by its path, and ``{path: tensor}``: the weights and the
+    standardization's statistics are compared by tolerance, everything else exactly."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return f"<tensor {path}>", {path: value}
+    if isinstance(value, dict):
+        plain, tensors = {}, {}
+        for key, item in value.items():
+            plain[key], found = _split_tensors(item, f"{path}.{key}" if path else str(key))
+            tensors.update(found)
+        return plain, tensors
+    return value, {}
+
+
 def compare_model_files(committed: bytes, rebuilt: bytes) -> Verdict:
-    """Two model files: equal fields, and weights within :data:`WEIGHT_TOLERANCE`."""
+    """Two model files: equal fields, and weights (and standardization statistics) within
+    :data:`WEIGHT_TOLERANCE`."""
     import torch
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            a, b = (torch.load(io.BytesIO(data), map_location="cpu", weights_only=True) for data in (committed, rebuilt))
-        state_a, state_b = a.pop("state"), b.pop("state")
+            (a, tensors_a), (b, tensors_b) = (
+                _split_tensors(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
+                for data in (committed, rebuilt))
     except Exception as exc:  # not a model file of ours: torch raises many types
         return Verdict(DRIFT, f"not comparable as model files ({type(exc).__name__})")
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return Verdict(DRIFT, "not comparable as model files (not a mapping)")
     if a != b:
         fields = sorted(key for key in set(a) | set(b) if a.get(key) != b.get(key))
         return Verdict(DRIFT, f"model fields differ: {', '.join(fields)}")
-    if state_a.keys() != state_b.keys() or any(state_a[k].shape != state_b[k].shape for k in state_a):
-        return Verdict(DRIFT, "the weights have other names or shapes")
-    largest = max(float((state_a[k].double() - state_b[k].double()).abs().max()) for k in state_a)
+    if any(tensors_a[k].shape != tensors_b[k].shape for k in tensors_a):
+        return Verdict(DRIFT, "the weights have other shapes")
+    largest = max((float((tensors_a[k].double() - tensors_b[k].double()).abs().max()) for k in tensors_a),
+                  default=0.0)
     detail = f"weights differ by at most {largest:.2g} (tolerance {WEIGHT_TOLERANCE:g})"
     return Verdict(WITHIN if largest <= WEIGHT_TOLERANCE else DRIFT, detail)
 
@@ -223,7 +246,10 @@ def check_out(path: str, committed_md5: str, rebuilt_root: Path, cache: DvcCache
         if committed.get(name) == rebuilt.get(name):
             continue
         file = f"{path}/{name}"
-        found = compare_file(file, cache.read(committed[name]) if name in committed else None,
+        if name not in committed:
+            verdict = verdict.worse(Verdict(DRIFT, f"{file} is not in the committed out"))
+            continue
+        found = compare_file(file, cache.read(committed[name]),
                              (target / name).read_bytes() if name in rebuilt else None)
         if found is None:
             derived = True
@@ -238,7 +264,8 @@ def check_outs(lock: dict, rebuilt_root: Path, cache: DvcCache) -> list[OutCheck
     for stage, body in (lock.get("stages") or {}).items():
         for out in body.get("outs") or []:
             verdict, is_derived = check_out(out["path"], str(out.get("md5")), rebuilt_root, cache)
-            (derived if is_derived and verdict.outcome == WITHIN else checks).append(OutCheck(stage, out["path"], verdict))
+            pending = is_derived and verdict.outcome == WITHIN  # decided once the value-compared outs are
+            (derived if pending else checks).append(OutCheck(stage, out["path"], verdict))
     values_drift = any(check.verdict.outcome == DRIFT for check in checks)
     for check in derived:
         outcome = DRIFT if values_drift else WITHIN

@@ -55,13 +55,23 @@ def test_inputs_that_differ_in_the_last_bit_give_the_same_test_accuracy(splits):
         assert abs(accuracy_on(test, fit(perturbed, train.labels)) - base) <= 0.0005
 
 
-def test_the_centred_fit_is_a_model_of_the_uncentred_pixels(splits):
-    """The centring is folded into the intercept: the saved model takes pixels in [0, 1] as they are and
-    gives the fit's own probabilities."""
+def test_the_centred_fit_is_the_uncentred_model_and_takes_raw_pixels(splits):
+    """Centring changes how fast the optimum is found, not the optimum: fitted to convergence on a subset,
+    the centred fit (centring folded into the intercept) and scikit-learn's own fit on the raw pixels give
+    the same probabilities for pixels in [0, 1] as they are."""
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression
+
     train, test = splits["train"], splits["test"]
-    fitted = fit_logistic_regression(scale_pixels(train.images[:3000]).numpy(), train.labels[:3000], C=1.0,
-                                     max_iter=30)
+    X, y = scale_pixels(train.images[:2000]).numpy(), train.labels[:2000]
+    centred = fit_logistic_regression(X, y, C=0.1, max_iter=5000, tol=1e-7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain = LogisticRegression(C=0.1, max_iter=5000, tol=1e-7).fit(X, y)
     pixels = scale_pixels(test.images[:500])
-    expected = torch.from_numpy(fitted.predict_proba(pixels.numpy().astype(np.float64))).float()
-    got = torch.softmax(as_softmax_regression(fitted).logits(pixels), dim=1)
-    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    expected = torch.from_numpy(plain.predict_proba(pixels.numpy().astype(np.float64))).float()
+    got = torch.softmax(as_softmax_regression(centred).logits(pixels), dim=1)
+    # Both stop a little short of the optimum (L-BFGS's own function-decrease test); an intercept without
+    # the fold would be off by the mean pixel times W, several units of logit.
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-2)

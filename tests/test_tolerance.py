@@ -8,11 +8,13 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from pipeline import tolerance
 from pipeline.tolerance import DRIFT, IDENTICAL, WITHIN, DvcCache, Verdict, check_outs, compare_file
+from softmax_regression.features import Standardization
 from softmax_regression.models import build_model, model_bytes
 from support import PROJECT_ROOT, run
 
@@ -31,6 +33,19 @@ def test_model_weights_within_the_tolerance_are_the_same_model_and_beyond_it_dri
     near = compare_file("models/scratch.pt", committed, model_file(shift=1e-7))
     assert near.outcome == WITHIN and "(tolerance 0.0001)" in near.detail
     assert compare_file("models/scratch.pt", committed, model_file(shift=1e-2)).outcome == DRIFT
+
+
+@pytest.mark.parametrize("mode", ["global", "per_pixel"])
+def test_a_standardized_model_compares_its_statistics_by_tolerance_too(mode):
+    """The statistics are tensors in the file's preprocessing record: moved in the last bits, the same model."""
+    images = np.random.default_rng(0).integers(0, 256, (64, 784), dtype=np.uint8)
+    standardization = Standardization.fit(images, mode)
+    W = torch.linspace(-0.5, 0.5, 784 * 10).reshape(784, 10)
+    committed = model_bytes(build_model("scratch", W, lr=0.1), 28, {}, standardization)
+    moved = Standardization(mode, standardization.mean + 1e-7, standardization.std)
+    rebuilt = model_bytes(build_model("scratch", W, lr=0.1), 28, {}, moved)
+    assert compare_file("models/scratch.pt", committed, committed) == Verdict(IDENTICAL)
+    assert compare_file("models/scratch.pt", committed, rebuilt).outcome == WITHIN
 
 
 def test_a_model_trained_with_other_params_is_drift_whatever_its_weights():
@@ -117,6 +132,13 @@ def test_a_file_missing_from_a_rebuilt_folder_is_drift(tmp_path):
     rebuilt = rebuild(tmp_path / "rebuilt", model_file(), {"a.png": b"committed"})
     checks = {c.path: c.verdict for c in check_outs(lock, rebuilt, DvcCache(tmp_path / "cache"))}
     assert checks["reports/figures"] == Verdict(DRIFT, "reports/figures/b.png was not written by the rebuild")
+
+
+def test_a_file_the_committed_folder_lacks_is_drift_naming_it(tmp_path):
+    lock = lock_with(tmp_path / "cache", model_file(), {"a.png": b"committed"})
+    rebuilt = rebuild(tmp_path / "rebuilt", model_file(), {"a.png": b"committed", "extra.png": b"new"})
+    checks = {c.path: c.verdict for c in check_outs(lock, rebuilt, DvcCache(tmp_path / "cache"))}
+    assert checks["reports/figures"] == Verdict(DRIFT, "reports/figures/extra.png is not in the committed out")
 
 
 # --- `reproduce_check --rebuilt` on a real built project --------------------------------------------
