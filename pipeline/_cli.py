@@ -81,10 +81,14 @@ def load_stage_params(path: str, declared: tuple[str, ...], settings: tuple[str,
     return view
 
 
-def stage_main(name: str) -> Callable:
+def stage_main(name: str, pinned: bool = True) -> Callable:
     """Wrap a stage body: INFO logging (DEBUG and tracebacks with ``--verbose``), SIGTERM handled as
     SIGINT, and every failure turned into one line: exit 2 on bad params, 130 when interrupted, 1 on
-    anything else. The command must carry :data:`verbose_option`."""
+    anything else. The command must carry :data:`verbose_option`.
+
+    ``pinned``: the command writes outputs whose bytes dvc.lock records, so it refuses to run on
+    other kernels than :mod:`pipeline.kernels`' (every stage; not ``tune``, whose experiments run
+    the stages through the launcher)."""
 
     def decorate(body: Callable) -> Callable:
         @functools.wraps(body)
@@ -95,9 +99,11 @@ def stage_main(name: str) -> Callable:
                 for noisy in ("alembic", "sqlalchemy", "urllib3", "matplotlib", "PIL", "git", "filelock"):
                     logging.getLogger(noisy).setLevel(logging.WARNING)
             signal.signal(signal.SIGTERM, _terminate)
-            kernels.warn_if_not_portable()
+            if pinned:
+                kernels.warn_if_not_portable()
             try:
-                kernels.check_chosen()
+                if pinned:
+                    kernels.check_chosen()
                 return body(*args, **kwargs)
             except ParamsError as exc:
                 click.echo(f"{name}: error: {exc}", err=True)

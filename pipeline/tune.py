@@ -136,7 +136,7 @@ def main() -> None:
               help="Seconds to wait for the whole sweep.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @verbose_option
-@stage_main("tune")
+@stage_main("tune", pinned=False)
 def sweep(sweep_path: str, params_path: str, out_path: str, jobs: int, timeout: float, no_progress: bool) -> None:
     _, points = load_sweep(sweep_path, load_params(params_path))
     names = []
@@ -163,7 +163,7 @@ def sweep(sweep_path: str, params_path: str, out_path: str, jobs: int, timeout: 
 @params_option
 @out_option
 @verbose_option
-@stage_main("tune")
+@stage_main("tune", pinned=False)
 def select_command(sweep_path: str, params_path: str, out_path: str) -> None:
     select(sweep_path, params_path, out_path)
 
@@ -173,7 +173,7 @@ def select_command(sweep_path: str, params_path: str, out_path: str) -> None:
               help="The tuned params file.")
 @click.option("--name", default=TUNED_EXPERIMENT, show_default=True, help="The experiment's name.")
 @verbose_option
-@stage_main("tune")
+@stage_main("tune", pinned=False)
 def tuned(tuned_path: str, name: str) -> None:
     values = load_tuned(tuned_path, "; `make tune` writes it")
     if name in dvc("exp", "list", "--name-only").split():
