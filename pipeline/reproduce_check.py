@@ -129,13 +129,12 @@ def out_lines(checks: list[OutCheck], rebuilt_hashes: dict[str, str] | None = No
     for check in checks:
         if check.verdict.outcome == IDENTICAL:
             continue
-        line = check.line()
         if check.verdict.outcome == DRIFT and rebuilt_hashes and check.path in rebuilt_hashes:
-            hashes = (f"committed {shorten('out', committed_hashes[check.path])}, "
-                      f"rebuilt {shorten('out', rebuilt_hashes[check.path])}")
-            line = f"drift: {check.path} (out of {check.stage}): {hashes}" + (
-                f"; {check.verdict.detail}" if check.verdict.detail else "")
-        lines.append(line)
+            line = drift_line(check.stage, "out", check.path, committed_hashes[check.path],
+                              rebuilt_hashes[check.path])
+            lines.append(f"{line}; {check.verdict.detail}" if check.verdict.detail else line)
+        else:
+            lines.append(check.line())
     return lines
 
 
@@ -202,11 +201,11 @@ def run_check(root: Path, workdir: Path, say=lambda message: None) -> tuple[list
         raise CheckError(f"the rebuild did not execute stage(s) {', '.join(skipped)}:\n{tail}")
     rebuilt = (project / "dvc.lock").read_text()
     checks = check_outs(yaml.safe_load(committed) or {}, project, dvc_cache(root))
-    out_paths = set(out_hashes(committed)) | set(out_hashes(rebuilt))
+    committed_outs, rebuilt_outs = out_hashes(committed), out_hashes(rebuilt)
     # An out judged above is not also listed where a later stage depends on it.
     others = [drift_line(*d) for d in lock_differences(committed, rebuilt)
-              if (d[1] != "out" or d[3] is None) and not (d[1] == "dep" and d[2] in out_paths)]
-    lines = out_lines(checks, out_hashes(rebuilt), out_hashes(committed)) + others
+              if (d[1] != "out" or d[3] is None) and not (d[1] == "dep" and d[2] in committed_outs | rebuilt_outs)]
+    lines = out_lines(checks, rebuilt_outs, committed_outs) + others
     dirty = [line.strip() for line in git(["status", "--porcelain"], project).splitlines() if line.strip()]
     if rebuilt != committed:  # a dvc.lock that differs is itemised above already
         dirty = [line for line in dirty if line.split()[-1] != "dvc.lock"]

@@ -49,6 +49,9 @@ IDENTICAL, WITHIN, DRIFT = "identical", "within tolerance", "drift"
 OUTCOMES = (IDENTICAL, WITHIN, DRIFT)
 """From best to worst: an out's outcome is the worst of its files'."""
 
+NOT_CACHED = "is not in the DVC cache to compare with (`dvc pull` it, or build it once where dvc.lock was made)"
+"""Why a difference cannot be judged, and how to make it judgeable."""
+
 EXACT_DIRS = ("data",)
 """Outs under these folders hold integer data: any difference is drift."""
 
@@ -174,8 +177,7 @@ def compare_file(path: str, committed: bytes | None, rebuilt: bytes | None) -> V
     if rebuilt is None:
         return Verdict(DRIFT, f"{path} was not written by the rebuild")
     if committed is None:
-        return Verdict(DRIFT, f"{path}: the committed version is not in the DVC cache to compare with "
-                              "(`dvc pull` it, or build it once where dvc.lock was made)")
+        return Verdict(DRIFT, f"{path}: the committed version {NOT_CACHED}")
     pure = PurePosixPath(path)
     if pure.parts[0] in EXACT_DIRS:
         return Verdict(DRIFT, f"{path} holds data: it must be identical")
@@ -239,8 +241,7 @@ def check_out(path: str, committed_md5: str, rebuilt_root: Path, cache: DvcCache
     if committed is None:
         if not target.is_dir():
             return Verdict(DRIFT, f"{path} was not written by the rebuild"), False
-        return Verdict(DRIFT, f"{path}: the committed listing is not in the DVC cache to compare with "
-                              "(`dvc pull` it, or build it once where dvc.lock was made)"), False
+        return Verdict(DRIFT, f"{path}: the committed listing {NOT_CACHED}"), False
     verdict, derived = Verdict(IDENTICAL), False
     for name in sorted(set(committed) | set(rebuilt)):
         if committed.get(name) == rebuilt.get(name):
