@@ -8,7 +8,12 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
 # `pipeline/` is a folder: without .PHONY `make pipeline` would be "up to date".
-.PHONY: install pipeline test bench bench-pipeline clean lock-check reproduce-check tune tuned team-stack team-stack-up team-stack-down
+.PHONY: help install pipeline test test-fast lint ui bench bench-pipeline clean lock-check reproduce-check tune \
+	tuned team-stack team-stack-up team-stack-down
+
+# Each target's line after `##` is its entry in `make help`.
+help: ## list the targets
+	@awk -F':.*## ' '/^[a-z][a-z-]*:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -16,53 +21,58 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/python -m pip install -q -e '.[test,team]'
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed ## create .venv and install the pinned stack (the other targets do it first)
 
-pipeline: install
+pipeline: install ## run the whole pipeline on the real data (`dvc repro`)
 	dvc repro
 
 # pytest holds the strong reproducibility check (a real clone of HEAD, `make pipeline`, the committed
-# dvc.lock byte for byte, git status clean: tests/test_train_pipeline.py); `make reproduce-check` is the
-# same check as one command that names every drifting entry.
-test: install
+# dvc.lock byte for byte, git status clean: tests/integration/test_train_pipeline.py); `make reproduce-check`
+# is the same check as one command that names every drifting entry.
+test: install lint ## everything CI runs: the linter, every test (unit and integration), the lock check
 	pytest -n 2 --dist loadscope --no-loadscope-reorder
 	python -m pipeline.lock_check
 
+test-fast: install ## the unit tests only: no pipeline build, no server (tests/unit)
+	pytest -n 2 tests/unit
+
+lint: install ## ruff, with the rule set in pyproject.toml
+	ruff check .
+
+ui: install ## the MLflow UI on the project's store, one worker; prints the URL of the training runs
+	python -m pipeline.ui
+
 # The two CI reproducibility checks.
-# Cheap, no training: dvc.lock matches the code, params and commands of every stage.
-lock-check: install
+lock-check: install ## cheap, no training: dvc.lock matches the code, params and commands of every stage
 	python -m pipeline.lock_check
 
-# Strong: rebuild from a clean clone of HEAD; fails naming every dvc.lock entry that differs.
-reproduce-check: install
+reproduce-check: install ## rebuild a clean clone of HEAD; fails naming every dvc.lock entry that differs
 	python -m pipeline.reproduce_check
 
-# the portable kernels' cost as ratios: against the native ones, the kernel floor and the chapter's loop
-bench: install
+bench: install ## the portable kernels' cost as ratios: against native ones, the kernel floor, the chapter
 	python benchmarks/kernel_cost.py
 
-# cold / no-op / edited `dvc repro`, each stage's wall time against its bare imports, in a temporary clone
-bench-pipeline: install
+bench-pipeline: install ## cold, no-op and edited `dvc repro`; each stage against its bare imports
 	python benchmarks/pipeline_speed.py
 
 # Tuning on the validation split: params/sweep.yaml as DVC experiments, two at a time, every run in
 # MLflow; the winner's params go to params/tuned.yaml. `make tuned` trains the winner again (`dvc exp run -n tuned`).
-tune: install
+tune: install ## the sweep of params/sweep.yaml as DVC experiments; the winner to params/tuned.yaml
 	python -m pipeline.tune sweep
 
-tuned: install
+tuned: install ## train the sweep's winner again (`dvc exp run -n tuned`)
 	python -m pipeline.tune tuned
 
 # A team stack on this machine (PostgreSQL, an MLflow server on it with proxied artifacts, an SSH server
 # holding a DVC remote; 127.0.0.1 only): `up` prints the three lines that point a clone at it.
 STACK_DIR ?= .team-stack
-team-stack: team-stack-up
+team-stack: team-stack-up ## the same as team-stack-up
 
-team-stack-up: install
+team-stack-up: install ## start a team stack on this machine; prints the lines that point a clone at it
 	python deploy/team_stack.py up --dir $(STACK_DIR)
 
-team-stack-down:
+team-stack-down: ## stop the team stack
 	$(abspath $(VENV))/bin/python deploy/team_stack.py down --dir $(STACK_DIR)
 
-clean:
+clean: ## remove the pipeline's outputs (data, models, reports); the DVC cache keeps them
 	rm -rf data models reports

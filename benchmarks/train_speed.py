@@ -63,10 +63,10 @@ from torch import nn
 from torch.utils import data
 from torchvision import transforms
 
-from softmax_regression.dataset import N_TEST, N_TRAIN, Split, flatten, image_side, load_raw, load_split
-from softmax_regression.models import build_model, initial_weights
-from softmax_regression.features import scale_pixels
 from softmax_regression.batches import ShuffledBatches, to_labels
+from softmax_regression.dataset import N_TEST, N_TRAIN, Split, flatten, image_side, load_raw, load_split
+from softmax_regression.features import scale_pixels
+from softmax_regression.models import build_model, initial_weights
 from softmax_regression.training import train
 
 log = logging.getLogger("train_speed")

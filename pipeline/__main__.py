@@ -5,7 +5,7 @@
 The stage's imports (torch, MLflow, SQLAlchemy, matplotlib) create about a
 million objects that live as long as the process. CPython's cyclic garbage
 collector would traverse them again and again while they are being created,
-about a second of every stage here. So the stage is imported with the
+close to a second of every stage. So the stage is imported with the
 collector paused; what the imports made is then frozen out of its sight
 (``gc.freeze``), and the collector runs as usual for the stage's own work.
 

@@ -130,7 +130,7 @@ def run_and_exit(command: click.Command, prog_name: str | None = None) -> NoRetu
 
     Every output is written (renamed into place) and every MLflow run ended by
     then; what remains is the interpreter tearing down torch, MLflow and
-    matplotlib module by module: 0.8 s here, per stage, for nothing.
+    matplotlib module by module, close to a second per stage, for nothing.
     """
     try:
         command.main(prog_name=prog_name, standalone_mode=True)

@@ -23,41 +23,56 @@ import logging
 
 import click
 import mlflow
-import numpy as np
 import pandas as pd
 import torch
 
-from softmax_regression import CLASS_NAMES, MODEL_KINDS, SCORED_KINDS, tracking
+from softmax_regression import CHAPTER_KINDS, CLASS_NAMES, MODEL_KINDS, tracking
 from softmax_regression.atomic import StagedOutputs
-from softmax_regression.dataset import load_split
-from softmax_regression.metrics import Evaluation, best_by_validation, evaluate_probabilities, per_class_csv, predictions_csv
-from softmax_regression.checksums import sha256_hex
-from softmax_regression.mlflow_models import register_and_promote, run_classifier
-from softmax_regression.models import load_model
+from softmax_regression.dataset import Split, load_split
+from softmax_regression.metrics import (
+    Evaluation,
+    best_by_validation,
+    evaluate_probabilities,
+    per_class_csv,
+    predictions_csv,
+)
+from softmax_regression.models import LoadedModel, load_model
 from softmax_regression.plots import confusion_matrix_figure, figure_png_bytes
 from softmax_regression.worked import worked_examples
 
 from . import paths
 from ._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option
 from .mlflow_runs import open_experiment
-from .model_runs import model_run_id
+from .model_runs import ModelRun, crown_champion, model_runs
 
 log = logging.getLogger(__name__)
 
 PARAMS = ("evaluate", "tracking")
 
 
-def log_evaluation(e: Evaluation, val_accuracy: float, confusion_png: bytes, model_id: str | None) -> None:
-    """Test metrics, per-class metrics, the confusion figure and its table, into the active run; the metrics
-    also on the run's logged model ``model_id`` (its classifier), where it has one."""
-    mlflow.log_metrics({**e.summary(), "val_accuracy": val_accuracy}, model_id=model_id)
-    mlflow.log_metrics({f"test_{metric}_{row['class'].replace(' ', '_').replace('-', '_')}": row[metric]
-                        for row in e.per_class_rows() for metric in ("precision", "recall", "f1")},
-                       model_id=model_id)
-    tracking.log_bytes(confusion_png, "figures/confusion_matrix.png")
-    tracking.log_table(pd.DataFrame(e.confusion, index=list(CLASS_NAMES), columns=list(CLASS_NAMES))
-                       .rename_axis("true").reset_index(), "confusion_matrix.json")
-    mlflow.log_text(per_class_csv([e]), "per_class.csv")
+def accuracy_on(model: LoadedModel, split: Split) -> float:
+    predicted = model.predict_proba(torch.from_numpy(split.images)).argmax(dim=1).numpy()
+    return round(float((predicted == split.labels).mean()), 6)
+
+
+def confusion_png(e: Evaluation) -> bytes:
+    return figure_png_bytes(confusion_matrix_figure(
+        e.confusion, CLASS_NAMES, f"{e.name}: confusion matrix on the test set (accuracy {e.accuracy:.4f})"),
+        crop=False)
+
+
+def log_evaluation(run: ModelRun, e: Evaluation, val_accuracy: float, figure: bytes) -> None:
+    """Test metrics, per-class metrics, the confusion figure and its table, into the model's run; the metrics
+    also on the run's classifier, where it has one."""
+    with tracking.tracked_run(run_id=run.run_id):
+        mlflow.log_metrics({**e.summary(), "val_accuracy": val_accuracy}, model_id=run.classifier_id)
+        mlflow.log_metrics({f"test_{metric}_{row['class'].replace(' ', '_').replace('-', '_')}": row[metric]
+                            for row in e.per_class_rows() for metric in ("precision", "recall", "f1")},
+                           model_id=run.classifier_id)
+        tracking.log_bytes(figure, "figures/confusion_matrix.png")
+        tracking.log_table(pd.DataFrame(e.confusion, index=list(CLASS_NAMES), columns=list(CLASS_NAMES))
+                           .rename_axis("true").reset_index(), "confusion_matrix.json")
+        mlflow.log_text(per_class_csv([e]), "per_class.csv")
 
 
 @click.command(help=__doc__)
@@ -68,26 +83,21 @@ def main(params_path: str) -> None:
     params = load_stage_params(params_path, PARAMS)
     torch.set_num_threads(1)  # the same bytes on every machine, as in training
     experiment_id = open_experiment(params["tracking"]["experiment"])
-    kinds = SCORED_KINDS if params["evaluate"]["baseline"] else MODEL_KINDS
+    kinds = MODEL_KINDS if params["evaluate"]["baseline"] else CHAPTER_KINDS
     test = load_split(paths.PROCESSED_DIR, "test")
     val = load_split(paths.PROCESSED_DIR, "val")
-    checkpoints = {kind: paths.model_path(kind).read_bytes() for kind in kinds}
     models = {kind: load_model(paths.model_path(kind)) for kind in kinds}
-    evaluations = [
-        evaluate_probabilities(kind, model.predict_proba(torch.from_numpy(test.images)).numpy(), test.labels)
-        for kind, model in models.items()
-    ]
-    val_accuracy = {
-        kind: round(float((model.predict_proba(torch.from_numpy(val.images)).argmax(dim=1).numpy()
-                           == val.labels).mean()), 6)
-        for kind, model in models.items()
-    }
-    figures = {e.name: figure_png_bytes(confusion_matrix_figure(
-        e.confusion, CLASS_NAMES, f"{e.name}: confusion matrix on the test set (accuracy {e.accuracy:.4f})"),
-        crop=False)
-        for e in evaluations}
 
-    example = np.ascontiguousarray(test.images[:5], dtype=np.float32) / 255
+    evaluations = [evaluate_probabilities(kind, model.predict_proba(torch.from_numpy(test.images)).numpy(),
+                                          test.labels)
+                   for kind, model in models.items()]
+    val_accuracy = {kind: accuracy_on(model, val) for kind, model in models.items()}
+    figures = {e.name: confusion_png(e) for e in evaluations}
+    scratch = models["scratch"]
+    worked = worked_examples(*scratch.model.weights(), test.images, test.labels,
+                             standardization=scratch.standardization)
+
+    runs = model_runs(experiment_id, kinds, test.images, params_path)
     with StagedOutputs() as outputs:
         tables, pngs = outputs.directory(paths.CONFUSION_DIR), outputs.directory(paths.CONFUSION_PNG_DIR)
         for e in evaluations:
@@ -96,18 +106,9 @@ def main(params_path: str) -> None:
         outputs.write_text(paths.PER_CLASS_CSV, per_class_csv(evaluations))
         outputs.write_json(paths.EVAL_METRICS, {e.name: {**e.summary(), "val_accuracy": val_accuracy[e.name]}
                                                 for e in evaluations})
-        outputs.write_json(paths.WORKED_JSON, worked_examples(*models["scratch"].model.weights(),
-                                                              test.images, test.labels,
-                                                              standardization=models["scratch"].standardization))
-        run_ids = {kind: model_run_id(experiment_id, kind, checkpoints[kind], example, params_path)
-                   for kind in kinds}
-        client = mlflow.MlflowClient()
-        classifiers = {kind: run_classifier(client, run_ids[kind], sha256_hex(checkpoints[kind])) for kind in kinds}
+        outputs.write_json(paths.WORKED_JSON, worked)
         for e in evaluations:
-            classifier = classifiers[e.name]
-            with tracking.tracked_run(run_id=run_ids[e.name]):
-                log_evaluation(e, val_accuracy[e.name], figures[e.name],
-                               classifier.model_id if classifier is not None else None)
+            log_evaluation(runs[e.name], e, val_accuracy[e.name], figures[e.name])
         outputs.commit()
     for e in evaluations:
         log.info("%s: test accuracy %.4f, loss %.4f, macro F1 %.4f; val accuracy %.4f", e.name, e.accuracy, e.loss,
@@ -115,8 +116,8 @@ def main(params_path: str) -> None:
     # What others see of this stage (a new registered version, the champion alias) comes last, once
     # the outputs are in place.
     best = best_by_validation(val_accuracy)
-    register_and_promote(checkpoints[best], example, params["tracking"]["registered_model"], run_ids[best],
-                         val_accuracy[best], classifiers[best].model_uri if classifiers[best] is not None else None)
+    crown_champion(runs[best], val_accuracy[best], params["tracking"]["registered_model"], test.images)
+
 
 if __name__ == "__main__":
     run_and_exit(main)

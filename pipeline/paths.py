@@ -21,11 +21,11 @@ def model_path(kind: str) -> Path:
     return MODELS_DIR / f"{kind}.pt"
 
 
-def history_csv(kind: str) -> Path:
+def history_path(kind: str) -> Path:
     return TRAIN_REPORT_DIR / f"{kind}_history.csv"
 
 
-def curves_png(kind: str) -> Path:
+def curves_path(kind: str) -> Path:
     return TRAIN_REPORT_DIR / f"{kind}_curves.png"
 
 

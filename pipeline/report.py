@@ -11,27 +11,34 @@ by the model file's SHA-256 (and created from the model file where the store
 has none).
 """
 
-import csv
-import io
 import json
 import logging
+from dataclasses import dataclass
 
 import click
 import mlflow
 import numpy as np
 
-from softmax_regression import CLASS_NAMES, MODEL_KINDS, SCORED_KINDS, tracking
+from softmax_regression import CHAPTER_KINDS, CLASS_NAMES, tracking
 from softmax_regression.atomic import StagedOutputs
-from softmax_regression.dataset import load_split
-from softmax_regression.history import read_history_csv
-from softmax_regression.metrics import best_by_validation, most_confident_mistakes, read_predictions_csv
+from softmax_regression.dataset import Split, load_split
+from softmax_regression.history import EpochRecord, read_history_csv
+from softmax_regression.metrics import (
+    best_by_validation,
+    most_confident_mistakes,
+    read_per_class_csv,
+    read_predictions_csv,
+    read_scores_json,
+)
 from softmax_regression.plots import (
-    figure_png_bytes, image_grid_figure, loss_functions_figure, per_class_f1_figure, training_curves_figure,
+    figure_png_bytes,
+    grid_shape,
+    image_grid_figure,
+    loss_functions_figure,
+    per_class_f1_figure,
+    training_curves_figure,
 )
-from softmax_regression.report import (
-    WORKED_INTRO, Section, chapter_bar, metrics_table_html, per_class_table_html, render_html, render_markdown,
-    worked_html,
-)
+from softmax_regression.report import report_page, worked_html
 
 from . import paths
 from ._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option
@@ -41,34 +48,75 @@ from .model_runs import model_run_id
 log = logging.getLogger(__name__)
 
 PARAMS = ("report", "tracking.experiment")
+INTRO = ("The <i>Dive into Deep Learning</i> chapter on softmax regression, from scratch and concise, "
+         "reproduced by a DVC pipeline.")
 
 
-def read_per_class(text: str) -> list[dict]:
-    rows = list(csv.DictReader(io.StringIO(text)))
-    for r in rows:
-        for key in ("precision", "recall", "f1"):
-            r[key] = float(r[key])
-        r["support"] = int(r["support"])
-    return rows
+@dataclass
+class ReportInputs:
+    """The test split and what the train and evaluate stages wrote about it."""
+
+    test: Split
+    histories: dict[str, list[EpochRecord]]
+    metrics: dict[str, dict]
+    """evaluate's scores of each model, with each of the chapter's models' last train loss."""
+    per_class: list[dict]
+    worked: str
+    """The chapter's worked examples, as HTML."""
+    best: str
+    """The model with the best validation accuracy, whose predictions the report shows."""
+    predicted: np.ndarray
+    confidence: np.ndarray
+    confusion_pngs: dict[str, bytes]
+    preview_png: bytes
 
 
-SCORES = ("test_accuracy", "val_accuracy")
-"""What the report reads of each model in evaluate's ``metrics.json``."""
+def read_inputs() -> ReportInputs:
+    test = load_split(paths.PROCESSED_DIR, "test")
+    histories = {k: paths.read_output(paths.history_path(k), read_history_csv, "train") for k in CHAPTER_KINDS}
+    metrics = paths.read_output(paths.EVAL_METRICS, read_scores_json, "evaluate")
+    for kind, history in histories.items():
+        metrics[kind] = {**metrics[kind], "train_loss": history[-1].train_loss}
+    best = best_by_validation({name: values["val_accuracy"] for name, values in metrics.items()})
+    predicted, confidence = paths.read_output(paths.CONFUSION_DIR / f"{best}.csv", read_predictions_csv,
+                                              "evaluate")
+    return ReportInputs(
+        test=test,
+        histories=histories,
+        metrics=metrics,
+        per_class=paths.read_output(paths.PER_CLASS_CSV, read_per_class_csv, "evaluate"),
+        worked=paths.read_output(paths.WORKED_JSON, lambda text: worked_html(json.loads(text)), "evaluate"),
+        best=best, predicted=predicted, confidence=confidence,
+        confusion_pngs={name: (paths.CONFUSION_PNG_DIR / f"{name}.png").read_bytes() for name in metrics},
+        preview_png=paths.PREVIEW_PNG.read_bytes(),
+    )
 
 
-def read_scores(text: str) -> dict[str, dict]:
-    """evaluate's ``metrics.json``: the scores of each scored model; both trained models must be there."""
-    scored = json.loads(text)
-    if not isinstance(scored, dict):
-        raise ValueError(f"a mapping of models expected, not {type(scored).__name__}")
-    missing = [kind for kind in MODEL_KINDS if kind not in scored]
-    if missing:
-        raise ValueError(f"no scores of {', '.join(missing)}")
-    metrics = {name: scored[name] for name in SCORED_KINDS if name in scored}
-    for name, values in metrics.items():
-        if not isinstance(values, dict) or not all(isinstance(values.get(key), (int, float)) for key in SCORES):
-            raise ValueError(f"{name} lacks {' or '.join(SCORES)}")
-    return metrics
+def draw_figures(inputs: ReportInputs, n_images: int, n_mistakes: int) -> dict[str, bytes]:
+    """The report's figures by file name: the best model's predictions and most confident mistakes, both
+    models' training curves, per-class F1 and the chapter's loss functions."""
+    test, best, predicted, confidence = inputs.test, inputs.best, inputs.predicted, inputs.confidence
+    true_names = [CLASS_NAMES[y] for y in test.labels]
+    pred_names = [CLASS_NAMES[p] for p in predicted]
+    shown = range(n_images)
+    wrong = most_confident_mistakes(predicted, confidence, test.labels, n_mistakes)
+    return {
+        "predictions.png": figure_png_bytes(image_grid_figure(
+            test.images[:n_images], [f"{true_names[i]}\n{pred_names[i]}" for i in shown], *grid_shape(n_images),
+            suptitle=f"First {n_images} test images: true label (top) and the {best} model's prediction "
+                     "(bottom, red if wrong)",
+            title_colors=["black" if true_names[i] == pred_names[i] else "red" for i in shown],
+        )),
+        "mistakes.png": figure_png_bytes(image_grid_figure(
+            test.images[wrong], [f"true {true_names[i]}\npred {pred_names[i]} ({confidence[i]:.2f})" for i in wrong],
+            *grid_shape(len(wrong)), title_colors=["red"] * len(wrong), scale=2.0,
+            suptitle=f"The {best} model's {len(wrong)} most confident mistakes on the test set",
+        )),
+        "training_curves.png": figure_png_bytes(training_curves_figure(
+            inputs.histories, title="Training curves: scratch (solid) and concise (dashed)")),
+        "per_class_f1.png": figure_png_bytes(per_class_f1_figure(inputs.per_class, CLASS_NAMES)),
+        "loss_functions.png": figure_png_bytes(loss_functions_figure()),
+    }
 
 
 @click.command(help=__doc__)
@@ -79,92 +127,28 @@ def main(params_path: str) -> None:
     params = load_stage_params(params_path, PARAMS)
     cfg = params["report"]
     experiment_id = open_experiment(params["tracking"]["experiment"])
-    test = load_split(paths.PROCESSED_DIR, "test")
-    histories = {k: paths.read_output(paths.history_csv(k), read_history_csv, "train") for k in MODEL_KINDS}
-    metrics = paths.read_output(paths.EVAL_METRICS, read_scores, "evaluate")
-    per_class = paths.read_output(paths.PER_CLASS_CSV, read_per_class, "evaluate")
-    worked = paths.read_output(paths.WORKED_JSON, lambda text: worked_html(json.loads(text)), "evaluate")
-    for kind, history in histories.items():
-        metrics[kind] = {**metrics[kind], "train_loss": history[-1].train_loss}
-    bar = [chapter_bar(kind, {"train loss": history[-1].train_loss, "train accuracy": history[-1].train_acc,
-                              "test accuracy": metrics[kind]["test_accuracy"]})
-           for kind, history in histories.items()]
+    inputs = read_inputs()
 
-    best = best_by_validation({name: values["val_accuracy"] for name, values in metrics.items()})
-    predicted, confidence = paths.read_output(paths.CONFUSION_DIR / f"{best}.csv", read_predictions_csv,
-                                              "evaluate")  # evaluate's scores
+    figures = draw_figures(inputs, cfg["n_images"], cfg["n_mistakes"])
+    page, summary = report_page(INTRO, inputs.metrics, inputs.histories, inputs.best, inputs.per_class,
+                                inputs.worked, figures, inputs.confusion_pngs, inputs.preview_png)
 
-    n = cfg["n_images"]
-    cols = min(n, 9)
-    rows = -(-n // cols)
-    true_names = [CLASS_NAMES[y] for y in test.labels]
-    pred_names = [CLASS_NAMES[p] for p in predicted]
-    predictions_png = figure_png_bytes(image_grid_figure(
-        test.images[:n], [f"{t}\n{p}" for t, p in zip(true_names[:n], pred_names[:n])], rows, cols,
-        suptitle=f"First {n} test images: true label (top) and the {best} model's prediction (bottom, red if wrong)",
-        title_colors=["black" if t == p else "red" for t, p in zip(true_names[:n], pred_names[:n])],
-    ))
-    wrong = most_confident_mistakes(predicted, confidence, test.labels, cfg["n_mistakes"])
-    mcols = min(len(wrong), 9) or 1
-    mistakes_png = figure_png_bytes(image_grid_figure(
-        test.images[wrong],
-        [f"true {true_names[i]}\npred {pred_names[i]} ({confidence[i]:.2f})" for i in wrong],
-        -(-len(wrong) // mcols), mcols, title_colors=["red"] * len(wrong), scale=2.0,
-        suptitle=f"The {best} model's {len(wrong)} most confident mistakes on the test set",
-    ))
-    figures = {
-        "predictions.png": predictions_png,
-        "mistakes.png": mistakes_png,
-        "training_curves.png": figure_png_bytes(training_curves_figure(
-            histories, title="Training curves: scratch (solid) and concise (dashed)")),
-        "per_class_f1.png": figure_png_bytes(per_class_f1_figure(per_class, CLASS_NAMES)),
-        "loss_functions.png": figure_png_bytes(loss_functions_figure()),
-    }
-    confusion = {name: (paths.CONFUSION_PNG_DIR / f"{name}.png").read_bytes() for name in metrics}
-    preview = paths.PREVIEW_PNG.read_bytes()
-
-    title = "Softmax regression on Fashion-MNIST"
-    notes = [
-        f"Best model on the validation split: {best} (validation accuracy {metrics[best]['val_accuracy']:.4f}).",
-        *bar,
-    ]
-    sections = [
-        Section("Results on the test set", " ".join(notes), table_html=metrics_table_html(metrics)),
-        Section("Predictions", "The chapter's predict_ch3: test images titled with the true and the "
-                "predicted class.", [("predictions on the first test images", predictions_png)]),
-        Section("Most confident mistakes", "Wrong predictions made with the highest probability: where "
-                "the model is sure and wrong.", [("most confident mistakes", mistakes_png)]),
-        Section("Training curves", "Per epoch: mean train loss, train accuracy, validation accuracy.",
-                [("training curves of both models", figures["training_curves.png"])]),
-        Section("Confusion matrices", "Rows: true class; columns: predicted class; counts in the cells.",
-                [(f"{name} confusion matrix", png) for name, png in confusion.items()]),
-        Section("Per-class precision, recall and F1", table_html=per_class_table_html(per_class),
-                images=[("per-class F1", figures["per_class_f1.png"])]),
-        Section("Loss functions", "The chapter's regression losses: L2, L1 and Huber's robust loss, with "
-                "their derivatives and the likelihoods exp(-loss).",
-                [("L2, L1 and Huber losses", figures["loss_functions.png"])]),
-        Section("The chapter, worked", WORKED_INTRO, table_html=worked),
-        Section("The data", "Training images with their text labels, as in the chapter.",
-                [("Fashion-MNIST training images", preview)]),
-    ]
-    page = render_html(title, "The <i>Dive into Deep Learning</i> chapter on softmax regression, from scratch "
-                       "and concise, reproduced by a DVC pipeline.", sections)
-    summary = render_markdown(title, metrics, [(name, f"figures/{name}") for name in figures], notes)
-    example = np.ascontiguousarray(test.images[:5], dtype=np.float32) / 255
     with StagedOutputs() as outputs:
-        tmp = outputs.directory(paths.REPORT_DIR)
-        (tmp / "figures").mkdir()
+        folder = outputs.directory(paths.REPORT_DIR)
+        (folder / "figures").mkdir()
         for name, png in figures.items():
-            (tmp / "figures" / name).write_bytes(png)
-        (tmp / "report.html").write_text(page)
-        (tmp / "summary.md").write_text(summary)
-        for name in metrics:
-            run_id = model_run_id(experiment_id, name, paths.model_path(name).read_bytes(), example, params_path)
+            (folder / "figures" / name).write_bytes(png)
+        (folder / "report.html").write_text(page)
+        (folder / "summary.md").write_text(summary)
+        for name in inputs.metrics:
+            run_id = model_run_id(experiment_id, name, paths.model_path(name).read_bytes(), inputs.test.images,
+                                  params_path)
             with tracking.tracked_run(run_id=run_id):
                 mlflow.log_text(page, "report/report.html")
                 mlflow.log_text(summary, "report/summary.md")
         outputs.commit()
     log.info("wrote %s (%d KB)", paths.REPORT_HTML, len(page) // 1024)
+
 
 if __name__ == "__main__":
     run_and_exit(main)

@@ -19,22 +19,20 @@ import click
 import mlflow
 import torch
 
-from softmax_regression import MODEL_KINDS, tracking
-from softmax_regression.atomic import StagedOutputs
-from softmax_regression.checksums import sha256_hex
+from softmax_regression import CHAPTER_KINDS, tracking
+from softmax_regression.batches import ShuffledBatches, to_labels
 from softmax_regression.dataset import image_side, load_split
-from softmax_regression.history import history_csv
-from softmax_regression.mlflow_models import log_models
-from softmax_regression.models import build_model, initial_weights, model_bytes, resolve_device
 from softmax_regression.features import Standardization, features
+from softmax_regression.history import history_csv
+from softmax_regression.models import build_model, initial_weights, model_bytes, resolve_device
 from softmax_regression.params import SHAPING, flatten_params, shaping_record
 from softmax_regression.plots import figure_png_bytes, training_curves_figure
-from softmax_regression.batches import ShuffledBatches, to_labels
 from softmax_regression.training import learning_rates, train
 
 from . import paths
 from ._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option
-from .mlflow_runs import open_experiment, run_tags_for
+from .mlflow_runs import open_experiment
+from .model_runs import training_run
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +40,7 @@ PARAMS = ("train", "data.normalize", "tracking.experiment")
 
 
 @click.command(help=__doc__)
-@click.option("--model", "kind", type=click.Choice(MODEL_KINDS), required=True, help="Which implementation to train.")
+@click.option("--model", "kind", type=click.Choice(CHAPTER_KINDS), required=True, help="Which implementation to train.")
 @params_option
 @verbose_option
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
@@ -54,9 +52,8 @@ def main(kind: str, params_path: str, no_progress: bool) -> None:
     if device.type != "cpu":
         log.warning("training on %s: a GPU computes other bits than dvc.lock holds; "
                     "`python -m pipeline.reproduce_check` says whether they are within tolerance", device)
-    # One CPU thread: a multi-threaded matrix product may split its sums differently from run to run
-    # (seen once in a few hundred runs here) and does by design on a machine with more cores; the
-    # weights must be the same bytes everywhere. It costs 0.2-0.3 s of the 10 epochs.
+    # One CPU thread: a multi-threaded matrix product may split its sums differently from run to run,
+    # and does by design on a machine with more cores; the weights must be the same bytes everywhere.
     torch.set_num_threads(1)
     experiment_id = open_experiment(params["tracking"]["experiment"])
     side = image_side(paths.PROCESSED_DIR)
@@ -74,27 +71,20 @@ def main(kind: str, params_path: str, no_progress: bool) -> None:
                     to_labels(val_split.labels, device), epochs=cfg["epochs"], progress=not no_progress, lrs=lrs)
 
     logged = flatten_params(params, ("train", "data"))  # the run's params
-    shaping = shaping_record({key: logged[key] for key in SHAPING})
-    checkpoint = model_bytes(model, side, shaping, standardization)
+    checkpoint = model_bytes(model, side, shaping_record({key: logged[key] for key in SHAPING}), standardization)
     history_text = history_csv(history)
     curves_png = figure_png_bytes(training_curves_figure(
         {kind: history}, title=f"Softmax regression ({kind}): training curves"))
 
-    tags = {**run_tags_for(kind, params_path), tracking.MODEL_SHA256_TAG: sha256_hex(checkpoint)}
-    with StagedOutputs() as outputs:
-        outputs.write_bytes(paths.model_path(kind), checkpoint)
-        outputs.write_text(paths.history_csv(kind), history_text)
-        outputs.write_bytes(paths.curves_png(kind), curves_png)
-        with tracking.tracked_run(experiment_id=experiment_id, run_name=kind, tags=tags) as run:
-            mlflow.log_params(logged)
-            tracking.log_metric_steps((record.epoch, {"train_loss": record.train_loss, "train_acc": record.train_acc,
-                                                      "val_acc": record.val_acc, "lr": lr})
-                                      for record, lr in zip(history, lrs))
-            tracking.log_bytes(curves_png, "figures/training_curves.png")
-            mlflow.log_text(history_text, "history.csv")
-            tracking.log_bytes(checkpoint, f"checkpoint/{kind}.pt")
-            log_models(model, checkpoint, val_split.images[:5].astype("float32") / 255, standardization)
-            outputs.commit()  # inside the run: a run that says FINISHED has its outputs in place
+    files = {paths.history_path(kind): history_text, paths.curves_path(kind): curves_png}
+    with training_run(experiment_id, kind, params_path, model, checkpoint, standardization, val_split.images,
+                      files) as run:
+        mlflow.log_params(logged)
+        tracking.log_metric_steps((record.epoch, {"train_loss": record.train_loss, "train_acc": record.train_acc,
+                                                  "val_acc": record.val_acc, "lr": lr})
+                                  for record, lr in zip(history, lrs))
+        tracking.log_bytes(curves_png, "figures/training_curves.png")
+        mlflow.log_text(history_text, "history.csv")
     last = history[-1]
     log.info("%s: train loss %.4f, train acc %.4f, val acc %.4f after %d epochs; MLflow run %s",
              kind, last.train_loss, last.train_acc, last.val_acc, last.epoch, run.info.run_id)

@@ -18,21 +18,19 @@ import click
 import mlflow
 import torch
 
-from softmax_regression import BASELINE_KIND, tracking
-from softmax_regression.atomic import StagedOutputs
+from softmax_regression import BASELINE_KIND
 from softmax_regression.baseline import as_softmax_regression, fit_logistic_regression
-from softmax_regression.checksums import sha256_hex
-from softmax_regression.dataset import image_side, load_split
-from softmax_regression.mlflow_models import log_models
-from softmax_regression.models import model_bytes
-from softmax_regression.features import Standardization, features
-from softmax_regression.params import flatten_params, shaping_record
 from softmax_regression.batches import to_labels
+from softmax_regression.dataset import image_side, load_split
+from softmax_regression.features import Standardization, features
+from softmax_regression.models import model_bytes
+from softmax_regression.params import flatten_params, shaping_record
 from softmax_regression.training import accuracy
 
 from . import paths
 from ._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option
-from .mlflow_runs import open_experiment, run_tags_for
+from .mlflow_runs import open_experiment
+from .model_runs import training_run
 
 log = logging.getLogger(__name__)
 
@@ -56,23 +54,19 @@ def main(params_path: str) -> None:
     fitted = fit_logistic_regression(train_X.numpy(), train_split.labels, C=cfg["C"], max_iter=cfg["max_iter"],
                                     tol=cfg["tol"])
     model = as_softmax_regression(fitted)
-    shaping = flatten_params(params, ("baseline", "data"))
-    checkpoint = model_bytes(model, side, shaping_record(shaping), standardization)
-
     with torch.no_grad():
         train_acc = accuracy(model, train_X, to_labels(train_split.labels))
         val_acc = accuracy(model, val_X, to_labels(val_split.labels))
-    tags = {**run_tags_for(BASELINE_KIND, params_path), tracking.MODEL_SHA256_TAG: sha256_hex(checkpoint)}
-    with StagedOutputs() as outputs:
-        outputs.write_bytes(paths.model_path(BASELINE_KIND), checkpoint)
-        with tracking.tracked_run(experiment_id=experiment_id, run_name=BASELINE_KIND, tags=tags) as run:
-            mlflow.log_params(shaping)
-            mlflow.log_metrics({"train_acc": train_acc, "val_acc": val_acc, "n_iter": int(fitted.n_iter_.max())})
-            tracking.log_bytes(checkpoint, f"checkpoint/{BASELINE_KIND}.pt")
-            log_models(model, checkpoint, val_split.images[:5].astype("float32") / 255, standardization)
-            outputs.commit()
+    n_iter = int(fitted.n_iter_.max())
+
+    shaping = flatten_params(params, ("baseline", "data"))
+    checkpoint = model_bytes(model, side, shaping_record(shaping), standardization)
+    with training_run(experiment_id, BASELINE_KIND, params_path, model, checkpoint, standardization,
+                      val_split.images, files={}) as run:
+        mlflow.log_params(shaping)
+        mlflow.log_metrics({"train_acc": train_acc, "val_acc": val_acc, "n_iter": n_iter})
     log.info("baseline: train acc %.4f, val acc %.4f after %d L-BFGS iterations; MLflow run %s",
-             train_acc, val_acc, int(fitted.n_iter_.max()), run.info.run_id)
+             train_acc, val_acc, n_iter, run.info.run_id)
 
 
 if __name__ == "__main__":

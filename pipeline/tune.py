@@ -28,7 +28,13 @@ from softmax_regression import tracking
 from softmax_regression.atomic import write_text
 from softmax_regression.params import load_params
 from softmax_regression.selection import (
-    SweepError, best, candidates_from_runs, format_point, load_sweep, load_tuned, tuned_yaml,
+    SweepError,
+    best,
+    candidates_from_runs,
+    format_point,
+    load_sweep,
+    load_tuned,
+    tuned_yaml,
 )
 
 from ._cli import params_option, stage_main, verbose_option

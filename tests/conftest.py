@@ -21,6 +21,28 @@ def system_data_dir():
     return SYSTEM_DATA_DIR
 
 
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """A real headless Chromium (Debian's chromium and chromium-driver, installed by .ci/run) that logs its
+    network requests."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", "--disable-quic", "--window-size=1280,1024",
+                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
 @pytest.fixture
 def env():
     return clean_env()
@@ -30,7 +52,7 @@ def env():
 def pipeline_project(tmp_path_factory, system_data_dir):
     """A real `git clone` of the project's HEAD on which the README's pipeline command ran once.
 
-    Shared by the slow tests: a test that changes params.yaml restores it
+    Shared by the integration tests: a test that changes params.yaml restores it
     (``git checkout params.yaml``) and reruns ``dvc repro`` before it ends.
     Returns (project path, output of `make pipeline`). What `git status` and
     dvc.lock looked like right after that first run is kept beside the clone
@@ -108,9 +130,19 @@ LONG_MODULES = ("test_team_stack.py",)
 """Modules that take minutes on their own: handed out right after the shared projects."""
 
 
+UNIT_DIR = Path(__file__).parent / "unit"
+"""`make test-fast` runs this folder: tests that build no pipeline and start no server."""
+
+
 def pytest_collection_modifyitems(config, items):
     """The long work units first, the shared projects' then the long modules' (a stable sort: each keeps
-    its tests' order), so that with `--no-loadscope-reorder` xdist starts them before the short ones."""
+    its tests' order), so that with `--no-loadscope-reorder` xdist starts them before the short ones.
+    A unit test that takes a shared project is an error: it belongs in ``integration/``."""
+    misplaced = sorted({item.nodeid for item in items if UNIT_DIR in item.path.parents
+                        and set(getattr(item, "fixturenames", ())) & set(SHARED_PROJECTS)})
+    if misplaced:
+        raise pytest.UsageError(f"unit tests take a pipeline build (move them to tests/integration): "
+                                f"{', '.join(misplaced)}")
     first = [*SHARED_PROJECTS, *LONG_MODULES]
 
     def rank(item) -> int:

@@ -11,11 +11,11 @@ CLASS_NAMES = (
 )
 """Text labels of the ten classes, in label order (as in the chapter's get_fashion_mnist_labels)."""
 
-MODEL_KINDS = ("scratch", "concise")
+CHAPTER_KINDS = ("scratch", "concise")
 """The chapter's two implementations, trained by the one training loop."""
 BASELINE_KIND = "baseline"
 """scikit-learn's L-BFGS fit of the same linear softmax model."""
-SCORED_KINDS = (*MODEL_KINDS, BASELINE_KIND)
+MODEL_KINDS = (*CHAPTER_KINDS, BASELINE_KIND)
 """Every kind a model file can hold."""
 
 __version__ = "0.1.0"

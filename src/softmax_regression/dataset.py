@@ -168,3 +168,9 @@ def split_files(processed_dir: str | Path) -> list[Path]:
     """The array files of the processed splits, in a fixed order (for a dataset checksum)."""
     processed_dir = Path(processed_dir)
     return [processed_dir / f"{name}_{part}.npy" for name in SPLITS for part in ("images", "labels")]
+
+
+def input_example(images: np.ndarray, rows: int = 5) -> np.ndarray:
+    """A split's first images as float32 pixels in [0, 1], one row each: the input example MLflow keeps
+    with each logged model, and infers its signature from."""
+    return np.ascontiguousarray(images[:rows], dtype=np.float32) / 255

@@ -104,10 +104,3 @@ def read_labels(path: str | Path, count: int | None = None, n_classes: int = 10)
     if array.size and int(array.max()) >= n_classes:
         raise IdxError(f"{path}: label {int(array.max())} out of range, expected 0..{n_classes - 1}")
     return array
-
-
-def encode_idx(array: np.ndarray) -> bytes:
-    """IDX bytes for a uint8 array (for tests and for writing small samples)."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = struct.pack(">HBB", 0, UBYTE, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.tobytes()

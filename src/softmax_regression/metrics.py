@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import CLASS_NAMES
+from . import CHAPTER_KINDS, CLASS_NAMES, MODEL_KINDS
 
 
 @dataclass
@@ -100,10 +103,44 @@ def read_predictions_csv(text: str) -> tuple[np.ndarray, np.ndarray]:
     return np.array(predicted, dtype=np.int64), np.array(confidence)
 
 
+PER_CLASS_COLUMNS = ("model", "class", "precision", "recall", "f1", "support")
+
+
 def per_class_csv(evaluations: list[Evaluation]) -> str:
+    """Precision, recall, F1 and support of each class, one row per model and class."""
     rows = [row for e in evaluations for row in e.per_class_rows()]
-    header = ["model", "class", "precision", "recall", "f1", "support"]
-    return "\n".join([",".join(header)] + [",".join(str(r[h]) for h in header) for r in rows]) + "\n"
+    return "\n".join([",".join(PER_CLASS_COLUMNS)] + [",".join(str(r[h]) for h in PER_CLASS_COLUMNS)
+                                                     for r in rows]) + "\n"
+
+
+def read_per_class_csv(text: str) -> list[dict]:
+    """The rows of :func:`per_class_csv`'s text, with numbers as numbers."""
+    rows = list(csv.DictReader(io.StringIO(text)))
+    for r in rows:
+        for key in ("precision", "recall", "f1"):
+            r[key] = float(r[key])
+        r["support"] = int(r["support"])
+    return rows
+
+
+SCORES = ("test_accuracy", "val_accuracy")
+"""What a model's entry in the metrics file must hold for the report."""
+
+
+def read_scores_json(text: str) -> dict[str, dict]:
+    """The metrics file's scores of each model, in :data:`MODEL_KINDS` order; both of the chapter's models
+    must be there (the baseline is optional: ``evaluate.baseline``)."""
+    scored = json.loads(text)
+    if not isinstance(scored, dict):
+        raise ValueError(f"a mapping of models expected, not {type(scored).__name__}")
+    missing = [kind for kind in CHAPTER_KINDS if kind not in scored]
+    if missing:
+        raise ValueError(f"no scores of {', '.join(missing)}")
+    metrics = {name: scored[name] for name in MODEL_KINDS if name in scored}
+    for name, values in metrics.items():
+        if not isinstance(values, dict) or not all(isinstance(values.get(key), (int, float)) for key in SCORES):
+            raise ValueError(f"{name} lacks {' or '.join(SCORES)}")
+    return metrics
 
 
 def most_confident_mistakes(predicted: np.ndarray, confidence: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:

@@ -34,6 +34,8 @@ from .tracking import MODEL_SHA256_TAG, configure, log_bytes, store_lock, tracke
 log = logging.getLogger(__name__)
 
 CHAMPION_ALIAS = "champion"
+CHAMPION_TAG = "champion"
+"""The run tag (``champion=true``) on the champion's run, and on no other."""
 CLASSIFIER = "classifier"
 """The name of the class-predicting pyfunc in a run."""
 VAL_ACCURACY_TAG = "val_accuracy"
@@ -41,7 +43,7 @@ VAL_ACCURACY_TAG = "val_accuracy"
 
 def pip_requirements() -> list[str]:
     """The pinned stack the models need, stated rather than inferred (MLflow's inference re-imports
-    the model in a subprocess: about 10 s per model here). This project is not among them: it is not on
+    the model in a subprocess, per model). This project is not among them: it is not on
     any index, so the classifier carries its code instead (:data:`CODE_PATHS`)."""
     from importlib.metadata import version
 
@@ -70,7 +72,7 @@ def log_torch_model(model: SoftmaxRegression, example_features: np.ndarray,
     """``mlflow.pytorch.log_model`` with an input example and the signature inferred from it.
 
     Saved in the ``pickle`` format: the default, ``pt2``, runs ``torch.export``, whose import
-    and tracing cost 3 s per model here for a graph that is one ``nn.Linear``. The model still
+    and tracing cost seconds per model for a graph that is one ``nn.Linear``. The model still
     loads as the PyTorch flavour (``mlflow.pytorch.load_model``) and as a pyfunc returning logits.
     """
     module = as_torch_module(model, standardization)
@@ -101,6 +103,11 @@ class FashionMnistClassifier(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         self.loaded = load_model(context.artifacts["checkpoint"])
+
+    def __getstate__(self) -> dict:
+        """The pickle MLflow stores holds the class only: :meth:`load_context` reads the model from the
+        model file, so a classifier loads whatever the model classes' internals become."""
+        return {key: value for key, value in self.__dict__.items() if key != "loaded"}
 
     def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> pd.DataFrame:
         pixels = np.asarray(model_input, dtype=np.float32)
@@ -233,9 +240,7 @@ def _settle_champion(client, registered_name: str):
     for attempt in range(SETTLE_ATTEMPTS):
         best = _best_version(client, registered_name)
         current = _champion(client, registered_name)
-        experiment_id = client.get_run(best.run_id).info.experiment_id
-        tagged = {r.info.run_id for r in client.search_runs([experiment_id], filter_string="tags.champion = 'true'",
-                                                            max_results=1000)}
+        tagged = _champion_tagged_runs(client, best.run_id)
         if current is not None and str(current.version) == str(best.version) and tagged == {best.run_id}:
             return best
         if current is None or str(current.version) != str(best.version):
@@ -289,16 +294,20 @@ def _classifier_uri(client, checkpoint: bytes, example_features: np.ndarray, run
 
 def _move_champion_tag(client, new_run_id: str, old_run_id: str | None) -> None:
     """Tag the champion's run ``champion=true`` and take the tag off every other run that carries it."""
-    stale = {old_run_id} if old_run_id else set()
-    experiment_id = client.get_run(new_run_id).info.experiment_id
-    stale |= {r.info.run_id for r in client.search_runs([experiment_id], filter_string="tags.champion = 'true'",
-                                                        max_results=1000)}
+    stale = ({old_run_id} if old_run_id else set()) | _champion_tagged_runs(client, new_run_id)
     for run_id in stale - {new_run_id}:
         try:
-            client.delete_tag(run_id, "champion")
+            client.delete_tag(run_id, CHAMPION_TAG)
         except mlflow.exceptions.MlflowException:  # the run or its tag is gone already
             pass
-    client.set_tag(new_run_id, "champion", "true")
+    client.set_tag(new_run_id, CHAMPION_TAG, "true")
+
+
+def _champion_tagged_runs(client, run_id: str) -> set[str]:
+    """The ids of the runs tagged ``champion=true`` in the experiment of ``run_id``."""
+    experiment_id = client.get_run(run_id).info.experiment_id
+    return {r.info.run_id for r in client.search_runs([experiment_id], filter_string=f"tags.{CHAMPION_TAG} = 'true'",
+                                                      max_results=1000)}
 
 
 STORE_PACKAGES = {"botocore": "boto3", "boto3": "boto3", "google": "google-cloud-storage",

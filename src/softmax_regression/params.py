@@ -15,6 +15,7 @@ from typing import Any, Callable
 import yaml
 
 from .errors import one_line
+from .losses import LOSSES
 
 
 class ParamsError(ValueError):
@@ -76,7 +77,7 @@ def _non_empty_str(v: Any) -> bool:
 
 
 MAX_RESIZE = 112
-"""The largest side this machine runs the pipeline at: the baseline fit holds the training split as
+"""The largest side a 24 GB machine runs the pipeline at: the baseline fit holds the training split as
 float32 (55,000 x r^2 x 4 bytes, 2.8 GB at 112, 11 GB at 224) and streams it twice per iteration."""
 MAX_SPLIT_SEED = 2**32 - 1
 """scikit-learn's ``random_state`` is a numpy seed: 0 .. 2**32 - 1."""
@@ -88,9 +89,9 @@ MAX_TRAIN_IMAGES = 60_000
 """Fashion-MNIST's training images: a larger batch is the whole split."""
 
 # The choices of the params that pick an implementation, first the default. The modules that implement
-# them (features, training, the models) take their lists from here.
+# them (features, training, the models) take their lists from here; the losses are named by their registry.
 NORMALIZE_CHOICES = ("none", "global", "per_pixel")
-LOSS_CHOICES = ("cross_entropy", "squared", "margin")
+LOSS_CHOICES = tuple(LOSSES)
 SCHEDULE_CHOICES = ("constant", "step", "cosine")
 DEVICE_CHOICES = ("cpu", "cuda", "auto")
 
@@ -212,12 +213,13 @@ SHAPING = tuple(f"train.{key}" for key in ("epochs", "batch_size", "lr", "weight
                                             "schedule")) + ("data.normalize",)
 """The params that shape a trained model's weights (``train.device`` only picks where they are computed)."""
 
-ADDED_LATER = {"data.normalize": "none", "train.schedule": "constant"}
-"""Params that shape a model but came after the first model files: at these defaults they are left out
-of a model file's record, so a default run writes the same bytes as before they existed."""
+OMITTED_AT_DEFAULT = {"data.normalize": "none", "train.schedule": "constant"}
+"""Params that shape a model but that a model file records only away from these defaults: a model file
+trained without the option does not name it, so its bytes do not depend on options it does not use."""
 
 
 def shaping_record(values: dict[str, Any]) -> dict[str, Any]:
-    """The params a model file records: ``values`` (dotted keys) without those of :data:`ADDED_LATER`
+    """The params a model file records: ``values`` (dotted keys) without those of :data:`OMITTED_AT_DEFAULT`
     that sit at their default."""
-    return {key: value for key, value in values.items() if key not in ADDED_LATER or ADDED_LATER[key] != value}
+    return {key: value for key, value in values.items()
+            if key not in OMITTED_AT_DEFAULT or OMITTED_AT_DEFAULT[key] != value}

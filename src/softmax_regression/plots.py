@@ -12,7 +12,6 @@ from typing import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-
 PNG_METADATA = {"Software": None}
 """No version stamp in the PNGs, so equal figures are equal bytes across machines."""
 
@@ -24,6 +23,12 @@ def figure_png_bytes(fig: Figure, dpi: int = 100, crop: bool = True) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, metadata=PNG_METADATA, **({"bbox_inches": "tight"} if crop else {}))
     return buffer.getvalue()
+
+
+def grid_shape(n: int, max_cols: int = 9) -> tuple[int, int]:
+    """``(rows, cols)`` of a grid holding ``n`` images, at most ``max_cols`` a row."""
+    cols = max(1, min(n, max_cols))
+    return -(-n // cols), cols
 
 
 def image_grid_figure(

@@ -163,3 +163,41 @@ def render_markdown(title: str, metrics: dict[str, dict[str, float]], figures: l
     lines += [""] + [f"- {note}" for note in notes] + [""]
     lines += [f"![{alt}]({path})" for alt, path in figures]
     return "\n".join(lines) + "\n"
+
+
+TITLE = "Softmax regression on Fashion-MNIST"
+
+
+def report_page(intro: str, metrics: dict[str, dict[str, float]], histories: dict, best: str,
+                per_class: list[dict], worked: str, figures: dict[str, bytes], confusion: dict[str, bytes],
+                preview: bytes) -> tuple[str, str]:
+    """The report as ``(HTML page, Markdown summary)``: ``intro`` (HTML), the scores, the figures (by file
+    name), each model's confusion matrix, the worked examples and the data preview."""
+    notes = [
+        f"Best model on the validation split: {best} (validation accuracy {metrics[best]['val_accuracy']:.4f}).",
+        *(chapter_bar(kind, {"train loss": history[-1].train_loss, "train accuracy": history[-1].train_acc,
+                             "test accuracy": metrics[kind]["test_accuracy"]})
+          for kind, history in histories.items()),
+    ]
+    sections = [
+        Section("Results on the test set", " ".join(notes), table_html=metrics_table_html(metrics)),
+        Section("Predictions", "The chapter's predict_ch3: test images titled with the true and the "
+                "predicted class.", [("predictions on the first test images", figures["predictions.png"])]),
+        Section("Most confident mistakes", "Wrong predictions made with the highest probability: where "
+                "the model is sure and wrong.", [("most confident mistakes", figures["mistakes.png"])]),
+        Section("Training curves", "Per epoch: mean train loss, train accuracy, validation accuracy.",
+                [("training curves of both models", figures["training_curves.png"])]),
+        Section("Confusion matrices", "Rows: true class; columns: predicted class; counts in the cells.",
+                [(f"{name} confusion matrix", png) for name, png in confusion.items()]),
+        Section("Per-class precision, recall and F1", table_html=per_class_table_html(per_class),
+                images=[("per-class F1", figures["per_class_f1.png"])]),
+        Section("Loss functions", "The chapter's regression losses: L2, L1 and Huber's robust loss, with "
+                "their derivatives and the likelihoods exp(-loss).",
+                [("L2, L1 and Huber losses", figures["loss_functions.png"])]),
+        Section("The chapter, worked", WORKED_INTRO, table_html=worked),
+        Section("The data", "Training images with their text labels, as in the chapter.",
+                [("Fashion-MNIST training images", preview)]),
+    ]
+    page = render_html(TITLE, intro, sections)
+    summary = render_markdown(TITLE, metrics, [(name, f"figures/{name}") for name in figures], notes)
+    return page, summary

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from .errors import one_line
-from .params import ADDED_LATER, SHAPING, ParamsError, flatten_params, validate_params
+from .params import OMITTED_AT_DEFAULT, SHAPING, ParamsError, flatten_params, validate_params
 from .tracking import DATASET_SHA256_TAG
 
 SELECTED_MODEL = "scratch"
@@ -131,10 +131,10 @@ def _tunable(point: dict[str, Any]) -> dict[str, Any]:
 
 def _trained(run_params: dict[str, str], wanted: dict[str, Any]) -> bool:
     """Whether a run's logged params are ``wanted``; a run created from a model file records a param of
-    :data:`~softmax_regression.params.ADDED_LATER` only where it is not the default."""
+    :data:`~softmax_regression.params.OMITTED_AT_DEFAULT` only where it is not the default."""
     for key, value in wanted.items():
         if key not in run_params:
-            if ADDED_LATER.get(key, object()) != value:
+            if OMITTED_AT_DEFAULT.get(key, object()) != value:
                 return False
         elif not _same_value(run_params[key], value):
             return False

@@ -31,7 +31,8 @@ MODEL_SHA256_TAG = "model_sha256"
 DATASET_SHA256_TAG = "dataset_sha256"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
-"""Without it `mlflow ui` opens an experiment on its GenAI overview (traces, tokens), not on the runs."""
+"""MLflow's kind of a model-training experiment. MLflow 3.17's UI does not read it (it opens every experiment
+on its GenAI overview): the URL that ``pipeline.ui`` prints names the training-runs view instead."""
 
 
 class TrackingUnavailable(RuntimeError):
@@ -197,7 +198,7 @@ def tracked_run(**start_run_kwargs) -> Iterator:
     more (``run_id=``) gets its previous status back whatever happens: the
     work it records was done. Resumed and ended without error, it also gets
     its end time back (MLflow stamps a new one, and the UI would show a
-    run of 0.7 s as minutes long, up to when evaluate logged into it).
+    short run as lasting until evaluate logged into it).
     """
     import mlflow
 
@@ -219,7 +220,7 @@ def tracked_run(**start_run_kwargs) -> Iterator:
 
 
 def experiment_id(name: str, root: str | Path) -> str:
-    """The id of experiment ``name``, created if missing, opening on its runs in ``mlflow ui``.
+    """The id of experiment ``name``, created if missing, of the model-training kind.
 
     A local store keeps the artifacts in ``mlruns/`` under ``root``; a store
     copied or moved with its project is first pointed at the new ``mlruns/``

@@ -5,8 +5,8 @@ loop serves both; each takes its loss (and the scratch one its gradient) as a
 constructor argument, so the loss can be swapped.
 
 A model file may also hold the ``baseline``: the same linear softmax model,
-``softmax(X W + b)``, fitted by scikit-learn's L-BFGS instead of SGD. It loads
-as a scratch model (the plainest ``X W + b``) that keeps its own kind.
+``softmax(X W + b)``, fitted by scikit-learn's L-BFGS instead of SGD
+(:class:`~.scratch.FittedSoftmaxRegression`).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from typing import Protocol
 
 import torch
 
-from .. import BASELINE_KIND, CLASS_NAMES, SCORED_KINDS
-from ..atomic import write_bytes
+from .. import BASELINE_KIND, CLASS_NAMES, MODEL_KINDS
 from ..features import Standardization, scale_pixels
-from .concise import ConciseSoftmaxRegression, loss_module
-from .scratch import LOSSES, ScratchSoftmaxRegression
+from ..losses import LOSSES
+from .concise import ConciseSoftmaxRegression
+from .scratch import FittedSoftmaxRegression, ScratchSoftmaxRegression
 
 FILE_FORMAT = "softmax-regression-model/1"
 
@@ -53,18 +53,16 @@ def initial_weights(n_features: int, n_classes: int, init_std: float, generator:
 def build_model(kind: str, W: torch.Tensor, lr: float, weight_decay: float = 0.0,
                 loss: str = "cross_entropy") -> SoftmaxRegression:
     """A model of ``kind`` starting from weights ``W`` (both kinds start equal from equal ``W``), trained on
-    ``loss`` (``cross_entropy``, ``squared`` or ``margin``: see ``scratch.LOSSES``)."""
+    ``loss``, one of :data:`~softmax_regression.losses.LOSSES`."""
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)}")
     if kind == "scratch":
-        return ScratchSoftmaxRegression(W, lr=lr, weight_decay=weight_decay, loss_and_grad=LOSSES[loss])
+        return ScratchSoftmaxRegression(W, lr=lr, weight_decay=weight_decay, loss_and_grad=LOSSES[loss].scratch)
     if kind == "concise":
-        return ConciseSoftmaxRegression(W, lr=lr, weight_decay=weight_decay, loss=loss_module(loss))
+        return ConciseSoftmaxRegression(W, lr=lr, weight_decay=weight_decay, loss=LOSSES[loss].concise())
     if kind == BASELINE_KIND:
-        model = ScratchSoftmaxRegression(W, lr=lr, weight_decay=weight_decay)
-        model.kind = BASELINE_KIND
-        return model
-    raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(SCORED_KINDS)}")
+        return FittedSoftmaxRegression(W, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -115,7 +113,7 @@ def model_bytes(model: SoftmaxRegression, side: int, params: dict,
     preprocessing, with the standardization's statistics if any) and the params that shaped them
     (and no other). Equal models give equal bytes."""
     preprocessing = {"resize": side, "dtype": "uint8", "scale": "divide by 255", "flatten": "row-major"}
-    if standardization is not None:  # absent otherwise: the file stays what it was before the option
+    if standardization is not None:  # absent otherwise: a file without the option does not name it
         preprocessing["standardize"] = standardization.as_dict()
     checkpoint = {
         "format": FILE_FORMAT,
@@ -131,14 +129,8 @@ def model_bytes(model: SoftmaxRegression, side: int, params: dict,
     return buffer.getvalue()
 
 
-def save_model(path: str | Path, model: SoftmaxRegression, side: int, params: dict,
-               standardization: Standardization | None = None) -> None:
-    """Write :func:`model_bytes` atomically."""
-    write_bytes(path, model_bytes(model, side, params, standardization))
-
-
 def load_model(path: str | Path) -> LoadedModel:
-    """A model file written by :func:`save_model`, loaded with ``weights_only=True`` (no code runs)."""
+    """A model file of :func:`model_bytes`, loaded with ``weights_only=True`` (no code runs)."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model file {path} not found")

@@ -10,29 +10,7 @@ import torch
 from torch import nn
 from torch.optim.sgd import sgd
 
-from ..params import LOSS_CHOICES
-
-
-class SquaredOnSoftmax(nn.Module):
-    """``nn.MSELoss`` between ``softmax(O)`` and the one-hot labels: the squared-error choice."""
-
-    def __init__(self):
-        super().__init__()
-        self.mse = nn.MSELoss()
-
-    def forward(self, O: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.mse(torch.softmax(O, dim=1), nn.functional.one_hot(y, O.shape[1]).to(O.dtype))
-
-
-def loss_module(name: str) -> nn.Module:
-    """``train.loss`` -> torch's built-in: ``CrossEntropyLoss``, ``MSELoss`` on softmax, ``MultiMarginLoss``."""
-    if name == "cross_entropy":
-        return nn.CrossEntropyLoss()
-    if name == "squared":
-        return SquaredOnSoftmax()
-    if name == "margin":
-        return nn.MultiMarginLoss()
-    raise ValueError(f"unknown loss {name!r}; expected one of {', '.join(LOSS_CHOICES)}")
+from ..losses import LOSSES, TorchLoss
 
 
 class ConciseSoftmaxRegression:
@@ -40,17 +18,14 @@ class ConciseSoftmaxRegression:
 
     kind = "concise"
 
-    def __init__(self, W: torch.Tensor, lr: float, weight_decay: float = 0.0, loss: nn.Module | None = None):
+    def __init__(self, W: torch.Tensor, lr: float, weight_decay: float = 0.0, loss: TorchLoss | None = None):
         n_features, n_classes = W.shape
         self.net = nn.Sequential(nn.Flatten(), nn.Linear(n_features, n_classes)).to(W.device)
         with torch.no_grad():
             self.net[1].weight.copy_(W.T)  # nn.Linear keeps W as n_classes x n_features
             self.net[1].bias.zero_()
         self.params = list(self.net.parameters())
-        self.loss = loss if loss is not None else nn.CrossEntropyLoss()
-        # PyTorch's CPU log-softmax over a last dimension of 10 is a scalar loop; cross-entropy can take
-        # the logits as one (N, C, d1) sample instead (the same mean over the same terms), 8x faster.
-        self._batch_major = isinstance(self.loss, nn.CrossEntropyLoss)
+        self.loss = loss if loss is not None else LOSSES["cross_entropy"].concise()
         self.lr, self.weight_decay = lr, weight_decay
 
     def logits(self, X: torch.Tensor) -> torch.Tensor:
@@ -59,20 +34,16 @@ class ConciseSoftmaxRegression:
     def train_step(self, X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward, loss, backward, one SGD step; returns (loss, logits) before the update.
 
-        Cross-entropy sees the logits as one sample of ``n_classes x batch`` (the ``(N, C, d1)``
-        form ``CrossEntropyLoss`` takes), the same mean over the same terms: PyTorch's CPU
-        log-softmax over a last dimension shorter than a vector register (10 classes) runs a
-        scalar loop, 8x slower than over the batch dimension.
-
+        The loss is one of :data:`~softmax_regression.losses.LOSSES` (cross-entropy by default).
         The step is ``torch.optim.sgd.sgd``, the function ``torch.optim.SGD.step`` runs for its
         param group, called directly, so the parameters get the same bits as from an
         ``SGD(net.parameters(), lr, weight_decay=...)`` (a test checks it). The ``SGD`` object
-        would add, per process, the import of torch's compiler stack (``torch._dynamo``, 1 to
-        1.4 s here: its constructor and ``step`` are marked for it) and, per step, a profiler
-        range and hook checks around the update (70 us, more than the update itself).
+        would add, per process, the import of torch's compiler stack (``torch._dynamo``: its
+        constructor and ``step`` are marked for it) and, per step, a profiler range and hook
+        checks that cost more than the update itself.
         """
         O = self.net(X)
-        loss = self.loss(O.T.unsqueeze(0), y.unsqueeze(0)) if self._batch_major else self.loss(O, y)
+        loss = self.loss(O, y)
         for param in self.params:  # zero_grad(set_to_none=True)
             param.grad = None
         loss.backward()

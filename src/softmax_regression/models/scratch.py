@@ -13,17 +13,17 @@ which leaves softmax unchanged (the factor exp(-max) cancels) and keeps every
 exponent <= 0; the log is taken by log-sum-exp, never of a rounded-off 0.
 
 No ``torch.nn``, no ``torch.optim`` and no autograd in the training step: the
-gradient is the formula above, written out. (The tests check it against
-autograd and against ``torch.nn.functional.cross_entropy``.)
+gradient is the formula above, written out: ``losses.cross_entropy_and_grad``,
+beside the other losses ``train.loss`` can choose. (The tests check each
+against autograd and against torch's built-in loss.)
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 
-LossAndGrad = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+from .. import BASELINE_KIND
+from ..losses import LossAndGrad, cross_entropy_and_grad
 
 
 def softmax(O: torch.Tensor) -> torch.Tensor:
@@ -41,71 +41,6 @@ def log_softmax(O: torch.Tensor) -> torch.Tensor:
 def cross_entropy(O: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of ``-log softmax(O)[i, y_i]``: each row's true-class entry, picked by indexing."""
     return -log_softmax(O)[torch.arange(len(O), device=O.device), y].mean()
-
-
-def cross_entropy_and_grad(O: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The mean cross-entropy and its gradient ``(softmax(O) - onehot(y)) / n`` with respect to ``O``.
-
-    One pass computes both: the shifted exponentials serve the loss (by
-    log-sum-exp) and the softmax. Each row's true-class entry is picked with
-    ``gather`` and the one-hot subtracted with ``scatter_add_``: the same
-    numbers as indexing with ``[range(n), y]`` (as :func:`cross_entropy` does),
-    without the cost of Python-level advanced indexing (8% of a training epoch).
-    """
-    n = len(O)
-    true_class = y.unsqueeze(1)
-    shifted = O - O.max(dim=1, keepdim=True).values
-    exp = torch.exp(shifted)
-    total = exp.sum(dim=1, keepdim=True)
-    loss = (torch.log(total) - shifted.gather(1, true_class)).mean()
-    grad = exp.div_(total)                                                         # softmax(O)
-    grad.scatter_add_(1, true_class, torch.full(true_class.shape, -1.0, dtype=O.dtype, device=O.device))  # - onehot(y)
-    return loss, grad.div_(n)                                                      # of the mean loss
-
-
-def squared_and_grad(O: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Squared error between the softmax probabilities and the one-hot labels, averaged over every entry
-    (``nn.MSELoss`` on ``softmax(O)``), and its gradient with respect to ``O``.
-
-        L = sum_ik (P_ik - Y_ik)^2 / (n C),   P = softmax(O)
-        dL/dP = 2 (P - Y) / (n C)
-        dL/dO_i = P_i * (dL/dP_i - <dL/dP_i, P_i>)      (the softmax Jacobian, diag(P) - P P^T)
-
-    The chapter's argument against it: once P is near 0 or 1 the softmax
-    Jacobian is tiny, so a confident wrong answer barely moves the weights.
-    """
-    n, C = O.shape
-    P = softmax(O)
-    diff = P.clone()
-    diff[torch.arange(n, device=O.device), y] -= 1       # P - Y
-    loss = (diff * diff).sum() / (n * C)
-    g = 2 * diff / (n * C)
-    return loss, P * (g - (g * P).sum(dim=1, keepdim=True))
-
-
-def margin_and_grad(O: torch.Tensor, y: torch.Tensor, margin: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The multi-class hinge (``nn.MultiMarginLoss``): each wrong class j costs max(0, margin - O_y + O_j),
-    summed over j != y, divided by the class count C, averaged over the batch; and its gradient.
-
-    dL/dO_j = 1 / (n C) for each wrong j inside the margin, and the true class gets minus their count.
-    """
-    n, C = O.shape
-    rows = torch.arange(n, device=O.device)
-    terms = margin - O[rows, y].unsqueeze(1) + O
-    terms[rows, y] = 0                                    # the true class is not its own rival
-    active = (terms > 0).to(O.dtype)
-    loss = (terms.clamp(min=0)).sum() / (n * C)
-    grad = active / (n * C)
-    grad[rows, y] = -active.sum(dim=1) / (n * C)
-    return loss, grad
-
-
-LOSSES: dict[str, LossAndGrad] = {
-    "cross_entropy": cross_entropy_and_grad,
-    "squared": squared_and_grad,
-    "margin": margin_and_grad,
-}
-"""``train.loss`` -> the scratch model's loss and gradient, each written out by hand."""
 
 
 def sgd(params: list[torch.Tensor], grads: list[torch.Tensor], lr: float, weight_decay: float = 0.0) -> None:
@@ -129,8 +64,7 @@ class ScratchSoftmaxRegression:
 
     def logits(self, X: torch.Tensor) -> torch.Tensor:
         # X W, computed as (W^T X^T)^T with W^T contiguous (W is stored column by column): the
-        # same product in the layout MKL multiplies fastest for a 10-column W (about 1.5x X @ W
-        # with a row-major W here, on a 256-row batch).
+        # same product, in the layout MKL multiplies fastest for a 10-column W.
         return (self.W.T @ X.reshape(-1, self.W.shape[0]).T).T + self.b
 
     def train_step(self, X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,3 +98,9 @@ class ScratchSoftmaxRegression:
             raise RuntimeError(f"shape mismatch: W {tuple(state['W'].shape)} vs {tuple(self.W.shape)}")
         self.W.copy_(state["W"])
         self.b.copy_(state["b"])
+
+
+class FittedSoftmaxRegression(ScratchSoftmaxRegression):
+    """The baseline: the scratch model's ``X W + b`` holding weights fitted by scikit-learn's L-BFGS."""
+
+    kind = BASELINE_KIND

@@ -1,0 +1,93 @@
+"""`make ui`: the MLflow UI on the project's store, and the URL that opens the experiment on its training runs.
+
+Runs `mlflow ui` with one uvicorn worker and without MLflow's job consumers
+(the GenAI jobs: trace scoring, issue detection), which this project does not
+use: 2 processes instead of 15. The URL carries `workflowType=machine_learning`,
+because MLflow 3.17's UI opens every experiment on its GenAI overview and
+reads neither the experiment's kind tag nor anything else that says otherwise.
+
+Where MLFLOW_TRACKING_URI names a server, no UI is started: the URL on that
+server is printed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import click
+import mlflow
+
+from ._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option
+from .mlflow_runs import open_experiment
+
+log = logging.getLogger(__name__)
+
+PARAMS = ("tracking.experiment",)
+START_TIMEOUT = 120.0
+"""Seconds the UI may take to answer its health check (it migrates an old store first)."""
+
+
+def runs_url(base: str, experiment_id: str) -> str:
+    """The URL of the experiment's training-runs table in the MLflow UI at ``base``."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def ui_command(store_uri: str, host: str, port: int) -> tuple[list[str], dict[str, str]]:
+    """The `mlflow ui` command line and environment: one worker, no job consumers."""
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store_uri, "--host", host,
+               "--port", str(port), "--workers", "1"]
+    return command, {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def wait_until_up(base: str, process: subprocess.Popen, timeout: float = START_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"mlflow ui exited with code {process.returncode} before it answered at {base}")
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"mlflow ui did not answer at {base} within {timeout:.0f} s")
+
+
+@click.command(help=__doc__)
+@params_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="The address the UI listens on.")
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535), help="Its port.")
+@verbose_option
+@stage_main("ui", pinned=False)
+def main(params_path: str, host: str, port: int) -> None:
+    params = load_stage_params(params_path, PARAMS)
+    experiment_id = open_experiment(params["tracking"]["experiment"])
+    store_uri = mlflow.get_tracking_uri()
+    if store_uri.startswith(("http://", "https://")):
+        click.echo(f"MLflow UI: {runs_url(store_uri, experiment_id)}")
+        return
+
+    base = f"http://{host}:{port}"
+    command, env = ui_command(store_uri, host, port)
+    process = subprocess.Popen(command, env=env)
+    try:
+        wait_until_up(base, process)
+        click.echo(f"MLflow UI of {store_uri}\n  open {runs_url(base, experiment_id)}\n  Ctrl-C stops it.")
+        process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    run_and_exit(main)

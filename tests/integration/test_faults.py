@@ -1,0 +1,451 @@
+"""Faults of the stores, the disk and the process, each with real processes, files and mounts.
+
+Every case checks what a user gets: one line naming what is at fault, a
+non-zero exit, the previous outputs as they were (no half-written or mixed
+ones, no temporaries left), no MLflow run left RUNNING, and a next normal
+``dvc repro`` (or stage) that completes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from support import clean_env, run, set_param
+
+OUTPUT_DIRS = ("models", "reports", "data/processed")
+
+
+def link_or_copy(source: str, target: str) -> str:
+    """Big files (DVC's cache, the splits: never written in place, only replaced) are hard-linked;
+    everything a test or SQLite may change in place (params.yaml, mlflow.db) is copied."""
+    if os.path.getsize(source) > 1 << 20 and not source.endswith(".db"):
+        os.link(source, target)
+        return target
+    return shutil.copy2(source, target)
+
+
+@pytest.fixture
+def built(fault_project, tmp_path) -> Path:
+    """A copy of a project where the (fast) pipeline ran: outputs, DVC cache, MLflow store and all."""
+    return Path(shutil.copytree(fault_project[0], tmp_path / "p", symlinks=True, copy_function=link_or_copy))
+
+
+class Training:
+    """``python -m pipeline train --model scratch -v`` started in ``project``, its stderr drained by a thread;
+    :meth:`wait_for_epoch` returns once the first epoch is logged (imports done, training under way)."""
+
+    def __init__(self, project: Path):
+        import threading
+
+        self.lines: list[str] = []
+        self.epoch = threading.Event()
+        # Ctrl-C reaches a stage whose SIGINT is at its default. A pytest started as a background job of
+        # a non-interactive shell has SIGINT ignored, and a child inherits an ignored signal (but not a
+        # handler): handle it here while the stage starts, so the stage sees SIGINT as a user's shell gives it.
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pipeline", "train", "--model", "scratch", "--no-progress", "-v"],
+                cwd=project, env=clean_env(PYTHONPATH=str(project / "src")), stderr=subprocess.PIPE, text=True)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        self.reader = threading.Thread(target=self._drain, daemon=True)
+        self.reader.start()
+
+    def _drain(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            if "epoch {" in line:
+                self.epoch.set()
+
+    def wait_for_epoch(self, timeout: float = 120) -> None:
+        assert self.epoch.wait(timeout), "".join(self.lines[-20:])
+        assert self.proc.poll() is None
+
+    def finish(self, timeout: float = 120) -> str:
+        self.proc.wait(timeout)
+        self.reader.join(timeout)
+        return "".join(self.lines)
+
+
+def stage(project: Path, name: str, *args: str, env: dict | None = None, timeout: float = 300):
+    return run([sys.executable, "-m", "pipeline", name, *args], project, env or clean_env(), check=False,
+               timeout=timeout)
+
+
+def outputs(project: Path) -> dict[str, str]:
+    """Every file under the output folders, by SHA-256 (temporaries included, so a leftover shows)."""
+    found = {}
+    for folder in OUTPUT_DIRS:
+        for path in sorted((project / folder).rglob("*")):
+            if path.is_file():
+                found[str(path.relative_to(project))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+def temporaries(project: Path) -> list[str]:
+    return sorted(str(p.relative_to(project)) for folder in ("models", "reports", "data")
+                  for p in (project / folder).rglob(".*") if p.name.endswith((".tmp", ".old")))
+
+
+def run_statuses(project: Path) -> dict[str, int]:
+    with contextlib.closing(sqlite3.connect(project / "mlflow.db")) as con:
+        return dict(con.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall())
+
+
+def registry(project: Path) -> tuple[list, list]:
+    with contextlib.closing(sqlite3.connect(project / "mlflow.db")) as con:
+        versions = con.execute("SELECT name, version FROM model_versions ORDER BY name, version").fetchall()
+        aliases = con.execute("SELECT name, alias, version FROM registered_model_aliases").fetchall()
+    return versions, aliases
+
+
+def one_error_line(stderr: str, name: str) -> str:
+    """The stage's stderr holds exactly one error line (and no traceback); returns it."""
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith(f"{name}: error:")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def assert_repro_completes(project: Path) -> None:
+    result = run(["dvc", "repro"], project, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "RUNNING" not in run_statuses(project)
+    assert temporaries(project) == []
+
+
+def tree_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+@contextlib.contextmanager
+def full_folder(folder: Path) -> Iterator[None]:
+    """``folder`` on a tmpfs holding its current files and a filler that leaves about 4 KB free.
+
+    A real full disk, for that folder only (root can mount here, as on CI). On
+    leaving, the tmpfs is unmounted and the folder's own files show again.
+    """
+    saved = folder.parent / f"{folder.name}.saved"
+    shutil.copytree(folder, saved, symlinks=True)
+    size_kb = tree_bytes(saved) // 1024 + 1024
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(folder)], check=True)
+    try:
+        shutil.copytree(saved, folder, symlinks=True, dirs_exist_ok=True)
+        filler = folder / ".filler"
+        with open(filler, "wb", buffering=0) as f, contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0" * 4096)
+        size = filler.stat().st_size
+        filler.unlink()
+        filler.write_bytes(b"\0" * max(0, size - 4096))
+        yield
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+        shutil.rmtree(saved)
+
+
+@contextlib.contextmanager
+def read_only(path: Path) -> Iterator[None]:
+    """``path`` (a file or a folder) on a read-only bind mount: read-only even for root, as on a
+    read-only filesystem (a chmod does not stop root)."""
+    subprocess.run(["mount", "--bind", str(path), str(path)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(path)], check=True)
+        yield
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+# ---- a full disk on each output folder ----------------------------------------------------------
+
+@pytest.mark.parametrize("folder, name, args", [
+    ("models", "train", ("--model", "scratch", "--no-progress")),
+    ("reports/train", "train", ("--model", "concise", "--no-progress")),
+    ("models", "train_baseline", ()),
+    ("reports/eval", "evaluate", ()),
+    ("reports/data", "preprocess", ()),
+    ("reports", "report", ()),
+    ("data", "preprocess", ()),
+])
+def test_full_disk_changes_no_output_and_leaves_no_run(built, folder, name, args):
+    before, runs_before, registry_before = outputs(built), run_statuses(built), registry(built)
+    with full_folder(built / folder):
+        result = stage(built, name, *args)
+        leftovers = temporaries(built)
+    assert result.returncode == 1, result.stderr
+    line = one_error_line(result.stderr, name)
+    assert f"cannot write {folder}" in line and ("No space left on device" in line or "free space" in line), line
+    assert leftovers == []
+    assert outputs(built) == before  # every output as it was: nothing new beside something old
+    assert run_statuses(built) == runs_before  # the outputs are staged before a run starts
+    assert registry(built) == registry_before
+    assert_repro_completes(built)
+
+
+# ---- signals --------------------------------------------------------------------------------------
+
+def slow_training(project: Path) -> None:
+    set_param(project, "train.epochs", 400)
+
+
+@pytest.mark.parametrize("signum, how", [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "terminated (SIGTERM)")])
+def test_sigint_and_sigterm_mid_training_write_nothing(built, signum, how):
+    slow_training(built)
+    before, runs_before = outputs(built), run_statuses(built)
+    training = Training(built)
+    training.wait_for_epoch()  # 400 epochs take half a minute: the signal lands mid-training
+    training.proc.send_signal(signum)
+    stderr = training.finish()
+    assert training.proc.returncode == 130, stderr
+    assert f"train: {how}; no output was written" in stderr
+    assert "Traceback" not in stderr
+    assert outputs(built) == before and temporaries(built) == []
+    assert run_statuses(built) == runs_before
+
+
+def test_sigterm_while_logging_ends_the_run_killed(built):
+    """A SIGTERM inside an MLflow run (here: while the model is logged) ends that run KILLED, not RUNNING."""
+    env = clean_env(PYTHONPATH=str(built / "src"))
+    # Signal the stage from inside, at the moment it logs the model: as a kill from outside would land.
+    hook = built / "sitecustomize.py"
+    hook.write_text(
+        "import os, signal\n"
+        "import softmax_regression.mlflow_models as m\n"
+        "_log = m.log_torch_model\n"
+        "def log_torch_model(*a, **k):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return _log(*a, **k)\n"
+        "m.log_torch_model = log_torch_model\n"
+    )
+    env["PYTHONPATH"] = f"{built}{os.pathsep}{built / 'src'}"
+    before = outputs(built)
+    result = subprocess.run([sys.executable, "-m", "pipeline", "train", "--model", "scratch", "--no-progress"],
+                            cwd=built, env=env, capture_output=True, text=True, timeout=300)
+    hook.unlink()
+    assert result.returncode == 130, result.stderr
+    assert "terminated (SIGTERM); no output was written" in result.stderr
+    assert outputs(built) == before
+    assert run_statuses(built).get("KILLED") == 1 and "RUNNING" not in run_statuses(built)
+
+
+def test_sigkill_leaves_temporaries_that_the_next_run_removes(built):
+    slow_training(built)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    # What a SIGKILL between writing and renaming leaves: temporaries named after a dead process.
+    stale = [built / "models" / f".scratch.pt.{dead.pid}.x1y2z3.tmp",
+             built / "reports" / f".report.{dead.pid}.a1b2c3.old"]
+    stale[0].write_bytes(b"")
+    stale[1].mkdir()
+    (stale[1] / "report.html").write_text("old")
+    training = Training(built)
+    training.wait_for_epoch()
+    training.proc.kill()
+    training.finish()
+    assert run_statuses(built).get("RUNNING") is None  # killed mid-training: no run was open
+    set_param(built, "train.epochs", 2)
+    result = stage(built, "train", "--model", "scratch", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert not stale[0].exists()
+    assert stale[1].exists()  # report's temporaries go when report writes again
+    assert stage(built, "report").returncode == 0
+    assert not stale[1].exists()
+    assert_repro_completes(built)
+
+
+# ---- the tracking store ---------------------------------------------------------------------------
+
+def test_read_only_store_is_refused_before_any_work(built):
+    before = outputs(built)
+    db = built / "mlflow.db"
+    with read_only(db):
+        started = time.monotonic()
+        result = stage(built, "train", "--model", "scratch", "--no-progress")
+        elapsed = time.monotonic() - started
+    assert result.returncode == 1
+    line = one_error_line(result.stderr, "train")
+    assert f"sqlite:///{db}" in line and "read-only" in line, line
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "epoch" not in result.stderr and elapsed < 30  # refused before the training
+    assert outputs(built) == before
+    assert_repro_completes(built)
+
+
+def test_sqlite_uri_in_a_missing_folder_is_an_error_not_a_new_store(built, tmp_path):
+    uri = f"sqlite:///{tmp_path}/nonexistent/dir/x.db"
+    result = stage(built, "train", "--model", "scratch", "--no-progress",
+                   env=clean_env(MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(built / "src")))
+    assert result.returncode == 1
+    line = one_error_line(result.stderr, "train")
+    assert uri in line and "does not exist" in line, line
+    assert not (tmp_path / "nonexistent").exists()
+
+
+def test_corrupt_store_is_one_line_naming_it(built):
+    before = outputs(built)
+    (built / "mlflow.db").write_bytes(os.urandom(8192))
+    result = stage(built, "evaluate")
+    assert result.returncode == 1
+    line = one_error_line(result.stderr, "evaluate")
+    assert f"sqlite:///{built / 'mlflow.db'}" in line and "cannot be opened" in line, line
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert outputs(built) == before
+
+
+def test_unreachable_server_is_one_line_naming_it(built):
+    from support import free_port
+
+    uri = f"http://127.0.0.1:{free_port()}"
+    result = stage(built, "report", env=clean_env(MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(built / "src")))
+    assert result.returncode == 1
+    assert uri in one_error_line(result.stderr, "report")
+
+
+def test_a_copied_project_keeps_its_runs_to_itself(fault_project, tmp_path):
+    """``cp -a proj proj2``: proj2's runs, old and new, and their artifacts live in proj2 only."""
+    original = fault_project[0]
+    copy = tmp_path / "proj2"
+    subprocess.run(["cp", "-a", str(original), str(copy)], check=True)
+    original_artifacts = sorted(p for p in (original / "mlruns").rglob("*"))
+    set_param(copy, "train.lr", 0.05)
+    result = run(["dvc", "repro", "train_scratch"], copy)  # the issue's case: a train stage in the copy
+    assert "Running stage 'train_scratch'" in result.stdout
+    assert sorted(p for p in (original / "mlruns").rglob("*")) == original_artifacts
+    with contextlib.closing(sqlite3.connect(copy / "mlflow.db")) as con:
+        uris = [u for (u,) in con.execute("SELECT artifact_uri FROM runs")]
+        locations = [loc for (loc,) in con.execute("SELECT artifact_location FROM experiments")]
+    assert uris and all(u.startswith((copy / "mlruns").as_uri() + "/") for u in uris), uris
+    assert all(str(copy / "mlruns") in loc for loc in locations), locations
+    assert any((copy / "mlruns").rglob("scratch.pt"))
+
+
+# ---- a failed dvc repro says how to get the previous outputs back ---------------------------------
+
+def test_failed_repro_names_dvc_checkout_and_checkout_restores(built):
+    model = built / "models" / "scratch.pt"
+    previous = model.read_bytes()
+    set_param(built, "train.lr", 0.07)
+    with read_only(built / "mlflow.db"):
+        result = run(["dvc", "repro", "train_scratch"], built, check=False)
+    assert result.returncode != 0
+    assert "`dvc checkout train_scratch` restores its previous outputs" in result.stderr + result.stdout
+    assert not model.exists()  # DVC removed the outs before running the stage, as the message says
+    run(["dvc", "checkout", "train_scratch"], built)
+    assert model.read_bytes() == previous
+    set_param(built, "train.lr", 0.1)
+    assert_repro_completes(built)
+
+
+# ---- damaged outputs of an earlier stage: one line naming the file ---------------------------------
+
+@pytest.mark.parametrize("path, content, name, args, fragment", [
+    ("data/processed/meta.json", "", "train", ("--model", "scratch", "--no-progress"), "is damaged"),
+    ("data/processed/meta.json", '{"side": "x"}', "train_baseline", (), "is damaged"),
+    ("reports/train/scratch_history.csv", "epoch,train_loss,train_acc,val_acc\n", "report", (), "holds no epoch"),
+    ("reports/train/concise_history.csv", "epoch,train_loss\n1,2\n", "report", (), "is damaged"),
+    ("reports/eval/metrics.json", "{not json", "report", (), "is damaged"),
+    ("reports/eval/metrics.json", '{"concise": {"test_accuracy": 0.8, "val_accuracy": 0.8}}', "report", (),
+     "is damaged (ValueError: no scores of scratch)"),
+    ("reports/eval/metrics.json", '{"scratch": {}, "concise": {}}', "report", (),
+     "is damaged (ValueError: scratch lacks test_accuracy or val_accuracy)"),
+    ("data/processed/test_labels.npy", "not an array", "report", (), "is damaged"),
+    ("data/processed/val_images.npy", "", "evaluate", (), "is damaged (No data left in file)"),
+    ("reports/eval/per_class.csv", "model,class\nx", "report", (), "is damaged"),
+    ("reports/eval/worked.json", "{}", "report", (), "is damaged"),
+])
+def test_a_damaged_input_file_is_named(built, path, content, name, args, fragment):
+    target = built / path
+    target.unlink()  # DVC links outs from its cache: write a new file, not through the link
+    target.write_text(content)
+    before = outputs(built)
+    result = stage(built, name, *args)
+    assert result.returncode == 1
+    line = one_error_line(result.stderr, name)
+    assert path in line and fragment in line, line
+    assert outputs(built) == before and temporaries(built) == []
+    assert "RUNNING" not in run_statuses(built)
+
+
+# ---- hostile model files, two writers --------------------------------------------------------------
+
+def test_a_malicious_model_file_is_refused_without_running(tmp_path):
+    """A .pt whose pickle would run a command: one line, and the command never ran."""
+    import pickle
+    import zipfile
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "evil.pt"
+    with zipfile.ZipFile(evil, "w") as archive:  # torch.save's layout: <name>/data.pkl
+        archive.writestr("evil/data.pkl", pickle.dumps({"format": "softmax-regression-model/1", "x": Payload()}))
+        archive.writestr("evil/version", "3\n")
+    picture = tmp_path / "p.png"
+    import numpy as np
+    from PIL import Image
+    Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(picture)
+    result = run([str(Path(sys.executable).parent / "fmnist-predict"), str(evil), str(picture)], tmp_path,
+                 check=False)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and str(evil) in result.stderr, result.stderr
+    assert not marker.exists()
+
+
+def test_a_second_repro_is_refused_while_one_runs(built):
+    slow_training(built)
+    first = subprocess.Popen(["dvc", "repro"], cwd=built, env=clean_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    output = []
+    try:
+        for line in first.stdout:  # DVC holds its lock from here to the end
+            output.append(line)
+            if "Running stage 'train_scratch'" in line:
+                break
+        second = run(["dvc", "repro"], built, check=False)
+        assert second.returncode != 0
+        assert "lock" in (second.stdout + second.stderr).lower(), second.stdout + second.stderr
+        time.sleep(6)  # the stage's imports done: its SIGTERM handler is in place
+    finally:
+        os.killpg(first.pid, signal.SIGTERM)  # as a CI timeout stops a job
+        rest, _ = first.communicate(timeout=120)
+    output = "".join(output) + rest
+    assert first.returncode != 0
+    assert "terminated (SIGTERM); no output was written" in output, output
+    assert "RUNNING" not in run_statuses(built) and temporaries(built) == []
+    set_param(built, "train.epochs", 2)
+    run(["dvc", "checkout"], built, check=False)
+    assert_repro_completes(built)
+
+
+def test_full_disk_while_fetching_keeps_the_previous_raw_files(built):
+    """fetch replaces data/raw as a whole: a full data/ leaves what was there, one line naming data/raw."""
+    raw = built / "data" / "raw"
+    damaged = raw / "t10k-labels-idx1-ubyte"
+    damaged.unlink()
+    damaged.write_bytes(b"\0" * 16)  # unverified: fetch must fetch again, from the system copy
+    before = {p.name: p.read_bytes() for p in raw.iterdir()}
+    with full_folder(built / "data"):
+        result = stage(built, "fetch", "--no-progress")
+        leftovers = temporaries(built)
+    assert result.returncode == 1, result.stderr
+    line = one_error_line(result.stderr, "fetch")
+    assert "data/raw" in line and "No space left on device" in line, line
+    assert leftovers == []
+    assert {p.name: p.read_bytes() for p in raw.iterdir()} == before
+    assert_repro_completes(built)

@@ -1,0 +1,87 @@
+"""`make ui` (`python -m pipeline.ui`) on a project the pipeline ran in: one worker, no job consumers, and a
+URL that opens the experiment on its training runs in a real headless Chromium."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+from selenium.webdriver.support.ui import WebDriverWait
+
+from support import clean_env, free_port
+
+
+@pytest.fixture(scope="module")
+def ui(fast_project):
+    project, _ = fast_project
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.ui", "--port", str(port)], cwd=project,
+                               env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    lines = []
+    try:
+        while not any(line.strip().startswith("open ") for line in lines):
+            line = process.stdout.readline()
+            assert line, f"pipeline.ui ended before printing its URL: {process.stderr.read()[-2000:]}"
+            lines.append(line)
+        yield project, port, process, "".join(lines)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
+def experiment_id(project) -> str:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    return client.get_experiment_by_name("fashion-mnist-softmax").experiment_id
+
+
+def test_it_prints_the_url_of_the_experiments_training_runs(ui):
+    project, port, _, printed = ui
+    url = re.search(r"open (\S+)", printed)[1]
+    assert url == f"http://127.0.0.1:{port}/#/experiments/{experiment_id(project)}/runs?workflowType=machine_learning"
+    assert f"sqlite:///{project / 'mlflow.db'}" in printed
+
+
+def test_it_runs_one_worker_and_no_job_consumers(ui):
+    _, _, process, _ = ui
+    below = psutil.Process(process.pid).children(recursive=True)
+    commands = [" ".join(p.cmdline()) for p in below]
+    assert len(below) <= 2, commands  # `mlflow ui` and its one uvicorn worker
+    assert not [c for c in commands if "huey" in c or "_job_runner" in c], commands
+
+
+def test_the_url_opens_on_the_training_runs_table(ui, browser, tmp_path):
+    _, _, _, printed = ui
+    url = re.search(r"open (\S+)", printed)[1]
+    browser.get(url)
+    try:
+        WebDriverWait(browser, 90).until(
+            lambda d: all(name in d.find_element("tag name", "body").text for name in ("scratch", "concise", "baseline")))
+    finally:
+        browser.save_screenshot(str(tmp_path / "mlflow-ui.png"))  # kept when the test fails
+    assert "workflowType=machine_learning" in browser.current_url
+    assert "overview" not in browser.current_url
+
+
+def test_ctrl_c_stops_the_ui_and_its_server(ui):
+    _, port, process, _ = ui
+    below = psutil.Process(process.pid).children(recursive=True)
+    os.killpg(process.pid, signal.SIGINT)
+    assert process.wait(timeout=60) == 0, process.stderr.read()
+    gone, alive = psutil.wait_procs(below, timeout=30)
+    assert not alive, [p.cmdline() for p in alive]
+    deadline = time.monotonic() + 10
+    import socket
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                return
+        time.sleep(0.2)
+    pytest.fail(f"port {port} still answers after Ctrl-C")

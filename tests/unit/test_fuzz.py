@@ -1,0 +1,150 @@
+"""Fuzzing the readers of untrusted input: random bytes and random YAML end in the clean error, never a
+traceback, and take bounded memory (every size is checked before anything is allocated for it)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from samples import encode_idx
+from softmax_regression.idx import IdxError, decompress_if_gzip, parse_idx
+from softmax_regression.params import ParamsError, load_params, validate_params
+from softmax_regression.predict import InputImageError, load_inputs
+
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+idx_headers = st.builds(
+    lambda ndim, dims, dtype, tail: b"\x00\x00" + bytes([dtype, ndim]) + b"".join(d.to_bytes(4, "big") for d in dims)
+    + tail,
+    st.integers(0, 4), st.lists(st.integers(0, 2**32 - 1), max_size=4), st.sampled_from([0x08, 0x09, 0x0D]),
+    st.binary(max_size=512),
+)
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=2048), idx_headers))
+def test_idx_reader_takes_any_bytes(data):
+    try:
+        array = parse_idx(data, "fuzz")
+    except IdxError as exc:
+        assert str(exc).startswith("fuzz: ")
+        return
+    assert array.dtype == np.uint8 and array.nbytes <= len(data)
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=2048), idx_headers.map(gzip.compress)), st.integers(0, 4096))
+def test_gzip_layer_takes_any_bytes_within_its_cap(data, cap):
+    try:
+        content = decompress_if_gzip(data, "fuzz", max_size=cap)
+    except IdxError as exc:
+        assert str(exc).startswith("fuzz: ")
+        return
+    assert len(content) <= cap
+
+
+yaml_scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**80, 2**80), st.floats(allow_nan=True),
+                         st.text(max_size=20))
+yaml_values = st.recursive(yaml_scalars, lambda children: st.one_of(
+    st.lists(children, max_size=4), st.dictionaries(st.text(max_size=12), children, max_size=4)), max_leaves=20)
+sections = st.sampled_from(["data", "train", "baseline", "evaluate", "report", "tracking", "other"])
+keys = st.sampled_from(["resize", "seed", "val_size", "epochs", "lr", "batch_size", "C", "max_iter", "baseline",
+                        "n_images", "experiment", "mirrors", "timeout", "deadline", "device", "unknown"])
+params_like = st.dictionaries(sections, st.one_of(yaml_values, st.dictionaries(keys, yaml_values, max_size=5)),
+                              max_size=4)
+
+
+@FUZZ
+@given(st.one_of(params_like, yaml_values))
+def test_params_validator_takes_any_structure(raw):
+    try:
+        params = validate_params(raw)
+    except ParamsError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return
+    assert set(params) == {"data", "train", "baseline", "evaluate", "report", "tracking"}
+
+
+@FUZZ
+@given(st.one_of(st.text(max_size=400), params_like.map(lambda p: yaml.safe_dump(p, allow_unicode=True))))
+def test_params_file_takes_any_text(text):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "params.yaml"
+        path.write_text(text)
+        try:
+            load_params(path)
+        except ParamsError as exc:
+            assert str(exc) and "\n" not in str(exc)
+
+
+def picture_bytes(mode: str, size: tuple[int, int], seed: int, fmt: str) -> bytes:
+    rng = np.random.default_rng(seed)
+    base = Image.fromarray(rng.integers(0, 256, (size[1], size[0]), dtype=np.uint8))
+    if mode == "I;16":
+        image = Image.fromarray(rng.integers(0, 65536, (size[1], size[0]), dtype=np.uint16))
+    elif mode == "F":
+        image = Image.fromarray(rng.random((size[1], size[0]), dtype=np.float32))
+    else:
+        image = base.convert(mode)
+    for candidate in (fmt, "PNG", "TIFF"):  # a mode the format cannot hold goes to one that can
+        buffer = io.BytesIO()
+        try:
+            image.save(buffer, format=candidate)
+            return buffer.getvalue()
+        except (OSError, KeyError, ValueError):
+            continue
+    raise AssertionError(f"no format holds mode {mode}")
+
+
+pictures = st.builds(
+    picture_bytes,
+    st.sampled_from(["L", "P", "RGB", "RGBA", "LA", "1", "I;16", "I", "F"]),
+    st.tuples(st.integers(1, 64), st.integers(1, 64)), st.integers(0, 1000),
+    st.sampled_from(["PNG", "TIFF", "BMP"]),
+).filter(bool)
+
+
+def mutate(data: bytes, flips: list[tuple[int, int]], cut: int | None) -> bytes:
+    mutable = bytearray(data)
+    for position, value in flips:
+        if mutable:
+            mutable[position % len(mutable)] = value
+    return bytes(mutable[:cut] if cut is not None else mutable)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(st.one_of(
+    st.binary(max_size=2048),
+    idx_headers,
+    st.builds(lambda a: encode_idx(a), st.integers(1, 3).flatmap(
+        lambda n: st.just(np.zeros((n, 5, 7), dtype=np.uint8)))),
+    st.builds(mutate, pictures, st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=6),
+              st.one_of(st.none(), st.integers(0, 4096))),
+))
+def test_prediction_input_loading_takes_any_file(data):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "input"
+        path.write_bytes(data)
+        try:
+            inputs = load_inputs(path, 28)
+        except InputImageError as exc:
+            assert str(exc).startswith(str(path)) and "\n" not in str(exc)
+            return
+    assert inputs and all(item.pixels.dtype == np.uint8 and item.pixels.shape == (784,) for item in inputs)
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "RGB", "RGBA", "LA", "1", "I;16", "I", "F"])
+def test_every_picture_mode_loads_as_grey(tmp_path, mode):
+    path = tmp_path / "picture"
+    path.write_bytes(picture_bytes(mode, (40, 30), 0, "PNG"))
+    [item] = load_inputs(path, 28)
+    assert item.pixels.dtype == np.uint8 and item.pixels.shape == (784,)

@@ -1,0 +1,296 @@
+"""validate_params / load_params: defaults, and one clear line for every bad entry."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import yaml
+
+from softmax_regression.params import SCHEMA, ParamsError, flatten_params, load_params, validate_params
+from support import PROJECT_ROOT
+
+DEFAULTS = {
+    "data": {
+        "system_dir": "/usr/share/datasets/fashion-mnist", "local_dir": None, "mirrors": [],
+        "timeout": 30, "retries": 2, "deadline": 600, "resize": None, "val_size": 5000, "seed": 0,
+        "normalize": "none",
+    },
+    "train": {
+        "epochs": 10, "batch_size": 256, "lr": 0.1, "weight_decay": 0.0, "init_std": 0.01,
+        "seed": 0, "device": "cpu", "loss": "cross_entropy", "schedule": "constant",
+    },
+    "baseline": {"C": 1.0, "tol": 0.001, "max_iter": 1000},
+    "evaluate": {"baseline": True},
+    "report": {"n_images": 18, "n_mistakes": 18},
+    "tracking": {"experiment": "fashion-mnist-softmax", "registered_model": "fashion-mnist-softmax"},
+}
+
+
+def one_line_error(raw) -> str:
+    with pytest.raises(ParamsError) as info:
+        validate_params(raw)
+    message = str(info.value)
+    assert "\n" not in message and message.strip() == message and message
+    return message
+
+
+def with_value(dotted: str, value) -> dict:
+    section, key = dotted.split(".")
+    return {section: {key: value}}
+
+
+# ---- good params --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", [None, {}, {"train": None}, {"data": {}}], ids=["none", "empty", "null-section", "empty-section"])
+def test_defaults_filled(raw):
+    assert validate_params(raw) == DEFAULTS
+
+
+def test_given_values_kept_and_rest_defaulted():
+    params = validate_params({"train": {"lr": 0.5, "epochs": 3}, "data": {"resize": 32, "val_size": 0}})
+    assert params["train"] == {**DEFAULTS["train"], "lr": 0.5, "epochs": 3}
+    assert params["data"] == {**DEFAULTS["data"], "resize": 32, "val_size": 0}
+    assert params["evaluate"] == DEFAULTS["evaluate"]
+
+
+def test_validate_does_not_modify_its_input():
+    raw = {"train": {"lr": 0.5}}
+    before = copy.deepcopy(raw)
+    validate_params(raw)
+    assert raw == before
+
+
+@pytest.mark.parametrize("dotted,value", [
+    ("train.lr", 1), ("train.lr", 1e-6), ("train.weight_decay", 0), ("train.device", "cpu"),
+    ("train.device", "cuda"), ("data.resize", 4), ("data.resize", 112), ("train.loss", "squared"), ("train.loss", "margin"), ("data.val_size", 30000),
+    ("train.schedule", "step"), ("train.schedule", "cosine"), ("data.normalize", "global"), ("data.normalize", "per_pixel"),
+    ("train.seed", 2**64 - 1), ("data.seed", 2**32 - 1), ("data.deadline", 5),
+    ("data.timeout", 0.5), ("data.timeout", 3600), ("data.deadline", 86400), ("data.retries", 0),
+    ("data.retries", 100), ("data.val_size", 0), ("data.val_size", 10), ("train.epochs", 100000), ("train.batch_size", 60000),
+    ("train.device", "auto"), ("data.local_dir", "/some/dir"), ("data.system_dir", None),
+    ("data.mirrors", ["http://a/", "https://b/"]), ("evaluate.baseline", False),
+    ("baseline.max_iter", 10000), ("baseline.tol", 1e-9), ("report.n_images", 1), ("report.n_mistakes", 100),
+])
+def test_edge_values_accepted(dotted, value):
+    section, key = dotted.split(".")
+    assert validate_params(with_value(dotted, value))[section][key] == value
+
+
+def test_project_params_yaml_validates():
+    params = load_params(PROJECT_ROOT / "params.yaml")
+    assert set(params) == set(SCHEMA)
+    for section, rules in SCHEMA.items():
+        assert set(params[section]) == set(rules)
+    # every key the project writes is one the schema knows (load_params would have raised otherwise)
+    raw = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    for section, values in raw.items():
+        for key, value in (values or {}).items():
+            assert params[section][key] == value
+
+
+def test_flatten_params_gives_dotted_keys():
+    flat = flatten_params(DEFAULTS)
+    assert flat["train.lr"] == 0.1 and flat["data.val_size"] == 5000
+    assert len(flat) == sum(len(v) for v in DEFAULTS.values())
+    assert set(flatten_params(DEFAULTS, sections=("train",))) == {f"train.{k}" for k in DEFAULTS["train"]}
+
+
+# ---- unknown names ------------------------------------------------------------------------------
+
+
+def test_unknown_section():
+    message = one_line_error({"trian": {"lr": 0.1}})
+    assert "'trian'" in message
+    for section in SCHEMA:
+        assert section in message  # what is allowed
+
+
+@pytest.mark.parametrize("dotted", ["train.lrr", "data.mirror", "evaluate.C", "tracking.uri"])
+def test_unknown_key(dotted):
+    section, _ = dotted.split(".")
+    message = one_line_error(with_value(dotted, 1))
+    assert f"unknown params key {dotted};" in message
+    for allowed in SCHEMA[section]:
+        assert allowed in message
+
+
+def test_unknown_key_next_to_good_ones():
+    message = one_line_error({"train": {"lr": 0.1, "epochs": 2, "lr_decay": 0.5}})
+    assert "train.lr_decay" in message
+
+
+@pytest.mark.parametrize("raw", [[1, 2], "lr: 0.1", 3])
+def test_params_that_are_not_a_mapping(raw):
+    assert "must be a mapping" in one_line_error(raw)
+
+
+@pytest.mark.parametrize("section_value", [[], 0, False, "", ["lr"], "x"])
+def test_section_that_is_not_a_mapping(section_value):
+    message = one_line_error({"train": section_value})
+    assert "'train'" in message and "must be a mapping" in message and repr(section_value) in message
+
+
+# ---- wrong types and out-of-range values --------------------------------------------------------
+
+BAD_VALUES = [
+    # wrong type
+    ("train.lr", "0.1", "a number > 0"),
+    ("train.lr", None, "a number > 0"),
+    ("train.lr", True, "a number > 0"),
+    ("train.epochs", True, "an integer between 1 and 100000"),
+    ("train.epochs", 2.0, "an integer between 1 and 100000"),
+    ("train.epochs", "10", "an integer between 1 and 100000"),
+    ("train.batch_size", False, "an integer between 1 and 60000"),
+    ("train.seed", 1.5, "an integer between 0 and 18446744073709551615 (torch's seed range)"),
+    ("data.retries", True, "an integer between 0 and 100"),
+    ("data.timeout", "30", "a number of seconds > 0 and <= 3600"),
+    ("data.mirrors", "https://example.org/", "a list of http(s) base URLs"),
+    ("data.mirrors", ["ftp://example.org/"], "a list of http(s) base URLs"),
+    ("data.mirrors", [None], "a list of http(s) base URLs"),
+    ("data.local_dir", 5, "a directory path or null"),
+    ("data.local_dir", "", "a directory path or null"),
+    ("data.system_dir", ["/usr"], "a directory path or null"),
+    ("evaluate.baseline", "yes", "true or false"),
+    ("evaluate.baseline", 1, "true or false"),
+    ("tracking.experiment", "", "a non-empty string"),
+    ("tracking.experiment", "   ", "a non-empty string"),
+    ("tracking.registered_model", 7, "a non-empty string"),
+    # out of range
+    ("train.lr", 0, "a number > 0"),
+    ("train.lr", 0.0, "a number > 0"),
+    ("train.lr", -1, "a number > 0"),
+    ("train.lr", math.nan, "a number > 0"),
+    ("train.lr", math.inf, "a number > 0"),
+    ("train.lr", -math.inf, "a number > 0"),
+    ("train.batch_size", 0, "an integer between 1 and 60000"),
+    ("train.batch_size", -256, "an integer between 1 and 60000"),
+    ("train.epochs", 0, "an integer between 1 and 100000"),
+    ("train.weight_decay", -0.01, "a number >= 0"),
+    ("train.weight_decay", math.nan, "a number >= 0"),
+    ("train.init_std", 0, "a number > 0"),
+    ("train.seed", -1, "an integer between 0 and 18446744073709551615 (torch's seed range)"),
+    ("train.seed", 2**64, "an integer between 0 and 18446744073709551615 (torch's seed range)"),
+    ("train.seed", 2**70, "an integer between 0 and 18446744073709551615 (torch's seed range)"),
+    ("data.seed", 2**32, "an integer between 0 and 4294967295 (numpy's seed range)"),
+    ("data.deadline", 0, "a number of seconds > 0 and <= 86400"),
+    ("train.device", "tpu", "one of cpu, cuda, auto"),
+    ("train.loss", "hinge", "one of cross_entropy, squared, margin"),
+    ("train.schedule", "linear", "one of constant, step, cosine"),
+    ("data.normalize", True, "one of none, global, per_pixel"),
+    ("train.loss", None, "one of cross_entropy, squared, margin"),
+    ("train.device", "CPU", "one of cpu, cuda, auto"),
+    ("data.val_size", -1, "0 or an integer between 10 and 30000 (one image of each class)"),
+    ("data.val_size", 30001, "0 or an integer between 10 and 30000 (one image of each class)"),
+    ("data.resize", 2, "null or an integer side length between 4 and 112"),
+    ("data.resize", 113, "null or an integer side length between 4 and 112"),
+    ("data.resize", 224, "null or an integer side length between 4 and 112"),
+    ("data.resize", 28.0, "null or an integer side length between 4 and 112"),
+    ("data.timeout", 0, "a number of seconds > 0 and <= 3600"),
+    ("data.timeout", math.inf, "a number of seconds > 0 and <= 3600"),
+    ("data.retries", -1, "an integer between 0 and 100"),
+    ("data.seed", -5, "an integer between 0 and 4294967295 (numpy's seed range)"),
+    ("baseline.max_iter", 0, "an integer between 1 and 10000"),
+    ("baseline.max_iter", 10001, "an integer between 1 and 10000"),
+    ("baseline.C", 0, "a number > 0"),
+    ("baseline.tol", 0, "a number > 0 and < 1"),
+    ("baseline.tol", 1, "a number > 0 and < 1"),
+    ("report.n_images", 0, "an integer between 1 and 100"),
+    ("report.n_mistakes", 101, "an integer between 1 and 100"),
+    # past what the stages can use: each failed later, not naming the key
+    ("train.lr", 10**400, "a number > 0"),  # too large for a float: OverflowError
+    ("train.weight_decay", -10**400, "a number >= 0"),
+    ("data.val_size", 1, "0 or an integer between 10 and 30000 (one image of each class)"),  # scikit-learn's
+    ("data.val_size", 9, "0 or an integer between 10 and 30000 (one image of each class)"),  # stratified split
+    ("data.timeout", 1e10, "a number of seconds > 0 and <= 3600"),  # the socket's timeout overflows
+    ("data.timeout", 3600.5, "a number of seconds > 0 and <= 3600"),
+    ("data.deadline", 86401, "a number of seconds > 0 and <= 86400"),
+    ("data.retries", 101, "an integer between 0 and 100"),
+    ("train.epochs", 100001, "an integer between 1 and 100000"),
+    ("train.batch_size", 60001, "an integer between 1 and 60000"),
+    ("train.batch_size", 2**80, "an integer between 1 and 60000"),
+]
+
+
+@pytest.mark.parametrize("dotted,value,allowed", BAD_VALUES, ids=[f"{d}={v!r}" for d, v, _ in BAD_VALUES])
+def test_bad_value_is_one_line_naming_key_value_and_allowed(dotted, value, allowed):
+    message = one_line_error(with_value(dotted, value))
+    assert message == f"params key {dotted} is {value!r}; expected {allowed}"
+
+
+def test_first_bad_entry_in_schema_order_is_reported():
+    message = one_line_error({"train": {"lr": 0, "epochs": 0}, "data": {"resize": 2}})
+    assert "data.resize" in message  # data is checked before train
+
+
+def test_every_schema_default_is_valid():
+    for section, rules in SCHEMA.items():
+        for key, rule in rules.items():
+            assert rule.check(rule.default), f"{section}.{key}"
+
+
+# ---- load_params --------------------------------------------------------------------------------
+
+
+def test_load_params_reads_yaml_nan_and_strings_as_yaml_types(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  lr: .nan\n")
+    with pytest.raises(ParamsError, match=r"^params key train\.lr is nan; expected a number > 0$"):
+        load_params(path)
+    path.write_text("train:\n  lr: '0.1'\n")
+    with pytest.raises(ParamsError, match=r"^params key train\.lr is '0\.1'; expected a number > 0$"):
+        load_params(path)
+    path.write_text("train:\n  lr: 1e-3\n")  # YAML 1.1: a string, not a float
+    with pytest.raises(ParamsError, match=r"train\.lr is '1e-3'"):
+        load_params(path)
+    path.write_text("train:\n  lr: 1.0e-3\n  epochs: 3\n")
+    assert load_params(path)["train"]["lr"] == 0.001
+
+
+def test_load_params_missing_file(tmp_path):
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(ParamsError, match="not found") as info:
+        load_params(path)
+    assert str(path) in str(info.value)
+
+
+def test_load_params_invalid_yaml_is_one_line(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  lr: [0.1\n  epochs: 3\n")
+    with pytest.raises(ParamsError) as info:
+        load_params(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and "not valid YAML" in message
+
+
+def test_load_params_empty_file_gives_defaults(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("# nothing\n")
+    assert load_params(path) == DEFAULTS
+
+
+def test_every_choice_the_schema_allows_is_implemented():
+    """The choice lists live in params; each choice must build and run in the modules that implement it."""
+    import numpy as np
+    import torch
+
+    from softmax_regression.features import Standardization
+    from softmax_regression.models import build_model, resolve_device
+    from softmax_regression.params import DEVICE_CHOICES, LOSS_CHOICES, NORMALIZE_CHOICES, SCHEDULE_CHOICES
+    from softmax_regression.training import learning_rates
+
+    assert SCHEMA["train"]["loss"].check("squared") and not SCHEMA["train"]["loss"].check("hinge")
+    W = torch.zeros(4, 10)
+    for loss in LOSS_CHOICES:
+        for kind in ("scratch", "concise"):
+            assert build_model(kind, W.clone(), lr=0.1, loss=loss).kind == kind
+    for schedule in SCHEDULE_CHOICES:
+        assert len(learning_rates(0.1, 4, schedule)) == 4
+    images = np.arange(40, dtype=np.uint8).reshape(10, 4)
+    assert Standardization.fit(images, "none") is None
+    for mode in NORMALIZE_CHOICES[1:]:
+        assert Standardization.fit(images, mode) is not None
+    assert resolve_device(DEVICE_CHOICES[0]) == torch.device("cpu")  # the default: the committed bits
+    assert resolve_device("auto").type in ("cpu", "cuda")
