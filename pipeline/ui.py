@@ -39,9 +39,9 @@ def runs_url(base: str, experiment_id: str) -> str:
 
 
 def ui_command(store_uri: str, host: str, port: int) -> tuple[list[str], dict[str, str]]:
-    """The `mlflow ui` command line and environment: one worker, no job consumers."""
+    """The `mlflow ui` command line and environment: one worker, no job consumers, no line per request."""
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store_uri, "--host", host,
-               "--port", str(port), "--workers", "1"]
+               "--port", str(port), "--workers", "1", "--uvicorn-opts", "--no-access-log"]
     return command, {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
