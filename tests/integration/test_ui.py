@@ -35,11 +35,21 @@ def ui(fast_project):
         process.wait(timeout=30)
 
 
-def experiment_id(project) -> str:
+def store(project):
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    return client.get_experiment_by_name("fashion-mnist-softmax").experiment_id
+    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+
+
+def experiment_id(project) -> str:
+    return store(project).get_experiment_by_name("fashion-mnist-softmax").experiment_id
+
+
+def latest_run_names(project, n: int = 4) -> set[str]:
+    """The names of the experiment's ``n`` newest runs: the first rows of the UI's runs table."""
+    runs = store(project).search_runs([experiment_id(project)], order_by=["attributes.start_time DESC"],
+                                      max_results=n)
+    return {run.info.run_name for run in runs}
 
 
 def test_it_prints_the_url_of_the_experiments_training_runs(ui):
@@ -58,16 +68,22 @@ def test_it_runs_one_worker_and_no_job_consumers(ui):
 
 
 def test_the_url_opens_on_the_training_runs_table(ui, browser, tmp_path):
-    _, _, _, printed = ui
+    project, _, _, printed = ui
     url = re.search(r"open (\S+)", printed)[1]
+    names = latest_run_names(project)
     browser.get(url)
+
+    def shows_the_runs(driver) -> bool:
+        text = driver.find_element("tag name", "body").text
+        return "matching runs" in text and all(name in text for name in names)
+
     try:
-        WebDriverWait(browser, 90).until(
-            lambda d: all(name in d.find_element("tag name", "body").text for name in ("scratch", "concise", "baseline")))
+        WebDriverWait(browser, 90).until(shows_the_runs)
     finally:
         browser.save_screenshot(str(tmp_path / "mlflow-ui.png"))  # kept when the test fails
     assert "workflowType=machine_learning" in browser.current_url
     assert "overview" not in browser.current_url
+    assert "Model registry" in browser.find_element("tag name", "body").text  # the model-training sidebar
 
 
 def test_ctrl_c_stops_the_ui_and_its_server(ui):
