@@ -8,7 +8,7 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
 # `pipeline/` is a folder: without .PHONY `make pipeline` would be "up to date".
-.PHONY: help install pipeline test test-fast lint ui bench bench-pipeline clean lock-check reproduce-check tune \
+.PHONY: help install pipeline test test-fast lint ui pr-report bench bench-pipeline clean lock-check reproduce-check tune \
 	tuned team-stack team-stack-up team-stack-down
 
 # Each target's line after `##` is its entry in `make help`.
@@ -41,6 +41,10 @@ lint: install ## ruff, with the rule set in pyproject.toml
 
 ui: install ## the MLflow UI on the project's store, one worker; prints the URL of the training runs
 	python -m pipeline.ui
+
+BASE ?= main
+pr-report: install ## what the workspace changed against BASE (default main): reports/pr/report.md
+	python -m pipeline.pr_report --base $(BASE)
 
 # The two CI reproducibility checks.
 lock-check: install ## cheap, no training: dvc.lock matches the code, params and commands of every stage
