@@ -11,7 +11,6 @@ pull request is the project's last commit: its base is the commit before.
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest
@@ -89,9 +88,10 @@ def pull_request(tmp_path_factory, system_data_dir):
 
 
 def run_job(clone, commands: list[tuple[str, str]], env: dict[str, str]) -> None:
+    """Each command in its own bash, as a step; the clone's own ``src/`` first on the import path, as
+    the clone's own virtualenv would have it (``support.run``)."""
     for name, command in commands:
-        result = subprocess.run(["bash", "-eo", "pipefail", "-c", command], cwd=clone, env=env,
-                                capture_output=True, text=True, timeout=1800)
+        result = run(["bash", "-eo", "pipefail", "-c", command], clone, env=env, check=False, timeout=1800)
         assert result.returncode == 0, f"step {name!r} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
 
 
