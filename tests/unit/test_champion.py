@@ -273,8 +273,9 @@ def test_champion_loads_and_predicts_classes(store, better):
 
 
 WITHOUT_THE_PROJECT = r"""
-import importlib.util, json, sys, warnings
-sys.path = [p for p in sys.path if not p.startswith(sys.argv[1])]  # the editable install's src/ folder
+import importlib.util, json, os, sys, warnings
+# every folder that holds the package: the editable install's src/, or a clone's on PYTHONPATH
+sys.path = [p for p in sys.path if not os.path.isdir(os.path.join(p or ".", "softmax_regression"))]
 assert importlib.util.find_spec("softmax_regression") is None, "the project must not be importable here"
 import mlflow, numpy as np
 with warnings.catch_warnings():
