@@ -32,9 +32,10 @@ def offline_render(browser, page, tmp_path) -> list[dict]:
     browser.get_log("browser")
     browser.get_log("performance")
     browser.get(page.as_uri())
-    drawn = """return Array.from(document.querySelectorAll('div[id] > .vega-embed')).map(e => {
+    # vegaEmbed('#id', spec) draws into the div of that id and gives it the class vega-embed
+    drawn = """return Array.from(document.querySelectorAll('div[id].vega-embed')).map(e => {
         const c = e.querySelector('canvas, svg'); const r = c ? c.getBoundingClientRect() : {width: 0, height: 0};
-        return {id: e.parentElement.id, width: r.width, height: r.height}; })"""
+        return {id: e.id, width: r.width, height: r.height}; })"""
     try:
         WebDriverWait(browser, 60).until(lambda d: len(d.execute_script(drawn)) >= 4)
     finally:
