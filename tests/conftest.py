@@ -134,6 +134,15 @@ UNIT_DIR = Path(__file__).parent / "unit"
 """`make test-fast` runs this folder: tests that build no pipeline and start no server."""
 
 
+def pytest_collect_file(file_path, parent):
+    """Test modules are imported by their base name (rootdir-relative, no packages): two of one name in
+    unit/ and integration/ would collide, so a second one is an error naming both."""
+    if file_path.name.startswith("test_") and file_path.suffix == ".py":
+        twins = [p for p in Path(__file__).parent.glob(f"*/{file_path.name}") if p != file_path]
+        if twins:
+            raise pytest.UsageError(f"{file_path} and {twins[0]} share a name: rename one")
+
+
 def pytest_collection_modifyitems(config, items):
     """The long work units first, the shared projects' then the long modules' (a stable sort: each keeps
     its tests' order), so that with `--no-loadscope-reorder` xdist starts them before the short ones.
