@@ -29,7 +29,9 @@ tools/node_modules/.installed: tools/package.json tools/package-lock.json
 	npm ci --prefix tools --silent --no-audit --no-fund
 	touch $@
 
+# params.yaml is checked first: DVC parses it before any stage could refuse it (docs/faults.md).
 pipeline: install ## run the whole pipeline on the real data (`dvc repro`)
+	python -m pipeline.check_params
 	dvc repro
 
 # pytest holds the strong reproducibility check (a real clone of HEAD, `make pipeline`, the committed
@@ -57,6 +59,7 @@ pr-report: install ## what the workspace changed against BASE (default main): re
 
 # The two CI reproducibility checks.
 lock-check: install ## cheap, no training: dvc.lock matches the code, params and commands of every stage
+	python -m pipeline.check_params
 	python -m pipeline.lock_check
 
 reproduce-check: install ## rebuild a clean clone of HEAD; fails naming every dvc.lock entry that differs

@@ -75,6 +75,16 @@ def copy_project(dest: Path, keep_lock: bool = False) -> Path:
     return dest
 
 
+def link_or_copy(source: str, target: str) -> str:
+    """``shutil.copytree``'s copy function for a built project: big files (DVC's cache, the splits: never
+    written in place, only replaced) are hard-linked; everything a test or SQLite may change in place
+    (params.yaml, mlflow.db) is copied."""
+    if os.path.getsize(source) > 1 << 20 and not source.endswith(".db"):
+        os.link(source, target)
+        return target
+    return shutil.copy2(source, target)
+
+
 def clone_project(dest: Path, source: Path = PROJECT_ROOT) -> Path:
     """A real ``git clone`` of the committed HEAD of ``source`` (the project): what a new user or CI starts from."""
     run(["git", "clone", "-q", "--no-hardlinks", str(source), str(dest)], dest.parent)

@@ -8,6 +8,7 @@ line naming the key, the value and what is allowed.
 from __future__ import annotations
 
 import math
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -76,6 +77,26 @@ def _non_empty_str(v: Any) -> bool:
     return isinstance(v, str) and v.strip() != ""
 
 
+# MLflow's own limits (mlflow.utils.validation; a test compares them with the installed MLflow's), so a
+# value MLflow would refuse halfway through a stage is refused before any work.
+MLFLOW_MAX_EXPERIMENT_NAME = 500
+"""``MAX_EXPERIMENT_NAME_LENGTH``."""
+MLFLOW_MAX_PARAM_VALUE = 6000
+"""``MAX_PARAM_VAL_LENGTH``: the stages log the ``train``, ``data`` and ``baseline`` values as run params, and
+MLflow cuts a longer one (the run would record another value than the stage used)."""
+LOGGED_SECTIONS = ("train", "data", "baseline")
+
+
+def _experiment_name(v: Any) -> bool:
+    return _non_empty_str(v) and len(v) <= MLFLOW_MAX_EXPERIMENT_NAME
+
+
+def _registered_model_name(v: Any) -> bool:
+    """MLflow's ``_validate_model_name``: no ``/`` or ``:``, and not a path that normalises to another
+    (``.``, ``..``)."""
+    return _non_empty_str(v) and not any(c in v for c in "/:") and v not in (".", "..") and len(v) <= 250
+
+
 MAX_RESIZE = 112
 """The largest side a 24 GB machine runs the pipeline at: the baseline fit holds the training split as
 float32 (55,000 x r^2 x 4 bytes, 2.8 GB at 112, 11 GB at 224) and streams it twice per iteration."""
@@ -142,10 +163,26 @@ SCHEMA: dict[str, dict[str, Rule]] = {
         "n_mistakes": Rule(18, "an integer between 1 and 100", _int_between(1, 100)),
     },
     "tracking": {
-        "experiment": Rule("fashion-mnist-softmax", "a non-empty string", _non_empty_str),
-        "registered_model": Rule("fashion-mnist-softmax", "a non-empty string", _non_empty_str),
+        "experiment": Rule("fashion-mnist-softmax", f"a non-empty string of at most {MLFLOW_MAX_EXPERIMENT_NAME} "
+                           "characters (MLflow's limit)", _experiment_name),
+        "registered_model": Rule("fashion-mnist-softmax", "a non-empty string of at most 250 characters without "
+                                 "'/' or ':', not '.' or '..' (MLflow's model names)", _registered_model_name),
     },
 }
+
+
+_EXCERPT = reprlib.Repr()
+_EXCERPT.maxlevel, _EXCERPT.maxdict, _EXCERPT.maxlist, _EXCERPT.maxtuple, _EXCERPT.maxset = 2, 4, 4, 4, 4
+_EXCERPT.maxstring, _EXCERPT.maxother, _EXCERPT.maxlong = 60, 60, 40
+MAX_EXCERPT = 120
+"""The longest excerpt of a bad value an error shows: a value may be huge (nested aliases expand to
+billions of nodes), and its whole ``repr`` would take that long to build and to read."""
+
+
+def excerpt(value: Any) -> str:
+    """A bounded ``repr`` of ``value`` for an error message."""
+    text = _EXCERPT.repr(value)
+    return text if len(text) <= MAX_EXCERPT else text[:MAX_EXCERPT - 3] + "..."
 
 
 def validate_params(raw: Any) -> dict[str, dict[str, Any]]:
@@ -157,7 +194,7 @@ def validate_params(raw: Any) -> dict[str, dict[str, Any]]:
     for section in raw:
         if section not in SCHEMA:
             raise ParamsError(
-                f"unknown params section {section!r}; allowed: {', '.join(SCHEMA)}"
+                f"unknown params section {excerpt(section)}; allowed: {', '.join(SCHEMA)}"
             )
     params: dict[str, dict[str, Any]] = {}
     for section, rules in SCHEMA.items():
@@ -165,10 +202,10 @@ def validate_params(raw: Any) -> dict[str, dict[str, Any]]:
         if given is None:  # `train:` with nothing under it; not `train: []` or `train: 0`
             given = {}
         if not isinstance(given, dict):
-            raise ParamsError(f"params section {section!r} must be a mapping, got {given!r}")
+            raise ParamsError(f"params section {section!r} must be a mapping, got {excerpt(given)}")
         for key in given:
             if key not in rules:
-                shown = key if isinstance(key, str) and key.isprintable() and key.strip() == key and key else repr(key)
+                shown = key if isinstance(key, str) and key.isprintable() and key.strip() == key and key else excerpt(key)
                 raise ParamsError(
                     f"unknown params key {section}.{shown}; allowed in {section}: {', '.join(rules)}"
                 )
@@ -177,11 +214,44 @@ def validate_params(raw: Any) -> dict[str, dict[str, Any]]:
             value = given.get(key, rule.default)
             if not rule.check(value):
                 raise ParamsError(
-                    f"params key {section}.{key} is {value!r}; expected {rule.allowed}"
+                    f"params key {section}.{key} is {excerpt(value)}; expected {rule.allowed}"
                 )
+            if section in LOGGED_SECTIONS and len(str(value)) > MLFLOW_MAX_PARAM_VALUE:
+                raise ParamsError(f"params key {section}.{key} is {excerpt(value)}, {len(str(value))} characters "
+                                  f"as an MLflow param; expected at most {MLFLOW_MAX_PARAM_VALUE} (MLflow's limit)")
             values[key] = value
         params[section] = values
     return params
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a key given twice in one mapping, naming it and both lines. (YAML
+    keeps the last of two; DVC refuses the file: the two would read other params from one file.)"""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.setdefault(key, line)
+            except TypeError:  # an unhashable key: the constructor names it below
+                continue
+            if first != line:
+                raise ParamsError(f"duplicate key {excerpt(key)} on lines {first} and {line}")
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_params_yaml(text: str) -> Any:
+    """The YAML document ``text``, refusing anchors and aliases (``&name``, ``*name``) before anything is
+    built: nested aliases expand exponentially (ten levels of nine are 9**10 nodes), and a params file
+    has no need of them. Then refusing duplicate keys (:class:`_StrictLoader`)."""
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):  # events only: an alias is not expanded here
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            kind = "alias *" if isinstance(event, yaml.AliasEvent) else "anchor &"
+            raise ParamsError(f"YAML {kind}{excerpt(event.anchor)[1:-1]} on line {event.start_mark.line + 1}: "
+                              "a params file takes no anchors or aliases; write the value out")
+    return yaml.load(text, Loader=_StrictLoader)
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, dict[str, Any]]:
@@ -191,8 +261,12 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, dict[str, Any]]:
         text = path.read_text()
     except FileNotFoundError:
         raise ParamsError(f"params file {path} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ParamsError(f"params file {path} cannot be read: {one_line(exc)}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = parse_params_yaml(text)
+    except ParamsError as exc:
+        raise ParamsError(f"params file {path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ParamsError(f"params file {path} is not valid YAML: {one_line(exc)}") from None
     return validate_params(raw)

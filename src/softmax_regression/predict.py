@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .filetypes import not_a_regular_file
 from .idx import IdxError, decompress_if_gzip, parse_idx
 
 
@@ -43,6 +44,9 @@ def load_inputs(path: str | Path, side: int, invert: bool = False) -> list[Input
     light object on black.
     """
     path = Path(path)
+    kind = not_a_regular_file(path)
+    if kind is not None:  # checked before opening: a named pipe without a writer would block forever
+        raise InputImageError(f"{path}: is {kind}, not a regular file")
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from .errors import one_line
-from .params import OMITTED_AT_DEFAULT, SHAPING, ParamsError, flatten_params, validate_params
+from .params import OMITTED_AT_DEFAULT, SHAPING, ParamsError, flatten_params, parse_params_yaml, validate_params
 from .tracking import DATASET_SHA256_TAG
 
 SELECTED_MODEL = "scratch"
@@ -46,10 +46,13 @@ class Candidate:
 
 
 def _read_yaml(path: Path, what: str, when_missing: str = "") -> Any:
+    """A sweep or tuned file, read as params.yaml is (no anchors or aliases, no duplicate keys)."""
     try:
-        return yaml.safe_load(path.read_text())
+        return parse_params_yaml(path.read_text())
     except FileNotFoundError:
         raise SweepError(f"{what} {path} not found{when_missing}") from None
+    except ParamsError as exc:
+        raise SweepError(f"{what} {path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise SweepError(f"{what} {path} is not valid YAML: {one_line(exc)}") from None
 

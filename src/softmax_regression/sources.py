@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from .atomic import atomic_dir
 from .checksums import sha256_hex
+from .filetypes import not_a_regular_file
 from .idx import IdxError, decompress_if_gzip
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,10 @@ def _read_directory(directory: Path) -> dict[str, bytes]:
     files = {}
     for name in RAW_SHA256:
         candidates = [directory / name, directory / f"{name}.gz"]
+        for candidate in candidates:  # checked before opening: a named pipe without a writer blocks forever
+            kind = not_a_regular_file(candidate)
+            if kind is not None:
+                raise SourceFailed(f"{candidate}: is {kind}, not a regular file")
         path = next((p for p in candidates if p.is_file()), None)
         if path is None:
             raise SourceFailed(f"{directory}: {name}[.gz] missing")

@@ -22,18 +22,9 @@ from typing import Iterator
 
 import pytest
 
-from support import clean_env, run, set_param
+from support import clean_env, link_or_copy, run, set_param
 
 OUTPUT_DIRS = ("models", "reports", "data/processed")
-
-
-def link_or_copy(source: str, target: str) -> str:
-    """Big files (DVC's cache, the splits: never written in place, only replaced) are hard-linked;
-    everything a test or SQLite may change in place (params.yaml, mlflow.db) is copied."""
-    if os.path.getsize(source) > 1 << 20 and not source.endswith(".db"):
-        os.link(source, target)
-        return target
-    return shutil.copy2(source, target)
 
 
 @pytest.fixture

@@ -5,11 +5,11 @@ import json
 import re
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 
-from conftest import build_fast_project
-from support import run, set_param
+from support import link_or_copy, run, set_param
 
 FIGURES = {
     "scratch_curves.png": "reports/train/scratch_curves.png",
@@ -19,10 +19,12 @@ FIGURES = {
 
 
 @pytest.fixture(scope="module")
-def two_commits(tmp_path_factory, system_data_dir):
-    """The fast project built and committed (the base), then train.lr lowered, rebuilt and committed (the head).
-    Returns the project and the base's figures as they were built."""
-    project, _ = build_fast_project(tmp_path_factory, "pr-report")
+def two_commits(fault_project, tmp_path_factory):
+    """A copy of the built and committed fast project (the base), then train.lr lowered, rebuilt and committed
+    (the head). Returns the project and the base's figures as they were built."""
+    project = Path(shutil.copytree(fault_project[0], tmp_path_factory.mktemp("pr-report") / "project",
+                                   symlinks=True, copy_function=link_or_copy))
+    assert run(["git", "status", "--porcelain"], project).stdout == ""
     base_figures = {name: (project / path).read_bytes() for name, path in FIGURES.items()}
     set_param(project, "train.lr", 0.05)
     run(["dvc", "repro"], project)

@@ -8,7 +8,7 @@ import math
 import pytest
 import yaml
 
-from softmax_regression.params import SCHEMA, ParamsError, flatten_params, load_params, validate_params
+from softmax_regression.params import SCHEMA, ParamsError, excerpt, flatten_params, load_params, validate_params
 from support import PROJECT_ROOT
 
 DEFAULTS = {
@@ -135,6 +135,9 @@ def test_section_that_is_not_a_mapping(section_value):
 
 # ---- wrong types and out-of-range values --------------------------------------------------------
 
+EXPERIMENT_NAMES = "a non-empty string of at most 500 characters (MLflow's limit)"
+MODEL_NAMES = "a non-empty string of at most 250 characters without '/' or ':', not '.' or '..' (MLflow's model names)"
+
 BAD_VALUES = [
     # wrong type
     ("train.lr", "0.1", "a number > 0"),
@@ -155,9 +158,9 @@ BAD_VALUES = [
     ("data.system_dir", ["/usr"], "a directory path or null"),
     ("evaluate.baseline", "yes", "true or false"),
     ("evaluate.baseline", 1, "true or false"),
-    ("tracking.experiment", "", "a non-empty string"),
-    ("tracking.experiment", "   ", "a non-empty string"),
-    ("tracking.registered_model", 7, "a non-empty string"),
+    ("tracking.experiment", "", EXPERIMENT_NAMES),
+    ("tracking.experiment", "   ", EXPERIMENT_NAMES),
+    ("tracking.registered_model", 7, MODEL_NAMES),
     # out of range
     ("train.lr", 0, "a number > 0"),
     ("train.lr", 0.0, "a number > 0"),
@@ -217,7 +220,7 @@ BAD_VALUES = [
 @pytest.mark.parametrize("dotted,value,allowed", BAD_VALUES, ids=[f"{d}={v!r}" for d, v, _ in BAD_VALUES])
 def test_bad_value_is_one_line_naming_key_value_and_allowed(dotted, value, allowed):
     message = one_line_error(with_value(dotted, value))
-    assert message == f"params key {dotted} is {value!r}; expected {allowed}"
+    assert message == f"params key {dotted} is {excerpt(value)}; expected {allowed}"
 
 
 def test_first_bad_entry_in_schema_order_is_reported():
