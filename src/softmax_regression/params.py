@@ -226,7 +226,7 @@ def validate_params(raw: Any) -> dict[str, dict[str, Any]]:
 
 class _StrictLoader(yaml.SafeLoader):
     """YAML's safe loader that refuses a key given twice in one mapping, naming it and both lines. (YAML
-    keeps the last of two; DVC refuses the file: the two would read other params from one file.)"""
+    keeps the last of two, and a stricter reader of the same file refuses it: one file, two sets of params.)"""
 
     def construct_mapping(self, node, deep=False):
         seen: dict[Any, int] = {}

@@ -141,7 +141,8 @@ def test_each_of_those_values_does_fail_inside_mlflow(tmp_path):
     param value is cut (so the run would record another value than the stage used)."""
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)  # not a registry an earlier test set
     for name in ("x" * 501,):
         with pytest.raises(mlflow.exceptions.MlflowException):
             client.create_experiment(name)
