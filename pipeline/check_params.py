@@ -14,7 +14,7 @@ import click
 
 from softmax_regression.params import ParamsError, load_params
 
-EXIT_BAD_PARAMS = 2
+from ._cli import EXIT_BAD_PARAMS
 
 
 @click.command(help=__doc__)

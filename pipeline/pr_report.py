@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
-import yaml
 
 from softmax_regression import CHAPTER_KINDS, MODEL_KINDS
 from softmax_regression.atomic import StagedOutputs
@@ -65,25 +64,12 @@ def figure_paths(kinds: tuple[str, ...]) -> dict[str, str]:
     return figures
 
 
-def git(project: Path, *args: str) -> str:
-    result = subprocess.run(["git", *args], cwd=project, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise ReportError(f"git {' '.join(args)} failed: {result.stderr.strip() or 'no output'}")
-    return result.stdout
-
-
 def dvc_json(project: Path, *args: str) -> dict:
     result = subprocess.run([sys.executable, "-m", "dvc", *args, "--json"], cwd=project, capture_output=True,
                             text=True)
     if result.returncode != 0:
         raise ReportError(f"dvc {' '.join(args)} failed: {result.stderr.strip() or 'no output'}")
     return json.loads(result.stdout or "{}")
-
-
-def locked_outs(lock_text: str) -> dict[str, str]:
-    """``{out path: md5}`` of every out (directories too) in a dvc.lock's text."""
-    lock = yaml.safe_load(lock_text) or {}
-    return {out["path"]: out["md5"] for stage in (lock.get("stages") or {}).values() for out in stage.get("outs", [])}
 
 
 def read_from_cache(cache: DvcCache, outs: dict[str, str], path: str) -> bytes | None:
@@ -102,7 +88,7 @@ def base_side(project: Path, base: str, wanted: list[str]) -> dict[str, bytes]:
     """``wanted`` paths as the base's dvc.lock records them, from the cache; the base is built in a
     temporary clone sharing the cache first where the cache lacks any of them."""
     cache = reproduce_check.dvc_cache(project)
-    outs = locked_outs(git(project, "show", f"{base}:dvc.lock"))
+    outs = reproduce_check.out_hashes(reproduce_check.git(["show", f"{base}:dvc.lock"], project))
     found = {path: read_from_cache(cache, outs, path) for path in wanted}
     if any(data is None for data in found.values()):
         missing = [path for path, data in found.items() if data is None]
@@ -120,8 +106,8 @@ def build_base(project: Path, base: str, cache_dir: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="pr-report-") as tmp:
         workdir = Path(tmp)
         clone = workdir / "base"
-        git(project, "clone", "--quiet", "--no-hardlinks", str(project), str(clone))
-        git(clone, "checkout", "--quiet", base)
+        reproduce_check.git(["clone", "--quiet", "--no-hardlinks", str(project), str(clone)], project)
+        reproduce_check.git(["checkout", "--quiet", base], clone)
         env = reproduce_check.check_environment(workdir, clone)
         subprocess.run([sys.executable, "-m", "dvc", "cache", "dir", "--local", str(cache_dir)], cwd=clone, env=env,
                        check=True, capture_output=True)
@@ -194,8 +180,8 @@ def render(params: dict, base: Side, head: Side, lock_lines: list[str], reproduc
 @stage_main("pr-report", pinned=False)
 def main(base_rev: str, out_dir: str) -> None:
     project = Path.cwd()
-    base_commit = git(project, "rev-parse", "--verify", "--quiet", f"{base_rev}^{{commit}}").strip()
-    head_commit = git(project, "rev-parse", "HEAD").strip()
+    base_commit = reproduce_check.git(["rev-parse", "--verify", "--quiet", f"{base_rev}^{{commit}}"], project).strip()
+    head_commit = reproduce_check.git(["rev-parse", "HEAD"], project).strip()
     lock_lines = lock_check.check(project)
     drift, checks = reproduce_check.check_rebuilt(project, project)
 

@@ -95,7 +95,7 @@ def run_job(clone, commands: list[tuple[str, str]], env: dict[str, str]) -> None
         assert result.returncode == 0, f"step {name!r} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
 
 
-def forge_env(clone, tmp_path, **extra) -> dict[str, str]:
+def forge_env(tmp_path, **extra) -> dict[str, str]:
     env = clean_env(**extra)
     workflow_env = yaml.safe_load(GITHUB.read_text())["env"]
     return {**env, **workflow_env, "HOME": str(tmp_path / "home")}
@@ -107,7 +107,7 @@ def test_the_github_jobs_run_step_by_step(pull_request, tmp_path):
     artifacts.mkdir()
     (tmp_path / "home").mkdir()
     summary = tmp_path / "summary.md"
-    env = forge_env(pull_request, tmp_path, GITHUB_WORKSPACE=str(pull_request), GITHUB_STEP_SUMMARY=str(summary),
+    env = forge_env(tmp_path, GITHUB_WORKSPACE=str(pull_request), GITHUB_STEP_SUMMARY=str(summary),
                     BASE="origin/ci-base")
     for job in ("check", "reproduce"):
         run_job(pull_request, github_commands(workflow["jobs"][job], artifacts), env)
@@ -127,7 +127,7 @@ def test_the_gitlab_jobs_are_the_github_jobs_and_run(pull_request, tmp_path):
     assert gitlab_commands(config, "check")[-3:] == github_check[-3:] == ["make lock-check", "make lint",
                                                                           "make test-fast"]
     (tmp_path / "home").mkdir()
-    env = forge_env(pull_request, tmp_path, CI_MERGE_REQUEST_TARGET_BRANCH_NAME="ci-base",
+    env = forge_env(tmp_path, CI_MERGE_REQUEST_TARGET_BRANCH_NAME="ci-base",
                     CI_DEFAULT_BRANCH="main")
     commands = gitlab_commands(config, "reproduce")
     shutil.rmtree(pull_request / "reports/pr", ignore_errors=True)

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from pipeline.pr_report import champion_line, locked_outs, metrics_rows, read_from_cache
+from pipeline.pr_report import champion_line, metrics_rows, read_from_cache
+from pipeline.reproduce_check import out_hashes
 from pipeline.tolerance import DvcCache, md5_hex
 from support import PROJECT_ROOT, clean_env, run
 
@@ -59,7 +60,7 @@ stages:
     - path: reports/eval/metrics.json
       md5: {md5_hex(metrics)}
 """
-    outs = locked_outs(lock)
+    outs = out_hashes(lock)
     assert read_from_cache(cache, outs, "reports/eval/metrics.json") == metrics
     assert read_from_cache(cache, outs, "reports/eval/confusion_png/scratch.png") == png
     assert read_from_cache(cache, outs, "reports/eval/confusion_png/concise.png") is None
