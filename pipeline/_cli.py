@@ -11,7 +11,7 @@ from typing import Callable, NoReturn
 
 import click
 
-from softmax_regression.errors import one_line
+from softmax_regression.errors import failure_line
 from softmax_regression.params import SETTINGS, ParamsError, load_params
 
 from . import kernels
@@ -117,7 +117,7 @@ def stage_main(name: str, pinned: bool = True) -> Callable:
             except Exception as exc:  # one line for the user; the traceback only with -v
                 if verbose:
                     logging.exception("traceback")
-                click.echo(f"{name}: error: {one_line(exc)}{_restore_hint()}", err=True)
+                click.echo(f"{name}: error: {failure_line(exc)}{_restore_hint()}", err=True)
                 sys.exit(EXIT_FAILURE)
 
         return run

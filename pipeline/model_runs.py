@@ -8,6 +8,7 @@ another server), it is created from the model file.
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -15,12 +16,15 @@ from typing import Iterator
 import numpy as np
 
 from softmax_regression import tracking
+from softmax_regression.artifact_checks import FILES_MISSING_TAG, checkpoint_artifact, listing, run_missing_files
 from softmax_regression.atomic import StagedOutputs
 from softmax_regression.checksums import sha256_hex
 from softmax_regression.dataset import input_example
 
 from . import paths
 from .mlflow_runs import run_tags_for
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -47,7 +51,7 @@ def training_run(experiment_id: str, kind: str, params_path: str | Path, model, 
                 outputs.write_bytes(target, content)
         with tracking.tracked_run(experiment_id=experiment_id, run_name=kind, tags=tags) as run:
             yield run
-            tracking.log_bytes(checkpoint, f"checkpoint/{kind}.pt")
+            tracking.log_bytes(checkpoint, checkpoint_artifact(kind))
             log_models(model, checkpoint, input_example(example_images), standardization)
             outputs.commit()
 
@@ -55,15 +59,26 @@ def training_run(experiment_id: str, kind: str, params_path: str | Path, model, 
 def model_run_id(experiment_id: str, kind: str, checkpoint: bytes, example_images: np.ndarray,
                  params_path: str | Path) -> str:
     """The run of the model file ``checkpoint`` in the current store, found by its SHA-256; created from
-    the file where the store has none (only then are torch and MLflow's model flavours imported, and
-    the dataset hashed for the run's tags)."""
+    the file where the store has none, or where the run's artifact store lost a file it relies on (only
+    then are torch and MLflow's model flavours imported, and the dataset hashed for the run's tags)."""
+    import mlflow
+
     found = tracking.find_run(experiment_id, tracking.MODEL_SHA256_TAG, sha256_hex(checkpoint))
-    if found is not None:
+    missing = run_missing_files(mlflow.MlflowClient(), found.info.run_id, kind) if found is not None else []
+    if found is not None and not missing:
         return found.info.run_id
     from softmax_regression.mlflow_models import create_model_run
 
-    return create_model_run(experiment_id, kind, checkpoint, input_example(example_images),
-                            run_tags_for(kind, params_path))
+    if found is None:
+        log.info("no run of the %s model (sha256 %s) in this store: creating one", kind, sha256_hex(checkpoint)[:12])
+    run_id = create_model_run(experiment_id, kind, checkpoint, input_example(example_images),
+                              run_tags_for(kind, params_path))
+    if missing:
+        log.warning("run %s of the %s model lost its files (%s missing from %s): created run %s from %s",
+                    found.info.run_id, kind, listing(missing), found.info.artifact_uri, run_id,
+                    paths.model_path(kind))
+        mlflow.MlflowClient().set_tag(found.info.run_id, FILES_MISSING_TAG, listing(missing, limit=10))
+    return run_id
 
 
 @dataclass(frozen=True)

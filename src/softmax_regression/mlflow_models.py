@@ -11,6 +11,7 @@ registers the best run's ``classifier`` as it is.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import tempfile
@@ -18,6 +19,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import mlflow
 import numpy as np
@@ -25,6 +27,15 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .artifact_checks import (
+    CLASSIFIER,
+    FILES_MISSING_TAG,
+    TORCH_MODEL,
+    VersionFiles,
+    checkpoint_artifact,
+    listing,
+    version_location,
+)
 from .checksums import sha256_hex
 from .errors import one_line
 from .features import Standardization, fold_into_linear
@@ -36,8 +47,6 @@ log = logging.getLogger(__name__)
 CHAMPION_ALIAS = "champion"
 CHAMPION_TAG = "champion"
 """The run tag (``champion=true``) on the champion's run, and on no other."""
-CLASSIFIER = "classifier"
-"""The name of the class-predicting pyfunc in a run."""
 VAL_ACCURACY_TAG = "val_accuracy"
 
 
@@ -80,14 +89,22 @@ def log_torch_model(model: SoftmaxRegression, example_features: np.ndarray,
     with torch.no_grad():
         output = module(torch.from_numpy(example)).numpy()
     signature = mlflow.models.infer_signature(example, output)
-    pytorch_log = logging.getLogger("mlflow.pytorch")
-    level = pytorch_log.level
-    pytorch_log.setLevel(logging.ERROR)  # its warning that pickles run code on load: this is our own model
-    try:
-        mlflow.pytorch.log_model(module, name="model", input_example=example, signature=signature,
+    with _quiet("mlflow.pytorch"):
+        mlflow.pytorch.log_model(module, name=TORCH_MODEL, input_example=example, signature=signature,
                                  pip_requirements=pip_requirements()[:2], serialization_format="pickle")
+
+
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """Only errors from an MLflow flavour's logger while it logs our model: its warning that pickles run code
+    on load (this is our own model) and its INFO on validating the input example are not the stage's to print."""
+    flavour_log = logging.getLogger(logger)
+    level = flavour_log.level
+    flavour_log.setLevel(logging.ERROR)
+    try:
+        yield
     finally:
-        pytorch_log.setLevel(level)
+        flavour_log.setLevel(level)
 
 
 def log_models(model: SoftmaxRegression, checkpoint: bytes, example_features: np.ndarray,
@@ -130,11 +147,10 @@ def create_model_run(experiment_id: str, kind: str, checkpoint: bytes, example_f
         path = Path(tmp) / f"{kind}.pt"
         path.write_bytes(checkpoint)
         loaded = load_model(path)
-    log.info("no run of the %s model (sha256 %s) in this store: creating one", kind, sha256[:12])
     with tracked_run(experiment_id=experiment_id, run_name=kind,
                      tags={**tags, MODEL_SHA256_TAG: sha256, "created_from": "model file"}) as run:
         mlflow.log_params(loaded.params)
-        log_bytes(checkpoint, f"checkpoint/{kind}.pt")
+        log_bytes(checkpoint, checkpoint_artifact(kind))
         log_models(loaded.model, checkpoint, example_features, loaded.standardization)
     return run.info.run_id
 
@@ -147,10 +163,17 @@ def _run_is_active(client, run_id: str) -> bool:
         return False
 
 
-def _registered_version(client, registered_name: str, sha256: str):
-    """The earliest version of the model file whose run is still there (a deleted run's file registers anew)."""
+def _competes(client, version, files: VersionFiles) -> bool:
+    """A version takes part in the race for ``@champion`` while its run is there and its artifact store
+    holds its files: a version whose run was deleted, or whose files were lost, is out, and its model
+    file registers anew."""
+    return _run_is_active(client, version.run_id) and not files.missing(version.version)
+
+
+def _registered_version(client, registered_name: str, sha256: str, files: VersionFiles):
+    """The earliest version of the model file that still competes (see :func:`_competes`)."""
     versions = [v for v in client.search_model_versions(f"name = '{registered_name}' and tags.{MODEL_SHA256_TAG} = "
-                                                        f"'{sha256}'") if _run_is_active(client, v.run_id)]
+                                                        f"'{sha256}'") if _competes(client, v, files)]
     return min(versions, key=lambda v: int(v.version)) if versions else None
 
 
@@ -192,21 +215,26 @@ def register_and_promote(checkpoint: bytes, example_features: np.ndarray, regist
     """
     client = mlflow.MlflowClient()
     sha256 = sha256_hex(checkpoint)
-    if model_uri is None and _registered_version(client, registered_name, sha256) is None:  # outside the lock
+    files = VersionFiles(client, registered_name)
+    if model_uri is None and _registered_version(client, registered_name, sha256, files) is None:  # outside the lock
         model_uri = _classifier_uri(client, checkpoint, example_features, run_id)
     with store_lock(mlflow.get_tracking_uri()):
-        version = _registered_version(client, registered_name, sha256)
-        if version is None:
+        version = _registered_version(client, registered_name, sha256, files)
+        registered_now = version is None
+        if registered_now:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
                 registered = mlflow.register_model(
                     model_uri or _classifier_uri(client, checkpoint, example_features, run_id), registered_name,
                     tags={MODEL_SHA256_TAG: sha256, VAL_ACCURACY_TAG: repr(float(val_accuracy))})
             # two writers of one file at once both register it: the earliest version is the one
-            version = _registered_version(client, registered_name, sha256) or registered
+            version = _registered_version(client, registered_name, sha256, files) or registered
         candidate = float(version.tags.get(VAL_ACCURACY_TAG, val_accuracy))
         before = _champion(client, registered_name)
-        champion = _settle_champion(client, registered_name)
+        champion = _settle_champion(client, registered_name, files)
+    for number, missing in files.lost().items():
+        _say_version_lost(client, registered_name, number, missing, sha256 if registered_now else None, version,
+                          before, champion)
     best = float(champion.tags[VAL_ACCURACY_TAG])
     promoted = str(champion.version) == str(version.version) and (
         before is None or str(before.version) != str(version.version))
@@ -226,19 +254,19 @@ SETTLE_ATTEMPTS = 50
 """Re-reads before a writer gives up on a registry that keeps changing under it."""
 
 
-def _best_version(client, registered_name: str):
-    """The version with the best recorded validation accuracy, the earliest among equals; only versions whose
-    run is still there compete (a deleted run cannot carry the champion tag, and its owner threw it away)."""
+def _best_version(client, registered_name: str, files: VersionFiles):
+    """The version with the best recorded validation accuracy, the earliest among equals, of those that
+    compete (:func:`_competes`: a deleted run cannot carry the champion tag, and lost files cannot be served)."""
     versions = [v for v in client.search_model_versions(f"name = '{registered_name}'")
-                if VAL_ACCURACY_TAG in v.tags and _run_is_active(client, v.run_id)]
+                if VAL_ACCURACY_TAG in v.tags and _competes(client, v, files)]
     return max(versions, key=lambda v: (float(v.tags[VAL_ACCURACY_TAG]), -int(v.version)))
 
 
-def _settle_champion(client, registered_name: str):
+def _settle_champion(client, registered_name: str, files: VersionFiles):
     """Point ``@champion`` and the ``champion=true`` run tag at the best version; re-read after every write
     until a read finds both right. Returns the champion version."""
     for attempt in range(SETTLE_ATTEMPTS):
-        best = _best_version(client, registered_name)
+        best = _best_version(client, registered_name, files)
         current = _champion(client, registered_name)
         tagged = _champion_tagged_runs(client, best.run_id)
         if current is not None and str(current.version) == str(best.version) and tagged == {best.run_id}:
@@ -250,11 +278,29 @@ def _settle_champion(client, registered_name: str):
     raise RuntimeError(f"the champion of {registered_name} did not settle after {SETTLE_ATTEMPTS} attempts")
 
 
+def _say_version_lost(client, registered_name: str, number: str, missing: list[str], sha256: str | None,
+                      version, before, champion) -> None:
+    """One line for a version whose files are gone, and what this registration did about it (``sha256``: the
+    model file it registered anew, or None); the version is tagged with what it misses."""
+    lost = client.get_model_version(registered_name, number)
+    if lost.tags.get(FILES_MISSING_TAG) == listing(missing, limit=10):
+        return  # said when it was found
+    done = []
+    if sha256 is not None and lost.tags.get(MODEL_SHA256_TAG) == sha256:
+        done.append(f"registered its model file again as version {version.version}")
+    if before is not None and str(before.version) == number:
+        done.append(f"moved @{CHAMPION_ALIAS} to version {champion.version}")
+    log.warning("%s version %s lost its files (%s missing from %s); %s", registered_name, number, listing(missing),
+                version_location(client, registered_name, number),
+                " and ".join(done) or f"it no longer competes for @{CHAMPION_ALIAS}")
+    client.set_model_version_tag(registered_name, number, FILES_MISSING_TAG, listing(missing, limit=10))
+
+
 def log_classifier(checkpoint_bytes: bytes, example_features: np.ndarray) -> str:
     """Log the class-predicting pyfunc of a model file into the active run, tagged with the file's SHA-256;
     returns its model URI."""
     example = np.ascontiguousarray(example_features, dtype=np.float32)
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), _quiet("mlflow.pyfunc"):
         # MLflow suggests type hints and warns that integer outputs cannot hold missing values;
         # neither applies to a class index.
         warnings.simplefilter("ignore", UserWarning)
@@ -315,19 +361,43 @@ STORE_PACKAGES = {"botocore": "boto3", "boto3": "boto3", "google": "google-cloud
 """The package to install for the module an artifact store's client imports."""
 
 
+def _check_version_files(source: str) -> None:
+    """Fail naming the version and the files, where a ``models:/<name>@<alias>`` or ``models:/<name>/<n>``
+    URI resolves to a version whose artifact store lost its files (MLflow would say ``No such artifact: ''``)."""
+    rest = source[len("models:/"):] if source.startswith("models:/") else ""
+    name, alias = rest.split("@", 1) if "@" in rest else (rest.rsplit("/", 1) + [""])[:2]
+    if not name or not alias or name.startswith("m-"):
+        return
+    client = mlflow.MlflowClient()
+    try:
+        version = (client.get_model_version(name, alias) if alias.isdigit()
+                   else client.get_model_version_by_alias(name, alias)).version
+    except mlflow.exceptions.MlflowException:
+        return  # no such version: MLflow's own message names it
+    missing = VersionFiles(client, name).missing(version)
+    if missing:
+        raise ModelFileError(
+            f"cannot load {source}: version {version} of {name} lost its files ({listing(missing)} missing from "
+            f"{version_location(client, name, version)}); `dvc repro -f evaluate` in the project registers its "
+            f"model files again and moves @{CHAMPION_ALIAS} to a version that has them")
+
+
 def load_model_uri(source: str, root: str | Path = ".") -> LoadedModel:
     """The project model behind an MLflow URI (``models:/name@champion``, ``runs:/<id>/classifier``);
     without ``MLFLOW_TRACKING_URI`` the store is ``mlflow.db`` in ``root``, which must exist (a reader
     creates no store). Another URI (``s3://...``, a folder) is read without a tracking store."""
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines (migrating a store) are not ours to print
+    store = None
     if source.startswith(("models:/", "runs:/")):
-        configure(root, existing=True)
+        store = configure(root, existing=True)
+        _check_version_files(source)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # see FashionMnistClassifier
             inner = mlflow.pyfunc.load_model(source).unwrap_python_model()
     except mlflow.exceptions.MlflowException as exc:
-        raise ModelFileError(f"cannot load {source}: {one_line(exc)}") from None
+        where = f" from MLflow store {store}" if store else ""
+        raise ModelFileError(f"cannot load {source}{where}: {one_line(exc)}") from None
     except ImportError as exc:  # an artifact store whose client library is not installed (s3://, gs://, ...)
         missing = (exc.name or str(exc)).split(".")[0]
         package = STORE_PACKAGES.get(missing, missing)

@@ -9,7 +9,7 @@ import click
 import numpy as np
 import torch
 
-from .errors import one_line
+from .errors import mlflow_error_line, one_line
 from .models import ModelFileError, load_model
 from .predict import MAX_IMAGES, InputImageError, load_inputs, top_k
 
@@ -52,7 +52,8 @@ def main(model: str, images: tuple[str, ...], k: int, as_json: bool, invert: boo
     except Exception as exc:  # anything else is still one line; the traceback with -v
         if verbose:
             raise
-        click.echo(f"fmnist-predict: error: {type(exc).__name__}: {one_line(exc)}", err=True)
+        click.echo(f"fmnist-predict: error: {mlflow_error_line(exc) or f'{type(exc).__name__}: {one_line(exc)}'}",
+                   err=True)
         sys.exit(1)
     pixels = torch.from_numpy(np.stack([item.pixels for item in inputs]))
     probabilities = loaded.predict_proba(pixels).numpy()

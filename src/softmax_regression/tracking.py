@@ -21,6 +21,7 @@ import os
 import subprocess
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -77,16 +78,73 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """
     if not uri.startswith(("http://", "https://")):
         return
+    import ssl
+
     url = uri.rstrip("/") + "/health"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(url, timeout=timeout, context=tls_context(uri)) as response:
             response.read()
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            raise TrackingUnavailable(
+                f"MLflow tracking server {uri}: its TLS certificate is not trusted ({reason.verify_message}); set "
+                "MLFLOW_TRACKING_SERVER_CERT_PATH to the certificate of the CA that signed it") from None
         raise TrackingUnavailable(
             f"MLflow tracking server {uri} is unreachable ({reason}); start it, or unset "
             "MLFLOW_TRACKING_URI to use the local mlflow.db"
         ) from None
+
+
+def tls_context(uri: str):
+    """The TLS context MLflow's own client would verify an ``https`` server with: the CA bundle of
+    ``MLFLOW_TRACKING_SERVER_CERT_PATH`` where set, no verification under ``MLFLOW_TRACKING_INSECURE_TLS``."""
+    if not uri.startswith("https://"):
+        return None
+    import ssl
+
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").strip().lower() == "true":
+        return ssl._create_unverified_context()
+    return ssl.create_default_context(cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or None)
+
+
+def check_credentials(uri: str) -> None:
+    """Fail before any work, in one line naming the server, where it refuses the client's credentials
+    (``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``, or ``~/.mlflow/credentials``): MLflow itself
+    says so only at the first write, after the training, in a paragraph."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow.MlflowClient(uri).search_experiments(max_results=1)
+    except MlflowException as exc:
+        if exc.error_code != "UNAUTHENTICATED" and "401" not in str(exc):
+            raise
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+        raise TrackingUnavailable(
+            f"MLflow tracking server {uri} refused the credentials of {user!r} (HTTP 401); check "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" if user else
+            f"MLflow tracking server {uri} asks for credentials (HTTP 401); set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD") from None
+
+
+def check_not_a_folder(uri: str) -> None:
+    """Refuse a folder as the store (``file:///...`` or a bare path: MLflow's file store), naming the URI and
+    what to use instead. MLflow 3 refuses to write one with a paragraph that names neither the URI nor a
+    database for it; ``MLFLOW_ALLOW_FILE_STORE=true`` is MLflow's own way past that, and is honoured here."""
+    scheme = urllib.parse.urlparse(uri).scheme
+    if scheme not in ("", "file") or uri in REMOTE_NAMES:
+        return
+    if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() == "true":
+        return
+    folder = Path(urllib.parse.urlparse(uri).path if scheme else uri)
+    database = f"sqlite:///{folder.parent / 'mlflow.db'}"  # beside the folder, as MLflow's own default
+    raise TrackingUnavailable(
+        f"MLflow store {uri} is a folder (MLflow's file store, which MLflow 3 no longer writes); use a database: "
+        f"MLFLOW_TRACKING_URI={database} (`mlflow migrate-filestore --source {folder} --target {database}` moves "
+        "its runs there), a tracking server, or unset MLFLOW_TRACKING_URI for the project's own mlflow.db")
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -135,8 +193,11 @@ def configure(root: str | Path, existing: bool = False) -> str:
 
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # bars of one small file, in a stage's log
     uri = tracking_uri(root)
+    check_not_a_folder(uri)
     check_reachable(uri)
+    check_credentials(uri)
     mlflow.set_tracking_uri(uri)
     if uri.startswith("sqlite:"):
         path = sqlite_path(uri)
@@ -241,6 +302,11 @@ def experiment_id(name: str, root: str | Path) -> str:
                                             tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         except MlflowException:  # another process created it first (parallel workers)
             experiment = client.get_experiment_by_name(name)
+    if experiment.lifecycle_stage == "deleted":  # MLflow: "must be in the 'active' state", at the first run
+        raise TrackingUnavailable(
+            f"MLflow store {mlflow.get_tracking_uri()}: experiment {name!r} (id {experiment.experiment_id}) is "
+            f"deleted; restore it (`mlflow experiments restore -x {experiment.experiment_id}`, or in the UI) or set "
+            "tracking.experiment to another name")
     if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
         client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return experiment.experiment_id

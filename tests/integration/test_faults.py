@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -20,7 +21,9 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from support import clean_env, link_or_copy, run, set_param
 
@@ -303,6 +306,90 @@ def test_unreachable_server_is_one_line_naming_it(built):
     result = stage(built, "report", env=clean_env(MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(built / "src")))
     assert result.returncode == 1
     assert uri in one_error_line(result.stderr, "report")
+
+
+def test_a_folder_as_the_store_is_refused_naming_it_and_a_database_to_use(built, tmp_path):
+    for uri in (f"file://{tmp_path}/runs", str(tmp_path / "runs")):
+        result = stage(built, "evaluate", env=clean_env(MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(built / "src")))
+        assert result.returncode == 1
+        line = one_error_line(result.stderr, "evaluate")
+        assert f"MLflow store {uri} is a folder" in line and f"MLFLOW_TRACKING_URI=sqlite:///{tmp_path}/mlflow.db" in line
+        assert "maintenance mode" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_deleted_experiment_is_one_line_saying_how_to_restore_it(built):
+    with contextlib.closing(sqlite3.connect(built / "mlflow.db")) as con:
+        con.execute("UPDATE experiments SET lifecycle_stage = 'deleted' WHERE name = 'fashion-mnist-softmax'")
+        (experiment_id,) = con.execute("SELECT experiment_id FROM experiments WHERE name = 'fashion-mnist-softmax'"
+                                       ).fetchone()
+        con.commit()
+    before = outputs(built)
+    result = stage(built, "train", "--model", "scratch", "--no-progress")
+    assert result.returncode == 1
+    line = one_error_line(result.stderr, "train")
+    assert line == (f"train: error: MLflow store sqlite:///{built / 'mlflow.db'}: experiment 'fashion-mnist-softmax' "
+                    f"(id {experiment_id}) is deleted; restore it (`mlflow experiments restore -x {experiment_id}`, or "
+                    "in the UI) or set tracking.experiment to another name"), line
+    assert "epoch" not in result.stderr and outputs(built) == before
+    run(["mlflow", "experiments", "restore", "-x", str(experiment_id)], built,
+        clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{built / 'mlflow.db'}"))
+    assert_repro_completes(built)
+
+
+def test_a_full_disk_under_the_artifact_store_is_one_line_naming_the_store(built):
+    """MLflow's own failure (an OSError inside its artifact repository) as one line naming the store."""
+    before, registry_before = outputs(built), registry(built)
+    with full_folder(built / "mlruns"):
+        result = stage(built, "evaluate")
+    assert result.returncode == 1
+    line = one_error_line(result.stderr, "evaluate")
+    assert line.startswith(f"evaluate: error: MLflow store sqlite:///{built / 'mlflow.db'}: [Errno 28] No space "
+                           "left on device"), line
+    assert outputs(built) == before and registry(built) == registry_before
+    assert "RUNNING" not in run_statuses(built)
+    assert_repro_completes(built)
+
+
+def test_a_lost_artifact_store_is_found_and_the_runs_and_champion_rebuilt(built):
+    """`rm -rf mlruns` with mlflow.db kept: the registry points at nothing. Loading the champion names the
+    version, its files and the way back; `dvc repro -f` of evaluate and report says what was missing and
+    what it did (each model's run logged again from its model file, the champion registered again), and
+    the champion loads again. The DVC outs do not change."""
+    assert stage(built, "report").returncode == 0  # a stage points the copy's store at the copy's mlruns/
+    lock, before = (built / "dvc.lock").read_bytes(), outputs(built)
+    (champion,) = [version for name, alias, version in registry(built)[1] if alias == "champion"]
+    image = built / "item.png"
+    Image.fromarray(np.load(built / "data/processed/test_images.npy")[0].reshape(28, 28)).save(image)
+    predict = [str(Path(sys.executable).parent / "fmnist-predict"), "models:/fashion-mnist-softmax@champion",
+               str(image)]
+    assert run(predict, built).stdout.startswith(f"{image}: ")
+    shutil.rmtree(built / "mlruns")
+
+    lost = run(predict, built, check=False)
+    assert lost.returncode == 1
+    (line,) = lost.stderr.strip().splitlines()
+    assert line.startswith(f"fmnist-predict: error: cannot load models:/fashion-mnist-softmax@champion: version "
+                           f"{champion} of fashion-mnist-softmax lost its files (MLmodel, python_model.pkl, "
+                           f"artifacts/model.pt missing from file://{built}/mlruns/"), line
+    assert "`dvc repro -f evaluate`" in line
+
+    result = run(["dvc", "repro", "-f", "-s", "evaluate", "report"], built)
+    said = result.stdout + result.stderr
+    for kind in ("scratch", "concise", "baseline"):
+        assert re.search(rf"evaluate: run \w+ of the {kind} model lost its files \(checkpoint/{kind}\.pt, "
+                         rf"classifier/MLmodel, classifier/python_model\.pkl and 3 more missing from "
+                         rf"file://{re.escape(str(built))}/mlruns/\S+\): created run \w+ from models/{kind}\.pt", said), said
+    new = max(int(version) for name, alias, version in registry(built)[1] if alias == "champion")
+    assert (f"evaluate: fashion-mnist-softmax version {champion} lost its files (MLmodel, python_model.pkl, "
+            f"artifacts/model.pt missing from file://{built}/mlruns/") in said
+    assert f"registered its model file again as version {new} and moved @champion to version {new}" in said, said
+    assert "report: run" not in said  # report found the runs evaluate made
+    assert run(predict, built).stdout.startswith(f"{image}: ")
+    assert (built / "dvc.lock").read_bytes() == lock and outputs(built) == before
+    assert list((built / "mlruns").rglob("report.html"))
+
+    again = run(["dvc", "repro", "-f", "-s", "evaluate"], built)
+    assert "lost its files" not in again.stdout + again.stderr  # said once, when found
 
 
 def test_a_copied_project_keeps_its_runs_to_itself(fault_project, tmp_path):

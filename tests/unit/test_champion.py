@@ -462,3 +462,55 @@ def test_deleting_the_champions_run_hands_the_title_on_and_registering_goes_on(t
         assert decision == ChampionDecision(version="4", promoted=True, champion_version="4",
                                             champion_val_accuracy=0.80)
         assert champion_run_ids(client, store.experiment_id) == {again}
+
+
+def test_a_champion_whose_files_are_lost_hands_on_the_title_and_its_file_registers_again(tmp_path, caplog):
+    """The artifact store lost the champion's files (``mlruns/`` removed, a bucket that lost objects) while
+    the database still points at them: the version leaves the race, the same model file registers again
+    from a run that has it, the alias moves there, and one line says what was missing and what was done;
+    loading the lost version names it, its files and the way back."""
+    import logging
+    import shutil
+
+    from softmax_regression.artifact_checks import FILES_MISSING_TAG, version_location
+    from softmax_regression.mlflow_models import load_model_uri
+    from softmax_regression.models import ModelFileError
+
+    name = "fashion-mnist-lost"
+    files = {"a": checkpoint(31), "b": checkpoint(32)}
+    with tracking_store(tmp_path) as uri:
+        store = Store(tmp_path, uri, tracking.experiment_id(EXPERIMENT, tmp_path), mlflow.MlflowClient())
+        client = store.client
+        runs = {key: new_run(store, key, data) for key, data in files.items()}
+        features = example_features()
+        assert register_and_promote(files["a"], features, name, runs["a"], 0.80).champion_version == "1"
+        assert register_and_promote(files["b"], features, name, runs["b"], 0.70).promoted is False
+        location = version_location(client, name, "1")
+        shutil.rmtree(location.removeprefix("file://"))
+
+        with pytest.raises(ModelFileError) as lost:
+            load_model_uri(f"models:/{name}@{CHAMPION_ALIAS}", tmp_path)
+        message = str(lost.value)
+        assert "\n" not in message
+        assert f"version 1 of {name} lost its files (MLmodel, python_model.pkl, artifacts/model.pt missing from " \
+               f"{location})" in message and "`dvc repro -f evaluate`" in message
+
+        again = new_run(store, "a-again", files["a"])  # what evaluate does for a run whose files are gone
+        with caplog.at_level(logging.WARNING, logger="softmax_regression.mlflow_models"):
+            decision = register_and_promote(files["a"], features, name, again, 0.80)
+        assert decision == ChampionDecision(version="3", promoted=True, champion_version="3",
+                                            champion_val_accuracy=0.80)
+        said = [r.getMessage() for r in caplog.records if r.name == "softmax_regression.mlflow_models"]
+        assert said == [f"{name} version 1 lost its files (MLmodel, python_model.pkl, artifacts/model.pt missing "
+                        f"from {location}); registered its model file again as version 3 and moved @champion to "
+                        "version 3"]
+        assert client.get_model_version(name, "1").tags[FILES_MISSING_TAG] == \
+            "MLmodel, python_model.pkl, artifacts/model.pt"
+        assert champion_run_ids(client, store.experiment_id) == {again}
+        assert isinstance(load_model_uri(f"models:/{name}@{CHAMPION_ALIAS}", tmp_path).model.weights()[0],
+                          torch.Tensor)
+
+        caplog.clear()  # said once: the next registration is quiet about it
+        with caplog.at_level(logging.WARNING, logger="softmax_regression.mlflow_models"):
+            assert register_and_promote(files["b"], features, name, runs["b"], 0.70).champion_version == "3"
+        assert not [r for r in caplog.records if r.name == "softmax_regression.mlflow_models"]
