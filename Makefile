@@ -79,8 +79,9 @@ tune: install ## the sweep of params/sweep.yaml as DVC experiments; the winner t
 tuned: install ## train the sweep's winner again (`dvc exp run -n tuned`)
 	python -m pipeline.tune tuned
 
-# A team stack on this machine (PostgreSQL, an MLflow server on it with proxied artifacts, an SSH server
-# holding a DVC remote; 127.0.0.1 only): `up` prints the three lines that point a clone at it.
+# A team stack on this machine (PostgreSQL, an MLflow server on it with proxied artifacts and accounts, nginx
+# for TLS in front of it, an SSH server holding a DVC remote; 127.0.0.1 only): `up` prints the lines that point
+# a clone at it.
 STACK_DIR ?= .team-stack
 team-stack: team-stack-up ## the same as team-stack-up
 

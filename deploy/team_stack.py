@@ -1,15 +1,20 @@
-"""A team stack on this machine: PostgreSQL, an MLflow server on it with proxied artifacts, and an SSH
-server holding a DVC remote. Everything listens on 127.0.0.1 only.
+"""A team stack on this machine: PostgreSQL, an MLflow server on it with proxied artifacts and
+authentication, nginx terminating TLS in front of it, and an SSH server holding a DVC remote.
+Everything listens on 127.0.0.1 only.
 
 \b
-  up    start the three, print the lines that point a clone at them
+  up    start them, print the lines that point a clone at them (no password: the file holding it)
   down  stop them and leave no process behind (--purge also deletes the state folder)
   env   print the lines again
 
-State (databases, artifacts, keys, the remote, logs, pid files) lives in the state folder
-(default .team-stack/, git-ignored). PostgreSQL runs as an unprivileged user: as root, the
-Debian user `postgres` (its data then lives in a folder under /tmp that user can reach).
-The SSH server takes one key, generated here, and no password.
+State (databases, artifacts, keys, passwords, certificates, the remote, logs, pid files) lives in
+the state folder (default .team-stack/, git-ignored); every secret is a file only its owner reads.
+The MLflow server runs MLflow's basic-auth app with its users in the stack's PostgreSQL: an admin,
+`pipeline` (EDIT on the project's experiment and registered model: it runs `dvc repro` and moves
+@champion) and `viewer` (READ, the default for every account). nginx serves it over TLS with a
+certificate from a CA the stack makes. PostgreSQL runs as an unprivileged user: as root, the Debian
+user `postgres` (its data then lives in a folder under /tmp that user can reach). The SSH server
+takes one key, generated here, and no password.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -37,6 +43,9 @@ from softmax_regression.atomic import write_bytes
 
 STATE_FILE = "stack.json"
 KNOWN_HOSTS_MARK = "softmax-regression-team-stack"
+ADMIN, PIPELINE, VIEWER = "admin", "pipeline", "viewer"
+ACCOUNTS = (ADMIN, PIPELINE, VIEWER)
+PROJECT_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
 class StackError(RuntimeError):
@@ -126,9 +135,11 @@ def start_postgres(state: dict, root: Path) -> None:
                     "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"]), "initdb")
     run(as_db_user([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o",
                     f"-c listen_addresses=127.0.0.1 -p {port} -k {pg_dir}", "start"]), "pg_ctl start")
-    run(as_db_user([str(bindir / "createdb"), "-h", str(pg_dir), "-p", str(port), "-U", "mlflow", "mlflow"]),
-        "createdb")
+    for database in ("mlflow", "mlflow_auth"):  # the runs and registry; MLflow's accounts and permissions
+        run(as_db_user([str(bindir / "createdb"), "-h", str(pg_dir), "-p", str(port), "-U", "mlflow", database]),
+            "createdb")
     state["postgres"]["uri"] = f"postgresql://mlflow:{password}@127.0.0.1:{port}/mlflow"
+    state["postgres"]["auth_uri"] = f"postgresql://mlflow:{password}@127.0.0.1:{port}/mlflow_auth"
 
 
 def stop_postgres(state: dict) -> None:
@@ -143,22 +154,118 @@ def stop_postgres(state: dict) -> None:
 
 # --- MLflow ---------------------------------------------------------------------------------------
 
+# --- secrets and certificates ---------------------------------------------------------------------
+
+def secret_file(root: Path, name: str) -> Path:
+    return root / "auth" / name
+
+
+def read_secret(root: Path, name: str) -> str:
+    return secret_file(root, name).read_text().strip()
+
+
+def write_secrets(state: dict, root: Path) -> None:
+    """A password per account, the Flask secret key, and MLflow's auth config (the accounts' database URI
+    with its password, the admin's name and password): files of mode 0600 in a folder of mode 0700.
+    No secret goes on a command line; the server reads the config by path and the key by environment."""
+    folder = root / "auth"
+    folder.mkdir(mode=0o700)
+    for account in ACCOUNTS:
+        write_atomically(secret_file(root, f"{account}.password"), secrets.token_urlsafe(24) + "\n", 0o600)
+    write_atomically(secret_file(root, "secret_key"), secrets.token_hex(32) + "\n", 0o600)
+    database = state["postgres"]["auth_uri"].replace("postgresql://", "postgresql+psycopg://", 1)
+    write_atomically(secret_file(root, "basic_auth.ini"), "\n".join([
+        "[mlflow]",
+        "default_permission = READ",  # viewer's level, and every account's where it holds no grant
+        f"database_uri = {database.replace('%', '%%')}",  # configparser interpolates %
+        f"admin_username = {ADMIN}",
+        f"admin_password = {read_secret(root, f'{ADMIN}.password')}",
+        "auth_cache_ttl_seconds = 30",  # a login costs a scrypt hash: cached per worker, not per request
+        "",
+    ]), 0o600)
+    state["auth"] = {"dir": str(folder), "accounts": list(ACCOUNTS)}
+
+
+def make_certificates(state: dict, root: Path) -> None:
+    """A CA of the stack's own (``ca.crt``: what clients trust, MLFLOW_TRACKING_SERVER_CERT_PATH) and the
+    certificate it signs for nginx, valid for 127.0.0.1 and localhost."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    folder = root / "tls"
+    folder.mkdir(mode=0o700)
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def certificate(subject: str, key, issuer: str, issuer_key, ca: bool):
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                   .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=30))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if ca:
+            builder = builder.add_extension(x509.KeyUsage(
+                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                key_encipherment=False, data_encipherment=False, key_agreement=False, encipher_only=False,
+                decipher_only=False), critical=True)
+        else:
+            builder = builder.add_extension(x509.SubjectAlternativeName([
+                x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]), critical=False)
+            builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                                            critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = "softmax-regression team stack CA"
+    ca = certificate(ca_name, ca_key, ca_name, ca_key, ca=True)
+    server = certificate("127.0.0.1", server_key, ca_name, ca_key, ca=False)
+    pem = serialization.Encoding.PEM
+    write_atomically(folder / "ca.crt", ca.public_bytes(pem), 0o644)
+    write_atomically(folder / "server.crt", server.public_bytes(pem), 0o644)
+    write_atomically(folder / "server.key", server_key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()), 0o600)
+    state["tls"] = {"ca": str(folder / "ca.crt")}
+
+
+def tls_context(state: dict):
+    import ssl
+
+    return ssl.create_default_context(cafile=state["tls"]["ca"])
+
+
+# --- MLflow ---------------------------------------------------------------------------------------
+
 def start_mlflow(state: dict, root: Path, port: int | None = None) -> None:
-    """``mlflow server`` on PostgreSQL, uploading and serving artifacts itself (``--artifacts-destination``:
-    clients send them through the server); the database URI, with its password, goes by environment."""
+    """``mlflow server`` with MLflow's basic-auth app, on PostgreSQL, uploading and serving artifacts itself
+    (``--artifacts-destination``: clients send them through the server), on 127.0.0.1 for nginx to reach.
+    The database URI goes by environment, the auth config by path, the secret key by environment: none on
+    the command line."""
     port = port or free_port()
     artifacts = root / "artifacts"
     artifacts.mkdir(exist_ok=True)
     log = root / "mlflow-server.log"
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_BACKEND_STORE_URI": state["postgres"]["uri"]}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_BACKEND_STORE_URI": state["postgres"]["uri"],
+           "MLFLOW_AUTH_CONFIG_PATH": str(secret_file(root, "basic_auth.ini")),
+           "MLFLOW_FLASK_SERVER_SECRET_KEY": read_secret(root, "secret_key"),
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job workers: this stack runs no GenAI jobs
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                     "MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD"):
+        env.pop(variable, None)
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-             "--artifacts-destination", artifacts.as_uri(), "--workers", "2"],
+            [str(Path(sys.executable).parent / "mlflow"), "server", "--app-name", "basic-auth",
+             "--host", "127.0.0.1", "--port", str(port), "--artifacts-destination", artifacts.as_uri(),
+             "--workers", "2"],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
-    state["mlflow"] = {"pid": process.pid, "port": port, "uri": uri, "artifacts": str(artifacts)}
+    state["mlflow"] = {**state.get("mlflow", {}), "pid": process.pid, "port": port, "internal_uri": uri,
+                       "artifacts": str(artifacts)}
 
     def healthy() -> bool:
         if process.poll() is not None:
@@ -170,6 +277,129 @@ def start_mlflow(state: dict, root: Path, port: int | None = None) -> None:
             return False
 
     wait_until(healthy, "mlflow server", 120, log)
+
+
+# --- nginx ----------------------------------------------------------------------------------------
+
+NGINX_CONF = """\
+worker_processes 1;
+events {{ worker_connections 256; }}
+http {{
+    access_log {prefix}/access.log;
+    client_body_temp_path {temporary}/body;
+    proxy_temp_path {temporary}/proxy;
+    fastcgi_temp_path {temporary}/fastcgi;
+    uwsgi_temp_path {temporary}/uwsgi;
+    scgi_temp_path {temporary}/scgi;
+    server {{
+        # TLS only: a plain HTTP request to this port gets nginx's 400 and never reaches MLflow.
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {tls}/server.crt;
+        ssl_certificate_key {tls}/server.key;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        client_max_body_size 0;          # model files and figures go up through the artifact proxy
+        proxy_request_buffering off;
+        proxy_buffering off;
+        proxy_read_timeout 600s;
+        location / {{
+            # HTTP Basic only, the one scheme MLflow's basic-auth takes: its login cache fails (500) on others.
+            if ($http_authorization !~* "^(Basic .*)?$") {{
+                return 401;
+            }}
+            proxy_pass {upstream};
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;   # 127.0.0.1: among MLflow's allowed hosts
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }}
+    }}
+}}
+"""
+
+
+def start_nginx(state: dict, root: Path) -> None:
+    """nginx (Debian's) in the foreground of its own process group, from a folder of the stack's: TLS on a
+    port of 127.0.0.1 with the stack's certificate, proxying to the MLflow server."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists():
+        raise StackError("nginx is not installed: apt-get install -y nginx")
+    prefix = root / "nginx"
+    prefix.mkdir()
+    # Its workers buffer request bodies there: as root they run as `nobody`, who may not reach the state folder.
+    temporary = Path(tempfile.mkdtemp(prefix="team-stack-nginx-"))
+    if os.geteuid() == 0:
+        shutil.chown(temporary, "nobody", "nogroup")
+    port = free_port()
+    conf = prefix / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(prefix=prefix, temporary=temporary, port=port, tls=root / "tls",
+                                      upstream=state["mlflow"]["internal_uri"]))
+    state["nginx"] = {"port": port, "temporary": str(temporary)}
+    log = prefix / "error.log"
+    command = [nginx, "-p", f"{prefix}/", "-c", str(conf), "-e", str(log),
+               "-g", f"daemon off; pid {prefix / 'nginx.pid'}; error_log {log};"]
+    run([*command[:-2], "-t", *command[-2:]], "nginx -t")
+    with open(log, "ab") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+    state["nginx"]["pid"] = process.pid
+    state["mlflow"]["uri"] = f"https://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            raise StackError(f"nginx exited {process.returncode}{last_line(log)}")
+        try:
+            with urllib.request.urlopen(state["mlflow"]["uri"] + "/health", timeout=2,
+                                        context=tls_context(state)) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    wait_until(healthy, "nginx", 30, log)
+
+
+# --- the accounts ---------------------------------------------------------------------------------
+
+def api(state: dict, root: Path, method: str, path: str, body: dict | None = None, account: str = ADMIN) -> dict:
+    """A request to the MLflow server's REST API through nginx, as ``account``; the parsed answer."""
+    import base64
+
+    token = base64.b64encode(f"{account}:{read_secret(root, f'{account}.password')}".encode()).decode()
+    request = urllib.request.Request(
+        state["mlflow"]["uri"] + path, method=method, data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json", "Authorization": f"Basic {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30, context=tls_context(state)) as response:
+            return json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        raise StackError(f"{method} {path} as {account}: HTTP {exc.code} {exc.read()[:200]!r}") from None
+
+
+def project_names() -> tuple[str, str]:
+    """The project's experiment and registered model (params.yaml, tracking)."""
+    from softmax_regression.params import load_params
+
+    tracking = load_params(PROJECT_PARAMS)["tracking"]
+    return tracking["experiment"], tracking["registered_model"]
+
+
+def create_accounts(state: dict, root: Path) -> None:
+    """As the admin: the project's experiment and registered model, the accounts ``pipeline`` and
+    ``viewer``, and pipeline's EDIT on both (viewer has READ, everyone's default). Created here, the two
+    belong to the admin: an account that created them would MANAGE them."""
+    from softmax_regression.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+
+    experiment, registered = project_names()
+    experiment_id = api(state, root, "POST", "/api/2.0/mlflow/experiments/create", {
+        "name": experiment, "tags": [{"key": EXPERIMENT_KIND_TAG, "value": EXPERIMENT_KIND}]})["experiment_id"]
+    api(state, root, "POST", "/api/2.0/mlflow/registered-models/create", {"name": registered})
+    for account in (PIPELINE, VIEWER):
+        api(state, root, "POST", "/api/2.0/mlflow/users/create",
+            {"username": account, "password": read_secret(root, f"{account}.password")})
+    for resource_type, resource_id in (("experiment", experiment_id), ("registered_model", registered)):
+        api(state, root, "POST", "/api/3.0/mlflow/users/permissions/grant", {
+            "username": PIPELINE, "resource_type": resource_type, "resource_id": resource_id, "permission": "EDIT"})
+    state["auth"].update(experiment=experiment, experiment_id=experiment_id, registered_model=registered)
 
 
 def stop_process_group(pid: int | None, timeout: float = 20) -> None:
@@ -279,10 +509,16 @@ def run(cmd: list[str], what: str) -> None:
 
 
 def env_lines(state: dict) -> list[str]:
+    """What points a clone at the stack: the server, the CA to trust, the pipeline's account (its password
+    by the file that holds it, never the password itself) and the DVC remote."""
     ssh = state["ssh"]
     url = f"ssh://{ssh['user']}@127.0.0.1:{ssh['port']}{ssh['remote']}"
+    password_file = Path(state["auth"]["dir"]) / f"{PIPELINE}.password"
     return [
         f"export MLFLOW_TRACKING_URI={state['mlflow']['uri']}",
+        f"export MLFLOW_TRACKING_SERVER_CERT_PATH={state['tls']['ca']}",
+        f"export MLFLOW_TRACKING_USERNAME={PIPELINE}",
+        f'export MLFLOW_TRACKING_PASSWORD="$(cat {password_file})"',
         f"dvc remote add -d team {url}",
         f"dvc remote modify --local team keyfile {ssh['keyfile']}",
     ]
@@ -301,7 +537,8 @@ def save_state(root: Path, state: dict) -> None:
 
 
 def up(root: Path) -> dict:
-    if (root / STATE_FILE).exists() and alive(json.loads((root / STATE_FILE).read_text()).get("mlflow", {}).get("pid")):
+    if (root / STATE_FILE).exists() and any(alive(json.loads((root / STATE_FILE).read_text()).get(name, {}).get("pid"))
+                                            for name in ("mlflow", "nginx")):
         raise StackError(f"a team stack is running from {root} already (`make team-stack-down` stops it)")
     if root.exists():
         shutil.rmtree(root)
@@ -309,7 +546,11 @@ def up(root: Path) -> dict:
     state: dict = {}
     try:
         start_postgres(state, root)
+        write_secrets(state, root)
+        make_certificates(state, root)
         start_mlflow(state, root)
+        start_nginx(state, root)
+        create_accounts(state, root)
         start_sshd(state, root)
     except BaseException:
         down(root, state)
@@ -321,7 +562,8 @@ def up(root: Path) -> dict:
 def down(root: Path, state: dict | None = None) -> None:
     state = state if state is not None else load_state(root)
     errors = []
-    for stop in (lambda: stop_process_group(state.get("mlflow", {}).get("pid")),
+    for stop in (lambda: stop_process_group(state.get("nginx", {}).get("pid")),
+                 lambda: stop_process_group(state.get("mlflow", {}).get("pid")),
                  lambda: stop_process_group(state.get("ssh", {}).get("pid")),
                  lambda: stop_postgres(state)):
         try:
@@ -330,6 +572,8 @@ def down(root: Path, state: dict | None = None) -> None:
             errors.append(str(exc))
     if state.get("ssh"):
         distrust_host_key(state["ssh"]["known_hosts_line"])
+    if state.get("nginx", {}).get("temporary"):
+        shutil.rmtree(state["nginx"]["temporary"], ignore_errors=True)
     if state.get("postgres") and not Path(state["postgres"]["dir"]).is_relative_to(root):
         shutil.rmtree(state["postgres"]["dir"], ignore_errors=True)
         state["postgres"]["dir"] = ""
@@ -358,12 +602,13 @@ def stack_errors(command):
     return run
 
 
-@main.command("up", help="Start PostgreSQL, the MLflow server and the SSH server; print how to use them.")
+@main.command("up", help="Start PostgreSQL, the MLflow server behind nginx and the SSH server; print how to use them.")
 @root_option
 @stack_errors
 def up_command(root: Path) -> None:
     state = up(root.resolve())
-    click.echo("# the team stack is up; in a clone of the project:")
+    click.echo(f"# the team stack is up: {state['mlflow']['uri']} (accounts {', '.join(ACCOUNTS)}; passwords in "
+               f"{state['auth']['dir']}); in a clone of the project:")
     for line in env_lines(state):
         click.echo(line)
 
@@ -386,7 +631,7 @@ def restart_mlflow_command(root: Path) -> None:
     root = root.resolve()
     state = load_state(root)
     stop_process_group(state["mlflow"]["pid"])
-    start_mlflow(state, root, state["mlflow"]["port"])
+    start_mlflow(state, root, state["mlflow"]["port"])  # on its port: nginx proxies there
     save_state(root, state)
     click.echo(f"export MLFLOW_TRACKING_URI={state['mlflow']['uri']}")
 

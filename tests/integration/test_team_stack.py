@@ -1,11 +1,13 @@
 """The team set-up, for real: `deploy/team_stack.py` starts PostgreSQL, an MLflow server on it with proxied
-artifacts, and an SSH server holding a DVC remote, all on 127.0.0.1; the pipeline, a parallel sweep, a
-teammate's clone and a server that goes away are run against it."""
+artifacts and accounts (MLflow's basic-auth app), nginx terminating TLS in front of it, and an SSH server
+holding a DVC remote, all on 127.0.0.1; the pipeline, a parallel sweep, a teammate's clone, each account's
+rights and a server that goes away are run against it."""
 
 import errno
 import json
 import os
 import re
+import shutil
 import signal
 import stat
 import sys
@@ -14,8 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import psutil
 import pytest
+from PIL import Image
 from test_tracking import assert_champion_predicts_classes, assert_pipeline_tracked
 
 from deploy import team_stack  # noqa: E402  (support puts the project on sys.path)
@@ -33,24 +37,38 @@ class Stack:
     root: Path
     state: dict
     lines: list[str]
-    """What `up` printed: the three lines that point a clone at the stack."""
+    """What `up` printed: the lines that point a clone at the stack."""
     env: dict
-    """A clean environment with HOME where `up` trusted the SSH host key and MLFLOW_TRACKING_URI set."""
+    """A clean environment with HOME where `up` trusted the SSH host key, and what the printed `export` lines
+    set: the server's URI, the CA to trust, the pipeline's account and its password."""
 
     @property
     def uri(self) -> str:
         return self.state["mlflow"]["uri"]
 
     def client(self) -> mlflow.MlflowClient:
+        """A client of this process, as the account the module runs as (``viewer``: see :func:`stack`)."""
         return mlflow.MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+    def password(self, account: str) -> str:
+        return (self.root / "auth" / f"{account}.password").read_text().strip()
 
     def pids(self) -> list[int]:
         postmaster = Path(self.state["postgres"]["dir"]) / "data" / "postmaster.pid"
-        return [self.state["mlflow"]["pid"], self.state["ssh"]["pid"], int(postmaster.read_text().split()[0])]
+        return [self.state["mlflow"]["pid"], self.state["nginx"]["pid"], self.state["ssh"]["pid"],
+                int(postmaster.read_text().split()[0])]
+
+
+def exported(lines: list[str], cwd: Path, env: dict) -> dict:
+    """What the printed ``export`` lines set, run by bash as a user pastes them."""
+    out = run(["bash", "-c", "\n".join(lines) + "\nenv -0"], cwd, env).stdout
+    after = dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
+    return {key: value for key, value in after.items() if key.startswith("MLFLOW_TRACKING_")}
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
+    """The stack from `make team-stack-up`; this process's own MLflow client talks to it as ``viewer``."""
     base = tmp_path_factory.mktemp("team")
     home = base / "home"  # the stack trusts its SSH host key in ~/.ssh/known_hosts: this HOME's
     home.mkdir()
@@ -59,19 +77,25 @@ def stack(tmp_path_factory):
     output = run([*MAKE, "team-stack-up", f"STACK_DIR={root}"], base, env).stdout
     state = json.loads((root / "stack.json").read_text())
     lines = [line for line in output.splitlines() if not line.startswith("#")]
-    yield Stack(root, state, lines, {**env, "MLFLOW_TRACKING_URI": state["mlflow"]["uri"]})
+    client_env = exported([line for line in lines if line.startswith("export ")], base, env)
+    stack = Stack(root, state, lines, {**env, **client_env})
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {**client_env, "MLFLOW_TRACKING_USERNAME": "viewer",
+                           "MLFLOW_TRACKING_PASSWORD": stack.password("viewer")}.items():
+            mp.setenv(key, value)
+        yield stack
     run([*MAKE, "team-stack-down", f"STACK_DIR={root}"], base, env, check=False)
 
 
 @pytest.fixture(scope="module")
 def team_project(stack, tmp_path_factory, system_data_dir):
     """A copy of the project (offline, the chapter's 10 epochs, a 30-iteration baseline) pointed at the stack by
-    the three printed lines; the whole pipeline ran."""
+    the printed lines; the whole pipeline ran, as the ``pipeline`` account."""
     project = fast_copy(tmp_path_factory.mktemp("team-project") / "project")
     set_param(project, "train.epochs", 10)
     set_param(project, "baseline.max_iter", 30)  # as test_tracking's server project: good enough to check
-    export, remote_add, remote_keyfile = stack.lines
-    assert export == f"export MLFLOW_TRACKING_URI={stack.uri}"
+    remote_add, remote_keyfile = stack.lines[4:]
+    assert stack.env["MLFLOW_TRACKING_URI"] == stack.uri and stack.env["MLFLOW_TRACKING_USERNAME"] == "pipeline"
     run(remote_add.split(), project, stack.env)
     run(remote_keyfile.split(), project, stack.env)
     run(["git", "commit", "-qam", "the team's remote"], project)
@@ -83,24 +107,31 @@ def team_project(stack, tmp_path_factory, system_data_dir):
     return project
 
 
-def test_up_prints_three_lines_and_every_component_listens_on_loopback_only(stack):
-    ssh = stack.state["ssh"]
+def test_up_prints_the_lines_and_every_component_listens_on_loopback_only(stack):
+    ssh, auth = stack.state["ssh"], stack.root / "auth"
     assert stack.lines == [
-        f"export MLFLOW_TRACKING_URI=http://127.0.0.1:{stack.state['mlflow']['port']}",
+        f"export MLFLOW_TRACKING_URI=https://127.0.0.1:{stack.state['nginx']['port']}",
+        f"export MLFLOW_TRACKING_SERVER_CERT_PATH={stack.root / 'tls' / 'ca.crt'}",
+        "export MLFLOW_TRACKING_USERNAME=pipeline",
+        f'export MLFLOW_TRACKING_PASSWORD="$(cat {auth / "pipeline.password"})"',
         f"dvc remote add -d team ssh://{ssh['user']}@127.0.0.1:{ssh['port']}{ssh['remote']}",
         f"dvc remote modify --local team keyfile {ssh['keyfile']}",
     ]
-    ports = {stack.state[name]["port"] for name in ("postgres", "mlflow", "ssh")}
+    assert stack.env["MLFLOW_TRACKING_PASSWORD"] == stack.password("pipeline")
+    ports = {stack.state[name]["port"] for name in ("postgres", "mlflow", "nginx", "ssh")}
     listening = [c for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port in ports]
     assert {c.laddr.port for c in listening} == ports
     assert {c.laddr.ip for c in listening} == {"127.0.0.1"}
-    postmaster = psutil.Process(stack.pids()[2])
+    postmaster = psutil.Process(stack.pids()[3])
     assert postmaster.username() != "root" and "postgres" in postmaster.name()
     # the SSH server takes the key and nothing else
     sshd_config = (stack.root / "ssh" / "sshd_config").read_text()
     assert "PasswordAuthentication no" in sshd_config and "KbdInteractiveAuthentication no" in sshd_config
-    # the backend store's password is not on any command line
-    assert "postgresql://" not in " ".join(psutil.Process(stack.state["mlflow"]["pid"]).cmdline())
+    # every secret is a file only its owner reads, in a folder only its owner enters
+    assert stat.S_IMODE(auth.stat().st_mode) == 0o700
+    for name in ("admin.password", "pipeline.password", "viewer.password", "secret_key", "basic_auth.ini"):
+        assert stat.S_IMODE((auth / name).stat().st_mode) == 0o600, name
+    assert stat.S_IMODE((stack.root / "tls" / "server.key").stat().st_mode) == 0o600
 
 
 def test_the_pipeline_lands_in_postgresql_and_the_proxied_artifact_store(stack, team_project):
@@ -129,6 +160,147 @@ def test_the_pipeline_lands_in_postgresql_and_the_proxied_artifact_store(stack, 
     assert_champion_predicts_classes(stack.uri, team_project)
 
 
+# --- who gets in --------------------------------------------------------------------------------------------------
+
+def request(stack: Stack, path: str, headers: dict | None = None, body: bytes | None = None) -> tuple[int, bytes]:
+    """(status, body) of a request through nginx (a POST where ``body`` is given), the stack's CA trusted."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    context = ssl.create_default_context(cafile=stack.state["tls"]["ca"])
+    req = urllib.request.Request(stack.uri + path, data=body, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30, context=context) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def basic(user: str, password: str) -> dict:
+    import base64
+
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+PROTECTED = ("/api/2.0/mlflow/experiments/search?max_results=1",  # the REST API
+             "/ajax-api/2.0/mlflow/experiments/search?max_results=1",  # the UI's API
+             "/api/2.0/mlflow-artifacts/artifacts",  # the artifact proxy
+             "/")  # the UI
+
+
+def test_no_credentials_a_wrong_password_or_a_forged_session_are_refused_everywhere(stack):
+    import base64
+    import hashlib
+    import hmac
+
+    # a Flask session cookie signed with a guessed key, and one for a user name only
+    forged = base64.urlsafe_b64encode(b'{"_user_id":"admin"}').decode().rstrip("=") + ".Zx9aQw." + \
+        base64.urlsafe_b64encode(hmac.new(b"guess", b"x", hashlib.sha1).digest()).decode().rstrip("=")
+    refused = {"nothing": {}, "a wrong password": basic("viewer", "not-the-password-at-all"),
+               "an unknown user": basic("mallory", stack.password("viewer")),
+               "another's password": basic("admin", stack.password("viewer")),
+               "a forged session": {"Cookie": f"session={forged}"},
+               "an expired session and no password": {"Cookie": "session=.eJyrVkrOzytJzSvJzEvNi09MSalUslJKSU3KTc0r"},
+               "a bearer token": {"Authorization": "Bearer " + stack.password("pipeline")}}
+    for path in PROTECTED:
+        for what, headers in refused.items():
+            status, body = request(stack, path, headers)
+            assert status == 401, (path, what, status)
+            assert b"You are not authenticated" in body or what == "a bearer token"  # nginx's own 401 page
+        assert request(stack, path, basic("viewer", stack.password("viewer")))[0] == 200, path
+    # an account cannot be made without the admin's password: not anonymously, not by another account
+    new = json.dumps({"username": "mallory", "password": "x" * 20}).encode()
+    for headers, status in (({}, 401), (basic("pipeline", stack.password("pipeline")), 403)):
+        assert request(stack, "/api/2.0/mlflow/users/create", {"Content-Type": "application/json", **headers},
+                       new)[0] == status
+    assert request(stack, "/health")[0] == 200  # the one public route: the load balancer's probe
+
+
+def test_plain_http_and_an_untrusted_certificate_do_not_get_through(stack):
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    port = stack.state["nginx"]["port"]
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=1",
+                               timeout=10)
+        raise AssertionError("plain HTTP got through")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 400 and b"plain HTTP request was sent to HTTPS port" in exc.read()
+    with pytest.raises(urllib.error.URLError) as untrusted:  # the system's CAs do not know the stack's
+        urllib.request.urlopen(stack.uri + "/health", timeout=10, context=ssl.create_default_context())
+    assert isinstance(untrusted.value.reason, ssl.SSLCertVerificationError)
+    # the server itself listens where only this machine (nginx) reaches it
+    assert stack.state["mlflow"]["internal_uri"] == f"http://127.0.0.1:{stack.state['mlflow']['port']}"
+
+
+def registry_state(client) -> tuple:
+    """What the viewer must not be able to change: the runs, the versions and the alias."""
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    versions = client.search_model_versions(f"name = '{REGISTERED}'")
+    return (sorted((r.info.run_id, r.info.status, r.info.lifecycle_stage, len(r.data.metrics)) for r in runs),
+            sorted(str(v.version) for v in versions),
+            str(client.get_model_version_by_alias(REGISTERED, "champion").version))
+
+
+def test_the_viewer_reads_everything_and_changes_nothing(stack, team_project, tmp_path):
+    """As ``viewer`` (this process's account): every read works, the champion loads and predicts; every write
+    is refused with 403, and the server holds afterwards exactly what it held before."""
+    from mlflow.exceptions import MlflowException
+
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "viewer"
+    client = stack.client()
+    before = registry_state(client)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.implementation = 'scratch'")
+    scratch = runs[0]
+    assert client.get_metric_history(scratch.info.run_id, "val_acc")
+    downloaded = Path(client.download_artifacts(scratch.info.run_id, "checkpoint/scratch.pt", str(tmp_path)))
+    assert downloaded.read_bytes() == (team_project / "models/scratch.pt").read_bytes()
+    assert_champion_predicts_classes(stack.uri, team_project)
+    champion = client.get_model_version_by_alias(REGISTERED, "champion")
+
+    writes = {
+        "create a run": lambda: client.create_run(experiment.experiment_id),
+        "log a metric": lambda: client.log_metric(scratch.info.run_id, "val_acc", 1.0),
+        "register a version": lambda: client.create_model_version(REGISTERED, champion.source, scratch.info.run_id),
+        "move @champion": lambda: client.set_registered_model_alias(REGISTERED, "champion", "1"),
+        "delete @champion": lambda: client.delete_registered_model_alias(REGISTERED, "champion"),
+        "delete a run": lambda: client.delete_run(scratch.info.run_id),
+        "tag a run as the champion": lambda: client.set_tag(scratch.info.run_id, "champion", "true"),
+    }
+    for what, write in writes.items():
+        with pytest.raises(MlflowException) as refused:
+            write()
+        assert refused.value.error_code == "PERMISSION_DENIED" or "403" in str(refused.value), (what, refused.value)
+    assert registry_state(client) == before
+    assert str(client.get_model_version_by_alias(REGISTERED, "champion").version) == str(champion.version)
+
+
+def test_a_stage_with_wrong_credentials_fails_before_training_in_one_line(stack, team_project):
+    for env, said in (({**stack.env, "MLFLOW_TRACKING_PASSWORD": "not-the-password-at-all"},
+                       f"train: error: MLflow tracking server {stack.uri} refused the credentials of 'pipeline' "
+                       "(HTTP 401); check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"),
+                      ({k: v for k, v in stack.env.items() if k not in ("MLFLOW_TRACKING_USERNAME",
+                                                                       "MLFLOW_TRACKING_PASSWORD")},
+                       f"train: error: MLflow tracking server {stack.uri} asks for credentials (HTTP 401); set "
+                       "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"),
+                      ({k: v for k, v in stack.env.items() if k != "MLFLOW_TRACKING_SERVER_CERT_PATH"},
+                       f"train: error: MLflow tracking server {stack.uri}: its TLS certificate is not trusted")):
+        started = time.monotonic()
+        result = run([sys.executable, "-m", "pipeline", "train", "--model", "scratch", "--no-progress"],
+                     team_project, env, check=False)
+        elapsed = time.monotonic() - started
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines() == [result.stderr.strip()] and \
+            result.stderr.strip().startswith(said), result.stderr
+        assert "epoch" not in result.stderr and elapsed < 60  # before any training
+    assert run(["git", "status", "--porcelain"], team_project).stdout == ""
+
+
 def test_push_to_the_ssh_remote_then_a_teammates_clone_pulls_and_logs_into_the_server(stack, team_project,
                                                                                       tmp_path):
     run(["dvc", "push"], team_project, stack.env)
@@ -137,7 +309,7 @@ def test_push_to_the_ssh_remote_then_a_teammates_clone_pulls_and_logs_into_the_s
     clone = tmp_path / "teammate"
     run(["git", "clone", "-q", str(team_project), str(clone)], tmp_path)
     assert not (clone / ".dvc" / "cache").exists() and not (clone / "models").exists()
-    run(stack.lines[2].split(), clone, stack.env)  # the key stays out of git: config.local
+    run(stack.lines[5].split(), clone, stack.env)  # the key stays out of git: config.local
     run(["dvc", "pull"], clone, stack.env)
     output = run(["dvc", "repro"], clone, stack.env).stdout
     assert stages_skipped(output) == STAGES and stages_ran(output) == []
@@ -220,7 +392,7 @@ def test_the_server_going_away_mid_pipeline_fails_fast_in_one_line_and_repro_com
             repro.kill()
     error = [line for line in (team_project.parent / "repro.err").read_text().splitlines() if ": error:" in line]
     assert code != 0 and waited < 30, waited
-    assert len(error) == 1 and "127.0.0.1" in error[0] and str(stack.state["mlflow"]["port"]) in error[0], error
+    assert len(error) == 1 and stack.uri in error[0], error
     # no DVC out is half-written: each is absent or whole, and no temporary is left
     assert not list(team_project.rglob(".*.tmp"))
     for out in ("models/scratch.pt", "models/concise.pt"):
@@ -238,13 +410,73 @@ def test_the_server_going_away_mid_pipeline_fails_fast_in_one_line_and_repro_com
     run(["dvc", "checkout", "--force"], team_project, stack.env)
 
 
+def test_an_emptied_artifact_store_is_found_and_the_champion_registered_again(stack, team_project):
+    """The server's proxied artifact folder loses every object while PostgreSQL keeps the records: loading the
+    champion names the version and its lost files, and `dvc repro -f` of evaluate and report logs the runs again
+    from the model files, registers the champion again and serves it."""
+    client = stack.client()
+    before = client.get_model_version_by_alias(REGISTERED, "champion")
+    artifacts = Path(stack.state["mlflow"]["artifacts"])
+    for child in artifacts.iterdir():
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+    image = team_project.parent / "item.png"
+    Image.fromarray(np.load(team_project / "data/processed/test_images.npy")[0].reshape(28, 28)).save(image)
+    predict = [str(VENV_BIN / "fmnist-predict"), f"models:/{REGISTERED}@champion", str(image)]
+    lost = run(predict, team_project, stack.env, check=False)
+    assert lost.returncode == 1 and "Traceback" not in lost.stderr
+    (line,) = lost.stderr.strip().splitlines()
+    assert (f"version {before.version} of {REGISTERED} lost its files (MLmodel, python_model.pkl, artifacts/model.pt "
+            "missing from mlflow-artifacts:/") in line and "`dvc repro -f evaluate`" in line, line
+
+    result = run(["dvc", "repro", "-f", "-s", "evaluate", "report"], team_project, stack.env)
+    said = result.stdout + result.stderr
+    for kind in ("scratch", "concise", "baseline"):
+        assert re.search(rf"evaluate: run \w+ of the {kind} model lost its files \(checkpoint/{kind}\.pt, ", said), said
+    after = client.get_model_version_by_alias(REGISTERED, "champion")
+    assert int(after.version) > int(before.version)
+    assert (f"{REGISTERED} version {before.version} lost its files (MLmodel, python_model.pkl, artifacts/model.pt "
+            f"missing from mlflow-artifacts:/") in said
+    assert f"registered its model file again as version {after.version} and moved @champion" in said, said
+    assert after.tags["model_sha256"] == before.tags["model_sha256"]
+    assert client.get_model_version(REGISTERED, before.version).tags["files_missing"]
+    assert list(artifacts.rglob("MLmodel")) and list(artifacts.rglob("report.html"))
+    assert_champion_predicts_classes(stack.uri, team_project)
+    assert run(predict, team_project, stack.env).stdout.startswith(f"{image}: ")
+    assert run(["dvc", "status", "--json"], team_project, stack.env).stdout.strip() == "{}"
+
+
+def secrets_of(stack: Stack) -> dict[str, str]:
+    found = {account: stack.password(account) for account in ("admin", "pipeline", "viewer")}
+    found["secret key"] = (stack.root / "auth" / "secret_key").read_text().strip()
+    found["database password"] = re.search(r"mlflow:([^@]+)@", stack.state["postgres"]["uri"]).group(1)
+    return found
+
+
+def test_no_secret_is_on_a_command_line_in_the_repository_or_in_a_log(stack, team_project):
+    secrets = secrets_of(stack)
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        line = " ".join(process.info["cmdline"] or [])
+        for what, secret in secrets.items():
+            assert secret not in line, f"the {what} is on the command line of process {process.info['pid']}"
+    tracked = run(["git", "ls-files", "-co", "--exclude-standard"], team_project).stdout.split()
+    files = [team_project / name for name in tracked] + [team_project / ".dvc" / "config.local"]
+    logs = [*stack.root.rglob("*.log"), *Path(stack.state["postgres"]["dir"]).rglob("*.log")]
+    assert logs, "the stack wrote no log"
+    for path in [*files, *logs]:
+        if path.is_file():
+            text = path.read_bytes()
+            for what, secret in secrets.items():
+                assert secret.encode() not in text, f"the {what} is in {path}"
+
+
 def test_down_stops_everything(stack):
     pids = stack.pids()
     run([*MAKE, "team-stack-down", f"STACK_DIR={stack.root}"], stack.root.parent, stack.env)
     time.sleep(0.5)
     alive = [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
     assert alive == []
-    ports = {stack.state[name]["port"] for name in ("postgres", "mlflow", "ssh")}
+    ports = {stack.state[name]["port"] for name in ("postgres", "mlflow", "nginx", "ssh")}
     assert not [c for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port in ports]
     home_known_hosts = Path(stack.env["HOME"]) / ".ssh" / "known_hosts"
     assert "softmax-regression-team-stack" not in home_known_hosts.read_text()
@@ -390,10 +622,33 @@ def test_the_database_password_file_is_0600_from_its_first_byte(tmp_path, monkey
     monkeypatch.setattr(team_stack.os, "geteuid", lambda: 1000)  # as a user: the database under the state folder
     state = {}
     team_stack.start_postgres(state, tmp_path)
-    assert commands == ["initdb", "pg_ctl start", "createdb"]
+    assert commands == ["initdb", "pg_ctl start", "createdb", "createdb"]  # the runs' database, the accounts'
     password_file = tmp_path / "postgres" / "password"
     assert password_file.stat().st_mode & 0o7777 == 0o600
     password = password_file.read_text().strip()
     assert len(password) == 32 and f"mlflow:{password}@" in state["postgres"]["uri"]
+    assert state["postgres"]["auth_uri"].endswith(f"mlflow:{password}@127.0.0.1:{state['postgres']['port']}/mlflow_auth")
     assert modes_when_synced == [(0o600, 33)]
     assert sorted(p.name for p in password_file.parent.iterdir()) == ["password"]
+
+
+def test_every_secret_of_the_accounts_is_0600_from_its_first_byte_in_a_0700_folder(tmp_path, umask_0,
+                                                                                     modes_when_synced):
+    """The passwords, the secret key and MLflow's auth config (which holds the database URI with its password,
+    a ``%`` in it doubled for configparser)."""
+    import configparser
+
+    state = {"postgres": {"auth_uri": "postgresql://mlflow:pa%25ss@127.0.0.1:5432/mlflow_auth"}}
+    team_stack.write_secrets(state, tmp_path)
+    auth = tmp_path / "auth"
+    assert stat.S_IMODE(auth.stat().st_mode) == 0o700
+    assert sorted(p.name for p in auth.iterdir()) == ["admin.password", "basic_auth.ini", "pipeline.password",
+                                                      "secret_key", "viewer.password"]
+    assert len(modes_when_synced) == 5 and all(mode == 0o600 for mode, _ in modes_when_synced), modes_when_synced
+    passwords = {p.read_text().strip() for p in auth.glob("*.password")}
+    assert len(passwords) == 3 and all(len(p) >= 12 for p in passwords)  # MLflow's minimum
+    config = configparser.ConfigParser()
+    config.read(auth / "basic_auth.ini")
+    assert config["mlflow"]["database_uri"] == "postgresql+psycopg://mlflow:pa%25ss@127.0.0.1:5432/mlflow_auth"
+    assert config["mlflow"]["admin_password"] == (auth / "admin.password").read_text().strip()
+    assert config["mlflow"]["default_permission"] == "READ"
