@@ -4,17 +4,22 @@ Scores scratch, concise and (with evaluate.baseline) the baseline. Writes
 reports/eval/metrics.json (DVC metrics: test accuracy, mean loss and macro F1,
 and validation accuracy, per model), reports/eval/per_class.csv (precision /
 recall / F1 per class), reports/eval/confusion/<model>.csv (actual vs
-predicted class: DVC's confusion plot) and reports/eval/confusion_png/<model>.png
-(counts in the cells) and reports/eval/worked.json (the chapter's worked
-examples, computed with the scratch model on the test split).
+predicted class: DVC's confusion plot), reports/eval/confusion_png/<model>.png
+(counts in the cells), reports/eval/worked.json (the chapter's worked
+examples, computed with the scratch model on the test split) and the
+calibration of each model's probabilities on the test split: ECE, MCE and
+the Brier score in metrics.json with the temperature fitted on the validation
+split and the ECE it leaves, reports/eval/reliability/<model>.csv (DVC's
+reliability plot) and reports/eval/reliability_png/<model>.png.
 
-Logs the test metrics, per-class metrics and confusion matrix into each
-model's MLflow run, found in the current store by the model file's SHA-256
+Logs the test metrics, per-class metrics (one-vs-rest ECE among them), the
+confusion matrix and the reliability diagram into each model's MLflow run, found in the current store by the model file's SHA-256
 (tag model_sha256) and created from the model file where the store has none;
 the metrics also on the run's classifier (the pyfunc that predicts classes,
 logged by the train stage). Registers the classifier of the model with the
 best validation accuracy as a version of <tracking.registered_model> and
-moves the alias @champion to it only if it beats the current champion. The outputs are
+moves the alias @champion to it only if it beats the current champion; the version carries its
+temperature (tag ``temperature``: `fmnist-predict --calibrated`). The outputs are
 renamed into place together after the runs are logged, and the registry is
 touched only after that: an evaluate that fails changes neither.
 """
@@ -23,11 +28,13 @@ import logging
 
 import click
 import mlflow
+import numpy as np
 import pandas as pd
 import torch
 
 from softmax_regression import CHAPTER_KINDS, CLASS_NAMES, MODEL_KINDS, tracking
 from softmax_regression.atomic import StagedOutputs
+from softmax_regression.calibration import Calibration, calibrate, reliability_csv
 from softmax_regression.dataset import Split, load_split
 from softmax_regression.metrics import (
     Evaluation,
@@ -37,7 +44,7 @@ from softmax_regression.metrics import (
     predictions_csv,
 )
 from softmax_regression.models import LoadedModel, load_model
-from softmax_regression.plots import confusion_matrix_figure, figure_png_bytes
+from softmax_regression.plots import confusion_matrix_figure, figure_png_bytes, reliability_figure
 from softmax_regression.worked import worked_examples
 
 from . import paths
@@ -50,9 +57,17 @@ log = logging.getLogger(__name__)
 PARAMS = ("evaluate", "tracking")
 
 
-def accuracy_on(model: LoadedModel, split: Split) -> float:
-    predicted = model.predict_proba(torch.from_numpy(split.images)).argmax(dim=1).numpy()
-    return round(float((predicted == split.labels).mean()), 6)
+def probabilities_on(model: LoadedModel, split: Split) -> np.ndarray:
+    return model.predict_proba(torch.from_numpy(split.images)).numpy()
+
+
+def accuracy_of(probabilities: np.ndarray, split: Split) -> float:
+    return round(float((probabilities.argmax(axis=1) == split.labels).mean()), 6)
+
+
+def reliability_png(name: str, c: Calibration) -> bytes:
+    return figure_png_bytes(reliability_figure(
+        c.reliability, c.calibrated, f"{name}: reliability on the test set ({c.bins} bins; T = {c.temperature:.3f})"))
 
 
 def confusion_png(e: Evaluation) -> bytes:
@@ -61,15 +76,23 @@ def confusion_png(e: Evaluation) -> bytes:
         crop=False)
 
 
-def log_evaluation(run: ModelRun, e: Evaluation, val_accuracy: float, figure: bytes) -> None:
-    """Test metrics, per-class metrics, the confusion figure and its table, into the model's run; the metrics
-    also on the run's classifier, where it has one."""
+def metric_name(class_name: str) -> str:
+    return class_name.replace(" ", "_").replace("-", "_")
+
+
+def log_evaluation(run: ModelRun, e: Evaluation, c: Calibration, val_accuracy: float, figure: bytes,
+                   reliability: bytes) -> None:
+    """Test metrics, calibration, per-class metrics, the confusion and reliability figures and the confusion
+    table, into the model's run; the metrics also on the run's classifier, where it has one."""
     with tracking.tracked_run(run_id=run.run_id):
-        mlflow.log_metrics({**e.summary(), "val_accuracy": val_accuracy}, model_id=run.classifier_id)
-        mlflow.log_metrics({f"test_{metric}_{row['class'].replace(' ', '_').replace('-', '_')}": row[metric]
-                            for row in e.per_class_rows() for metric in ("precision", "recall", "f1")},
-                           model_id=run.classifier_id)
+        mlflow.log_metrics({**e.summary(), **c.summary(), "val_accuracy": val_accuracy}, model_id=run.classifier_id)
+        per_class = {f"test_{metric}_{metric_name(row['class'])}": row[metric]
+                     for row in e.per_class_rows() for metric in ("precision", "recall", "f1")}
+        per_class.update({f"test_ece_{metric_name(name)}": round(float(ece), 6)
+                          for name, ece in zip(CLASS_NAMES, c.per_class_ece)})
+        mlflow.log_metrics(per_class, model_id=run.classifier_id)
         tracking.log_bytes(figure, "figures/confusion_matrix.png")
+        tracking.log_bytes(reliability, "figures/reliability.png")
         tracking.log_table(pd.DataFrame(e.confusion, index=list(CLASS_NAMES), columns=list(CLASS_NAMES))
                            .rename_axis("true").reset_index(), "confusion_matrix.json")
         mlflow.log_text(per_class_csv([e]), "per_class.csv")
@@ -88,11 +111,14 @@ def main(params_path: str) -> None:
     val = load_split(paths.PROCESSED_DIR, "val")
     models = {kind: load_model(paths.model_path(kind)) for kind in kinds}
 
-    evaluations = [evaluate_probabilities(kind, model.predict_proba(torch.from_numpy(test.images)).numpy(),
-                                          test.labels)
-                   for kind, model in models.items()]
-    val_accuracy = {kind: accuracy_on(model, val) for kind, model in models.items()}
+    test_probabilities = {kind: probabilities_on(model, test) for kind, model in models.items()}
+    val_probabilities = {kind: probabilities_on(model, val) for kind, model in models.items()}
+    evaluations = [evaluate_probabilities(kind, test_probabilities[kind], test.labels) for kind in models]
+    val_accuracy = {kind: accuracy_of(val_probabilities[kind], val) for kind in models}
+    calibrations = {kind: calibrate(test_probabilities[kind], test.labels, val_probabilities[kind], val.labels,
+                                    params["evaluate"]["calibration_bins"]) for kind in models}
     figures = {e.name: confusion_png(e) for e in evaluations}
+    reliability_pngs = {kind: reliability_png(kind, c) for kind, c in calibrations.items()}
     scratch = models["scratch"]
     worked = worked_examples(*scratch.model.weights(), test.images, test.labels,
                              standardization=scratch.standardization)
@@ -100,23 +126,31 @@ def main(params_path: str) -> None:
     runs = model_runs(experiment_id, kinds, test.images, params_path)
     with StagedOutputs() as outputs:
         tables, pngs = outputs.directory(paths.CONFUSION_DIR), outputs.directory(paths.CONFUSION_PNG_DIR)
+        bins, diagrams = outputs.directory(paths.RELIABILITY_DIR), outputs.directory(paths.RELIABILITY_PNG_DIR)
         for e in evaluations:
             (tables / f"{e.name}.csv").write_text(predictions_csv(e, test.labels))
             (pngs / f"{e.name}.png").write_bytes(figures[e.name])
+            (bins / f"{e.name}.csv").write_text(reliability_csv(calibrations[e.name]))
+            (diagrams / f"{e.name}.png").write_bytes(reliability_pngs[e.name])
         outputs.write_text(paths.PER_CLASS_CSV, per_class_csv(evaluations))
-        outputs.write_json(paths.EVAL_METRICS, {e.name: {**e.summary(), "val_accuracy": val_accuracy[e.name]}
+        outputs.write_json(paths.EVAL_METRICS, {e.name: {**e.summary(), **calibrations[e.name].summary(),
+                                                         "val_accuracy": val_accuracy[e.name]}
                                                 for e in evaluations})
         outputs.write_json(paths.WORKED_JSON, worked)
         for e in evaluations:
-            log_evaluation(runs[e.name], e, val_accuracy[e.name], figures[e.name])
+            log_evaluation(runs[e.name], e, calibrations[e.name], val_accuracy[e.name], figures[e.name],
+                           reliability_pngs[e.name])
         outputs.commit()
     for e in evaluations:
-        log.info("%s: test accuracy %.4f, loss %.4f, macro F1 %.4f; val accuracy %.4f", e.name, e.accuracy, e.loss,
-                 float(e.f1.mean()), val_accuracy[e.name])
+        c = calibrations[e.name]
+        log.info("%s: test accuracy %.4f, loss %.4f, macro F1 %.4f, ECE %.4f (%.4f at T = %.3f); val accuracy %.4f",
+                 e.name, e.accuracy, e.loss, float(e.f1.mean()), c.ece, c.calibrated.ece(), c.temperature,
+                 val_accuracy[e.name])
     # What others see of this stage (a new registered version, the champion alias) comes last, once
     # the outputs are in place.
     best = best_by_validation(val_accuracy)
-    crown_champion(runs[best], val_accuracy[best], params["tracking"]["registered_model"], test.images)
+    crown_champion(runs[best], val_accuracy[best], params["tracking"]["registered_model"], test.images,
+                   calibrations[best].temperature)
 
 
 if __name__ == "__main__":

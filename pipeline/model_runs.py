@@ -111,11 +111,18 @@ def model_runs(experiment_id: str, kinds: tuple[str, ...], example_images: np.nd
     return runs
 
 
-def crown_champion(run: ModelRun, val_accuracy: float, registered_name: str, example_images: np.ndarray):
+def crown_champion(run: ModelRun, val_accuracy: float, registered_name: str, example_images: np.ndarray,
+                   temperature: float):
     """Register the model file of ``run`` as a version of ``registered_name``; ``@champion`` moves to it only
-    if it beats the current champion's validation accuracy (see ``register_and_promote``)."""
-    from softmax_regression.mlflow_models import register_and_promote
+    if it beats the current champion's validation accuracy (see ``register_and_promote``). The version
+    carries the temperature fitted on validation (tag ``temperature``), which calibrated predictions apply."""
+    import mlflow
+
+    from softmax_regression.mlflow_models import TEMPERATURE_TAG, register_and_promote
 
     model_uri = run.classifier.model_uri if run.classifier is not None else None
-    return register_and_promote(run.checkpoint, input_example(example_images), registered_name, run.run_id,
-                                val_accuracy, model_uri)
+    decision = register_and_promote(run.checkpoint, input_example(example_images), registered_name, run.run_id,
+                                    val_accuracy, model_uri)
+    mlflow.MlflowClient().set_model_version_tag(registered_name, decision.version, TEMPERATURE_TAG,
+                                                repr(float(temperature)))
+    return decision

@@ -37,6 +37,10 @@ WORKED_JSON = EVAL_DIR / "worked.json"
 """The chapter's worked examples, computed with the scratch model's weights on the test split."""
 CONFUSION_PNG_DIR = EVAL_DIR / "confusion_png"
 """``<model>.png`` heatmaps with counts in the cells."""
+RELIABILITY_DIR = EVAL_DIR / "reliability"
+"""``<model>.csv`` of confidence bins: accuracy against mean confidence, before and after temperature scaling."""
+RELIABILITY_PNG_DIR = EVAL_DIR / "reliability_png"
+"""``<model>.png`` reliability diagrams."""
 
 REPORT_HTML = REPORT_DIR / "report.html"
 

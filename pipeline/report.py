@@ -3,8 +3,8 @@
 Writes reports/report/report.html (self-contained: every image embedded),
 reports/report/summary.md and the figures beside them in reports/report/figures/:
 predictions on the first test images, the most confident mistakes, both
-models' training curves, the confusion matrices, per-class F1 and the
-chapter's regression-loss figure.
+models' training curves, the confusion matrices, the reliability diagrams
+(calibration), per-class F1 and the chapter's regression-loss figure.
 
 Logs the page into each scored model's MLflow run, found in the current store
 by the model file's SHA-256 (and created from the model file where the store
@@ -21,6 +21,7 @@ import numpy as np
 
 from softmax_regression import CHAPTER_KINDS, CLASS_NAMES, tracking
 from softmax_regression.atomic import StagedOutputs
+from softmax_regression.calibration import read_reliability_csv, verdict
 from softmax_regression.dataset import Split, load_split
 from softmax_regression.history import EpochRecord, read_history_csv
 from softmax_regression.metrics import (
@@ -69,6 +70,8 @@ class ReportInputs:
     confidence: np.ndarray
     confusion_pngs: dict[str, bytes]
     preview_png: bytes
+    calibration: dict[str, tuple[bytes, str]]
+    """Each model's reliability diagram and the sentence saying what it shows."""
 
 
 def read_inputs() -> ReportInputs:
@@ -89,6 +92,9 @@ def read_inputs() -> ReportInputs:
         best=best, predicted=predicted, confidence=confidence,
         confusion_pngs={name: (paths.CONFUSION_PNG_DIR / f"{name}.png").read_bytes() for name in metrics},
         preview_png=paths.PREVIEW_PNG.read_bytes(),
+        calibration={name: ((paths.RELIABILITY_PNG_DIR / f"{name}.png").read_bytes(), verdict(
+            name, *paths.read_output(paths.RELIABILITY_DIR / f"{name}.csv", read_reliability_csv, "evaluate"),
+            values["temperature"])) for name, values in metrics.items()},
     )
 
 
@@ -131,7 +137,8 @@ def main(params_path: str) -> None:
 
     figures = draw_figures(inputs, cfg["n_images"], cfg["n_mistakes"])
     page, summary = report_page(INTRO, inputs.metrics, inputs.histories, inputs.best, inputs.per_class,
-                                inputs.worked, figures, inputs.confusion_pngs, inputs.preview_png)
+                                inputs.worked, figures, inputs.confusion_pngs, inputs.preview_png,
+                                inputs.calibration)
 
     with StagedOutputs() as outputs:
         folder = outputs.directory(paths.REPORT_DIR)

@@ -45,6 +45,11 @@ LOSS_RTOL = 1e-3
 """Largest relative difference of a loss: a loss moves far less than an accuracy when weights move by
 :data:`WEIGHT_TOLERANCE` (it is smooth in them, while an accuracy counts argmax flips)."""
 
+MCE_BAND = 0.05
+"""Largest difference of a maximum calibration error: the worst bin's gap, and a bin of a few dozen images
+moves by a few hundredths per prediction that flips. The expected calibration error weighs each bin by its
+images, so one flip moves it by at most 1/n: it takes :data:`ACCURACY_BAND`, as the Brier score does."""
+
 IDENTICAL, WITHIN, DRIFT = "identical", "within tolerance", "drift"
 OUTCOMES = (IDENTICAL, WITHIN, DRIFT)
 """From best to worst: an out's outcome is the worst of its files'."""
@@ -72,9 +77,11 @@ def md5_hex(data: bytes) -> str:
 def number_tolerance(name: str) -> tuple[str, float] | None:
     """How a number named ``name`` may move: ``("abs", band)``, ``("rel", rtol)``, or None (exactly)."""
     lowered = name.lower()
-    if "acc" in lowered or "f1" in lowered:
+    if "mce" in lowered:
+        return "abs", MCE_BAND
+    if "acc" in lowered or "f1" in lowered or "ece" in lowered or "brier" in lowered:
         return "abs", ACCURACY_BAND
-    if "loss" in lowered:
+    if "loss" in lowered or "temperature" in lowered:  # smooth in the weights
         return "rel", LOSS_RTOL
     return None
 

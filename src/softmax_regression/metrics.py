@@ -123,7 +123,7 @@ def read_per_class_csv(text: str) -> list[dict]:
     return rows
 
 
-SCORES = ("test_accuracy", "val_accuracy")
+SCORES = ("test_accuracy", "val_accuracy", "temperature")
 """What a model's entry in the metrics file must hold for the report."""
 
 

@@ -36,6 +36,7 @@ from .artifact_checks import (
     listing,
     version_location,
 )
+from .calibration import with_temperature
 from .checksums import sha256_hex
 from .errors import one_line
 from .features import Standardization, fold_into_linear
@@ -48,6 +49,8 @@ CHAMPION_ALIAS = "champion"
 CHAMPION_TAG = "champion"
 """The run tag (``champion=true``) on the champion's run, and on no other."""
 VAL_ACCURACY_TAG = "val_accuracy"
+TEMPERATURE_TAG = "temperature"
+"""The tag on a registered version: the temperature fitted on the validation split (``fmnist-predict --calibrated``)."""
 
 
 def pip_requirements() -> list[str]:
@@ -127,8 +130,13 @@ class FashionMnistClassifier(mlflow.pyfunc.PythonModel):
         return {key: value for key, value in self.__dict__.items() if key != "loaded"}
 
     def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> pd.DataFrame:
+        """One row per image; ``params={"temperature": T}`` divides the logits by ``T`` (the version's tag
+        ``temperature``: calibrated probabilities, the same classes)."""
         pixels = np.asarray(model_input, dtype=np.float32)
         probabilities = self.loaded.proba_of_scaled(torch.from_numpy(pixels.reshape(len(pixels), -1))).numpy()
+        temperature = float((params or {}).get("temperature", 1.0))
+        if temperature != 1.0:
+            probabilities = with_temperature(probabilities, temperature)
         classes = probabilities.argmax(axis=1)
         return pd.DataFrame({
             "class": classes.astype(np.int64),
@@ -310,7 +318,8 @@ def log_classifier(checkpoint_bytes: bytes, example_features: np.ndarray) -> str
         classifier.loaded = load_model(checkpoint)
         info = mlflow.pyfunc.log_model(
             name=CLASSIFIER, python_model=classifier, artifacts={"checkpoint": str(checkpoint)},
-            input_example=example, signature=mlflow.models.infer_signature(example, classifier.predict(None, example)),
+            input_example=example, signature=mlflow.models.infer_signature(
+                example, classifier.predict(None, example), params={"temperature": 1.0}),
             pip_requirements=pip_requirements(), code_paths=CODE_PATHS,
             tags={MODEL_SHA256_TAG: sha256_hex(checkpoint_bytes)},
         )
@@ -361,19 +370,36 @@ STORE_PACKAGES = {"botocore": "boto3", "boto3": "boto3", "google": "google-cloud
 """The package to install for the module an artifact store's client imports."""
 
 
-def _check_version_files(source: str) -> None:
-    """Fail naming the version and the files, where a ``models:/<name>@<alias>`` or ``models:/<name>/<n>``
-    URI resolves to a version whose artifact store lost its files (MLflow would say ``No such artifact: ''``)."""
+def registered_version(source: str):
+    """The registered version a ``models:/<name>@<alias>`` or ``models:/<name>/<n>`` URI names, or None (another
+    URI, or no such version: MLflow's own message names it when loading)."""
     rest = source[len("models:/"):] if source.startswith("models:/") else ""
     name, alias = rest.split("@", 1) if "@" in rest else (rest.rsplit("/", 1) + [""])[:2]
     if not name or not alias or name.startswith("m-"):
-        return
+        return None
     client = mlflow.MlflowClient()
     try:
-        version = (client.get_model_version(name, alias) if alias.isdigit()
-                   else client.get_model_version_by_alias(name, alias)).version
+        return client.get_model_version(name, alias) if alias.isdigit() else client.get_model_version_by_alias(name, alias)
     except mlflow.exceptions.MlflowException:
-        return  # no such version: MLflow's own message names it
+        return None
+
+
+def version_temperature(source: str) -> float:
+    """The temperature evaluate recorded on the registered version of a ``models:/`` URI (tag ``temperature``)."""
+    found = registered_version(source)
+    if found is None or TEMPERATURE_TAG not in found.tags:
+        raise ModelFileError(f"{source} carries no temperature (tag {TEMPERATURE_TAG!r}, set by evaluate): run "
+                             "`dvc repro -f evaluate` in the project, or give --temperature")
+    return float(found.tags[TEMPERATURE_TAG])
+
+
+def _check_version_files(source: str) -> None:
+    """Fail naming the version and the files, where a ``models:/`` URI resolves to a version whose artifact
+    store lost its files (MLflow would say ``No such artifact: ''``)."""
+    found = registered_version(source)
+    if found is None:
+        return
+    client, name, version = mlflow.MlflowClient(), found.name, found.version
     missing = VersionFiles(client, name).missing(version)
     if missing:
         raise ModelFileError(

@@ -157,6 +157,7 @@ SCHEMA: dict[str, dict[str, Rule]] = {
     },
     "evaluate": {
         "baseline": Rule(True, "true or false", lambda v: isinstance(v, bool)),
+        "calibration_bins": Rule(15, "an integer between 2 and 100", _int_between(2, 100)),
     },
     "report": {
         "n_images": Rule(18, "an integer between 1 and 100", _int_between(1, 100)),

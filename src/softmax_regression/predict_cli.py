@@ -20,8 +20,14 @@ from .predict import MAX_IMAGES, InputImageError, load_inputs, top_k
 @click.option("--top", "k", default=3, show_default=True, type=click.IntRange(1, 10), help="Classes to list per image.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
 @click.option("--invert", is_flag=True, help="Invert grey levels (dark object on a light background, as in photos).")
+@click.option("--calibrated", is_flag=True,
+              help="Calibrated probabilities: the temperature evaluate fitted on the validation split, from the "
+                   "registered version (models:/ URIs; tag 'temperature').")
+@click.option("--temperature", type=click.FloatRange(min=0.01, max=100.0), default=None,
+              help="Divide the logits by this temperature (a model file's is in reports/eval/metrics.json).")
 @click.option("-v", "--verbose", is_flag=True, help="Show a traceback with an unexpected error.")
-def main(model: str, images: tuple[str, ...], k: int, as_json: bool, invert: bool, verbose: bool) -> None:
+def main(model: str, images: tuple[str, ...], k: int, as_json: bool, invert: bool, calibrated: bool,
+         temperature: float | None, verbose: bool) -> None:
     """Classify IMAGES (PNG / JPEG of any size, or IDX files) with MODEL: a models/*.pt file or an
     MLflow model URI such as models:/fashion-mnist-softmax@champion (tracking server from
     MLFLOW_TRACKING_URI, else ./mlflow.db).
@@ -35,10 +41,15 @@ def main(model: str, images: tuple[str, ...], k: int, as_json: bool, invert: boo
     from .tracking import TrackingUnavailable
 
     try:
+        if calibrated and (temperature is not None or ":/" not in model):
+            raise InputImageError("--calibrated reads the temperature of a registered version (models:/...); "
+                                  "for a model file give --temperature (evaluate's is in reports/eval/metrics.json)")
         if ":/" in model:  # an MLflow model URI; mlflow is imported only for these (seconds of start-up)
-            from .mlflow_models import load_model_uri
+            from .mlflow_models import load_model_uri, version_temperature
 
             loaded = load_model_uri(model)
+            if calibrated:
+                temperature = version_temperature(model)
         else:
             loaded = load_model(model)
         inputs = []
@@ -57,6 +68,10 @@ def main(model: str, images: tuple[str, ...], k: int, as_json: bool, invert: boo
         sys.exit(1)
     pixels = torch.from_numpy(np.stack([item.pixels for item in inputs]))
     probabilities = loaded.predict_proba(pixels).numpy()
+    if temperature is not None:
+        from .calibration import with_temperature
+
+        probabilities = with_temperature(probabilities, temperature)
     ranked = top_k(probabilities, loaded.class_names, k)
     if as_json:
         click.echo(json.dumps([

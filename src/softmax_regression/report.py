@@ -8,7 +8,16 @@ from dataclasses import dataclass, field
 
 METRIC_LABELS = {"test_accuracy": "test accuracy", "test_loss": "test loss (cross-entropy)",
                  "macro_f1": "macro F1", "val_accuracy": "validation accuracy (last epoch)",
-                 "train_loss": "train loss (last epoch)"}
+                 "train_loss": "train loss (last epoch)", "test_ece": "test ECE",
+                 "test_ece_calibrated": "test ECE at temperature T", "temperature": "T (fitted on validation)",
+                 "test_brier": "test Brier score"}
+
+CALIBRATION_INTRO = (
+    "The chapter's case for softmax: outputs that are probabilities, so the model says how sure it is. "
+    "Calibrated, a predicted 0.9 is right 90% of the time. Each diagram bins the test images by the "
+    "probability of the predicted class (the count of images at the foot of each bar) and plots the accuracy in the "
+    "bin against the diagonal; the hatched part is the gap to the bin's mean confidence, the points the "
+    "accuracy after temperature scaling.")
 
 
 @dataclass
@@ -170,11 +179,13 @@ TITLE = "Softmax regression on Fashion-MNIST"
 
 def report_page(intro: str, metrics: dict[str, dict[str, float]], histories: dict, best: str,
                 per_class: list[dict], worked: str, figures: dict[str, bytes], confusion: dict[str, bytes],
-                preview: bytes) -> tuple[str, str]:
+                preview: bytes, calibration: dict[str, tuple[bytes, str]]) -> tuple[str, str]:
     """The report as ``(HTML page, Markdown summary)``: ``intro`` (HTML), the scores, the figures (by file
-    name), each model's confusion matrix, the worked examples and the data preview."""
+    name), each model's confusion matrix, its reliability diagram with a sentence on it (``calibration``),
+    the worked examples and the data preview."""
     notes = [
         f"Best model on the validation split: {best} (validation accuracy {metrics[best]['val_accuracy']:.4f}).",
+        *(sentence for _, sentence in calibration.values()),
         *(chapter_bar(kind, {"train loss": history[-1].train_loss, "train accuracy": history[-1].train_acc,
                              "test accuracy": metrics[kind]["test_accuracy"]})
           for kind, history in histories.items()),
@@ -189,6 +200,9 @@ def report_page(intro: str, metrics: dict[str, dict[str, float]], histories: dic
                 [("training curves of both models", figures["training_curves.png"])]),
         Section("Confusion matrices", "Rows: true class; columns: predicted class; counts in the cells.",
                 [(f"{name} confusion matrix", png) for name, png in confusion.items()]),
+        Section("Calibration: are the probabilities honest?",
+                " ".join([CALIBRATION_INTRO, *(sentence for _, sentence in calibration.values())]),
+                [(f"{name} reliability diagram", png) for name, (png, _) in calibration.items()]),
         Section("Per-class precision, recall and F1", table_html=per_class_table_html(per_class),
                 images=[("per-class F1", figures["per_class_f1.png"])]),
         Section("Loss functions", "The chapter's regression losses: L2, L1 and Huber's robust loss, with "

@@ -19,7 +19,8 @@ from support import run, set_param, stages_ran, stages_skipped
 
 KINDS = ("scratch", "concise")
 SCORED = (*KINDS, "baseline")
-METRIC_KEYS = {"test_accuracy", "test_loss", "macro_f1", "val_accuracy"}
+METRIC_KEYS = {"test_accuracy", "test_loss", "macro_f1", "val_accuracy", "test_ece", "test_mce", "test_brier",
+               "temperature", "test_ece_calibrated"}
 N_TEST = 10_000
 UPSTREAM = {"fetch", "preprocess", "train_scratch", "train_concise", "train_baseline"}
 
@@ -44,6 +45,32 @@ def png_size(data: bytes) -> tuple[int, int]:
         return image.size
 
 
+def test_the_reliability_outs_hold_what_the_metrics_say_and_the_report_explains_them(project):
+    """Recomputed from the test split and the models: the ECE and the temperature; the CSV's bins hold every
+    test image; the report's calibration section has each diagram and one sentence per model."""
+    from softmax_regression.calibration import calibrate, read_reliability_csv
+    from softmax_regression.models import load_model
+
+    metrics = read_metrics(project)
+    images, labels = (np.load(project / f"data/processed/test_{x}.npy") for x in ("images", "labels"))
+    val_images, val_labels = (np.load(project / f"data/processed/val_{x}.npy") for x in ("images", "labels"))
+    page = (project / "reports/report/report.html").read_text()
+    assert "Calibration: are the probabilities honest?" in page
+    for name in SCORED:
+        model = load_model(project / f"models/{name}.pt")
+        probabilities = [model.predict_proba(torch.from_numpy(x)).numpy() for x in (images, val_images)]
+        c = calibrate(probabilities[0], labels, probabilities[1], val_labels, bins=15)
+        assert metrics[name]["test_ece"] == pytest.approx(c.ece, abs=1e-6)
+        assert metrics[name]["temperature"] == pytest.approx(c.temperature, rel=1e-5)
+        before, after = read_reliability_csv((project / f"reports/eval/reliability/{name}.csv").read_text())
+        assert before.counts.sum() == after.counts.sum() == N_TEST and len(before.counts) == 15
+        assert before.ece() == pytest.approx(c.ece, abs=1e-5)
+        assert png_size((project / f"reports/eval/reliability_png/{name}.png").read_bytes())[0] > 300
+        assert re.search(rf"The {name} model is (over|under)-confident: its confidence is on average [\d.]+ points "
+                         rf"(above|below) its accuracy \(ECE {c.ece:.4f}\)", page), name
+        assert f'alt="{name} reliability diagram"' in page
+
+
 def test_metrics_json_scores_both_models_and_the_baseline(project):
     metrics = read_metrics(project)
     assert set(metrics) == set(SCORED)
@@ -54,6 +81,10 @@ def test_metrics_json_scores_both_models_and_the_baseline(project):
         assert 0.30 < values["test_loss"] < 0.60, (name, values)
         assert 0.78 < values["macro_f1"] <= values["test_accuracy"] + 0.02, (name, values)
         assert 0.80 < values["val_accuracy"] < 0.90, (name, values)
+        # softmax regression is nearly calibrated; one temperature fitted on validation does not make it worse
+        assert 0.0 < values["test_ece"] < 0.05 and values["test_ece"] <= values["test_mce"] < 0.5, (name, values)
+        assert 0.15 < values["test_brier"] < 0.35 and 0.5 < values["temperature"] < 2.0, (name, values)
+        assert values["test_ece_calibrated"] < values["test_ece"] + 0.002, (name, values)
     # a linear model solved by L-BFGS does at least as well as 10 epochs of SGD
     assert metrics["baseline"]["test_accuracy"] >= max(metrics[k]["test_accuracy"] for k in KINDS) - 0.005
 
@@ -266,7 +297,10 @@ def test_without_the_baseline_only_the_two_models_are_scored(project):
         assert "baseline" not in shown and "scratch.test_accuracy" in shown
         page = (project / "reports/report/report.html").read_text()
         assert 'data-model="baseline"' not in page and 'data-model="scratch"' in page
-        assert page.count("<img") == 8  # one confusion matrix fewer
+        assert sorted(p.name for p in (project / "reports/eval/reliability_png").iterdir()) == ["concise.png",
+                                                                                               "scratch.png"]
+        assert page.count("<img") == 10  # one confusion matrix and one reliability diagram fewer
+        assert "The baseline model is" not in page
     finally:
         run(["git", "checkout", "params.yaml"], project)
         run(["dvc", "repro"], project)

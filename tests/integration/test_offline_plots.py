@@ -62,4 +62,6 @@ def test_dvc_plots_render_offline(pipeline_project, browser, tmp_path, command):
     assert sum(i.startswith("Training_curves") for i in ids) == 1, ids
     assert sorted(i for i in ids if "confusion" in i) == [f"reports_eval_confusion_{k}_csv"
                                                           for k in ("baseline", "concise", "scratch")], ids
+    assert sorted(i for i in ids if "reliability" in i) == [f"reports_eval_reliability_{k}_csv"
+                                                            for k in ("baseline", "concise", "scratch")], ids
     assert all(p["width"] > 200 and p["height"] > 200 for p in plots), plots

@@ -49,7 +49,7 @@ def test_the_metrics_are_dvc_metrics_diffs(two_commits):
     diff = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "--all", "--json"], project).stdout)
     expected = diff["reports/eval/metrics.json"]
     cells = metric_cells(page)
-    assert len(cells) == len(expected) == 12  # 3 models x 4 metrics
+    assert len(cells) == len(expected) == 27  # 3 models x 9 metrics
     for key, values in expected.items():
         kind, metric = key.split(".")
         base, head, change = cells[(kind, metric)]

@@ -54,7 +54,7 @@ def test_shown_metrics_equal_metrics_json(opened):
     cells = browser.find_elements(By.CSS_SELECTOR, "td.metric")
     shown = {(c.get_attribute("data-model"), c.get_attribute("data-metric")): c.text for c in cells}
     for name in SCORED:
-        for metric in ("test_accuracy", "test_loss", "macro_f1"):
+        for metric in ("test_accuracy", "test_loss", "macro_f1", "test_ece", "test_ece_calibrated", "test_brier"):
             text = shown[(name, metric)]
             assert len(text.split(".")[1]) == 4, text
             assert float(text) == round(metrics[name][metric], 4), (name, metric, text)

@@ -272,6 +272,36 @@ def test_champion_loads_and_predicts_classes(store, better):
     assert better.after.versions["4"]["tags"][tracking.MODEL_SHA256_TAG] == sha256_hex(better.data)
 
 
+def test_the_champion_takes_a_temperature_and_keeps_its_classes(store, better):
+    """``params={"temperature": T}``: the probabilities of softmax(logits / T), the same classes; the registered
+    version's tag ``temperature`` (evaluate sets it) is what ``fmnist-predict --calibrated`` applies."""
+    from softmax_regression.calibration import with_temperature
+    from softmax_regression.mlflow_models import TEMPERATURE_TAG, version_temperature
+    from softmax_regression.models import ModelFileError
+
+    features = example_features(n=40, seed=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = mlflow.pyfunc.load_model(f"models:/{REGISTERED}@{CHAMPION_ALIAS}")
+    plain, warm = model.predict(features), model.predict(features, params={"temperature": 2.5})
+    np.testing.assert_array_equal(plain["class"].to_numpy(), warm["class"].to_numpy())
+    path = store.root / "champion-t.pt"
+    path.write_bytes(better.data)
+    probabilities = load_model(path).proba_of_scaled(torch.from_numpy(features)).numpy()
+    np.testing.assert_allclose(warm["probability"].to_numpy(), with_temperature(probabilities, 2.5).max(axis=1),
+                               rtol=1e-5)
+    assert (warm["probability"] < plain["probability"]).all()  # T > 1 softens every answer
+
+    uri = f"models:/{REGISTERED}@{CHAMPION_ALIAS}"
+    with pytest.raises(ModelFileError, match="carries no temperature"):
+        version_temperature(uri)
+    store.client.set_model_version_tag(REGISTERED, better.after.alias, TEMPERATURE_TAG, "1.25")
+    try:
+        assert version_temperature(uri) == 1.25
+    finally:
+        store.client.delete_model_version_tag(REGISTERED, better.after.alias, TEMPERATURE_TAG)
+
+
 WITHOUT_THE_PROJECT = r"""
 import importlib.util, json, os, sys, warnings
 # every folder that holds the package: the editable install's src/, or a clone's on PYTHONPATH

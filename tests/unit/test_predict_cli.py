@@ -183,3 +183,20 @@ def test_a_model_uri_outside_any_project_is_one_line_and_creates_no_store(tmp_pa
                                  "set MLFLOW_TRACKING_URI")
     assert "Traceback" not in line
     assert [p.name for p in tmp_path.iterdir()] == ["picture.png"]
+
+
+def test_a_temperature_changes_the_probabilities_not_the_ranking(tmp_path, picture):
+    path = tmp_path / "sharp.pt"  # weights large enough for probabilities far from uniform
+    W = initial_weights(784, 10, 0.5, torch.Generator().manual_seed(1))
+    save_model(path, build_model("scratch", W, lr=0.1), side=28, params={})
+    (plain,) = predict_json(path, picture, "--top", "10", cwd=tmp_path)
+    (warm,) = predict_json(path, picture, "--top", "10", "--temperature", "3", cwd=tmp_path)
+    assert [t["class"] for t in warm["top"]] == [t["class"] for t in plain["top"]]
+    assert warm["top"][0]["probability"] < plain["top"][0]["probability"]  # softer at both ends
+    assert warm["top"][-1]["probability"] > plain["top"][-1]["probability"]
+    assert sum(t["probability"] for t in warm["top"]) == pytest.approx(1, abs=1e-5)
+
+
+def test_calibrated_needs_a_registered_version(fresh_model, picture, tmp_path):
+    assert_one_line_error(predict(fresh_model, picture, "--calibrated", cwd=tmp_path),
+                          "--calibrated reads the temperature of a registered version", "--temperature")

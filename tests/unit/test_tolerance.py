@@ -51,7 +51,9 @@ def test_a_model_trained_with_other_params_is_drift_whatever_its_weights():
 
 
 def metrics(**changes) -> bytes:
-    values = {"scratch": {"test_accuracy": 0.8332, "macro_f1": 0.8301, "test_loss": 0.480754, "n_test": 10000}}
+    values = {"scratch": {"test_accuracy": 0.8332, "macro_f1": 0.8301, "test_loss": 0.480754, "n_test": 10000,
+                          "test_ece": 0.019075, "test_mce": 0.176854, "test_brier": 0.240104,
+                          "temperature": 0.867853, "test_ece_calibrated": 0.010977}}
     values["scratch"].update(changes)
     return json.dumps(values).encode()
 
@@ -63,6 +65,13 @@ def metrics(**changes) -> bytes:
     ({"test_loss": 0.480754 * (1 + tolerance.LOSS_RTOL / 2)}, WITHIN),
     ({"test_loss": 0.480754 * (1 + tolerance.LOSS_RTOL * 2)}, DRIFT),
     ({"n_test": 10001}, DRIFT),  # a count has no tolerance
+    ({"test_ece": 0.019075 + tolerance.ACCURACY_BAND / 2}, WITHIN),
+    ({"test_ece_calibrated": 0.010977 + tolerance.ACCURACY_BAND * 1.5}, DRIFT),
+    ({"test_brier": 0.240104 + tolerance.ACCURACY_BAND * 1.5}, DRIFT),
+    ({"test_mce": 0.176854 + tolerance.MCE_BAND / 2}, WITHIN),
+    ({"test_mce": 0.176854 + tolerance.MCE_BAND * 1.5}, DRIFT),
+    ({"temperature": 0.867853 * (1 + tolerance.LOSS_RTOL / 2)}, WITHIN),
+    ({"temperature": 0.867853 * (1 + tolerance.LOSS_RTOL * 2)}, DRIFT),
 ])
 def test_metrics_move_within_their_bands_or_drift(changes, outcome):
     assert compare_file("reports/eval/metrics.json", metrics(), metrics(**changes)).outcome == outcome
@@ -75,6 +84,11 @@ def test_history_tables_are_compared_cell_by_cell_by_their_column_names():
     drift = compare_file("reports/train/scratch_history.csv", committed, committed.replace(b"0.7922", b"0.7822"))
     assert drift.outcome == DRIFT and "val_acc (row 1)" in drift.detail
     assert compare_file("reports/train/scratch_history.csv", committed, committed[:-20]).outcome == DRIFT
+
+
+def test_reliability_tables_follow_the_models_and_metrics():
+    """Derived from the model and the test split, as the confusion tables are: no verdict of their own."""
+    assert compare_file("reports/eval/reliability/scratch.csv", b"a\n1\n", b"a\n2\n") is None
 
 
 def test_data_must_be_identical_and_a_missing_reference_is_drift_naming_dvc_pull():
