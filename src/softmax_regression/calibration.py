@@ -181,8 +181,8 @@ RELIABILITY_COLUMNS = ("bin_low", "bin_high", "count", "confidence", "accuracy",
 
 
 def reliability_csv(calibration: Calibration) -> str:
-    """One row per bin, before and after the temperature (empty cells for empty bins): DVC's plot of
-    confidence against accuracy, and what the report reads back."""
+    """One row per bin, before and after the temperature (empty cells for empty bins): a plot of confidence
+    against accuracy, and what the report reads back."""
     before, after = calibration.reliability, calibration.calibrated
 
     def cell(x: float) -> str:

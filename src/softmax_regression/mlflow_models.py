@@ -389,7 +389,7 @@ def version_temperature(source: str) -> float:
     found = registered_version(source)
     if found is None or TEMPERATURE_TAG not in found.tags:
         raise ModelFileError(f"{source} carries no temperature (tag {TEMPERATURE_TAG!r}, set by evaluate): run "
-                             "`dvc repro -f evaluate` in the project, or give --temperature")
+                             "the project's evaluate stage again, or give --temperature")
     return float(found.tags[TEMPERATURE_TAG])
 
 
@@ -404,8 +404,9 @@ def _check_version_files(source: str) -> None:
     if missing:
         raise ModelFileError(
             f"cannot load {source}: version {version} of {name} lost its files ({listing(missing)} missing from "
-            f"{version_location(client, name, version)}); `dvc repro -f evaluate` in the project registers its "
-            f"model files again and moves @{CHAMPION_ALIAS} to a version that has them")
+            f"{version_location(client, name, version)}); run the project's evaluate stage again (forced: "
+            f"its inputs did not change) to register its model files again and move @{CHAMPION_ALIAS} to a version "
+            "that has them")
 
 
 def load_model_uri(source: str, root: str | Path = ".") -> LoadedModel:

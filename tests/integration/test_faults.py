@@ -371,7 +371,7 @@ def test_a_lost_artifact_store_is_found_and_the_runs_and_champion_rebuilt(built)
     assert line.startswith(f"fmnist-predict: error: cannot load models:/fashion-mnist-softmax@champion: version "
                            f"{champion} of fashion-mnist-softmax lost its files (MLmodel, python_model.pkl, "
                            f"artifacts/model.pt missing from file://{built}/mlruns/"), line
-    assert "`dvc repro -f evaluate`" in line
+    assert "run the project's evaluate stage again (forced" in line
 
     result = run(["dvc", "repro", "-f", "-s", "evaluate", "report"], built)
     said = result.stdout + result.stderr

@@ -427,7 +427,7 @@ def test_an_emptied_artifact_store_is_found_and_the_champion_registered_again(st
     assert lost.returncode == 1 and "Traceback" not in lost.stderr
     (line,) = lost.stderr.strip().splitlines()
     assert (f"version {before.version} of {REGISTERED} lost its files (MLmodel, python_model.pkl, artifacts/model.pt "
-            "missing from mlflow-artifacts:/") in line and "`dvc repro -f evaluate`" in line, line
+            "missing from mlflow-artifacts:/") in line and "run the project's evaluate stage again (forced" in line, line
 
     result = run(["dvc", "repro", "-f", "-s", "evaluate", "report"], team_project, stack.env)
     said = result.stdout + result.stderr

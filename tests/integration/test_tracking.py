@@ -127,7 +127,7 @@ def assert_pipeline_tracked(client: mlflow.MlflowClient, project: Path) -> None:
         assert history[-1].value == pytest.approx(metrics[kind]["val_accuracy"], abs=1e-6)
         assert "history.csv" in {a.path for a in client.list_artifacts(r.info.run_id)}
         figures = {a.path for a in client.list_artifacts(r.info.run_id, "figures")}
-        assert figures == {"figures/training_curves.png", "figures/confusion_matrix.png"}
+        assert figures == {"figures/training_curves.png", "figures/confusion_matrix.png", "figures/reliability.png"}
     assert runs["baseline"].data.params["baseline.C"] == "1.0"
 
     # the champion: the best validation accuracy, and the only run tagged champion

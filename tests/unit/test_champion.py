@@ -523,7 +523,7 @@ def test_a_champion_whose_files_are_lost_hands_on_the_title_and_its_file_registe
         message = str(lost.value)
         assert "\n" not in message
         assert f"version 1 of {name} lost its files (MLmodel, python_model.pkl, artifacts/model.pt missing from " \
-               f"{location})" in message and "`dvc repro -f evaluate`" in message
+               f"{location})" in message and "run the project's evaluate stage again (forced" in message
 
         again = new_run(store, "a-again", files["a"])  # what evaluate does for a run whose files are gone
         with caplog.at_level(logging.WARNING, logger="softmax_regression.mlflow_models"):
