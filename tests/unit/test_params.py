@@ -22,7 +22,7 @@ DEFAULTS = {
         "seed": 0, "device": "cpu", "loss": "cross_entropy", "schedule": "constant",
     },
     "baseline": {"C": 1.0, "tol": 0.001, "max_iter": 1000},
-    "evaluate": {"baseline": True},
+    "evaluate": {"baseline": True, "calibration_bins": 15},
     "report": {"n_images": 18, "n_mistakes": 18},
     "tracking": {"experiment": "fashion-mnist-softmax", "registered_model": "fashion-mnist-softmax"},
 }
@@ -158,6 +158,9 @@ BAD_VALUES = [
     ("data.system_dir", ["/usr"], "a directory path or null"),
     ("evaluate.baseline", "yes", "true or false"),
     ("evaluate.baseline", 1, "true or false"),
+    ("evaluate.calibration_bins", 1, "an integer between 2 and 100"),
+    ("evaluate.calibration_bins", 15.0, "an integer between 2 and 100"),
+    ("evaluate.calibration_bins", 101, "an integer between 2 and 100"),
     ("tracking.experiment", "", EXPERIMENT_NAMES),
     ("tracking.experiment", "   ", EXPERIMENT_NAMES),
     ("tracking.registered_model", 7, MODEL_NAMES),
