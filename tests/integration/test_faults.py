@@ -438,7 +438,7 @@ def test_failed_repro_names_dvc_checkout_and_checkout_restores(built):
     ("reports/eval/metrics.json", '{"concise": {"test_accuracy": 0.8, "val_accuracy": 0.8}}', "report", (),
      "is damaged (ValueError: no scores of scratch)"),
     ("reports/eval/metrics.json", '{"scratch": {}, "concise": {}}', "report", (),
-     "is damaged (ValueError: scratch lacks test_accuracy or val_accuracy)"),
+     "is damaged (ValueError: scratch lacks test_accuracy or val_accuracy or temperature)"),
     ("data/processed/test_labels.npy", "not an array", "report", (), "is damaged"),
     ("data/processed/val_images.npy", "", "evaluate", (), "is damaged (No data left in file)"),
     ("reports/eval/per_class.csv", "model,class\nx", "report", (), "is damaged"),
