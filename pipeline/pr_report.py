@@ -38,7 +38,8 @@ from .tolerance import DvcCache
 
 log = logging.getLogger(__name__)
 
-METRICS = ("test_accuracy", "test_loss", "macro_f1", "val_accuracy")
+METRICS = ("test_accuracy", "test_loss", "macro_f1", "val_accuracy", "test_ece", "test_mce", "test_brier", "temperature",
+           "test_ece_calibrated")
 """Every metric evaluate writes per model, in the report's order."""
 
 
