@@ -127,8 +127,9 @@ def check_chosen() -> None:
     if not portable_here():
         return
     wrong = [f"{lib} runs {got} (expected {EXPECTED[lib]})" for lib, got in chosen().items() if got != EXPECTED[lib]]
-    wrong += [f"{name} is {os.environ.get(name)!r} (expected {value!r})"
-              for name, value in pinned_environment(os.environ).items() if os.environ.get(name) != value]
+    pinned = pinned_environment(os.environ)
+    wrong += [f"{name} is {os.environ.get(name)!r} (expected {pinned[name]!r})"
+              for name in PINNED_NAMES if os.environ.get(name) != pinned[name]]
     if wrong:
         raise KernelsNotPinned(f"numeric kernels not pinned: {', '.join(wrong)}; run stages as "
                                f"`python -m pipeline STAGE`, which sets {', '.join(PINNED_NAMES)} before they load")

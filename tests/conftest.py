@@ -1,6 +1,7 @@
 import ast
 import functools
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,25 @@ def env():
 
 
 @pytest.fixture(scope="session")
+def empty_store_file(tmp_path_factory) -> Path:
+    """An ``mlflow.db`` as ``tracking.configure`` creates it in an empty folder: MLflow takes a second or more to
+    create its tables, so a test's store starts as a copy of this one."""
+    from support import tracking_store
+
+    root = tmp_path_factory.mktemp("empty-store")
+    with tracking_store(root):
+        pass
+    return root / "mlflow.db"
+
+
+@pytest.fixture
+def store_root(tmp_path, empty_store_file) -> Path:
+    """``tmp_path`` holding an empty store, as ``tracking_store(tmp_path)`` would create it."""
+    shutil.copyfile(empty_store_file, tmp_path / "mlflow.db")
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
 def pipeline_project(tmp_path_factory, system_data_dir):
     """A real `git clone` of the project's HEAD on which the README's pipeline command ran once.
 
@@ -70,30 +90,61 @@ def pipeline_project(tmp_path_factory, system_data_dir):
     return project, result.stdout
 
 
-def build_fast_project(tmp_path_factory, name: str) -> tuple:
-    """A copy (2 epochs, a 10-iteration baseline) where the whole pipeline ran once, dvc.lock committed
-    (as `dvc exp run` needs). Returns (project, output of that first `dvc repro`)."""
+@pytest.fixture(scope="session")
+def shared_root(tmp_path_factory, worker_id) -> Path:
+    """A folder all xdist workers of this session share (each worker's own basetemp is one level down)."""
+    base = tmp_path_factory.getbasetemp()
+    return base if worker_id == "master" else base.parent
+
+
+@pytest.fixture(scope="session")
+def fast_build(shared_root, system_data_dir) -> tuple[Path, str]:
+    """A copy of the project (2 epochs, a 10-iteration baseline) where the whole pipeline ran once, dvc.lock
+    committed (as `dvc exp run` needs): built once per session, by whichever worker needs it first, and never
+    changed afterwards. Tests take copies of it (:func:`fast_copy_of_build`). Returns (project, output of that
+    first `dvc repro`)."""
+    import fcntl
+
     from support import fast_copy, run
 
-    project = fast_copy(tmp_path_factory.mktemp(name) / "project")
-    first = run(["dvc", "repro"], project)
-    run(["git", "add", "dvc.lock"], project)
-    run(["git", "commit", "-qm", "pipeline ran"], project)
-    return project, first.stdout
+    home = shared_root / "fast-build"
+    home.mkdir(exist_ok=True)
+    project, output = home / "project", home / "first-repro.txt"
+    with open(home / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other worker waits here while one builds
+        if not output.is_file():
+            shutil.rmtree(project, ignore_errors=True)  # a build that failed half-way
+            fast_copy(project)
+            first = run(["dvc", "repro"], project)
+            run(["git", "add", "dvc.lock"], project)
+            run(["git", "commit", "-qm", "pipeline ran"], project)
+            output.write_text(first.stdout)
+    return project, output.read_text()
+
+
+def fast_copy_of_build(fast_build: tuple[Path, str], dest: Path) -> tuple[Path, str]:
+    """A copy of the session's fast build at ``dest`` (big files hard-linked, see ``support.link_or_copy``), its
+    MLflow store pointed at the copy's own ``mlruns/`` as a stage of the copy would point it."""
+    from softmax_regression import tracking
+    from support import link_or_copy
+
+    project = Path(shutil.copytree(fast_build[0], dest, symlinks=True, copy_function=link_or_copy))
+    tracking.relocate_copied_store(f"sqlite:///{project / 'mlflow.db'}", project)
+    return project, fast_build[1]
 
 
 @pytest.fixture(scope="session")
-def fast_project(tmp_path_factory, system_data_dir):
-    """:func:`build_fast_project`, shared by the tests of reruns, experiments and remotes: each puts back
+def fast_project(tmp_path_factory, fast_build):
+    """A copy of :func:`fast_build`, shared by the tests of reruns, experiments and remotes: each puts back
     what it changes (params.yaml, outs, .dvc/config)."""
-    return build_fast_project(tmp_path_factory, "fast")
+    return fast_copy_of_build(fast_build, tmp_path_factory.mktemp("fast") / "project")
 
 
 @pytest.fixture(scope="session")
-def fault_project(tmp_path_factory, system_data_dir):
-    """The same as ``fast_project``, built apart for the fault and teammate tests, so that under xdist they
-    run beside the experiments instead of after them. They copy it, or put back what they change."""
-    return build_fast_project(tmp_path_factory, "fault")
+def fault_project(tmp_path_factory, fast_build):
+    """Another copy of :func:`fast_build`, for the fault and teammate tests, so that under xdist they run beside
+    the experiments instead of after them. They copy it, or put back what they change."""
+    return fast_copy_of_build(fast_build, tmp_path_factory.mktemp("fault") / "project")
 
 SHARED_PROJECTS = ("pipeline_project", "fast_project", "fault_project")
 """The session fixtures that build a whole pipeline: under xdist (`make test`), each is built once."""

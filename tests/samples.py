@@ -22,3 +22,18 @@ def save_model(path: str | Path, model, side: int, params: dict, standardization
     from softmax_regression.models import model_bytes
 
     Path(path).write_bytes(model_bytes(model, side, params, standardization))
+
+
+def write_regzipped(files: dict[str, bytes], directory: Path) -> Path:
+    """``files`` gzipped into ``directory`` with another mtime, file name and level in the header than any
+    release's: the content verifies, the gzip bytes differ."""
+    import gzip
+    import io
+
+    for name, content in files.items():
+        buf = io.BytesIO()
+        with gzip.GzipFile(filename=f"not-{name}", mode="wb", fileobj=buf, mtime=1_234_567_890,
+                           compresslevel=1) as gz:
+            gz.write(content)
+        (directory / f"{name}.gz").write_bytes(buf.getvalue())
+    return directory

@@ -214,3 +214,36 @@ def tracking_store(root: Path):
             yield uri
         finally:
             mlflow.set_tracking_uri(previous)
+
+
+@contextlib.contextmanager
+def clean_environment():
+    """``os.environ`` as :func:`support.clean_env` makes it for a process, for the block (the processes started
+    in it inherit it); afterwards as it was."""
+    import pytest
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):
+            mp.delenv(name)
+        for name, value in clean_env().items():
+            mp.setenv(name, value)
+        yield
+
+
+@contextlib.contextmanager
+def dvc_repo(project: Path, init: bool = False):
+    """The DVC repository at ``project`` (``init``: after `dvc init`) through DVC's Python API, in ``project`` (its
+    paths, ``dvc.yaml`` first, are relative to the working directory, as on the command line) and in the
+    environment of :func:`support.clean_env`, which the stages it runs inherit."""
+    import warnings
+
+    import pytest
+    from dvc.repo import Repo
+
+    with clean_environment(), pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # DVC's, which its command line does not show either
+        mp.chdir(project)
+        if init:
+            Repo.init(str(project)).close()
+        with Repo(str(project)) as repo:
+            yield repo

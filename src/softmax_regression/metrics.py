@@ -127,9 +127,9 @@ SCORES = ("test_accuracy", "val_accuracy", "temperature")
 """What a model's entry in the metrics file must hold for the report."""
 
 
-def read_scores_json(text: str) -> dict[str, dict]:
+def read_scores_json(text: str, required: tuple[str, ...] = SCORES) -> dict[str, dict]:
     """The metrics file's scores of each model, in :data:`MODEL_KINDS` order; both of the chapter's models
-    must be there (the baseline is optional: ``evaluate.baseline``)."""
+    must be there (the baseline is optional: ``evaluate.baseline``), each with the ``required`` numbers."""
     scored = json.loads(text)
     if not isinstance(scored, dict):
         raise ValueError(f"a mapping of models expected, not {type(scored).__name__}")
@@ -138,8 +138,10 @@ def read_scores_json(text: str) -> dict[str, dict]:
         raise ValueError(f"no scores of {', '.join(missing)}")
     metrics = {name: scored[name] for name in MODEL_KINDS if name in scored}
     for name, values in metrics.items():
-        if not isinstance(values, dict) or not all(isinstance(values.get(key), (int, float)) for key in SCORES):
-            raise ValueError(f"{name} lacks {' or '.join(SCORES)}")
+        lacking = [key for key in required
+                   if not isinstance(values, dict) or not isinstance(values.get(key), (int, float))]
+        if lacking:
+            raise ValueError(f"{name} lacks {', '.join(lacking)}")
     return metrics
 
 

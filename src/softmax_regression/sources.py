@@ -13,8 +13,10 @@ import logging
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from tqdm.auto import tqdm
 
@@ -44,6 +46,39 @@ RAW_SIZES = {
 GZIP_SLACK = 1 << 16
 """What a gzip file may exceed its content by (header and stored blocks)."""
 
+
+@dataclass(frozen=True)
+class Release:
+    """The files a fetch must deliver: per file name, the SHA-256 and the size of its decompressed bytes.
+
+    The fetch functions verify against the release they are given rather than
+    against module constants, so that one code path serves the official files
+    (:data:`FASHION_MNIST`) and any other set pinned the same way, such as the
+    tiny synthetic release the unit tests write.
+    """
+
+    sha256: Mapping[str, str]
+    """SHA-256 of each decompressed file, in the order every source reads them."""
+    sizes: Mapping[str, int]
+    """Size of each decompressed file: a download is cut off beyond it (plus GZIP_SLACK), and so is decompression."""
+
+    def __post_init__(self) -> None:
+        if list(self.sha256) != list(self.sizes):
+            raise ValueError(f"a release pins the same files by SHA-256 and by size: {list(self.sha256)} "
+                             f"against {list(self.sizes)}")
+        # read-only copies: a caller's dict changed later cannot change what is verified
+        object.__setattr__(self, "sha256", MappingProxyType(dict(self.sha256)))
+        object.__setattr__(self, "sizes", MappingProxyType(dict(self.sizes)))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The file names, in the order every source reads them."""
+        return tuple(self.sha256)
+
+
+FASHION_MNIST = Release(sha256=RAW_SHA256, sizes=RAW_SIZES)
+"""The official Fashion-MNIST release: what every fetch delivers unless told otherwise."""
+
 HOW_TO_GET_DATA = (
     "install the system copy with `apt-get install -y dataset-fashion-mnist`, or set "
     "data.local_dir in params.yaml to a directory holding the four Fashion-MNIST IDX files (.gz or not)"
@@ -66,29 +101,30 @@ class FetchResult:
     """Why each earlier source was passed over."""
 
 
-def verified(name: str, content: bytes, origin: str) -> bytes:
-    """``content`` if its SHA-256 is the official one for ``name``, else SourceFailed."""
+def verified(name: str, content: bytes, origin: str, release: Release = FASHION_MNIST) -> bytes:
+    """``content`` if its SHA-256 is the one ``release`` pins for ``name``, else SourceFailed."""
     digest = sha256_hex(content)
-    if digest != RAW_SHA256[name]:
-        raise SourceFailed(f"{origin}: {name} has SHA-256 {digest[:12]}..., expected {RAW_SHA256[name][:12]}...")
+    expected = release.sha256[name]
+    if digest != expected:
+        raise SourceFailed(f"{origin}: {name} has SHA-256 {digest[:12]}..., expected {expected[:12]}...")
     return content
 
 
-def read_directory(directory: str | Path) -> dict[str, bytes]:
-    """The four verified files from a directory holding them plain or gzipped; a directory or file that
-    cannot be read fails this source only, so the next one is tried."""
+def read_directory(directory: str | Path, release: Release = FASHION_MNIST) -> dict[str, bytes]:
+    """The verified files of ``release`` from a directory holding them plain or gzipped; a directory or
+    file that cannot be read fails this source only, so the next one is tried."""
     try:
-        return _read_directory(Path(directory))
+        return _read_directory(Path(directory), release)
     except OSError as exc:
         where = exc.filename or directory
         raise SourceFailed(f"{where}: cannot be read ({exc.strerror or exc})") from None
 
 
-def _read_directory(directory: Path) -> dict[str, bytes]:
+def _read_directory(directory: Path, release: Release) -> dict[str, bytes]:
     if not directory.is_dir():
         raise SourceFailed(f"{directory}: no such directory")
     files = {}
-    for name in RAW_SHA256:
+    for name in release.names:
         candidates = [directory / name, directory / f"{name}.gz"]
         for candidate in candidates:  # checked before opening: a named pipe without a writer blocks forever
             kind = not_a_regular_file(candidate)
@@ -97,13 +133,13 @@ def _read_directory(directory: Path) -> dict[str, bytes]:
         path = next((p for p in candidates if p.is_file()), None)
         if path is None:
             raise SourceFailed(f"{directory}: {name}[.gz] missing")
-        if path.stat().st_size > RAW_SIZES[name] + GZIP_SLACK:
+        if path.stat().st_size > release.sizes[name] + GZIP_SLACK:
             raise SourceFailed(f"{path}: {path.stat().st_size} bytes, more than {name} can be")
         try:
-            content = decompress_if_gzip(path.read_bytes(), str(path), max_size=RAW_SIZES[name])
+            content = decompress_if_gzip(path.read_bytes(), str(path), max_size=release.sizes[name])
         except IdxError as exc:
             raise SourceFailed(str(exc)) from None
-        files[name] = verified(name, content, str(directory))
+        files[name] = verified(name, content, str(directory), release)
     return files
 
 
@@ -165,30 +201,30 @@ def download(url: str, timeout: float, retries: int, progress: bool = True, max_
 
 
 def read_mirror(base_url: str, timeout: float, retries: int, progress: bool = True,
-                deadline: float | None = None) -> dict[str, bytes]:
-    """The four verified files downloaded from a mirror of the official ``.gz`` files.
+                deadline: float | None = None, release: Release = FASHION_MNIST) -> dict[str, bytes]:
+    """The verified files of ``release`` downloaded from a mirror of its ``.gz`` files.
 
     Each download is bounded by ``deadline`` and by the file's own size (its
     decompressed size plus gzip's slack), and so is its decompression.
     """
     base = base_url if base_url.endswith("/") else base_url + "/"
     files = {}
-    for name in RAW_SHA256:
+    for name in release.names:
         url = f"{base}{name}.gz"
         body = download(url, timeout=timeout, retries=retries, progress=progress,
-                        max_bytes=RAW_SIZES[name] + GZIP_SLACK, deadline=deadline)
+                        max_bytes=release.sizes[name] + GZIP_SLACK, deadline=deadline)
         try:
-            content = decompress_if_gzip(body, url, max_size=RAW_SIZES[name])
+            content = decompress_if_gzip(body, url, max_size=release.sizes[name])
         except IdxError as exc:
             raise SourceFailed(str(exc)) from None
-        files[name] = verified(name, content, url)
+        files[name] = verified(name, content, url, release)
     return files
 
 
-def raw_is_complete(raw_dir: str | Path) -> bool:
-    """Whether ``raw_dir`` already holds the four verified, decompressed files."""
+def raw_is_complete(raw_dir: str | Path, release: Release = FASHION_MNIST) -> bool:
+    """Whether ``raw_dir`` already holds the verified, decompressed files of ``release``."""
     raw_dir = Path(raw_dir)
-    for name, digest in RAW_SHA256.items():
+    for name, digest in release.sha256.items():
         path = raw_dir / name
         if not path.is_file() or sha256_hex(path.read_bytes()) != digest:
             return False
@@ -204,22 +240,25 @@ def fetch_fashion_mnist(
     retries: int = 2,
     progress: bool = True,
     deadline: float | None = None,
+    release: Release = FASHION_MNIST,
 ) -> FetchResult:
-    """Put the four verified, decompressed IDX files into ``raw_dir``, from the first source that has them.
+    """Put the verified, decompressed IDX files of ``release`` into ``raw_dir``, from the first source that
+    has them.
 
     ``raw_dir`` is replaced as a whole or not at all.
     """
     raw_dir = Path(raw_dir)
-    if raw_is_complete(raw_dir):
+    if raw_is_complete(raw_dir, release):
         return FetchResult(source=f"{raw_dir} (already fetched)")
     skipped = [f"{raw_dir}: not fetched yet"]
     attempts: list[tuple[str, object]] = []
     attempts.append((f"system copy {system_dir}" if system_dir else "system copy (data.system_dir unset)",
-                     (lambda: read_directory(system_dir)) if system_dir else None))
+                     (lambda: read_directory(system_dir, release)) if system_dir else None))
     attempts.append((f"data.local_dir {local_dir}" if local_dir else "data.local_dir (unset)",
-                     (lambda: read_directory(local_dir)) if local_dir else None))
+                     (lambda: read_directory(local_dir, release)) if local_dir else None))
     for mirror in mirrors:
-        attempts.append((f"mirror {mirror}", lambda m=mirror: read_mirror(m, timeout, retries, progress, deadline)))
+        attempts.append((f"mirror {mirror}",
+                         lambda m=mirror: read_mirror(m, timeout, retries, progress, deadline, release)))
     for label, attempt in attempts:
         if attempt is None:
             skipped.append(f"{label}: not set")

@@ -25,9 +25,10 @@ def splits(system_data_dir):
     return make_splits(split("train"), split("t10k"), val_size=5000, seed=0)
 
 
-def accuracy_on(test, fitted) -> float:
+def correct_on(test, fitted) -> int:
+    """How many test images the fitted model classifies right (counted, so no float rounding enters)."""
     logits = as_softmax_regression(fitted).logits(scale_pixels(test.images))
-    return float((logits.argmax(dim=1).numpy() == test.labels).mean())
+    return int((logits.argmax(dim=1).numpy() == test.labels).sum())
 
 
 def fit(features: np.ndarray, labels: np.ndarray):
@@ -48,10 +49,10 @@ def test_inputs_that_differ_in_the_last_bit_give_the_same_test_accuracy(splits):
     every_pixel[nonzero] = np.nextafter(X[nonzero], np.float32(2))
     reference = fit(X, train.labels)
     assert reference.n_iter_.max() < DEFAULTS["max_iter"], "the default fit should stop at its tolerance"
-    base = accuracy_on(test, reference)
-    assert base > 0.84  # the linear model solved properly: the Fashion-MNIST paper's 0.842
+    base = correct_on(test, reference)
+    assert base > 0.84 * len(test.labels)  # the linear model solved properly: the Fashion-MNIST paper's 0.842
     for perturbed in (one_pixel, every_pixel):
-        assert abs(accuracy_on(test, fit(perturbed, train.labels)) - base) <= 0.0005
+        assert abs(correct_on(test, fit(perturbed, train.labels)) - base) <= 5
 
 
 def test_the_centred_fit_is_the_uncentred_model_and_takes_raw_pixels(splits):

@@ -10,6 +10,7 @@ pull request is the project's last commit: its base is the commit before.
 
 import json
 import os
+import re
 import shutil
 import sys
 
@@ -76,41 +77,66 @@ def gitlab_commands(config: dict, name: str) -> list[str]:
     return [*setup.get("before_script", []), *job["script"]]
 
 
-@pytest.fixture(scope="module")
-def pull_request(tmp_path_factory, system_data_dir):
-    """A fresh clone of the project whose last commit is the pull request; ``origin/ci-base`` is its base."""
-    origin = clone_project(tmp_path_factory.mktemp("forge") / "origin")
+UNIT_SELECTION = "tests/unit/test_tolerance.py tests/unit/test_params.py"
+"""What the replayed `make test-fast` step runs (``UNIT_TESTS``, Makefile): the replay proves the step runs
+the unit tests and fails when they fail; `make test` runs every unit test anyway."""
+
+
+@pytest.fixture
+def pull_request(tmp_path, pipeline_project):
+    """A fresh clone of the project whose last commit is the pull request; ``origin/ci-base`` is its base.
+
+    Its DVC cache holds, hard-linked, what the session's ``pipeline_project`` built from the same commit, as
+    a runner's cache would: the jobs' `make pipeline` then checks every out out of DVC's run cache instead of
+    training again. The rebuild from nothing in a fresh clone, byte for byte against the committed dvc.lock,
+    is ``pipeline_project``'s own (tests/integration/test_train_pipeline.py).
+    """
+    origin = clone_project(tmp_path / "origin")
     run(["git", "branch", "-f", "ci-base", "HEAD~1"], origin)
-    clone = clone_project(origin.parent / "runner", source=origin)
+    clone = clone_project(tmp_path / "runner", source=origin)
     os.utime(clone / "pyproject.toml", (0, 0))  # `make install`: the session's stack, stamped newer
     (clone / ".venv").symlink_to(VENV_BIN.parent)
+    shutil.copytree(pipeline_project[0] / ".dvc" / "cache", clone / ".dvc" / "cache", copy_function=os.link)
     return clone
 
 
-def run_job(clone, commands: list[tuple[str, str]], env: dict[str, str]) -> None:
+def run_job(clone, commands: list[tuple[str, str]], env: dict[str, str]) -> dict[str, str]:
     """Each command in its own bash, as a step; the clone's own ``src/`` first on the import path, as
-    the clone's own virtualenv would have it (``support.run``)."""
+    the clone's own virtualenv would have it (``support.run``). Returns each step's output by name."""
+    outputs = {}
     for name, command in commands:
         result = run(["bash", "-eo", "pipefail", "-c", command], clone, env=env, check=False, timeout=1800)
         assert result.returncode == 0, f"step {name!r} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        outputs[name] = result.stdout + result.stderr
+    return outputs
 
 
 def forge_env(tmp_path, **extra) -> dict[str, str]:
-    env = clean_env(**extra)
+    env = clean_env(UNIT_TESTS=UNIT_SELECTION, **extra)
     workflow_env = yaml.safe_load(GITHUB.read_text())["env"]
+    (tmp_path / "home").mkdir(exist_ok=True)
     return {**env, **workflow_env, "HOME": str(tmp_path / "home")}
+
+
+def assert_unit_tests_ran(output: str) -> None:
+    """The `make test-fast` step ran the selection's tests under pytest, and they passed."""
+    (passed,) = re.findall(r"^=+ (\d+) passed.* in [\d.]+s", output, re.M)
+    collected = run([str(VENV_BIN / "pytest"), "--collect-only", "-q", *UNIT_SELECTION.split()], PROJECT_ROOT).stdout
+    (expected,) = re.findall(r"^(\d+) tests? collected", collected, re.M)
+    assert int(passed) == int(expected) > 0
 
 
 def test_the_github_jobs_run_step_by_step(pull_request, tmp_path):
     workflow = yaml.safe_load(GITHUB.read_text())
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
-    (tmp_path / "home").mkdir()
     summary = tmp_path / "summary.md"
     env = forge_env(tmp_path, GITHUB_WORKSPACE=str(pull_request), GITHUB_STEP_SUMMARY=str(summary),
                     BASE="origin/ci-base")
-    for job in ("check", "reproduce"):
-        run_job(pull_request, github_commands(workflow["jobs"][job], artifacts), env)
+    check = run_job(pull_request, github_commands(workflow["jobs"]["check"], artifacts), env)
+    assert_unit_tests_ran(check["Unit tests"])
+    assert "dvc.lock matches" in check["dvc.lock matches the code and params"]
+    run_job(pull_request, github_commands(workflow["jobs"]["reproduce"], artifacts), env)
     report = (artifacts / "pipeline-report" / "report.md").read_text()
     assert summary.read_text() == report
     assert "- lock check: dvc.lock matches" in report
@@ -119,19 +145,17 @@ def test_the_github_jobs_run_step_by_step(pull_request, tmp_path):
 
 
 def test_the_gitlab_jobs_are_the_github_jobs_and_run(pull_request, tmp_path):
-    """The same cheap checks; the reproduce job's script, run after the GitHub jobs in the same clone (its
-    `make pipeline` then finds every stage up to date, as a runner with DVC's cache would)."""
+    """The same cheap checks as GitHub's, and both jobs' scripts run as GitLab's runner runs them: each job's
+    before_script and script in one shell."""
     config = yaml.safe_load(GITLAB.read_text())
     workflow = yaml.safe_load(GITHUB.read_text())
     github_check = [command for _, command in github_commands(workflow["jobs"]["check"], tmp_path)]
     assert gitlab_commands(config, "check")[-3:] == github_check[-3:] == ["make lock-check", "make lint",
                                                                           "make test-fast"]
-    (tmp_path / "home").mkdir()
-    env = forge_env(tmp_path, CI_MERGE_REQUEST_TARGET_BRANCH_NAME="ci-base",
-                    CI_DEFAULT_BRANCH="main")
-    commands = gitlab_commands(config, "reproduce")
-    shutil.rmtree(pull_request / "reports/pr", ignore_errors=True)
-    run_job(pull_request, [("reproduce", "\n".join(commands))], env)  # one shell, as GitLab's runner
+    env = forge_env(tmp_path, CI_MERGE_REQUEST_TARGET_BRANCH_NAME="ci-base", CI_DEFAULT_BRANCH="main")
+    check = run_job(pull_request, [("check", "\n".join(gitlab_commands(config, "check")))], env)
+    assert_unit_tests_ran(check["check"])
+    run_job(pull_request, [("reproduce", "\n".join(gitlab_commands(config, "reproduce")))], env)
     assert "- rebuild: the workspace holds the committed outs" in (pull_request / "reports/pr/report.md").read_text()
     assert config["reproduce"]["artifacts"]["paths"] == ["reports/pr/"]
 

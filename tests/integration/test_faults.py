@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -429,6 +430,12 @@ def test_failed_repro_names_dvc_checkout_and_checkout_restores(built):
 
 # ---- damaged outputs of an earlier stage: one line naming the file ---------------------------------
 
+BEFORE_CALIBRATION = ("test_accuracy", "test_loss", "macro_f1", "val_accuracy")
+"""All that evaluate wrote per model into reports/eval/metrics.json before it measured calibration."""
+METRICS_BEFORE_CALIBRATION = json.dumps({kind: dict(zip(BEFORE_CALIBRATION, (0.8332, 0.4808, 0.8301, 0.8486)))
+                                         for kind in ("scratch", "concise", "baseline")}, indent=4)
+
+
 @pytest.mark.parametrize("path, content, name, args, fragment", [
     ("data/processed/meta.json", "", "train", ("--model", "scratch", "--no-progress"), "is damaged"),
     ("data/processed/meta.json", '{"side": "x"}', "train_baseline", (), "is damaged"),
@@ -438,7 +445,10 @@ def test_failed_repro_names_dvc_checkout_and_checkout_restores(built):
     ("reports/eval/metrics.json", '{"concise": {"test_accuracy": 0.8, "val_accuracy": 0.8}}', "report", (),
      "is damaged (ValueError: no scores of scratch)"),
     ("reports/eval/metrics.json", '{"scratch": {}, "concise": {}}', "report", (),
-     "is damaged (ValueError: scratch lacks test_accuracy or val_accuracy or temperature)"),
+     "is damaged (ValueError: scratch lacks test_accuracy, val_accuracy, temperature)"),
+    # a workspace evaluated before calibration existed: the one key the report needs, and the way out
+    ("reports/eval/metrics.json", METRICS_BEFORE_CALIBRATION, "report", (),
+     "is damaged (ValueError: scratch lacks temperature); run the evaluate stage again"),
     ("data/processed/test_labels.npy", "not an array", "report", (), "is damaged"),
     ("data/processed/val_images.npy", "", "evaluate", (), "is damaged (No data left in file)"),
     ("reports/eval/per_class.csv", "model,class\nx", "report", (), "is damaged"),
@@ -455,6 +465,43 @@ def test_a_damaged_input_file_is_named(built, path, content, name, args, fragmen
     assert path in line and fragment in line, line
     assert outputs(built) == before and temporaries(built) == []
     assert "RUNNING" not in run_statuses(built)
+
+
+def test_a_pr_report_against_a_base_from_before_calibration_leaves_gaps(built):
+    """`make pr-report BASE=<a revision before calibration>`: the base's metrics.json holds accuracies only.
+    No stage of the head's code can rewrite a file of that revision, so the report does not call it damaged:
+    it compares what both sides hold, each calibration cell of the base a gap, and runs the champion race on
+    validation accuracy as ever."""
+    from pipeline.reproduce_check import dvc_cache
+
+    metrics_path = "reports/eval/metrics.json"
+    head_bytes = (built / metrics_path).read_bytes()
+    head_scores = json.loads(head_bytes)
+    base_bytes = json.dumps({kind: {key: values[key] for key in BEFORE_CALIBRATION}
+                             for kind, values in head_scores.items()}, indent=4).encode()
+    # the base: this commit but for evaluate's metrics file, as its dvc.lock records it and the DVC cache holds it
+    head_md5, base_md5 = hashlib.md5(head_bytes).hexdigest(), hashlib.md5(base_bytes).hexdigest()
+    cached = dvc_cache(built).directory / "files" / "md5" / base_md5[:2] / base_md5[2:]
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_bytes(base_bytes)
+    lock = (built / "dvc.lock").read_text()
+    head_entry, base_entry = (f"md5: {head_md5}\n      size: {len(head_bytes)}\n",
+                              f"md5: {base_md5}\n      size: {len(base_bytes)}\n")
+    assert lock.count(head_entry) == 2, lock  # evaluate's out and report's dep
+    (built / "dvc.lock").write_text(lock.replace(head_entry, base_entry))
+    run(["git", "commit", "-qam", "evaluate before calibration"], built)
+    (built / "dvc.lock").write_text(lock)
+    run(["git", "commit", "-qam", "evaluate measures calibration"], built)
+
+    result = run([sys.executable, "-m", "pipeline.pr_report", "--base", "HEAD~1"], built, check=False)
+    assert result.returncode == 0, result.stderr
+    page = (built / "reports/pr/report.md").read_text()
+    for kind, values in head_scores.items():
+        accuracy, temperature = f"{values['val_accuracy']:.4f}", f"{values['temperature']:.4f}"
+        assert f"| {kind} | val_accuracy | {accuracy} | {accuracy} | 0 |" in page, page
+        assert f"| {kind} | temperature | - | {temperature} | - |" in page, page
+        assert f"| {kind} | test_ece | - | {values['test_ece']:.4f} | - |" in page, page
+    assert "the champion would stay the base's" in page
 
 
 # ---- hostile model files, two writers --------------------------------------------------------------

@@ -6,8 +6,10 @@ import filecmp
 import json
 import re
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
 from selenium.webdriver.support.ui import WebDriverWait
 
 from support import PROJECT_ROOT, run
@@ -24,8 +26,27 @@ def test_the_template_is_built_from_the_pinned_npm_packages(tmp_path):
     assert filecmp.cmpfiles(tmp_path / "licenses", PROJECT_ROOT / "tools/plots/licenses", names, shallow=False)[0] == names
 
 
-def offline_render(browser, page, tmp_path) -> list[dict]:
-    """Open ``page`` with the network off; return each drawn plot (its div's id and its canvas's size)."""
+def plots_configured(project: Path) -> int:
+    """How many plots `dvc plots` draws for ``project``, as its dvc.yaml configures them: a top-level plot
+    that maps its own ``y`` over files is one figure; any other plot path is one figure per file, a
+    directory one per file in it (evaluate's confusion/ and reliability/ hold one CSV per model)."""
+    config = yaml.safe_load((project / "dvc.yaml").read_text())
+    entries = [*config.get("plots", []), *(entry for stage in config["stages"].values()
+                                          for entry in stage.get("plots", []))]
+    count = 0
+    for entry in entries:
+        name, options = (entry, None) if isinstance(entry, str) else next(iter(entry.items()))
+        if isinstance((options or {}).get("y"), dict):
+            count += 1
+        else:
+            path = project / name
+            count += sum(p.is_file() for p in path.rglob("*")) if path.is_dir() else 1
+    return count
+
+
+def offline_render(browser, page, tmp_path, expected: int) -> list[dict]:
+    """Open ``page`` with the network off; once ``expected`` plots are drawn, return each (its div's id and
+    its canvas's size)."""
     browser.execute_cdp_cmd("Network.enable", {})
     browser.execute_cdp_cmd("Network.emulateNetworkConditions",
                             {"offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
@@ -37,7 +58,7 @@ def offline_render(browser, page, tmp_path) -> list[dict]:
         const c = e.querySelector('canvas, svg'); const r = c ? c.getBoundingClientRect() : {width: 0, height: 0};
         return {id: e.id, width: r.width, height: r.height}; })"""
     try:
-        WebDriverWait(browser, 60).until(lambda d: len(d.execute_script(drawn)) >= 4)
+        WebDriverWait(browser, 60).until(lambda d: len(d.execute_script(drawn)) >= expected)
     finally:
         browser.save_screenshot(str(tmp_path / "plots.png"))
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
@@ -57,8 +78,10 @@ def test_dvc_plots_render_offline(pipeline_project, browser, tmp_path, command):
     html = page.read_text()
     assert not re.search(r"<script[^>]*\bsrc\s*=", html), "a script loaded from elsewhere"
     assert "cdn.jsdelivr.net" not in html
-    plots = offline_render(browser, page, tmp_path)
+    expected = plots_configured(project)
+    plots = offline_render(browser, page, tmp_path, expected)
     ids = [p["id"] for p in plots]
+    assert len(ids) == expected, ids  # all drawn, and no other: the ids below name each one
     assert sum(i.startswith("Training_curves") for i in ids) == 1, ids
     assert sorted(i for i in ids if "confusion" in i) == [f"reports_eval_confusion_{k}_csv"
                                                           for k in ("baseline", "concise", "scratch")], ids

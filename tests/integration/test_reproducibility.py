@@ -209,8 +209,9 @@ def test_exp_run_with_a_changed_param(fast_project):
         restore_workspace(project)
 
 
-SWEEP_LR = (0.05, 0.1, 0.2)
+SWEEP_LR = (0.05, 0.2)
 SWEEP_WEIGHT_DECAY = (0.0001,)  # none of these is in the run cache: every experiment trains
+SWEEP_EPOCHS = 1  # the machinery is the point (two workers, one store, the selection), not the models
 
 
 def test_tuning_sweep_runs_in_parallel_lands_everywhere_selects_on_validation_and_reproduces(fast_project):
@@ -225,7 +226,7 @@ def test_tuning_sweep_runs_in_parallel_lands_everywhere_selects_on_validation_an
     (project / "mlflow.db").rename(project / "mlflow.db.before-sweep")
     sweep = project / "small-sweep.yaml"
     sweep.write_text(yaml.safe_dump({
-        "fixed": {"train.epochs": 2, "evaluate.baseline": False},
+        "fixed": {"train.epochs": SWEEP_EPOCHS, "evaluate.baseline": False},
         "grid": {"train.lr": list(SWEEP_LR), "train.weight_decay": list(SWEEP_WEIGHT_DECAY)},
     }))
     tuned_file = project / "tuned-small.yaml"
@@ -241,7 +242,7 @@ def test_tuning_sweep_runs_in_parallel_lands_everywhere_selects_on_validation_an
         assert experiment["error"] is None, name
         train = experiment["params"]["train"]
         assert (train["lr"], train["weight_decay"], train["epochs"]) in {
-            (lr, wd, 2) for lr in SWEEP_LR for wd in SWEEP_WEIGHT_DECAY}
+            (lr, wd, SWEEP_EPOCHS) for lr in SWEEP_LR for wd in SWEEP_WEIGHT_DECAY}
         assert set(experiment["metrics"]) == {"scratch", "concise"}
     assert sorted(shown[n]["params"]["train"]["lr"] for n in shown) == sorted(SWEEP_LR)
 
@@ -275,7 +276,7 @@ def test_tuning_sweep_runs_in_parallel_lands_everywhere_selects_on_validation_an
     best_name = max(scratch_runs, key=lambda n: final_val(scratch_runs[n]))
     winner = scratch_runs[best_name]
     tuned = yaml.safe_load(tuned_file.read_text())
-    assert tuned == {"train.epochs": 2, "evaluate.baseline": False, "train.lr": float(winner.data.params["train.lr"]),
+    assert tuned == {"train.epochs": SWEEP_EPOCHS, "evaluate.baseline": False, "train.lr": float(winner.data.params["train.lr"]),
                      "train.weight_decay": float(winner.data.params["train.weight_decay"])}
     assert f"{final_val(winner):.4f}" in tuned_file.read_text() and "best validation accuracy" in output.stderr
 

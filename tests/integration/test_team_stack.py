@@ -329,12 +329,13 @@ def test_push_to_the_ssh_remote_then_a_teammates_clone_pulls_and_logs_into_the_s
 
 def test_a_parallel_sweep_on_the_server_records_every_run_and_ends_with_the_best_champion(stack, team_project,
                                                                                            monkeypatch):
-    """2 x 2 experiments, two at a time, all against the server; no file lock guards the registry there.
-    The champion must be the version with the best validation accuracy, recomputed here from the runs."""
-    grid = {(lr, wd): None for lr in (0.05, 0.2) for wd in (0.0001, 0.001)}  # none ran before: all train
+    """Two experiments of one epoch, run at the same time, both against the server; no file lock guards the
+    registry there. The champion must be the version with the best validation accuracy, recomputed here from
+    the runs. (The machinery is the point, not the models: an epoch is enough to register and race.)"""
+    grid = {(lr, wd): None for lr, wd in ((0.05, 0.0001), (0.2, 0.001))}  # none ran before: both train
     for lr, wd in grid:
         queued = run(["dvc", "exp", "run", "--queue", "-S", f"train.lr={lr}", "-S", f"train.weight_decay={wd}",
-                      "-S", "train.epochs=2"], team_project, stack.env).stdout
+                      "-S", "train.epochs=1"], team_project, stack.env).stdout
         grid[(lr, wd)] = re.search(r"Queued experiment '([\w-]+)'", queued).group(1)
     try:
         run(["dvc", "queue", "start", "-j", "2"], team_project, stack.env, timeout=1500)

@@ -197,6 +197,57 @@ def test_predict_command_takes_the_champion_uri(pipeline_project):
     assert np.mean([t == names[y] for t, y in zip(top1, labels)]) > 0.8
 
 
+def champion_model_file(client: mlflow.MlflowClient, project: Path) -> tuple[object, str]:
+    """The ``@champion`` version and which of the workspace's model files it is (by the version's SHA-256 tag)."""
+    version = client.get_model_version_by_alias(REGISTERED, "champion")
+    kinds = [kind for kind in SCORED if sha256(project / "models" / f"{kind}.pt") == version.tags["model_sha256"]]
+    assert len(kinds) == 1, (version.version, version.tags)
+    return version, kinds[0]
+
+
+def predicted(project: Path, class_names: list[str], *options: str) -> tuple[list[list[str]], np.ndarray]:
+    """`fmnist-predict --json` of the champion on the raw test images, every class listed: per image, the
+    classes from most to least probable, and the probabilities in ``class_names`` order."""
+    result = run([str(VENV_BIN / "fmnist-predict"), "--json", "--top", str(len(class_names)), *options,
+                  f"models:/{REGISTERED}@champion", "data/raw/t10k-images-idx3-ubyte"], project)
+    answers = json.loads(result.stdout)
+    ranking = [[entry["class"] for entry in answer["top"]] for answer in answers]
+    by_class = [{entry["class"]: entry["probability"] for entry in answer["top"]} for answer in answers]
+    return ranking, np.array([[probabilities[name] for name in class_names] for probabilities in by_class])
+
+
+def test_the_champion_carries_its_temperature_and_predicts_calibrated(pipeline_project):
+    """evaluate tags the champion's version with the temperature it fitted (metrics.json's, for that model),
+    and `fmnist-predict --calibrated` applies it: softmax(logits / T), computed here with numpy from the
+    champion's model file, every class ranked as without it."""
+    import torch
+
+    from softmax_regression.models import load_model
+    from softmax_regression.predict import load_inputs
+
+    project, _ = pipeline_project
+    version, kind = champion_model_file(client_for(local_uri(project)), project)
+    metrics = json.loads((project / "reports/eval/metrics.json").read_text())
+    temperature = float(version.tags["temperature"])
+    assert round(temperature, 6) == metrics[kind]["temperature"]  # metrics.json keeps 6 decimals
+
+    model = load_model(project / "models" / f"{kind}.pt")
+    pixels = np.stack([image.pixels for image in load_inputs(project / "data/raw/t10k-images-idx3-ubyte", model.side)])
+    with torch.no_grad():
+        uncalibrated = model.predict_proba(torch.from_numpy(pixels)).double().numpy()
+    # the model's logits up to a constant per row (which softmax ignores) are log p: divided by T, softmax again
+    scaled = np.log(np.clip(uncalibrated, 1e-300, None)) / temperature
+    expected = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+
+    plain_ranking, plain = predicted(project, model.class_names)
+    ranking, calibrated = predicted(project, model.class_names, "--calibrated")
+    assert np.abs(plain - uncalibrated).max() < 2e-6  # the champion is that model file (JSON: 6 decimals)
+    assert np.abs(calibrated - expected).max() < 2e-6
+    assert np.abs(calibrated - plain).max() > 1e-3  # the temperature did change the probabilities
+    assert ranking == plain_ranking  # and no class's rank in any image
+
+
 def test_a_repro_that_changes_nothing_logs_nothing(pipeline_project):
     project, _ = pipeline_project
     client = client_for(local_uri(project))

@@ -12,12 +12,15 @@ store), then ``worse``, then ``equal``, then ``better``. A test asks for the
 step it checks, which runs the steps before it, so each test means the same
 run alone or with the others. Each step records what the store held right
 after it (a :class:`Snapshot`), so later steps cannot blur what an earlier
-test checks.
+test checks. A test that needs a store of its own starts from a copy of an
+empty one (:func:`empty_store_file`): MLflow creates its tables in a second
+or more.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -38,6 +41,7 @@ from softmax_regression.mlflow_models import (
     VAL_ACCURACY_TAG,
     ChampionDecision,
     FashionMnistClassifier,
+    log_classifier,
     log_models,
     register_and_promote,
     run_classifier,
@@ -77,18 +81,21 @@ class Store:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, empty_store_file):
     root = tmp_path_factory.mktemp("champion-store")
+    shutil.copyfile(empty_store_file, root / "mlflow.db")
     with tracking_store(root) as uri:
         experiment = tracking.experiment_id(EXPERIMENT, root)
         yield Store(root, uri, experiment, mlflow.MlflowClient())
 
 
-def new_run(store: Store, name: str, data: bytes) -> str:
-    """A finished run for a model file, tagged with its SHA-256 as the train stage does."""
+def new_run(store: Store, name: str, data: bytes, classifier: bool = False) -> str:
+    """A finished run for a model file, tagged with its SHA-256 as the train stage does; with ``classifier``
+    holding the file's classifier too, as the train stage logs it."""
     with mlflow.start_run(experiment_id=store.experiment_id, run_name=name,
                           tags={tracking.MODEL_SHA256_TAG: sha256_hex(data)}) as run:
-        pass
+        if classifier:
+            log_classifier(data, example_features())
     return run.info.run_id
 
 
@@ -366,16 +373,16 @@ def wait_for(*paths):
 classifier_uri = mlflow_models._classifier_uri
 
 
-def log_then_meet(*args, **kwargs):
-    # Logging the pyfunc takes each process its own time; the race is in what follows (register, compare,
-    # move the alias), so both processes meet here and go on together.
+def find_then_meet(*args, **kwargs):
+    # The race is in what follows finding the run's classifier (register, compare, move the alias), so both
+    # processes meet here and go on together.
     uri = classifier_uri(*args, **kwargs)
-    Path(f"{key}.logged").touch()
-    wait_for("low.logged", "high.logged")
+    Path(f"{key}.found").touch()
+    wait_for("low.found", "high.found")
     return uri
 
 
-mlflow_models._classifier_uri = log_then_meet
+mlflow_models._classifier_uri = find_then_meet
 tracking.configure(".")
 Path(f"{key}.ready").touch()
 wait_for("go")
@@ -385,32 +392,34 @@ print(json.dumps({"version": decision.version, "promoted": decision.promoted,
 """
 
 
-def test_parallel_registrations_promote_the_better_one(tmp_path):
+def test_parallel_registrations_promote_the_better_one(store_root):
+    """Two evaluate processes register at once. Their runs hold their classifiers, as the train stages leave
+    them: logging a pyfunc is seconds of each process's own, before the race."""
     name = "fashion-mnist-race"
     accuracies = {"low": 0.70, "high": 0.90}
     files = {"low": checkpoint(11), "high": checkpoint(12)}
-    np.save(tmp_path / "features.npy", example_features())
-    with tracking_store(tmp_path) as uri:  # the store exists (as after a train stage), the registry is empty
-        experiment = tracking.experiment_id(EXPERIMENT, tmp_path)
-        store = Store(tmp_path, uri, experiment, mlflow.MlflowClient())
-        run_ids = {key: new_run(store, key, data) for key, data in files.items()}
+    np.save(store_root / "features.npy", example_features())
+    with tracking_store(store_root) as uri:  # the store and the runs exist (as after the train stages), no registry
+        experiment = tracking.experiment_id(EXPERIMENT, store_root)
+        store = Store(store_root, uri, experiment, mlflow.MlflowClient())
+        run_ids = {key: new_run(store, key, data, classifier=True) for key, data in files.items()}
     for key, data in files.items():
-        (tmp_path / f"{key}.pt").write_bytes(data)
+        (store_root / f"{key}.pt").write_bytes(data)
 
     env = clean_env(PYTHONPATH=str(PROJECT_ROOT / "src"))
     processes = {
         key: subprocess.Popen(
             [sys.executable, "-c", CHILD, name, key, run_ids[key], repr(accuracies[key])],
-            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            cwd=store_root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for key in files
     }
     try:
         deadline = time.monotonic() + 120
-        while not all((tmp_path / f"{key}.ready").exists() for key in files):
+        while not all((store_root / f"{key}.ready").exists() for key in files):
             assert all(p.poll() is None for p in processes.values()), "a process ended before the start"
             assert time.monotonic() < deadline, "the processes did not get ready"
             time.sleep(0.01)
-        (tmp_path / "go").touch()  # both start registering now
+        (store_root / "go").touch()  # both start registering now
         outputs = {key: p.communicate(timeout=180) for key, p in processes.items()}
     finally:
         for p in processes.values():
@@ -421,7 +430,7 @@ def test_parallel_registrations_promote_the_better_one(tmp_path):
         assert p.returncode == 0, f"{key} exited {p.returncode}\n{outputs[key][1][-4000:]}"
     decisions = {key: json.loads(outputs[key][0].strip().splitlines()[-1]) for key in files}
 
-    with tracking_store(tmp_path):
+    with tracking_store(store_root):
         client = mlflow.MlflowClient()
         versions = {str(v.version): v for v in client.search_model_versions(f"name = '{name}'")}
         champion = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
@@ -466,14 +475,14 @@ def test_the_classifier_a_train_run_logged_is_registered_as_it_is(store):
         [store.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'")) == 2
 
 
-def test_deleting_the_champions_run_hands_the_title_on_and_registering_goes_on(tmp_path):
+def test_deleting_the_champions_run_hands_the_title_on_and_registering_goes_on(store_root):
     """A run deleted in the MLflow UI (a routine clean-up): its version leaves the race, the next evaluate's
     registration works (MLflow refuses tags on a deleted run) and the best version left takes @champion; the
     same model file logged again into a new run registers anew and competes."""
     name = "fashion-mnist-deleted"
     files = {"a": checkpoint(21), "b": checkpoint(22), "c": checkpoint(23)}
-    with tracking_store(tmp_path) as uri:
-        store = Store(tmp_path, uri, tracking.experiment_id(EXPERIMENT, tmp_path), mlflow.MlflowClient())
+    with tracking_store(store_root) as uri:
+        store = Store(store_root, uri, tracking.experiment_id(EXPERIMENT, store_root), mlflow.MlflowClient())
         client = store.client
         runs = {key: new_run(store, key, data) for key, data in files.items()}
         features = example_features()
@@ -494,7 +503,7 @@ def test_deleting_the_champions_run_hands_the_title_on_and_registering_goes_on(t
         assert champion_run_ids(client, store.experiment_id) == {again}
 
 
-def test_a_champion_whose_files_are_lost_hands_on_the_title_and_its_file_registers_again(tmp_path, caplog):
+def test_a_champion_whose_files_are_lost_hands_on_the_title_and_its_file_registers_again(store_root, caplog):
     """The artifact store lost the champion's files (``mlruns/`` removed, a bucket that lost objects) while
     the database still points at them: the version leaves the race, the same model file registers again
     from a run that has it, the alias moves there, and one line says what was missing and what was done;
@@ -508,8 +517,8 @@ def test_a_champion_whose_files_are_lost_hands_on_the_title_and_its_file_registe
 
     name = "fashion-mnist-lost"
     files = {"a": checkpoint(31), "b": checkpoint(32)}
-    with tracking_store(tmp_path) as uri:
-        store = Store(tmp_path, uri, tracking.experiment_id(EXPERIMENT, tmp_path), mlflow.MlflowClient())
+    with tracking_store(store_root) as uri:
+        store = Store(store_root, uri, tracking.experiment_id(EXPERIMENT, store_root), mlflow.MlflowClient())
         client = store.client
         runs = {key: new_run(store, key, data) for key, data in files.items()}
         features = example_features()
@@ -519,7 +528,7 @@ def test_a_champion_whose_files_are_lost_hands_on_the_title_and_its_file_registe
         shutil.rmtree(location.removeprefix("file://"))
 
         with pytest.raises(ModelFileError) as lost:
-            load_model_uri(f"models:/{name}@{CHAMPION_ALIAS}", tmp_path)
+            load_model_uri(f"models:/{name}@{CHAMPION_ALIAS}", store_root)
         message = str(lost.value)
         assert "\n" not in message
         assert f"version 1 of {name} lost its files (MLmodel, python_model.pkl, artifacts/model.pt missing from " \
@@ -537,7 +546,7 @@ def test_a_champion_whose_files_are_lost_hands_on_the_title_and_its_file_registe
         assert client.get_model_version(name, "1").tags[FILES_MISSING_TAG] == \
             "MLmodel, python_model.pkl, artifacts/model.pt"
         assert champion_run_ids(client, store.experiment_id) == {again}
-        assert isinstance(load_model_uri(f"models:/{name}@{CHAMPION_ALIAS}", tmp_path).model.weights()[0],
+        assert isinstance(load_model_uri(f"models:/{name}@{CHAMPION_ALIAS}", store_root).model.weights()[0],
                           torch.Tensor)
 
         caplog.clear()  # said once: the next registration is quiet about it

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from predicting import assert_one_line_error, predict
+from predicting import assert_one_line_error, predict_side_by_side
 from softmax_regression.params import excerpt
 from softmax_regression.sources import SourceFailed, read_directory
 from support import PROJECT_ROOT, clean_env, run
@@ -99,8 +99,9 @@ def test_fmnist_predict_refuses_what_is_no_regular_file_before_reading(not_regul
 
     model = tmp_path / "model.pt"
     save_model(model, build_model("scratch", torch.zeros(784, 10), lr=0.1), side=28, params={})
-    for kind, path in not_regular.items():
-        result = predict(model, path, cwd=tmp_path)  # would block forever on the pipe if it were opened
+    # a process each, started together: opened, the pipe would block forever and the device never end
+    results = predict_side_by_side(*[(model, path) for path in not_regular.values()], cwd=tmp_path)
+    for (kind, path), result in zip(not_regular.items(), results):
         assert_one_line_error(result, f"{path}: is {kind}, not a regular file")
 
 

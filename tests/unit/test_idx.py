@@ -1,4 +1,7 @@
-"""IDX parsing: round trips, the real files, and every way a file can be rejected (naming the file)."""
+"""IDX parsing: round trips and every way a file can be rejected (naming the file), on files written here.
+
+The real Fashion-MNIST files: ``tests/integration/test_real_data_sources.py``.
+"""
 
 from __future__ import annotations
 
@@ -86,19 +89,6 @@ def test_other_side_and_empty_files_are_accepted_when_asked_for(tmp_path):
     np.testing.assert_array_equal(read_images(path, count=3, side=8), small)
     empty = write(tmp_path / "empty-labels", encode_idx(np.zeros(0, dtype=np.uint8)))
     assert read_labels(empty, count=0).shape == (0,)
-
-
-def test_real_fashion_mnist_files(system_data_dir):
-    train_x = read_images(system_data_dir / "train-images-idx3-ubyte.gz", count=60_000)
-    train_y = read_labels(system_data_dir / "train-labels-idx1-ubyte.gz", count=60_000)
-    test_x = read_images(system_data_dir / "t10k-images-idx3-ubyte.gz", count=10_000)
-    test_y = read_labels(system_data_dir / "t10k-labels-idx1-ubyte.gz", count=10_000)
-    assert train_x.shape == (60_000, 28, 28) and test_x.shape == (10_000, 28, 28)
-    assert np.bincount(train_y, minlength=10).tolist() == [6000] * 10
-    assert np.bincount(test_y, minlength=10).tolist() == [1000] * 10
-    assert train_x.min() == 0 and train_x.max() == 255
-    # the first training image of Fashion-MNIST is an ankle boot (class 9)
-    assert int(train_y[0]) == 9
 
 
 # ---- rejections ---------------------------------------------------------------------------------

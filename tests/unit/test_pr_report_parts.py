@@ -1,11 +1,13 @@
 """pipeline.pr_report's pieces on small inputs: the champion line, reading outs from a DVC cache, --help."""
 
 import json
+import re
 import sys
 
+import numpy as np
 import pytest
 
-from pipeline.pr_report import METRICS, champion_line, metrics_rows, read_from_cache
+from pipeline.pr_report import Side, champion_line, metrics_rows, read_from_cache, render
 from pipeline.reproduce_check import out_hashes
 from pipeline.tolerance import DvcCache, md5_hex
 from support import PROJECT_ROOT, clean_env, run
@@ -27,10 +29,64 @@ def test_the_champion_moves_only_to_a_strictly_better_validation_accuracy(head, 
     assert line.endswith(expected + ".")
 
 
-def test_a_model_only_one_side_has_is_listed_with_a_gap():
-    rows = metrics_rows(scores(scratch=0.8, concise=0.8), scores(scratch=0.8, concise=0.8, baseline=0.9))
-    assert ("baseline", "val_accuracy", None, 0.9) in rows
-    assert len(rows) == 3 * len(METRICS)  # every metric of every model, a gap where a side lacks it
+EVALUATE_WRITES = ("test_accuracy", "test_loss", "macro_f1", "val_accuracy", "test_ece", "test_mce", "test_brier",
+                   "temperature", "test_ece_calibrated")
+"""What evaluate writes per model into reports/eval/metrics.json, spelt out here rather than taken from
+pr_report.METRICS: the report's list checked against its own length could drop a metric unnoticed."""
+
+
+def test_evaluate_writes_exactly_these_metrics():
+    """evaluate's entry per model is its Evaluation's summary, its Calibration's summary and val_accuracy
+    (pipeline/evaluate.py): a metric evaluate gains shows here, to be added to EVALUATE_WRITES and the report."""
+    from softmax_regression.calibration import calibrate
+    from softmax_regression.metrics import evaluate_probabilities
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(200) % 10
+    probabilities = rng.dirichlet(np.ones(10), size=200)
+    written = {**evaluate_probabilities("scratch", probabilities, labels).summary(),
+               **calibrate(probabilities, labels, probabilities, labels, 15).summary(), "val_accuracy": 0.5}
+    assert sorted(written) == sorted(EVALUATE_WRITES)
+
+
+def every_metric(**first_value: float) -> dict[str, dict]:
+    """Each model's entry as evaluate writes it, every number distinct: the i-th metric is ``first_value + i / 100``,
+    so a row that shows another metric's or another model's number is caught."""
+    return {kind: {metric: round(start + i / 100, 4) for i, metric in enumerate(EVALUATE_WRITES)}
+            for kind, start in first_value.items()}
+
+
+def test_every_metric_of_every_model_is_a_row_with_its_own_numbers():
+    base, head = every_metric(scratch=0.1, concise=0.2), every_metric(scratch=0.3, concise=0.4, baseline=0.5)
+    rows = metrics_rows(base, head)
+    cells = {(kind, metric): (old, new) for kind, metric, old, new in rows}
+    assert len(cells) == len(rows)  # no row twice
+    assert cells == {(kind, metric): (base[kind][metric] if kind in base else None, head[kind][metric])
+                     for kind in ("scratch", "concise", "baseline") for metric in EVALUATE_WRITES}
+    assert cells["baseline", "temperature"] == (None, 0.57)  # a model only the head has: a gap on the base side
+    assert cells["concise", "test_ece_calibrated"] == (0.28, 0.48)
+
+
+def test_the_markdown_table_shows_every_metric_with_its_change():
+    base, head = every_metric(scratch=0.1, concise=0.2), every_metric(scratch=0.3, concise=0.4, baseline=0.5)
+    page = render({}, Side("base", "b", base, {}), Side("head", "h", head, {}), [], "identical")
+    table = [row for row in re.findall(r"^\| (\w+) \| (\w+) \| (\S+) \| (\S+) \| (\S+) \|$", page, re.M)
+             if row[0] != "model"]  # the header
+    assert [(kind, metric) for kind, metric, *_ in table] == [
+        (kind, metric) for kind in ("scratch", "concise", "baseline") for metric in EVALUATE_WRITES]
+    assert ("scratch", "temperature", "0.1700", "0.3700", "+0.2000") in table
+    assert ("baseline", "test_ece", "-", "0.5400", "-") in table
+
+
+def test_a_base_from_before_calibration_shows_gaps_for_what_it_lacks():
+    """A base revision whose evaluate wrote accuracies only: its calibration cells are gaps, not zeros."""
+    before = {kind: {m: v for m, v in values.items() if m in ("test_accuracy", "test_loss", "macro_f1",
+                                                                "val_accuracy")}
+              for kind, values in every_metric(scratch=0.1, concise=0.2).items()}
+    cells = {(kind, metric): (old, new)
+             for kind, metric, old, new in metrics_rows(before, every_metric(scratch=0.3, concise=0.4))}
+    assert cells["scratch", "val_accuracy"] == (0.13, 0.33)
+    assert cells["scratch", "temperature"] == (None, 0.37) and cells["concise", "test_ece"] == (None, 0.44)
 
 
 def cache_with(tmp_path, files: dict[str, bytes]) -> DvcCache:

@@ -1,6 +1,7 @@
 """Choosing the tuned model: the sweep file, the runs it finds in a real MLflow store, the winner on the
 validation split, and proof that the selection never reads the test split."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ from softmax_regression.selection import (
     point_params,
     tuned_yaml,
 )
-from support import PROJECT_ROOT, clean_env
+from support import PROJECT_ROOT, clean_env, tracking_store
 
 SWEEP = {
     "fixed": {"train.epochs": 30, "train.schedule": "cosine", "evaluate.baseline": False},
@@ -76,10 +77,9 @@ def logged_params(point: dict) -> dict:
 DATASET = "d" * 64  # the dataset_sha256 tag of the runs below
 
 
-def log_runs(tracking_uri: str, experiment: str = "fashion-mnist-softmax") -> dict[tuple, str]:
+def log_runs(experiment: str = "fashion-mnist-softmax") -> dict[tuple, str]:
     """Training runs as the pipeline logs them, with evaluate's test metrics in the same runs, plus runs
     the selection must pass over: concise ones, a failed one, and one of a point outside the grid."""
-    mlflow.set_tracking_uri(tracking_uri)
     experiment_id = mlflow.create_experiment(experiment)
     ids = {}
     for (lr, wd), (val, test) in SCORES.items():
@@ -114,12 +114,22 @@ def log_runs(tracking_uri: str, experiment: str = "fashion-mnist-softmax") -> di
     return ids
 
 
+@pytest.fixture(scope="module")
+def logged_store_file(tmp_path_factory, empty_store_file) -> tuple[Path, dict[tuple, str]]:
+    """An ``mlflow.db`` holding the runs of :func:`log_runs`, and the ids of the scratch runs of the grid."""
+    root = tmp_path_factory.mktemp("logged-store")
+    shutil.copyfile(empty_store_file, root / "mlflow.db")
+    with tracking_store(root):
+        ids = log_runs()
+    return root / "mlflow.db", ids
+
+
 @pytest.fixture
-def store(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    ids = log_runs(uri)
-    yield uri, ids
-    mlflow.set_tracking_uri(None)
+def store(tmp_path, logged_store_file):
+    """A copy of the logged store in ``tmp_path``, where `tune select` run there finds it: (its URI, run ids)."""
+    path, ids = logged_store_file
+    shutil.copyfile(path, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path / 'mlflow.db'}", ids
 
 
 def test_the_winner_is_the_best_final_validation_accuracy_of_the_scratch_runs(tmp_path, store):
@@ -177,11 +187,11 @@ def test_a_run_matching_only_the_points_own_keys_is_not_the_points(tmp_path, sto
     assert [c.run_id for c in candidates] == [ids[(p["train.lr"], p["train.weight_decay"])] for p in points]
 
 
-def test_a_run_created_from_a_model_file_matches_without_the_params_added_later(tmp_path):
+def test_a_run_created_from_a_model_file_matches_without_the_params_added_later(tmp_path, empty_store_file):
     """evaluate creates a run for a model file whose run is gone; it records train.schedule and
     data.normalize only where they are not the defaults (the model file's own record)."""
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    try:
+    shutil.copyfile(empty_store_file, tmp_path / "mlflow.db")
+    with tracking_store(tmp_path):
         experiment_id = mlflow.create_experiment("fashion-mnist-softmax")
         recorded = {k: v for k, v in logged_params({"train.lr": 0.2}).items()
                     if k not in ("train.schedule", "data.normalize", "train.device")}
@@ -193,8 +203,6 @@ def test_a_run_created_from_a_model_file_matches_without_the_params_added_later(
         assert found.run_id == run.info.run_id
         with pytest.raises(SweepError):
             candidates_from_runs(client, experiment_id, [{"train.lr": 0.2, "train.schedule": "cosine"}])
-    finally:
-        mlflow.set_tracking_uri(None)
 
 
 def test_a_sweep_with_no_validation_split_is_refused(tmp_path):

@@ -60,8 +60,19 @@ def test_another_architecture_gets_one_line_saying_the_bits_cannot_be_promised(m
 
 
 def test_on_x86_64_a_library_on_its_own_kernels_is_named(monkeypatch):
+    """Every library and variable off its pin is named, in the order of PINNED_NAMES, whatever this machine's
+    own environment sets (some set OPENBLAS_CORETYPE for their CPU)."""
     monkeypatch.setattr(kernels, "chosen", lambda: {"torch": "AVX512", "numpy": "X86_V2"})
     monkeypatch.setattr(kernels.platform, "machine", lambda: "x86_64")
-    with pytest.raises(kernels.KernelsNotPinned, match=r"^numeric kernels not pinned: torch runs AVX512 "
-                                                       r"\(expected DEFAULT\), MKL_CBWR is "):
+    for name in kernels.PINNED_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    with pytest.raises(kernels.KernelsNotPinned) as raised:
         kernels.check_chosen()
+    assert str(raised.value) == (
+        "numeric kernels not pinned: torch runs AVX512 (expected DEFAULT), MKL_CBWR is None (expected 'COMPATIBLE'), "
+        "ATEN_CPU_CAPABILITY is None (expected 'default'), OPENBLAS_CORETYPE is 'Haswell' (expected 'Nehalem'), "
+        f"NPY_DISABLE_CPU_FEATURES is None (expected {kernels.PINNED['NPY_DISABLE_CPU_FEATURES']!r}), "
+        f"GLIBC_TUNABLES is None (expected {kernels.GLIBC_HWCAPS!r}); run stages as `python -m pipeline STAGE`, "
+        "which sets MKL_CBWR, ATEN_CPU_CAPABILITY, OPENBLAS_CORETYPE, NPY_DISABLE_CPU_FEATURES, GLIBC_TUNABLES "
+        "before they load")

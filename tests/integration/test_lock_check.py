@@ -3,6 +3,11 @@
 Real git and DVC on a tiny two-stage project (built once, committed, then
 cloned afresh by each test, so no outs and no DVC cache: what CI sees), and
 once on a clone of this project itself. No training, no `dvc repro` per test.
+
+The command runs in this interpreter (click's runner), the `dvc status` it asks
+in a process of its own; one test runs the command as a process, as CI does.
+DVC's own API sets up the tiny project, in this interpreter too: each `dvc`
+process would spend a third of a second importing DVC.
 """
 
 import subprocess
@@ -14,9 +19,10 @@ import pytest
 import yaml
 
 from pipeline.lock_check import stage_outs, stale_entries  # noqa: E402  (support puts the project on sys.path)
-from support import PROJECT_ROOT, clean_env, clone_project, run
+from support import PROJECT_ROOT, clean_env, clean_environment, clone_project, dvc_repo, run
 
 CURRENT = "lock-check: dvc.lock matches the code, params and commands of every stage"
+
 
 MAKE = """\
 import pathlib
@@ -71,11 +77,12 @@ def origin(tmp_path_factory) -> Path:
         (path / name).write_text(text)
     env = clean_env()
     run(["git", "init", "-q"], path, env)
-    run([sys.executable, "-m", "dvc", "init", "-q"], path, env)
-    run([sys.executable, "-m", "dvc", "repro", "-q"], path, env)
+    with dvc_repo(path, init=True) as repo:
+        repo.reproduce()
     run(["git", "add", "-A"], path, env)
     run(["git", "commit", "-qm", "tiny project"], path, env)
-    assert run([sys.executable, "-m", "dvc", "status", "--json"], path, env).stdout.strip() == "{}"
+    with dvc_repo(path) as repo:
+        assert repo.status() == {}
     return path
 
 
@@ -89,8 +96,16 @@ def project(origin, tmp_path) -> Path:
 
 
 def lock_check(project: Path, *args: str) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "pipeline.lock_check", "--project", str(project), *args], PROJECT_ROOT,
-               clean_env(), check=False, timeout=120)
+    """`python -m pipeline.lock_check --project PROJECT ARGS` run by click's runner in the environment of
+    :func:`support.clean_env`, answered as :func:`support.run` answers."""
+    from click.testing import CliRunner
+
+    from pipeline.lock_check import main
+
+    argv = ["--project", str(project), *args]
+    with clean_environment():
+        result = CliRunner().invoke(main, argv, prog_name="python -m pipeline.lock_check", catch_exceptions=False)
+    return subprocess.CompletedProcess(argv, result.exit_code, result.stdout, result.stderr)
 
 
 def assert_stale(result: subprocess.CompletedProcess, lines: list[str]) -> None:
@@ -119,7 +134,8 @@ def test_a_fresh_clone_is_current_without_outs_or_cache(project):
 
 def test_outs_are_not_its_business(project):
     env = clean_env()
-    run([sys.executable, "-m", "dvc", "repro", "-q"], project, env)  # rebuilt from the (unchanged) code
+    with dvc_repo(project) as repo:
+        repo.reproduce()  # rebuilt from the (unchanged) code
     assert (project / "models/x.pt").is_file()
     # A data file edited by hand is an out of `make` and a dep of `use`: still not a stale dvc.lock.
     (project / "models/x.pt").write_bytes(b"tampered")
@@ -134,6 +150,7 @@ def test_outs_are_not_its_business(project):
 
 
 def test_default_project_is_the_current_directory(project):
+    """The command as CI runs it: a process of its own, in the project."""
     result = run([sys.executable, "-m", "pipeline.lock_check"], project,
                  clean_env(PYTHONPATH=str(PROJECT_ROOT)), check=False)
     assert_current(result)

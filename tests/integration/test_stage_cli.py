@@ -1,4 +1,5 @@
-"""The stage commands as DVC runs them: `python -m pipeline <stage>` in a copy of the project."""
+"""The stage commands as DVC runs them: `python -m pipeline <stage>` in a copy of the project; the fetches beside
+the real data (Debian's dataset-fashion-mnist, installed by .ci/run)."""
 
 from __future__ import annotations
 
@@ -106,8 +107,8 @@ def test_fetch_with_missing_params_file_exits_2(project):
     assert_nothing_written(project)
 
 
-def test_preprocess_with_bad_params_exits_2_and_writes_nothing(project, system_data_dir):
-    offline_params(project, system_data_dir, "bad.yaml", train__device="tpu")
+def test_preprocess_with_bad_params_exits_2_and_writes_nothing(project):
+    offline_params(project, None, "bad.yaml", train__device="tpu")
     result = stage(project, "preprocess", "--params", "bad.yaml")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
@@ -202,7 +203,7 @@ def test_the_launcher_imports_with_the_collector_paused_then_frozen():
         gc.unfreeze()
 
 
-# ---- a real fetch, then preprocess on a corrupt raw file ----------------------------------------
+# ---- preprocess on a corrupt raw file ----------------------------------------------------------
 
 
 def test_fetch_from_system_copy_then_preprocess_rejects_truncated_labels(project, system_data_dir):

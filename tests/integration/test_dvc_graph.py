@@ -75,7 +75,8 @@ def static_imports(module: str) -> set[str]:
 
 
 IMPORTED = """
-import importlib, json, sys
+import gc, importlib, json, sys
+gc.disable()  # as the launcher imports a stage: the collector would add a second of CPU to each process
 for name in sys.argv[1:]:
     importlib.import_module(name)
 print(json.dumps(sorted({m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None)})))
