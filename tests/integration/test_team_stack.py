@@ -160,6 +160,33 @@ def test_the_pipeline_lands_in_postgresql_and_the_proxied_artifact_store(stack, 
     assert_champion_predicts_classes(stack.uri, team_project)
 
 
+def test_the_rest_api_lists_runs_metrics_and_the_registered_model(stack, team_project):
+    """What another tool reads through MLflow's REST API (as the viewer, through nginx): the pipeline's runs
+    with their metrics as evaluate wrote them, and the champion alias."""
+    def api(path: str, body: dict | None = None) -> dict:
+        headers = {**basic("viewer", stack.password("viewer")), "Content-Type": "application/json"}
+        status, answer = request(stack, "/api/2.0/mlflow" + path, headers,
+                                 json.dumps(body).encode() if body is not None else None)
+        assert status == 200, (path, status, answer[:300])
+        return json.loads(answer)
+
+    experiment = api(f"/experiments/get-by-name?experiment_name={EXPERIMENT}")["experiment"]
+    assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in experiment["tags"]
+    found = api("/runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 100})
+    runs = {r["info"]["run_name"]: r for r in found["runs"]}
+    assert set(runs) == {"data", "scratch", "concise", "baseline"}
+    assert {m["key"]: m["value"] for m in runs.pop("data")["data"]["metrics"]} == {
+        "train_size": 55000, "val_size": 5000, "test_size": 10000}
+    metrics = json.loads((team_project / "reports/eval/metrics.json").read_text())
+    for name, run_ in runs.items():
+        logged = {m["key"]: m["value"] for m in run_["data"]["metrics"]}
+        assert logged["test_accuracy"] == pytest.approx(metrics[name]["test_accuracy"], abs=1e-9)
+    version = api(f"/registered-models/alias?name={REGISTERED}&alias=champion")["model_version"]
+    assert version["name"] == REGISTERED and version["run_id"] in {r["info"]["run_id"] for r in runs.values()}
+    model = api(f"/registered-models/get?name={REGISTERED}")["registered_model"]
+    assert any(a["alias"] == "champion" for a in model.get("aliases", []))
+
+
 # --- who gets in --------------------------------------------------------------------------------------------------
 
 def request(stack: Stack, path: str, headers: dict | None = None, body: bytes | None = None) -> tuple[int, bytes]:

@@ -1,12 +1,12 @@
-"""MLflow tracking of real pipeline runs: the default local store and a real `mlflow server` on 127.0.0.1."""
+"""MLflow tracking of real pipeline runs in the default local store, and a server that is not there. (The pipeline
+against a real server: the team stack's, tests/integration/test_team_stack.py, and a plain `mlflow server`,
+tests/integration/test_teammate.py.)"""
 
 import hashlib
 import json
 import sys
 import tempfile
 import time
-import urllib.parse
-import urllib.request
 import warnings
 from pathlib import Path
 
@@ -14,31 +14,11 @@ import mlflow
 import numpy as np
 import pytest
 
-from support import PROJECT_ROOT, VENV_BIN, clean_env, copy_project, free_port, get_json, run, set_param
-from support import mlflow_server as start_mlflow_server
+from support import PROJECT_ROOT, VENV_BIN, clean_env, free_port, run
 
 EXPERIMENT = "fashion-mnist-softmax"
 REGISTERED = "fashion-mnist-softmax"
 SCORED = ("scratch", "concise", "baseline")
-
-
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` on a free port of 127.0.0.1 with its own SQLite store and artifact directory."""
-    with start_mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as uri:
-        yield uri
-
-
-@pytest.fixture(scope="module")
-def server_project(tmp_path_factory, mlflow_server, system_data_dir):
-    """The whole pipeline run in a fresh copy of the project against the real server."""
-    project = copy_project(tmp_path_factory.mktemp("server") / "project")
-    set_param(project, "data.mirrors", [])
-    set_param(project, "baseline.max_iter", 30)  # the baseline's fit is not what is tested here
-    run(["git", "commit", "-qam", "offline params"], project)
-    run(["dvc", "repro"], project, env=clean_env(MLFLOW_TRACKING_URI=mlflow_server))
-    assert not (project / "mlflow.db").exists(), "the tracking URI was ignored: a local store appeared"
-    return project
 
 
 def client_for(uri: str) -> mlflow.MlflowClient:
@@ -314,36 +294,6 @@ def test_the_library_knows_nothing_of_dvc():
                  for path in sorted(library.rglob("*.py"))
                  for number, line in enumerate(path.read_text().splitlines(), 1) if "dvc" in line.lower()]
     assert offenders == []
-
-
-# --- a real server -------------------------------------------------------------------------------
-
-def test_server_holds_every_run_with_its_metrics_and_artifacts(server_project, mlflow_server):
-    assert_pipeline_tracked(client_for(mlflow_server), server_project)
-
-
-def test_server_rest_api_lists_runs_metrics_and_the_registered_model(server_project, mlflow_server):
-    api = mlflow_server + "/api/2.0/mlflow"
-    experiment = get_json(f"{api}/experiments/get-by-name?experiment_name={EXPERIMENT}")["experiment"]
-    found = get_json(f"{api}/runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 100})
-    assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in experiment["tags"]
-    runs = {r["info"]["run_name"]: r for r in found["runs"]}
-    assert set(runs) == {"data", "scratch", "concise", "baseline"}
-    metrics = json.loads((server_project / "reports/eval/metrics.json").read_text())
-    assert {m["key"]: m["value"] for m in runs.pop("data")["data"]["metrics"]} == {
-        "train_size": 55000, "val_size": 5000, "test_size": 10000}
-    for name, run_ in runs.items():
-        logged = {m["key"]: m["value"] for m in run_["data"]["metrics"]}
-        assert logged["test_accuracy"] == pytest.approx(metrics[name]["test_accuracy"], abs=1e-9)
-    query = urllib.parse.urlencode({"name": REGISTERED, "alias": "champion"})
-    version = get_json(f"{api}/registered-models/alias?{query}")["model_version"]
-    assert version["name"] == REGISTERED and version["run_id"] in {r["info"]["run_id"] for r in runs.values()}
-    model = get_json(f"{api}/registered-models/get?name={REGISTERED}")["registered_model"]
-    assert any(a["alias"] == "champion" for a in model.get("aliases", []))
-
-
-def test_server_champion_predicts_classes(server_project, mlflow_server):
-    assert_champion_predicts_classes(mlflow_server, server_project)
 
 
 # --- the server is down ------------------------------------------------------------------------
