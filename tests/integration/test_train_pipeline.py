@@ -70,16 +70,15 @@ def test_model_file_records_only_the_params_that_shaped_it(trained, kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_reruns_in_separate_processes_are_byte_identical(trained, kind):
+def test_a_rerun_in_another_process_is_byte_identical(trained, kind):
     project, _ = trained
     outs = [project / f"models/{kind}.pt", project / f"reports/train/{kind}_history.csv"]
-    first = [digest(p) for p in outs]
-    for i in range(2):
-        # a throwaway store: these reruns are not pipeline executions the shared project should record
-        scratch_store = f"sqlite:///{project.parent / f'rerun-{kind}-{i}.db'}"
-        run(["python", "-m", "pipeline", "train", "--model", kind, "--no-progress"], project,
-            env=clean_env(MLFLOW_TRACKING_URI=scratch_store))
-        assert [digest(p) for p in outs] == first
+    first = [digest(p) for p in outs]  # written by the pipeline's own process of the stage
+    # a throwaway store: this rerun is not a pipeline execution the shared project should record
+    scratch_store = f"sqlite:///{project.parent / f'rerun-{kind}.db'}"
+    run(["python", "-m", "pipeline", "train", "--model", kind, "--no-progress"], project,
+        env=clean_env(MLFLOW_TRACKING_URI=scratch_store))
+    assert [digest(p) for p in outs] == first
     # nothing of the retraining reaches DVC's graph: not this stage, nor evaluate and report after it
     assert "Data and pipelines are up to date." in run(["dvc", "status"], project).stdout
 
