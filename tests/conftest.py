@@ -197,11 +197,12 @@ def pytest_collect_file(file_path, parent):
 def pytest_collection_modifyitems(config, items):
     """The long work units first, the shared projects' then the long modules' (a stable sort: each keeps
     its tests' order), so that with `--no-loadscope-reorder` xdist starts them before the short ones.
-    A unit test that takes a shared project is an error: it belongs in ``integration/``."""
+    A unit test that takes a shared project or the real data is an error: it belongs in ``integration/``
+    (`make test-fast` runs where Debian's data package is not installed)."""
     misplaced = sorted({item.nodeid for item in items if UNIT_DIR in item.path.parents
-                        and set(getattr(item, "fixturenames", ())) & set(SHARED_PROJECTS)})
+                        and set(getattr(item, "fixturenames", ())) & {*SHARED_PROJECTS, "system_data_dir"}})
     if misplaced:
-        raise pytest.UsageError(f"unit tests take a pipeline build (move them to tests/integration): "
+        raise pytest.UsageError(f"unit tests take a pipeline build or the real data (move them to tests/integration): "
                                 f"{', '.join(misplaced)}")
     first = [*SHARED_PROJECTS, *LONG_MODULES]
 

@@ -320,11 +320,14 @@ def test_push_then_pull_into_an_empty_cache_needs_no_rerun(fast_project, tmp_pat
 
 FIRST_USE = """
 import sys, time
+from pathlib import Path
+
 import mlflow
 from softmax_regression import tracking
 
-project, start, worker = sys.argv[1], float(sys.argv[2]), sys.argv[3]
-while time.time() < start:
+project, worker = Path(sys.argv[1]), sys.argv[2]
+(project / f"{worker}.ready").touch()
+while not (project / "go").exists():
     time.sleep(0.001)
 tracking.configure(project)
 experiment_id = tracking.experiment_id("fashion-mnist-softmax", project)
@@ -338,10 +341,15 @@ def test_simultaneous_first_use_of_a_fresh_store_loses_nothing(tmp_path):
     """Four stages starting at the same instant on a store that does not exist yet (the schema race)."""
     import mlflow
 
-    start = time.time() + 8  # after every process has imported mlflow
-    workers = [subprocess.Popen([sys.executable, "-c", FIRST_USE, str(tmp_path), str(start), f"w{i}"],
+    names = [f"w{i}" for i in range(4)]
+    workers = [subprocess.Popen([sys.executable, "-c", FIRST_USE, str(tmp_path), name],
                                 cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True) for i in range(4)]
+                                text=True) for name in names]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"{name}.ready").exists() for name in names):  # every one has imported mlflow
+        assert all(w.poll() is None for w in workers) and time.monotonic() < deadline, "a worker never got ready"
+        time.sleep(0.01)
+    (tmp_path / "go").touch()
     outputs = [w.communicate(timeout=300)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0, 0, 0], "\n---\n".join(outputs)
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
