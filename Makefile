@@ -44,7 +44,7 @@ test: install lint tools/node_modules/.installed ## everything CI runs: lint, ev
 # UNIT_TESTS narrows the selection: the replay of the forges' jobs runs the step on a few files
 # (tests/integration/test_ci_workflows.py), since `make test` runs the whole of tests/unit anyway.
 UNIT_TESTS ?= tests/unit
-test-fast: install ## the unit tests only: no pipeline build, no server (tests/unit)
+test-fast: install ## the unit tests only, in-process: no pipeline, no dvc, no data package (tests/unit)
 	pytest -n 2 $(UNIT_TESTS)
 
 lint: install ## ruff, with the rule set in pyproject.toml
