@@ -49,6 +49,15 @@ def env():
     return clean_env()
 
 
+@pytest.fixture
+def no_proxy_for_localhost(monkeypatch):
+    """urllib honours the *_proxy variables: a test server on 127.0.0.1 must be reached directly."""
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
 @pytest.fixture(scope="session")
 def empty_store_file(tmp_path_factory) -> Path:
     """An ``mlflow.db`` as ``tracking.configure`` creates it in an empty folder: MLflow takes a second or more to

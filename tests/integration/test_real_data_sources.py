@@ -43,13 +43,7 @@ DESIGN_SHA256 = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy_for_localhost(monkeypatch):
-    # urllib honours *_proxy variables; the test server must be reached directly
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+pytestmark = pytest.mark.usefixtures("no_proxy_for_localhost")
 
 
 @pytest.fixture(scope="module")

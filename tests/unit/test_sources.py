@@ -50,13 +50,7 @@ SYNTHETIC_COUNTS = {"train": 48, "t10k": 24}
 HOW_TO = ("apt-get install -y dataset-fashion-mnist", "data.local_dir")
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy_for_localhost(monkeypatch):
-    # urllib honours *_proxy variables; the test server must be reached directly
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+pytestmark = pytest.mark.usefixtures("no_proxy_for_localhost")
 
 
 # ---- data helpers -------------------------------------------------------------------------------
