@@ -31,7 +31,7 @@ tools/node_modules/.installed: tools/package.json tools/package-lock.json
 
 # params.yaml is checked first: DVC parses it before any stage could refuse it (docs/faults.md).
 pipeline: install ## run the whole pipeline on the real data (`dvc repro`)
-	python -m pipeline.check_params
+	python -m pipeline.ci.check_params
 	dvc repro
 
 # pytest holds the strong reproducibility check (a real clone of HEAD, `make pipeline`, the committed
@@ -39,7 +39,7 @@ pipeline: install ## run the whole pipeline on the real data (`dvc repro`)
 # is the same check as one command that names every drifting entry.
 test: install lint tools/node_modules/.installed ## everything CI runs: lint, every test, the lock check
 	pytest -n 2 --dist loadscope --no-loadscope-reorder
-	python -m pipeline.lock_check
+	python -m pipeline.ci.lock_check
 
 # UNIT_TESTS narrows the selection: the replay of the forges' jobs runs the step on a few files
 # (tests/integration/test_ci_workflows.py), since `make test` runs the whole of tests/unit anyway.
@@ -58,15 +58,15 @@ plots-template: tools/node_modules/.installed ## rebuild tools/plots/offline.htm
 
 BASE ?= main
 pr-report: install ## what the workspace changed against BASE (default main): reports/pr/report.md
-	python -m pipeline.pr_report --base $(BASE)
+	python -m pipeline.ci.pr_report --base $(BASE)
 
 # The two CI reproducibility checks.
 lock-check: install ## cheap, no training: dvc.lock matches the code, params and commands of every stage
-	python -m pipeline.check_params
-	python -m pipeline.lock_check
+	python -m pipeline.ci.check_params
+	python -m pipeline.ci.lock_check
 
 reproduce-check: install ## rebuild a clean clone of HEAD; fails naming every dvc.lock entry that differs
-	python -m pipeline.reproduce_check
+	python -m pipeline.ci.reproduce_check
 
 bench: install ## the portable kernels' cost as ratios: against native ones, the kernel floor, the chapter
 	python benchmarks/kernel_cost.py

@@ -10,7 +10,7 @@ evaluated after every epoch, one torch thread):
   pinned   pipeline.kernels' portable kernels, as every stage runs: ours
            and the kernel floor
 
-"ours" is softmax_regression.training.train, as the train stages call it.
+"ours" is softmax_regression.training.loop.train, as the train stages call it.
 The kernel floor is the arithmetic of an epoch alone, with every batch
 already in place as float32: the two matrix products, the softmax, the
 gradient and the SGD update of the scratch model, batch after batch.

@@ -11,11 +11,13 @@ images, with the 10,000 test images evaluated after every epoch:
   chapter-concise  the same loop with nn.Sequential(Flatten, Linear(784, 10)),
                    weights ~ N(0, 0.01), CrossEntropyLoss(reduction='none'),
                    torch.optim.SGD.
-  ours-scratch     softmax_regression.training.train with ShuffledBatches and
-  ours-concise     models.build_model, as pipeline/train.py calls them, but
+  ours-scratch     softmax_regression.training.loop.train with ShuffledBatches
+  ours-concise     and the model each train stage builds (scratch.Net and its
+                   sgd_step; concise.net, torch.optim.SGD and its sgd_step), as
+                   pipeline/train_scratch.py and train_concise.py call them, but
                    in the chapter's val_size 0 setup (test set validates).
 
-Threads: ours runs on one torch thread, as pipeline/train.py trains (the
+Threads: ours runs on one torch thread, as the train stages train (the
 same bytes on any machine); the chapter's loop on torch's default (every
 core), as the chapter runs it. --threads and --chapter-threads change either.
 
@@ -27,7 +29,7 @@ the uint8 splits and building batches and model).
 The last lines hold ours against the targets: 10 epochs in <= 1.0 s (min
 over the repeats) and >= 35x the chapter's loop (mean totals).
 
-Then `python -m pipeline train --model {scratch,concise} --no-progress` runs
+Then `python -m pipeline train_{scratch,concise} --no-progress` runs
 as a subprocess in a temporary directory (data/processed symlinked,
 params.yaml copied, MLflow pointed at a store in there, so the workspace's
 models/, reports/ and mlflow.db stay untouched),
@@ -63,11 +65,11 @@ from torch import nn
 from torch.utils import data
 from torchvision import transforms
 
-from softmax_regression.batches import ShuffledBatches, to_labels
-from softmax_regression.dataset import N_TEST, N_TRAIN, Split, flatten, image_side, load_raw, load_split
-from softmax_regression.features import scale_pixels
-from softmax_regression.models import build_model, initial_weights
-from softmax_regression.training import train
+from softmax_regression.data.batches import ShuffledBatches, to_labels
+from softmax_regression.data.features import scale_pixels
+from softmax_regression.data.splits import N_TEST, N_TRAIN, Split, flatten, image_side, load_raw, load_split
+from softmax_regression.models import concise, losses, scratch
+from softmax_regression.training.loop import initial_weights, train
 
 log = logging.getLogger("train_speed")
 
@@ -255,13 +257,24 @@ def load_ours(processed_dir: Path, raw_dir: Path) -> tuple[Split, Split, str]:
             f"{raw_dir} (load_raw + flatten)")
 
 
+def ours_model(kind: str, W: torch.Tensor, lr: float):
+    """``(net, step)`` of the ``kind`` model from weights ``W`` on the cross-entropy, as its train stage builds it
+    (pipeline/train_scratch.py, pipeline/train_concise.py)."""
+    if kind == "scratch":
+        net = scratch.Net(W)
+        return net, scratch.sgd_step(net, *losses.LOSSES["cross_entropy"], weight_decay=0.0)
+    net = concise.net(W.shape[0], W.shape[1], W)
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr, weight_decay=0.0)
+    return net, concise.sgd_step(net, concise.LOSSES["cross_entropy"](), optimizer)
+
+
 def run_ours(kind: str, processed_dir: Path, raw_dir: Path, run: Run, epochs: int, batch_size: int, lr: float,
              seed: int) -> str:
     t0 = time.perf_counter()
     train_split, test_split, source = load_ours(processed_dir, raw_dir)
     generator = torch.Generator().manual_seed(seed)
     W = initial_weights(N_INPUTS, N_OUTPUTS, 0.01, generator)
-    model = build_model(kind, W, lr=lr)
+    net, step = ours_model(kind, W, lr)
     batches = ShuffledBatches(train_split.images, train_split.labels, batch_size, generator)
     test_X, test_y = scale_pixels(test_split.images), to_labels(test_split.labels)
     run.setup_s.append(time.perf_counter() - t0)
@@ -273,7 +286,7 @@ def run_ours(kind: str, processed_dir: Path, raw_dir: Path, run: Run, epochs: in
         log.info("%s epoch %d: %.3f s, train loss %.4f, train acc %.4f, test acc %.4f", run.name, record.epoch,
                  marks[-1] - marks[-2], record.train_loss, record.train_acc, record.val_acc)
 
-    history = train(model, batches, test_X, test_y, epochs, on_epoch=on_epoch, progress=False)
+    history = train(net, step, batches, test_X, test_y, [lr] * epochs, kind, progress=False, on_epoch=on_epoch)
     run.epoch_s.append([b - a for a, b in zip(marks, marks[1:])])
     run.train_loss.append(history[-1].train_loss)
     run.test_acc.append(history[-1].val_acc)
@@ -293,7 +306,7 @@ class StageRss:
 
 
 def measure_train_stage(kind: str, processed_dir: Path, tmp: Path) -> StageRss:
-    """`python -m pipeline train --model kind --no-progress` in a scratch copy of the layout it reads and writes."""
+    """`python -m pipeline train_{kind} --no-progress` in a scratch copy of the layout it reads and writes."""
     try:
         import psutil
     except ImportError:  # only the cross-check needs it
@@ -309,7 +322,7 @@ def measure_train_stage(kind: str, processed_dir: Path, tmp: Path) -> StageRss:
     stderr_path = work / "stderr.txt"
     with open(stderr_path, "wb") as stderr:
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline", "train", "--model", kind, "--no-progress"],
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline", f"train_{kind}", "--no-progress"],
                                 cwd=work, env=env, stdout=stderr, stderr=subprocess.STDOUT)
         watched = psutil.Process(proc.pid) if psutil else None
         sampled = 0
@@ -395,7 +408,7 @@ def print_rss(results: list[StageRss]) -> None:
     print()
     print(f"{'train stage (subprocess)':<34} {'exit':>4} {'wall s':>7} {'peak RSS MB':>11} {'sampled MB':>10}")
     for r in results:
-        print(f"{'pipeline.train --model ' + r.kind:<34} {r.returncode:>4} {r.wall_s:>7.1f} {r.maxrss_mb:>11.0f} "
+        print(f"{'pipeline train_' + r.kind:<34} {r.returncode:>4} {r.wall_s:>7.1f} {r.maxrss_mb:>11.0f} "
               f"{r.sampled_mb:>10.0f}")
         print(f"    {r.last_line}")
 
@@ -422,7 +435,7 @@ def project_path(value: str) -> Path:
               help="DataLoader workers of the chapter's loop (the chapter's get_dataloader_workers).")
 @click.option("--seed", default=0, show_default=True, type=int, help="torch.manual_seed / our generator seed.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=0),
-              help="torch intra-op threads for our loop; 1 is what pipeline.train uses (0: torch's default).")
+              help="torch intra-op threads for our loop; 1 is what the train stages use (0: torch's default).")
 @click.option("--chapter-threads", default=0, show_default=True, type=click.IntRange(min=0),
               help="torch intra-op threads for the chapter's loop (0: torch's default, as the chapter runs).")
 @click.option("-v", "--verbose", is_flag=True, help="Log every epoch.")
@@ -476,7 +489,7 @@ def main(epochs: int, repeats: int, skip_chapter: bool, skip_rss: bool, data_dir
             else:
                 results = []
                 for kind in KINDS:
-                    click.echo(f"pipeline.train --model {kind} (peak RSS) ...", err=True)
+                    click.echo(f"pipeline train_{kind} (peak RSS) ...", err=True)
                     results.append(measure_train_stage(kind, processed, tmp))
                 print_rss(results)
                 if any(r.returncode for r in results):

@@ -387,7 +387,7 @@ def create_accounts(state: dict, root: Path) -> None:
     """As the admin: the project's experiment and registered model, the accounts ``pipeline`` and
     ``viewer``, and pipeline's EDIT on both (viewer has READ, everyone's default). Created here, the two
     belong to the admin: an account that created them would MANAGE them."""
-    from softmax_regression.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+    from softmax_regression.tracking.store import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 
     experiment, registered = project_names()
     experiment_id = api(state, root, "POST", "/api/2.0/mlflow/experiments/create", {

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 
-from .kernels import ensure_pinned
+from pipeline.kernels import ensure_pinned
 
 if __name__ == "__main__":  # before torch, numpy or scipy can load
     ensure_pinned(sys.orig_argv)
@@ -31,10 +31,10 @@ from pathlib import Path
 
 import click
 
-from ._cli import run_and_exit
+from pipeline._cli import run_and_exit
 
-STAGES = ("fetch", "preprocess", "train", "train_baseline", "evaluate", "report")
-"""The stage modules of ``pipeline/`` (``train`` serves both ``train_scratch`` and ``train_concise``)."""
+STAGES = ("fetch", "preprocess", "train_scratch", "train_concise", "train_baseline", "evaluate", "report")
+"""The stage modules of ``pipeline/``, one per stage of dvc.yaml."""
 
 PROG_NAME = "python -m pipeline"
 

@@ -11,10 +11,9 @@ from typing import Callable, NoReturn
 
 import click
 
+from pipeline import kernels
 from softmax_regression.errors import failure_line
 from softmax_regression.params import SETTINGS, ParamsError, load_params
-
-from . import kernels
 
 EXIT_FAILURE = 1
 EXIT_BAD_PARAMS = 2

@@ -32,25 +32,29 @@ import numpy as np
 import pandas as pd
 import torch
 
-from softmax_regression import CHAPTER_KINDS, CLASS_NAMES, MODEL_KINDS, tracking
+from pipeline import paths
+from pipeline._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option
+from pipeline.stage_runs import model_runs, open_experiment
+from softmax_regression import CLASS_NAMES
 from softmax_regression.atomic import StagedOutputs
-from softmax_regression.calibration import Calibration, calibrate, reliability_csv
-from softmax_regression.dataset import Split, load_split
-from softmax_regression.metrics import (
+from softmax_regression.data.splits import Split, input_example, load_split
+from softmax_regression.evaluation import accuracy
+from softmax_regression.evaluation.calibration import Calibration, calibrate, reliability_csv
+from softmax_regression.evaluation.metrics import (
     Evaluation,
     best_by_validation,
     evaluate_probabilities,
     per_class_csv,
     predictions_csv,
 )
-from softmax_regression.models import LoadedModel, load_model
-from softmax_regression.plots import confusion_matrix_figure, figure_png_bytes, reliability_figure
-from softmax_regression.worked import worked_examples
-
-from . import paths
-from ._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option
-from .mlflow_runs import open_experiment
-from .model_runs import ModelRun, crown_champion, model_runs
+from softmax_regression.evaluation.worked import worked_examples
+from softmax_regression.models import CHAPTER_KINDS, MODEL_KINDS
+from softmax_regression.models.file import LoadedModel, load_model
+from softmax_regression.reporting.evaluation_figures import confusion_matrix_figure, reliability_figure
+from softmax_regression.reporting.png import figure_png_bytes
+from softmax_regression.tracking.logged_models import ModelRun
+from softmax_regression.tracking.registry import register_and_promote
+from softmax_regression.tracking.runs import log_bytes, log_table, tracked_run
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +63,6 @@ PARAMS = ("evaluate", "tracking")
 
 def probabilities_on(model: LoadedModel, split: Split) -> np.ndarray:
     return model.predict_proba(torch.from_numpy(split.images)).numpy()
-
-
-def accuracy_of(probabilities: np.ndarray, split: Split) -> float:
-    return round(float((probabilities.argmax(axis=1) == split.labels).mean()), 6)
 
 
 def reliability_png(name: str, c: Calibration) -> bytes:
@@ -84,16 +84,16 @@ def log_evaluation(run: ModelRun, e: Evaluation, c: Calibration, val_accuracy: f
                    reliability: bytes) -> None:
     """Test metrics, calibration, per-class metrics, the confusion and reliability figures and the confusion
     table, into the model's run; the metrics also on the run's classifier, where it has one."""
-    with tracking.tracked_run(run_id=run.run_id):
+    with tracked_run(run_id=run.run_id):
         mlflow.log_metrics({**e.summary(), **c.summary(), "val_accuracy": val_accuracy}, model_id=run.classifier_id)
         per_class = {f"test_{metric}_{metric_name(row['class'])}": row[metric]
                      for row in e.per_class_rows() for metric in ("precision", "recall", "f1")}
         per_class.update({f"test_ece_{metric_name(name)}": round(float(ece), 6)
                           for name, ece in zip(CLASS_NAMES, c.per_class_ece)})
         mlflow.log_metrics(per_class, model_id=run.classifier_id)
-        tracking.log_bytes(figure, "figures/confusion_matrix.png")
-        tracking.log_bytes(reliability, "figures/reliability.png")
-        tracking.log_table(pd.DataFrame(e.confusion, index=list(CLASS_NAMES), columns=list(CLASS_NAMES))
+        log_bytes(figure, "figures/confusion_matrix.png")
+        log_bytes(reliability, "figures/reliability.png")
+        log_table(pd.DataFrame(e.confusion, index=list(CLASS_NAMES), columns=list(CLASS_NAMES))
                            .rename_axis("true").reset_index(), "confusion_matrix.json")
         mlflow.log_text(per_class_csv([e]), "per_class.csv")
 
@@ -114,13 +114,13 @@ def main(params_path: str) -> None:
     test_probabilities = {kind: probabilities_on(model, test) for kind, model in models.items()}
     val_probabilities = {kind: probabilities_on(model, val) for kind, model in models.items()}
     evaluations = [evaluate_probabilities(kind, test_probabilities[kind], test.labels) for kind in models]
-    val_accuracy = {kind: accuracy_of(val_probabilities[kind], val) for kind in models}
+    val_accuracy = {kind: round(accuracy(val_probabilities[kind], val.labels), 6) for kind in models}
     calibrations = {kind: calibrate(test_probabilities[kind], test.labels, val_probabilities[kind], val.labels,
                                     params["evaluate"]["calibration_bins"]) for kind in models}
     figures = {e.name: confusion_png(e) for e in evaluations}
     reliability_pngs = {kind: reliability_png(kind, c) for kind, c in calibrations.items()}
     scratch = models["scratch"]
-    worked = worked_examples(*scratch.model.weights(), test.images, test.labels,
+    worked = worked_examples(scratch.W, scratch.b, test.images, test.labels,
                              standardization=scratch.standardization)
 
     runs = model_runs(experiment_id, kinds, test.images, params_path)
@@ -149,8 +149,8 @@ def main(params_path: str) -> None:
     # What others see of this stage (a new registered version, the champion alias) comes last, once
     # the outputs are in place.
     best = best_by_validation(val_accuracy)
-    crown_champion(runs[best], val_accuracy[best], params["tracking"]["registered_model"], test.images,
-                   calibrations[best].temperature)
+    register_and_promote(runs[best], input_example(test.images), params["tracking"]["registered_model"],
+                         val_accuracy[best], calibrations[best].temperature)
 
 
 if __name__ == "__main__":

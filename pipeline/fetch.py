@@ -4,11 +4,10 @@ import logging
 
 import click
 
+from pipeline import paths
+from pipeline._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option
+from softmax_regression.data.sources import fetch_fashion_mnist
 from softmax_regression.params import SETTINGS
-from softmax_regression.sources import fetch_fashion_mnist
-
-from . import paths
-from ._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option
 
 log = logging.getLogger(__name__)
 

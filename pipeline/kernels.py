@@ -139,7 +139,7 @@ def warn_if_not_portable() -> None:
     """One line on a machine whose outputs cannot be the committed bytes, saying how to compare them."""
     if not portable_here():
         log.warning("this is an %s machine: dvc.lock's bytes are those of x86-64, so outputs here may differ in "
-                    "the last bits; `python -m pipeline.reproduce_check` says whether they are within tolerance",
+                    "the last bits; `python -m pipeline.ci.reproduce_check` says whether they are within tolerance",
                     platform.machine())
 
 

@@ -10,15 +10,16 @@ import logging
 import click
 import mlflow
 
-from softmax_regression import CLASS_NAMES, tracking
+from pipeline import paths
+from pipeline._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option
+from pipeline.stage_runs import open_experiment, run_tags_for
+from softmax_regression import CLASS_NAMES
 from softmax_regression.atomic import StagedOutputs
-from softmax_regression.dataset import SIDE, load_raw, make_splits, split_stats, write_splits
+from softmax_regression.data.splits import SIDE, load_raw, make_splits, split_stats, write_splits
 from softmax_regression.params import flatten_params
-from softmax_regression.plots import figure_png_bytes, image_grid_figure
-
-from . import paths
-from ._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option
-from .mlflow_runs import open_experiment, run_tags_for
+from softmax_regression.reporting.images import image_grid_figure
+from softmax_regression.reporting.png import figure_png_bytes
+from softmax_regression.tracking.runs import log_bytes, tracked_run
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,10 @@ def main(params_path: str) -> None:
         outputs.write_json(paths.STATS_JSON, stats)
         outputs.write_bytes(paths.PREVIEW_PNG, preview_png)
         tags = run_tags_for("data", params_path, processed)  # hashes the splits as staged, not yet in place
-        with tracking.tracked_run(experiment_id=experiment_id, run_name="data", tags=tags):
+        with tracked_run(experiment_id=experiment_id, run_name="data", tags=tags):
             mlflow.log_params(flatten_params(params, ("data",)))
             mlflow.log_metrics({f"{name}_size": len(split) for name, split in splits.items()})
-            tracking.log_bytes(preview_png, "figures/preview.png")
+            log_bytes(preview_png, "figures/preview.png")
             mlflow.log_dict(stats, "stats.json")
             outputs.commit()
     log.info("splits: %s", ", ".join(f"{k} {len(v)}" for k, v in splits.items()))

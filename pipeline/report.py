@@ -19,32 +19,28 @@ import click
 import mlflow
 import numpy as np
 
-from softmax_regression import CHAPTER_KINDS, CLASS_NAMES, tracking
+from pipeline import paths
+from pipeline._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option
+from pipeline.stage_runs import model_runs, open_experiment
+from softmax_regression import CLASS_NAMES
 from softmax_regression.atomic import StagedOutputs
-from softmax_regression.calibration import read_reliability_csv, verdict
-from softmax_regression.dataset import Split, load_split
-from softmax_regression.history import EpochRecord, read_history_csv
-from softmax_regression.metrics import (
+from softmax_regression.data.splits import Split, load_split
+from softmax_regression.evaluation.calibration import read_reliability_csv, verdict
+from softmax_regression.evaluation.metrics import (
     best_by_validation,
     most_confident_mistakes,
     read_per_class_csv,
     read_predictions_csv,
     read_scores_json,
 )
-from softmax_regression.plots import (
-    figure_png_bytes,
-    grid_shape,
-    image_grid_figure,
-    loss_functions_figure,
-    per_class_f1_figure,
-    training_curves_figure,
-)
-from softmax_regression.report import report_page, worked_html
-
-from . import paths
-from ._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option
-from .mlflow_runs import open_experiment
-from .model_runs import model_run_id
+from softmax_regression.models import CHAPTER_KINDS
+from softmax_regression.reporting.curves import training_curves_figure
+from softmax_regression.reporting.images import grid_shape, image_grid_figure
+from softmax_regression.reporting.page import report_page, worked_html
+from softmax_regression.reporting.page_figures import loss_functions_figure, per_class_f1_figure
+from softmax_regression.reporting.png import figure_png_bytes
+from softmax_regression.tracking.runs import tracked_run
+from softmax_regression.training.history import EpochRecord, read_history_csv
 
 log = logging.getLogger(__name__)
 
@@ -147,10 +143,8 @@ def main(params_path: str) -> None:
             (folder / "figures" / name).write_bytes(png)
         (folder / "report.html").write_text(page)
         (folder / "summary.md").write_text(summary)
-        for name in inputs.metrics:
-            run_id = model_run_id(experiment_id, name, paths.model_path(name).read_bytes(), inputs.test.images,
-                                  params_path)
-            with tracking.tracked_run(run_id=run_id):
+        for run in model_runs(experiment_id, tuple(inputs.metrics), inputs.test.images, params_path).values():
+            with tracked_run(run_id=run.run_id):
                 mlflow.log_text(page, "report/report.html")
                 mlflow.log_text(summary, "report/summary.md")
         outputs.commit()

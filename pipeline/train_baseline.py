@@ -16,21 +16,19 @@ import logging
 
 import click
 import mlflow
-import torch
 
-from softmax_regression import BASELINE_KIND
-from softmax_regression.baseline import as_softmax_regression, fit_logistic_regression
-from softmax_regression.batches import to_labels
-from softmax_regression.dataset import image_side, load_split
-from softmax_regression.features import Standardization, features
-from softmax_regression.models import model_bytes
+from pipeline import paths
+from pipeline._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option
+from pipeline.stage_runs import new_model_run, open_experiment
+from softmax_regression.atomic import StagedOutputs
+from softmax_regression.data.features import Standardization, features
+from softmax_regression.data.splits import image_side, input_example, load_split
+from softmax_regression.evaluation import accuracy
+from softmax_regression.models import BASELINE_KIND
+from softmax_regression.models.baseline import Fitted, fit_logistic_regression
+from softmax_regression.models.file import model_bytes
 from softmax_regression.params import flatten_params, shaping_record
-from softmax_regression.training import accuracy
-
-from . import paths
-from ._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option
-from .mlflow_runs import open_experiment
-from .model_runs import training_run
+from softmax_regression.tracking.logged_models import log_model_file
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +51,20 @@ def main(params_path: str) -> None:
     train_X, val_X = (features(split.images, standardization) for split in (train_split, val_split))
     fitted = fit_logistic_regression(train_X.numpy(), train_split.labels, C=cfg["C"], max_iter=cfg["max_iter"],
                                     tol=cfg["tol"])
-    model = as_softmax_regression(fitted)
-    with torch.no_grad():
-        train_acc = accuracy(model, train_X, to_labels(train_split.labels))
-        val_acc = accuracy(model, val_X, to_labels(val_split.labels))
+    net = Fitted.from_sklearn(fitted)
+    train_acc = accuracy(net(train_X).numpy(), train_split.labels)
+    val_acc = accuracy(net(val_X).numpy(), val_split.labels)
     n_iter = int(fitted.n_iter_.max())
 
     shaping = flatten_params(params, ("baseline", "data"))
-    checkpoint = model_bytes(model, side, shaping_record(shaping), standardization)
-    with training_run(experiment_id, BASELINE_KIND, params_path, model, checkpoint, standardization,
-                      val_split.images, files={}) as run:
-        mlflow.log_params(shaping)
-        mlflow.log_metrics({"train_acc": train_acc, "val_acc": val_acc, "n_iter": n_iter})
+    checkpoint = model_bytes(BASELINE_KIND, net.W, net.b, side, shaping_record(shaping), standardization)
+    with StagedOutputs() as outputs:
+        outputs.write_bytes(paths.model_path(BASELINE_KIND), checkpoint)
+        with new_model_run(experiment_id, BASELINE_KIND, params_path, checkpoint) as run:
+            mlflow.log_params(shaping)
+            mlflow.log_metrics({"train_acc": train_acc, "val_acc": val_acc, "n_iter": n_iter})
+            log_model_file(BASELINE_KIND, checkpoint, input_example(val_split.images))
+            outputs.commit()
     log.info("baseline: train acc %.4f, val acc %.4f after %d L-BFGS iterations; MLflow run %s",
              train_acc, val_acc, n_iter, run.info.run_id)
 

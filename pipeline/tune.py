@@ -24,7 +24,7 @@ import click
 import yaml
 from tqdm.auto import tqdm
 
-from softmax_regression import tracking
+from pipeline._cli import params_option, stage_main, verbose_option
 from softmax_regression.atomic import write_text
 from softmax_regression.params import load_params
 from softmax_regression.selection import (
@@ -36,8 +36,7 @@ from softmax_regression.selection import (
     load_tuned,
     tuned_yaml,
 )
-
-from ._cli import params_option, stage_main, verbose_option
+from softmax_regression.tracking.store import configure
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +111,7 @@ def select(sweep_path: str, params_path: str, out_path: str) -> None:
 
     params = load_params(params_path)
     _, points = load_sweep(sweep_path, params)
-    uri = tracking.configure(Path.cwd())
+    uri = configure(Path.cwd())
     experiment_name = params["tracking"]["experiment"]
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name(experiment_name)

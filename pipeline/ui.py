@@ -23,8 +23,8 @@ import urllib.request
 import click
 import mlflow
 
-from ._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option
-from .mlflow_runs import open_experiment
+from pipeline._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option
+from pipeline.stage_runs import open_experiment
 
 log = logging.getLogger(__name__)
 

@@ -60,7 +60,7 @@ def no_proxy_for_localhost(monkeypatch):
 
 @pytest.fixture(scope="session")
 def empty_store_file(tmp_path_factory) -> Path:
-    """An ``mlflow.db`` as ``tracking.configure`` creates it in an empty folder: MLflow takes a second or more to
+    """An ``mlflow.db`` as ``store.configure`` creates it in an empty folder: MLflow takes a second or more to
     create its tables, so a test's store starts as a copy of this one."""
     from support import tracking_store
 
@@ -134,11 +134,11 @@ def fast_build(shared_root, system_data_dir) -> tuple[Path, str]:
 def fast_copy_of_build(fast_build: tuple[Path, str], dest: Path) -> tuple[Path, str]:
     """A copy of the session's fast build at ``dest`` (big files hard-linked, see ``support.link_or_copy``), its
     MLflow store pointed at the copy's own ``mlruns/`` as a stage of the copy would point it."""
-    from softmax_regression import tracking
+    from softmax_regression.tracking import store
     from support import link_or_copy
 
     project = Path(shutil.copytree(fast_build[0], dest, symlinks=True, copy_function=link_or_copy))
-    tracking.relocate_copied_store(f"sqlite:///{project / 'mlflow.db'}", project)
+    store.relocate_copied_store(f"sqlite:///{project / 'mlflow.db'}", project)
     return project, fast_build[1]
 
 

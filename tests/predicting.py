@@ -18,8 +18,8 @@ TEXT_LINE = re.compile(r"^(?P<input>.+): " + ", ".join(
 
 
 def predict(*args, cwd, module=False):
-    """The installed `fmnist-predict` (or ``python -m softmax_regression.predict_cli``) in a process of its own."""
-    cmd = [sys.executable, "-m", "softmax_regression.predict_cli"] if module else [str(VENV_BIN / "fmnist-predict")]
+    """The installed `fmnist-predict` (or ``python -m softmax_regression.predicting.cli``) in a process of its own."""
+    cmd = [sys.executable, "-m", "softmax_regression.predicting.cli"] if module else [str(VENV_BIN / "fmnist-predict")]
     return run([*cmd, *map(str, args)], cwd, env=clean_env(), check=False, timeout=300)
 
 
@@ -102,7 +102,7 @@ def predict_in_process(*args, cwd) -> subprocess.CompletedProcess:
     would print its traceback."""
     from click.testing import CliRunner
 
-    from softmax_regression.predict_cli import main
+    from softmax_regression.predicting.cli import main
 
     argv = [str(arg) for arg in args]
     with as_a_fresh_process(cwd):

@@ -1,4 +1,4 @@
-"""Small synthetic inputs the unit tests write: IDX files and model files."""
+"""Small synthetic inputs the unit tests write: IDX files and model files, and the chapter's models to fill them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from softmax_regression.idx import UBYTE
+from softmax_regression.data.idx import UBYTE
 
 
 def encode_idx(array: np.ndarray) -> bytes:
@@ -17,11 +17,45 @@ def encode_idx(array: np.ndarray) -> bytes:
     return header + array.tobytes()
 
 
-def save_model(path: str | Path, model, side: int, params: dict, standardization=None) -> None:
-    """Write a project model file (:func:`softmax_regression.models.model_bytes`) for ``model``."""
-    from softmax_regression.models import model_bytes
+def save_model(path: str | Path, kind: str, W, b, side: int, params: dict, standardization=None) -> None:
+    """Write a project model file (:func:`softmax_regression.models.file.model_bytes`) of a ``kind`` model with
+    weights ``W`` (n_features x n_classes) and ``b``."""
+    from softmax_regression.models.file import model_bytes
 
-    Path(path).write_bytes(model_bytes(model, side, params, standardization))
+    Path(path).write_bytes(model_bytes(kind, W, b, side, params, standardization))
+
+
+def chapter_model(kind: str, W, lr: float = 0.1, weight_decay: float = 0.0, loss: str = "cross_entropy"):
+    """A chapter model of ``kind`` starting from weights ``W``, as the train stages build it
+    (``pipeline/train_scratch.py``, ``pipeline/train_concise.py``): ``(net, step, weights)``, the net a callable
+    from features to logits, ``step(X, y, lr)`` its training step on the loss ``loss``, and ``weights()`` its
+    current ``(W, b)``, W n_features x n_classes."""
+    import torch
+
+    from softmax_regression.models import concise, losses, scratch
+
+    if kind == "scratch":
+        net = scratch.Net(W)
+        return net, scratch.sgd_step(net, *losses.LOSSES[loss], weight_decay=weight_decay), lambda: (net.W, net.b)
+    if kind == "concise":
+        net = concise.net(W.shape[0], W.shape[1], W)
+        optimizer = torch.optim.SGD(net.parameters(), lr=lr, weight_decay=weight_decay)
+        return net, concise.sgd_step(net, concise.LOSSES[loss](), optimizer), lambda: concise.weights(net)
+    raise ValueError(f"not a chapter model: {kind!r}")
+
+
+def project_params(changes: dict | None = None) -> dict:
+    """The project's params.yaml as YAML reads it (every section and key: the one place the defaults live),
+    with ``changes`` (dotted keys, ``{"train.lr": 0.5}``) set on top: a key the file lacks is added."""
+    import yaml
+
+    from support import PROJECT_ROOT
+
+    raw = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    for dotted, value in (changes or {}).items():
+        section, key = dotted.split(".", 1)
+        raw[section][key] = value
+    return raw
 
 
 def write_regzipped(files: dict[str, bytes], directory: Path) -> Path:

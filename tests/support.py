@@ -192,14 +192,14 @@ def get_json(url: str, body: dict | None = None) -> dict:
 
 @contextlib.contextmanager
 def tracking_store(root: Path):
-    """MLflow pointed at ``sqlite:///<root>/mlflow.db`` (``tracking.configure`` with no MLFLOW_TRACKING_URI);
+    """MLflow pointed at ``sqlite:///<root>/mlflow.db`` (``store.configure`` with no MLFLOW_TRACKING_URI);
     afterwards MLflow's tracking URI and the environment are what they were."""
     import mlflow
     import pytest
     from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service import utils
 
-    from softmax_regression import tracking
+    from softmax_regression.tracking import store
 
     previous = utils._tracking_uri
     with pytest.MonkeyPatch.context() as mp:
@@ -209,7 +209,7 @@ def tracking_store(root: Path):
         for name, default in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")):
             mp.setenv(name, os.environ.get(name, default))  # configure() would set them for good
         try:
-            uri = tracking.configure(root)
+            uri = store.configure(root)
             assert uri == f"sqlite:///{root.resolve() / 'mlflow.db'}"
             yield uri
         finally:

@@ -2,7 +2,11 @@
 
 Every stage validates the whole file before it does any work, so a typo in a
 key another stage reads still stops the pipeline at its first stage, with one
-line naming the key, the value and what is allowed.
+line naming the key, the value and what is allowed. The values, defaults
+included, live in ``params.yaml`` alone: here are only the rules, and a key
+the file lacks is refused like a wrong one. The choices of a param come from
+the package that implements them (``models``, ``data``, ``training``: their
+``__init__`` files, which import no torch).
 """
 
 from __future__ import annotations
@@ -15,8 +19,11 @@ from typing import Any, Callable
 
 import yaml
 
-from .errors import one_line
-from .losses import LOSSES
+from softmax_regression import CLASS_NAMES
+from softmax_regression.data import NORMALIZATIONS
+from softmax_regression.errors import one_line
+from softmax_regression.models import LOSSES
+from softmax_regression.training import DEVICES, SCHEDULES
 
 
 class ParamsError(ValueError):
@@ -25,7 +32,6 @@ class ParamsError(ValueError):
 
 @dataclass(frozen=True)
 class Rule:
-    default: Any
     allowed: str
     check: Callable[[Any], bool]
 
@@ -48,7 +54,7 @@ def _int_between(low: int, high: int) -> Callable[[Any], bool]:
 
 
 def _one_of(choices: tuple[str, ...]) -> Rule:
-    return Rule(choices[0], f"one of {', '.join(choices)}", lambda v: v in choices)
+    return Rule(f"one of {', '.join(choices)}", lambda v: v in choices)
 
 
 def _positive_number(v: Any) -> bool:
@@ -104,17 +110,8 @@ MAX_SPLIT_SEED = 2**32 - 1
 """scikit-learn's ``random_state`` is a numpy seed: 0 .. 2**32 - 1."""
 MAX_TORCH_SEED = 2**64 - 1
 """``torch.Generator.manual_seed`` takes at most an unsigned 64-bit value."""
-N_CLASSES = 10
-"""Fashion-MNIST's classes: a stratified validation split needs at least one image of each."""
 MAX_TRAIN_IMAGES = 60_000
 """Fashion-MNIST's training images: a larger batch is the whole split."""
-
-# The choices of the params that pick an implementation, first the default. The modules that implement
-# them (features, training, the models) take their lists from here; the losses are named by their registry.
-NORMALIZE_CHOICES = ("none", "global", "per_pixel")
-LOSS_CHOICES = tuple(LOSSES)
-SCHEDULE_CHOICES = ("constant", "step", "cosine")
-DEVICE_CHOICES = ("cpu", "cuda", "auto")
 
 SETTINGS = ("data.system_dir", "data.local_dir", "data.mirrors", "data.timeout", "data.retries", "data.deadline")
 """Where fetch may find the data and how long it may try: they pick a source, not an outcome. fetch's
@@ -124,49 +121,49 @@ source, so no stage declares these as the params its outputs depend on: a teamma
 
 SCHEMA: dict[str, dict[str, Rule]] = {
     "data": {
-        "system_dir": Rule("/usr/share/datasets/fashion-mnist", "a directory path or null", _optional_str),
-        "local_dir": Rule(None, "a directory path or null", _optional_str),
-        "mirrors": Rule([], "a list of http(s) base URLs", _url_list),
-        "timeout": Rule(30, "a number of seconds > 0 and <= 3600", _seconds_up_to(3600)),
-        "retries": Rule(2, "an integer between 0 and 100", _int_between(0, 100)),
-        "deadline": Rule(600, "a number of seconds > 0 and <= 86400", _seconds_up_to(86400)),
-        "resize": Rule(None, f"null or an integer side length between 4 and {MAX_RESIZE}",
+        "system_dir": Rule("a directory path or null", _optional_str),
+        "local_dir": Rule("a directory path or null", _optional_str),
+        "mirrors": Rule("a list of http(s) base URLs", _url_list),
+        "timeout": Rule("a number of seconds > 0 and <= 3600", _seconds_up_to(3600)),
+        "retries": Rule("an integer between 0 and 100", _int_between(0, 100)),
+        "deadline": Rule("a number of seconds > 0 and <= 86400", _seconds_up_to(86400)),
+        "resize": Rule(f"null or an integer side length between 4 and {MAX_RESIZE}",
                        lambda v: v is None or (_is_int(v) and 4 <= v <= MAX_RESIZE)),
-        "val_size": Rule(5000, f"0 or an integer between {N_CLASSES} and 30000 (one image of each class)",
-                         lambda v: _is_int(v) and (v == 0 or N_CLASSES <= v <= 30000)),
-        "seed": Rule(0, f"an integer between 0 and {MAX_SPLIT_SEED} (numpy's seed range)",
+        "val_size": Rule(f"0 or an integer between {len(CLASS_NAMES)} and 30000 (one image of each class)",
+                         lambda v: _is_int(v) and (v == 0 or len(CLASS_NAMES) <= v <= 30000)),
+        "seed": Rule(f"an integer between 0 and {MAX_SPLIT_SEED} (numpy's seed range)",
                      _int_between(0, MAX_SPLIT_SEED)),
-        "normalize": _one_of(NORMALIZE_CHOICES),
+        "normalize": _one_of(NORMALIZATIONS),
     },
     "train": {
-        "epochs": Rule(10, "an integer between 1 and 100000", _int_between(1, 100_000)),
-        "batch_size": Rule(256, f"an integer between 1 and {MAX_TRAIN_IMAGES}", _int_between(1, MAX_TRAIN_IMAGES)),
-        "lr": Rule(0.1, "a number > 0", _positive_number),
-        "weight_decay": Rule(0.0, "a number >= 0", _non_negative_number),
-        "init_std": Rule(0.01, "a number > 0", _positive_number),
-        "seed": Rule(0, f"an integer between 0 and {MAX_TORCH_SEED} (torch's seed range)",
+        "epochs": Rule("an integer between 1 and 100000", _int_between(1, 100_000)),
+        "batch_size": Rule(f"an integer between 1 and {MAX_TRAIN_IMAGES}", _int_between(1, MAX_TRAIN_IMAGES)),
+        "lr": Rule("a number > 0", _positive_number),
+        "weight_decay": Rule("a number >= 0", _non_negative_number),
+        "init_std": Rule("a number > 0", _positive_number),
+        "seed": Rule(f"an integer between 0 and {MAX_TORCH_SEED} (torch's seed range)",
                      _int_between(0, MAX_TORCH_SEED)),
-        "device": _one_of(DEVICE_CHOICES),
-        "loss": _one_of(LOSS_CHOICES),
-        "schedule": _one_of(SCHEDULE_CHOICES),
+        "device": _one_of(DEVICES),
+        "loss": _one_of(LOSSES),
+        "schedule": _one_of(SCHEDULES),
     },
     "baseline": {
-        "C": Rule(1.0, "a number > 0", _positive_number),
-        "tol": Rule(1e-3, "a number > 0 and < 1", lambda v: _positive_number(v) and v < 1),
-        "max_iter": Rule(1000, "an integer between 1 and 10000", _int_between(1, 10000)),
+        "C": Rule("a number > 0", _positive_number),
+        "tol": Rule("a number > 0 and < 1", lambda v: _positive_number(v) and v < 1),
+        "max_iter": Rule("an integer between 1 and 10000", _int_between(1, 10000)),
     },
     "evaluate": {
-        "baseline": Rule(True, "true or false", lambda v: isinstance(v, bool)),
-        "calibration_bins": Rule(15, "an integer between 2 and 100", _int_between(2, 100)),
+        "baseline": Rule("true or false", lambda v: isinstance(v, bool)),
+        "calibration_bins": Rule("an integer between 2 and 100", _int_between(2, 100)),
     },
     "report": {
-        "n_images": Rule(18, "an integer between 1 and 100", _int_between(1, 100)),
-        "n_mistakes": Rule(18, "an integer between 1 and 100", _int_between(1, 100)),
+        "n_images": Rule("an integer between 1 and 100", _int_between(1, 100)),
+        "n_mistakes": Rule("an integer between 1 and 100", _int_between(1, 100)),
     },
     "tracking": {
-        "experiment": Rule("fashion-mnist-softmax", f"a non-empty string of at most {MLFLOW_MAX_EXPERIMENT_NAME} "
+        "experiment": Rule(f"a non-empty string of at most {MLFLOW_MAX_EXPERIMENT_NAME} "
                            "characters (MLflow's limit)", _experiment_name),
-        "registered_model": Rule("fashion-mnist-softmax", "a non-empty string of at most 250 characters without "
+        "registered_model": Rule("a non-empty string of at most 250 characters without "
                                  "'/' or ':', not '.' or '..' (MLflow's model names)", _registered_model_name),
     },
 }
@@ -187,7 +184,8 @@ def excerpt(value: Any) -> str:
 
 
 def validate_params(raw: Any) -> dict[str, dict[str, Any]]:
-    """Return the params with defaults filled in, or raise ParamsError on the first bad entry."""
+    """Return the params, every section and key of :data:`SCHEMA`, or raise ParamsError on the first bad,
+    unknown or missing entry."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -200,7 +198,7 @@ def validate_params(raw: Any) -> dict[str, dict[str, Any]]:
     params: dict[str, dict[str, Any]] = {}
     for section, rules in SCHEMA.items():
         given = raw.get(section)
-        if given is None:  # `train:` with nothing under it; not `train: []` or `train: 0`
+        if given is None:  # a section left out, or `train:` with nothing under it; not `train: []` or `train: 0`
             given = {}
         if not isinstance(given, dict):
             raise ParamsError(f"params section {section!r} must be a mapping, got {excerpt(given)}")
@@ -212,7 +210,9 @@ def validate_params(raw: Any) -> dict[str, dict[str, Any]]:
                 )
         values = {}
         for key, rule in rules.items():
-            value = given.get(key, rule.default)
+            if key not in given:
+                raise ParamsError(f"params key {section}.{key} is missing; expected {rule.allowed}")
+            value = given[key]
             if not rule.check(value):
                 raise ParamsError(
                     f"params key {section}.{key} is {excerpt(value)}; expected {rule.allowed}"
@@ -288,7 +288,7 @@ SHAPING = tuple(f"train.{key}" for key in ("epochs", "batch_size", "lr", "weight
                                             "schedule")) + ("data.normalize",)
 """The params that shape a trained model's weights (``train.device`` only picks where they are computed)."""
 
-OMITTED_AT_DEFAULT = {"data.normalize": "none", "train.schedule": "constant"}
+OMITTED_AT_DEFAULT = {"data.normalize": NORMALIZATIONS[0], "train.schedule": SCHEDULES[0]}
 """Params that shape a model but that a model file records only away from these defaults: a model file
 trained without the option does not name it, so its bytes do not depend on options it does not use."""
 

@@ -21,9 +21,16 @@ from typing import Any
 
 import yaml
 
-from .errors import one_line
-from .params import OMITTED_AT_DEFAULT, SHAPING, ParamsError, flatten_params, parse_params_yaml, validate_params
-from .tracking import DATASET_SHA256_TAG
+from softmax_regression.errors import one_line
+from softmax_regression.params import (
+    OMITTED_AT_DEFAULT,
+    SHAPING,
+    ParamsError,
+    flatten_params,
+    parse_params_yaml,
+    validate_params,
+)
+from softmax_regression.tracking.runs import DATASET_SHA256_TAG
 
 SELECTED_MODEL = "scratch"
 """The training runs compared: the chapter's own model (concise trains to the same weights)."""
@@ -63,7 +70,7 @@ def _dotted(values: dict[str, Any], where: str) -> dict[str, Any]:
     return dict(values)
 
 
-def load_sweep(path: str | Path, base_params: dict | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def load_sweep(path: str | Path, base_params: dict) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The fixed values and the grid points of a sweep file, each point checked as params.
 
     The file holds ``fixed`` (dotted key: value) and ``grid`` (dotted key: list of values);
@@ -83,14 +90,14 @@ def load_sweep(path: str | Path, base_params: dict | None = None) -> tuple[dict[
             raise SweepError(f"{path}: grid key {key} must list at least one value")
     points = [{**fixed, **dict(zip(grid, combination))} for combination in itertools.product(*grid.values())]
     for point in points:
-        check_point(point, base_params or {}, str(path))
+        check_point(point, base_params, str(path))
     return fixed, points
 
 
-def point_params(point: dict[str, Any], base_params: dict | None, where: str = "sweep") -> dict[str, dict[str, Any]]:
-    """``base_params`` (the project's params.yaml; the defaults where None) with ``point`` set, validated as
-    a stage would: one line naming the bad key."""
-    merged = {section: dict(values or {}) for section, values in (base_params or {}).items()}
+def point_params(point: dict[str, Any], base_params: dict, where: str = "sweep") -> dict[str, dict[str, Any]]:
+    """``base_params`` (the project's params.yaml) with ``point`` set, validated as a stage would: one line
+    naming the bad key."""
+    merged = {section: dict(values or {}) for section, values in base_params.items()}
     for dotted, value in point.items():
         section, _, key = dotted.partition(".")
         merged.setdefault(section, {})[key] = value
@@ -120,9 +127,9 @@ def _same_value(logged: str, wanted: Any) -> bool:
     return value == wanted
 
 
-def shaping_params(point: dict[str, Any], base_params: dict | None = None) -> dict[str, Any]:
+def shaping_params(point: dict[str, Any], base_params: dict) -> dict[str, Any]:
     """Every param that shapes the model a point trains (:data:`~softmax_regression.params.SHAPING`): the
-    point's own values, the rest from ``base_params`` (the project's params.yaml), else the defaults."""
+    point's own values, the rest from ``base_params`` (the project's params.yaml)."""
     flat = flatten_params(point_params(point, base_params))
     return {key: flat[key] for key in SHAPING}
 
@@ -144,7 +151,7 @@ def _trained(run_params: dict[str, str], wanted: dict[str, Any]) -> bool:
     return True
 
 
-def candidates_from_runs(client, experiment_id: str, points: list[dict[str, Any]], base_params: dict | None = None,
+def candidates_from_runs(client, experiment_id: str, points: list[dict[str, Any]], base_params: dict,
                          dataset_sha256: str | None = None) -> list[Candidate]:
     """For each grid point, the latest finished training run of :data:`SELECTED_MODEL` with exactly the
     params that shape its model (:func:`shaping_params`: the point's, the rest from ``base_params``), and

@@ -20,10 +20,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project's pipeline/ (for kernels.chosen)
 
 from pipeline.kernels import chosen  # noqa: E402
-from softmax_regression.batches import ShuffledBatches, to_labels  # noqa: E402
-from softmax_regression.features import features  # noqa: E402
-from softmax_regression.models import build_model, initial_weights  # noqa: E402
-from softmax_regression.training import train  # noqa: E402
+from softmax_regression.data.batches import ShuffledBatches, to_labels  # noqa: E402
+from softmax_regression.data.features import features  # noqa: E402
+from softmax_regression.models import concise, losses, scratch  # noqa: E402
+from softmax_regression.training.loop import initial_weights, train  # noqa: E402
 
 
 def digest(*arrays) -> str:
@@ -34,6 +34,17 @@ def digest(*arrays) -> str:
     return sha.hexdigest()
 
 
+def chapter_model(kind: str, W: torch.Tensor, lr: float):
+    """``(net, step, weights)`` of a chapter model starting from ``W``, on the cross-entropy, as the train
+    stages build it (``pipeline/train_scratch.py``, ``pipeline/train_concise.py``)."""
+    if kind == "scratch":
+        net = scratch.Net(W)
+        return net, scratch.sgd_step(net, *losses.LOSSES["cross_entropy"]), lambda: (net.W, net.b)
+    net = concise.net(W.shape[0], W.shape[1], W)
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr, weight_decay=0.0)
+    return net, concise.sgd_step(net, concise.LOSSES["cross_entropy"](), optimizer), lambda: concise.weights(net)
+
+
 def main(subset: str, torch_only: bool) -> None:
     torch.set_num_threads(1)
     data = np.load(subset)
@@ -41,16 +52,16 @@ def main(subset: str, torch_only: bool) -> None:
     found = {}
     for kind in ("scratch", "concise"):
         generator = torch.Generator().manual_seed(0)
-        model = build_model(kind, initial_weights(train_x.shape[1], 10, 0.01, generator), lr=0.1)
+        net, step, weights = chapter_model(kind, initial_weights(train_x.shape[1], 10, 0.01, generator), lr=0.1)
         batches = ShuffledBatches(train_x, train_y, 256, generator)
         val = features(val_x, None)
-        history = train(model, batches, val, to_labels(val_y), epochs=2, progress=False)
+        history = train(net, step, batches, val, to_labels(val_y), [0.1] * 2, kind, progress=False)
         with torch.no_grad():
-            logits = model.logits(val)
-        found[kind] = {"weights": digest(*model.weights()), "val_logits": digest(logits),
+            logits = net(val)
+        found[kind] = {"weights": digest(*weights()), "val_logits": digest(logits),
                        "train_loss": history[-1].train_loss, "val_acc": history[-1].val_acc}
     if not torch_only:
-        from softmax_regression.baseline import fit_logistic_regression
+        from softmax_regression.models.baseline import fit_logistic_regression
 
         fitted = fit_logistic_regression(features(train_x, None).numpy(), train_y, C=1.0, max_iter=10, tol=0.0)
         found["baseline"] = {"weights": digest(fitted.coef_, fitted.intercept_)}

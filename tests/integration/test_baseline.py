@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from softmax_regression.baseline import as_softmax_regression, fit_logistic_regression
-from softmax_regression.dataset import Split, make_splits
-from softmax_regression.features import scale_pixels
-from softmax_regression.idx import read_images, read_labels
-from softmax_regression.params import SCHEMA
+from softmax_regression.data.features import scale_pixels
+from softmax_regression.data.idx import read_images, read_labels
+from softmax_regression.data.splits import Split, make_splits
+from softmax_regression.models.baseline import Fitted, fit_logistic_regression
+from softmax_regression.params import load_params
+from support import PROJECT_ROOT
 
-DEFAULTS = {key: rule.default for key, rule in SCHEMA["baseline"].items()}
+DEFAULTS = load_params(PROJECT_ROOT / "params.yaml")["baseline"]
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def splits(system_data_dir):
 
 def correct_on(test, fitted) -> int:
     """How many test images the fitted model classifies right (counted, so no float rounding enters)."""
-    logits = as_softmax_regression(fitted).logits(scale_pixels(test.images))
+    logits = Fitted.from_sklearn(fitted)(scale_pixels(test.images))
     return int((logits.argmax(dim=1).numpy() == test.labels).sum())
 
 
@@ -71,7 +72,7 @@ def test_the_centred_fit_is_the_uncentred_model_and_takes_raw_pixels(splits):
         plain = LogisticRegression(C=0.1, max_iter=5000, tol=1e-7).fit(X, y)
     pixels = scale_pixels(test.images[:500])
     expected = torch.from_numpy(plain.predict_proba(pixels.numpy().astype(np.float64))).float()
-    got = torch.softmax(as_softmax_regression(centred).logits(pixels), dim=1)
+    got = torch.softmax(Fitted.from_sklearn(centred)(pixels), dim=1)
     # Both stop a little short of the optimum (L-BFGS's own function-decrease test); an intercept without
     # the fold would be off by the mean pixel times W, several units of logit.
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-2)

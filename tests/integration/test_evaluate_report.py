@@ -48,8 +48,8 @@ def png_size(data: bytes) -> tuple[int, int]:
 def test_the_reliability_outs_hold_what_the_metrics_say_and_the_report_explains_them(project):
     """Recomputed from the test split and the models: the ECE and the temperature; the CSV's bins hold every
     test image; the report's calibration section has each diagram and one sentence per model."""
-    from softmax_regression.calibration import calibrate, read_reliability_csv
-    from softmax_regression.models import load_model
+    from softmax_regression.evaluation.calibration import calibrate, read_reliability_csv
+    from softmax_regression.models.file import load_model
 
     metrics = read_metrics(project)
     images, labels = (np.load(project / f"data/processed/test_{x}.npy") for x in ("images", "labels"))
@@ -93,11 +93,7 @@ def raw_logits(checkpoint: dict, images_uint8: np.ndarray) -> torch.Tensor:
     """The chapter's ``X W + b`` straight from a model file's tensors, in float64, with none of the project's
     code (no load_model, predict_proba, features or Standardization): ``X`` is the uint8 pixels, flattened,
     over 255, then standardized by the statistics the file records, if it records any."""
-    state = checkpoint["state"]
-    if checkpoint["kind"] == "concise":  # nn.Sequential(Flatten, Linear): nn.Linear keeps W as classes x features
-        W, b = state["1.weight"].T, state["1.bias"]
-    else:  # scratch and the baseline: W is features x classes
-        W, b = state["W"], state["b"]
+    W, b = checkpoint["state"]["W"], checkpoint["state"]["b"]  # every kind: W is features x classes
     side = checkpoint["input_shape"][-1]
     assert W.shape == (side * side, len(CLASS_NAMES)) and b.shape == (len(CLASS_NAMES),)
     X = torch.from_numpy(images_uint8.reshape(len(images_uint8), -1).astype(np.float64)) / 255

@@ -38,7 +38,7 @@ def built(fault_project, tmp_path) -> Path:
 
 
 class Training:
-    """``python -m pipeline train --model scratch -v`` started in ``project``, its stderr drained by a thread;
+    """``python -m pipeline train_scratch -v`` started in ``project``, its stderr drained by a thread;
     :meth:`wait_for_epoch` returns once the first epoch is logged (imports done, training under way)."""
 
     def __init__(self, project: Path):
@@ -52,7 +52,7 @@ class Training:
         previous = signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pipeline", "train", "--model", "scratch", "--no-progress", "-v"],
+                [sys.executable, "-m", "pipeline", "train_scratch", "--no-progress", "-v"],
                 cwd=project, env=clean_env(PYTHONPATH=str(project / "src")), stderr=subprocess.PIPE, text=True)
         finally:
             signal.signal(signal.SIGINT, previous)
@@ -218,7 +218,7 @@ def test_sigterm_while_logging_ends_the_run_killed(built):
     hook = built / "sitecustomize.py"
     hook.write_text(
         "import os, signal\n"
-        "import softmax_regression.mlflow_models as m\n"
+        "import softmax_regression.tracking.logged_models as m\n"
         "_log = m.log_torch_model\n"
         "def log_torch_model(*a, **k):\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
@@ -227,7 +227,7 @@ def test_sigterm_while_logging_ends_the_run_killed(built):
     )
     env["PYTHONPATH"] = f"{built}{os.pathsep}{built / 'src'}"
     before = outputs(built)
-    result = subprocess.run([sys.executable, "-m", "pipeline", "train", "--model", "scratch", "--no-progress"],
+    result = subprocess.run([sys.executable, "-m", "pipeline", "train_scratch", "--no-progress"],
                             cwd=built, env=env, capture_output=True, text=True, timeout=300)
     hook.unlink()
     assert result.returncode == 130, result.stderr
@@ -252,7 +252,7 @@ def test_sigkill_leaves_temporaries_that_the_next_run_removes(built):
     training.finish()
     assert run_statuses(built).get("RUNNING") is None  # killed mid-training: no run was open
     set_param(built, "train.epochs", 2)
-    result = stage(built, "train", "--model", "scratch", "--no-progress")
+    result = stage(built, "train_scratch", "--no-progress")
     assert result.returncode == 0, result.stderr
     assert not stale[0].exists()
     assert stale[1].exists()  # report's temporaries go when report writes again
@@ -268,7 +268,7 @@ def test_read_only_store_is_refused_before_any_work(built):
     db = built / "mlflow.db"
     with read_only(db):
         started = time.monotonic()
-        result = stage(built, "train", "--model", "scratch", "--no-progress")
+        result = stage(built, "train_scratch", "--no-progress")
         elapsed = time.monotonic() - started
     assert result.returncode == 1
     line = one_error_line(result.stderr, "train")
@@ -281,7 +281,7 @@ def test_read_only_store_is_refused_before_any_work(built):
 
 def test_sqlite_uri_in_a_missing_folder_is_an_error_not_a_new_store(built, tmp_path):
     uri = f"sqlite:///{tmp_path}/nonexistent/dir/x.db"
-    result = stage(built, "train", "--model", "scratch", "--no-progress",
+    result = stage(built, "train_scratch", "--no-progress",
                    env=clean_env(MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(built / "src")))
     assert result.returncode == 1
     line = one_error_line(result.stderr, "train")
@@ -325,7 +325,7 @@ def test_a_deleted_experiment_is_one_line_saying_how_to_restore_it(built):
                                        ).fetchone()
         con.commit()
     before = outputs(built)
-    result = stage(built, "train", "--model", "scratch", "--no-progress")
+    result = stage(built, "train_scratch", "--no-progress")
     assert result.returncode == 1
     line = one_error_line(result.stderr, "train")
     assert line == (f"train: error: MLflow store sqlite:///{built / 'mlflow.db'}: experiment 'fashion-mnist-softmax' "
@@ -472,7 +472,7 @@ def test_a_pr_report_against_a_base_from_before_calibration_leaves_gaps(built):
     No stage of the head's code can rewrite a file of that revision, so the report does not call it damaged:
     it compares what both sides hold, each calibration cell of the base a gap, and runs the champion race on
     validation accuracy as ever."""
-    from pipeline.reproduce_check import dvc_cache
+    from pipeline.ci.reproduce_check import dvc_cache
 
     metrics_path = "reports/eval/metrics.json"
     head_bytes = (built / metrics_path).read_bytes()
@@ -493,7 +493,7 @@ def test_a_pr_report_against_a_base_from_before_calibration_leaves_gaps(built):
     (built / "dvc.lock").write_text(lock)
     run(["git", "commit", "-qam", "evaluate measures calibration"], built)
 
-    result = run([sys.executable, "-m", "pipeline.pr_report", "--base", "HEAD~1"], built, check=False)
+    result = run([sys.executable, "-m", "pipeline.ci.pr_report", "--base", "HEAD~1"], built, check=False)
     assert result.returncode == 0, result.stderr
     page = (built / "reports/pr/report.md").read_text()
     for kind, values in head_scores.items():

@@ -32,9 +32,9 @@ def test_the_report_shows_every_library_on_its_pinned_kernels():
 
 
 def test_a_stage_started_without_the_launcher_refuses_in_one_line(tmp_path):
-    """`python -m pipeline.train` skips the launcher, so torch picks its kernels for this CPU (AVX2 or
+    """`python -m pipeline.train_scratch` skips the launcher, so torch picks its kernels for this CPU (AVX2 or
     AVX-512 on any machine the suite runs on): the stage stops before any work, saying how to run it."""
-    result = subprocess.run([sys.executable, "-m", "pipeline.train", "--model", "scratch"], cwd=tmp_path,
+    result = subprocess.run([sys.executable, "-m", "pipeline.train_scratch"], cwd=tmp_path,
                             env={**clean_env(), "PYTHONPATH": str(PROJECT_ROOT)}, capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.startswith("train: error: numeric kernels not pinned: torch runs ")
@@ -43,7 +43,7 @@ def test_a_stage_started_without_the_launcher_refuses_in_one_line(tmp_path):
 
 def test_the_launcher_pins_the_kernels_before_the_stage_loads(tmp_path):
     """Through `python -m pipeline`, the same command gets past the check to its own first error."""
-    result = subprocess.run([sys.executable, "-m", "pipeline", "train", "--model", "scratch"], cwd=tmp_path,
+    result = subprocess.run([sys.executable, "-m", "pipeline", "train_scratch"], cwd=tmp_path,
                             env={**clean_env(), "PYTHONPATH": str(PROJECT_ROOT)}, capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip() == "train: error: params file params.yaml not found"
@@ -56,7 +56,7 @@ def test_another_architecture_gets_one_line_saying_the_bits_cannot_be_promised(m
         kernels.check_chosen()  # no portable kernels to insist on there
     assert [r.getMessage() for r in caplog.records] == [
         "this is an aarch64 machine: dvc.lock's bytes are those of x86-64, so outputs here may differ in the last "
-        "bits; `python -m pipeline.reproduce_check` says whether they are within tolerance"]
+        "bits; `python -m pipeline.ci.reproduce_check` says whether they are within tolerance"]
 
 
 def test_on_x86_64_a_library_on_its_own_kernels_is_named(monkeypatch):

@@ -1,4 +1,4 @@
-"""`python -m pipeline.lock_check`: is the committed dvc.lock current for the code, params and commands?
+"""`python -m pipeline.ci.lock_check`: is the committed dvc.lock current for the code, params and commands?
 
 Real git and DVC on a tiny two-stage project (built once, committed, then
 cloned afresh by each test, so no outs and no DVC cache: what CI sees), and
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.lock_check import stage_outs, stale_entries  # noqa: E402  (support puts the project on sys.path)
+from pipeline.ci.lock_check import stage_outs, stale_entries  # noqa: E402  (support puts the project on sys.path)
 from support import PROJECT_ROOT, clean_env, clean_environment, clone_project, dvc_repo, run
 
 CURRENT = "lock-check: dvc.lock matches the code, params and commands of every stage"
@@ -96,15 +96,15 @@ def project(origin, tmp_path) -> Path:
 
 
 def lock_check(project: Path, *args: str) -> subprocess.CompletedProcess:
-    """`python -m pipeline.lock_check --project PROJECT ARGS` run by click's runner in the environment of
+    """`python -m pipeline.ci.lock_check --project PROJECT ARGS` run by click's runner in the environment of
     :func:`support.clean_env`, answered as :func:`support.run` answers."""
     from click.testing import CliRunner
 
-    from pipeline.lock_check import main
+    from pipeline.ci.lock_check import main
 
     argv = ["--project", str(project), *args]
     with clean_environment():
-        result = CliRunner().invoke(main, argv, prog_name="python -m pipeline.lock_check", catch_exceptions=False)
+        result = CliRunner().invoke(main, argv, prog_name="python -m pipeline.ci.lock_check", catch_exceptions=False)
     return subprocess.CompletedProcess(argv, result.exit_code, result.stdout, result.stderr)
 
 
@@ -151,7 +151,7 @@ def test_outs_are_not_its_business(project):
 
 def test_default_project_is_the_current_directory(project):
     """The command as CI runs it: a process of its own, in the project."""
-    result = run([sys.executable, "-m", "pipeline.lock_check"], project,
+    result = run([sys.executable, "-m", "pipeline.ci.lock_check"], project,
                  clean_env(PYTHONPATH=str(PROJECT_ROOT)), check=False)
     assert_current(result)
 
@@ -293,7 +293,7 @@ def test_stale_entries_keeps_code_params_and_commands_only():
 
 # --- this project --------------------------------------------------------------------------------
 
-TRAINING = "src/softmax_regression/training.py"
+TRAINING = "src/softmax_regression/training/loop.py"
 
 
 def test_this_projects_committed_dvc_lock_is_current_and_a_code_change_makes_it_stale(tmp_path):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from pipeline import kernels
-from softmax_regression.idx import read_images, read_labels
+from softmax_regression.data.idx import read_images, read_labels
 from support import PROJECT_ROOT, clean_env
 
 PROBE = Path(__file__).with_name("bits_probe.py")

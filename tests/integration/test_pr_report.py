@@ -1,4 +1,4 @@
-"""`python -m pipeline.pr_report`: two real commits of the project (the second lowers train.lr), the report
+"""`python -m pipeline.ci.pr_report`: two real commits of the project (the second lowers train.lr), the report
 of the second against the first, its numbers against `dvc metrics diff` and its figures against the outputs."""
 
 import json
@@ -33,7 +33,7 @@ def two_commits(fault_project, tmp_path_factory):
 
 
 def report(project, *args):
-    result = run([sys.executable, "-m", "pipeline.pr_report", "--base", "HEAD~1", *args], project, check=False)
+    result = run([sys.executable, "-m", "pipeline.ci.pr_report", "--base", "HEAD~1", *args], project, check=False)
     assert result.returncode == 0, result.stderr
     return (project / "reports/pr/report.md").read_text()
 
@@ -78,7 +78,7 @@ def test_a_base_missing_from_the_cache_is_built_in_a_clone(two_commits, tmp_path
     project, base_figures = two_commits
     copy = tmp_path / "project"
     shutil.copytree(project, copy, symlinks=True, ignore=shutil.ignore_patterns("cache"))
-    result = run([sys.executable, "-m", "pipeline.pr_report", "--base", "HEAD~1"], copy, check=False)
+    result = run([sys.executable, "-m", "pipeline.ci.pr_report", "--base", "HEAD~1"], copy, check=False)
     assert result.returncode == 0, result.stderr
     assert "building" in result.stderr
     for name in FIGURES:

@@ -12,8 +12,8 @@ from PIL import Image
 from predicting import TEXT_LINE, N, assert_one_line_error, check_ranking, predict, predict_json
 from samples import encode_idx
 from softmax_regression import CLASS_NAMES
-from softmax_regression.idx import read_images, read_labels
-from softmax_regression.models import load_model
+from softmax_regression.data.idx import read_images, read_labels
+from softmax_regression.models.file import load_model
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +151,7 @@ def test_real_model_whose_weights_do_not_fit_its_declared_input_shape(real, pict
 
 def test_sixteen_bit_and_palette_pngs_are_converted_not_clipped(real, tmp_path):
     """Test image 0 (an ankle boot) as 8-bit, 16-bit and palette PNGs: the same grey levels, the same answer."""
-    from softmax_regression.predict import load_inputs
+    from softmax_regression.predicting.inputs import load_inputs
 
     project, images, labels, _ = real
     image = images[0]

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from samples import write_regzipped
-from softmax_regression.idx import read_images, read_labels
-from softmax_regression.sources import (
+from softmax_regression.data.idx import read_images, read_labels
+from softmax_regression.data.sources import (
     FASHION_MNIST,
     RAW_SHA256,
     RAW_SIZES,

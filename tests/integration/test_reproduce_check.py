@@ -1,4 +1,4 @@
-"""`python -m pipeline.reproduce_check`: the dvc.lock comparison, and the command end to end on tiny DVC projects.
+"""`python -m pipeline.ci.reproduce_check`: the dvc.lock comparison, and the command end to end on tiny DVC projects.
 
 The real pipeline's pass case is what `make test` runs after pytest; here the
 command runs, with real git and DVC, on small projects (a stage that writes
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.reproduce_check import lock_drift, lock_entries  # noqa: E402  (support puts the project on sys.path)
+from pipeline.ci.reproduce_check import lock_drift, lock_entries  # noqa: E402  (support puts the project on sys.path)
 from support import PROJECT_ROOT, clean_env, dvc_repo, run
 
 SUCCESS = "reproduce-check: a clean clone rebuilds the committed dvc.lock exactly; git status is clean"
@@ -187,7 +187,7 @@ def test_several_differences_give_one_line_each_by_stage_then_kind():
 
 
 def test_help_describes_the_check():
-    result = run([sys.executable, "-m", "pipeline.reproduce_check", "--help"], PROJECT_ROOT)
+    result = run([sys.executable, "-m", "pipeline.ci.reproduce_check", "--help"], PROJECT_ROOT)
     assert "dvc.lock" in result.stdout
     assert "--keep" in result.stdout and "--project" in result.stdout
 
@@ -278,7 +278,7 @@ def tmpdir_env(tmp_path):
 
 
 def reproduce_check(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "pipeline.reproduce_check", *args], PROJECT_ROOT, env=env, check=False,
+    return run([sys.executable, "-m", "pipeline.ci.reproduce_check", *args], PROJECT_ROOT, env=env, check=False,
                timeout=300)
 
 

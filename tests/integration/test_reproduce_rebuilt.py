@@ -33,7 +33,7 @@ def perturbed_copy(project: Path, dest: Path, shift: float) -> Path:
 def test_reproduce_check_judges_a_workspace_built_elsewhere(fast_project, tmp_path, env, shift, code, expected):
     project, _ = fast_project
     rebuilt = perturbed_copy(project, tmp_path / "rebuilt", shift)
-    result = run([sys.executable, "-m", "pipeline.reproduce_check", "--project", str(project), "--rebuilt",
+    result = run([sys.executable, "-m", "pipeline.ci.reproduce_check", "--project", str(project), "--rebuilt",
                   str(rebuilt)], PROJECT_ROOT, env=env, check=False)
     assert result.returncode == code, result.stdout + result.stderr
     assert expected in result.stdout

@@ -6,7 +6,7 @@ project. To stay within a few minutes they use a cheaper configuration of the
 same pipeline (2 epochs, a 10-iteration baseline): every stage, every out and
 every dependency edge is the same as with the defaults. The session's
 `pipeline_project` (a real clone, default params) and `python -m
-pipeline.reproduce_check` (run by `make test`) cover the default configuration.
+pipeline.ci.reproduce_check` (run by `make test`) cover the default configuration.
 """
 
 import hashlib
@@ -129,8 +129,8 @@ def test_standardized_inputs_and_a_schedule_run_end_to_end_on_the_real_data(fast
     MLflow, and fmnist-predict on the real test file scores exactly what evaluate scored."""
     import numpy as np
 
-    from softmax_regression.models import load_model
-    from softmax_regression.training import learning_rates
+    from softmax_regression.models.file import load_model
+    from softmax_regression.training.loop import learning_rates
 
     project, _ = fast_project
     assert_up_to_date(project)
@@ -323,14 +323,14 @@ import sys, time
 from pathlib import Path
 
 import mlflow
-from softmax_regression import tracking
+from softmax_regression.tracking import store
 
 project, worker = Path(sys.argv[1]), sys.argv[2]
 (project / f"{worker}.ready").touch()
 while not (project / "go").exists():
     time.sleep(0.001)
-tracking.configure(project)
-experiment_id = tracking.experiment_id("fashion-mnist-softmax", project)
+store.configure(project)
+experiment_id = store.experiment_id("fashion-mnist-softmax", project)
 with mlflow.start_run(experiment_id=experiment_id, run_name=worker):
     for step in range(20):
         mlflow.log_metrics({"train_loss": 1 / (step + 1), "val_acc": step / 20}, step=step)

@@ -318,7 +318,7 @@ def test_a_stage_with_wrong_credentials_fails_before_training_in_one_line(stack,
                       ({k: v for k, v in stack.env.items() if k != "MLFLOW_TRACKING_SERVER_CERT_PATH"},
                        f"train: error: MLflow tracking server {stack.uri}: its TLS certificate is not trusted")):
         started = time.monotonic()
-        result = run([sys.executable, "-m", "pipeline", "train", "--model", "scratch", "--no-progress"],
+        result = run([sys.executable, "-m", "pipeline", "train_scratch", "--no-progress"],
                      team_project, env, check=False)
         elapsed = time.monotonic() - started
         assert result.returncode == 1
@@ -425,7 +425,7 @@ def test_the_server_going_away_mid_pipeline_fails_fast_in_one_line_and_repro_com
     assert not list(team_project.rglob(".*.tmp"))
     for out in ("models/scratch.pt", "models/concise.pt"):
         if (team_project / out).exists():
-            from softmax_regression.models import load_model
+            from softmax_regression.models.file import load_model
             load_model(team_project / out)
 
     restarted = run([*STACK, "restart-mlflow", "--dir", str(stack.root)], stack.root.parent, stack.env).stdout

@@ -202,8 +202,8 @@ def test_the_champion_carries_its_temperature_and_predicts_calibrated(pipeline_p
     champion's model file, every class ranked as without it."""
     import torch
 
-    from softmax_regression.models import load_model
-    from softmax_regression.predict import load_inputs
+    from softmax_regression.models.file import load_model
+    from softmax_regression.predicting.inputs import load_inputs
 
     project, _ = pipeline_project
     version, kind = champion_model_file(client_for(local_uri(project)), project)
@@ -241,7 +241,7 @@ def test_a_repro_that_changes_nothing_logs_nothing(pipeline_project):
 
 def test_default_store_follows_dvc_root(tmp_path, monkeypatch):
     from pipeline.dvc_env import project_root, run_tags
-    from softmax_regression.tracking import tracking_uri
+    from softmax_regression.tracking.store import tracking_uri
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
@@ -275,7 +275,7 @@ def test_a_relative_store_in_the_environment_is_the_projects_not_the_working_dir
         tmp_path, monkeypatch, given, expected):
     """A queued `dvc exp run` runs each stage in a temporary copy of the project: a relative
     MLFLOW_TRACKING_URI resolved there would log every run into a store deleted with the copy."""
-    from softmax_regression.tracking import serves_artifacts, tracking_uri
+    from softmax_regression.tracking.store import serves_artifacts, tracking_uri
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -298,7 +298,7 @@ def test_the_library_knows_nothing_of_dvc():
 
 # --- the server is down ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("stage", [["preprocess"], ["train", "--model", "scratch", "--no-progress"], ["evaluate"],
+@pytest.mark.parametrize("stage", [["preprocess"], ["train_scratch", "--no-progress"], ["evaluate"],
                                    ["report"]])
 def test_unreachable_server_fails_fast_naming_the_uri_and_writes_nothing(pipeline_project, stage):
     project, _ = pipeline_project

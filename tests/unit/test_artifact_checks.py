@@ -1,4 +1,4 @@
-"""What ``artifact_checks`` finds missing, on real MLflow artifact folders and a real SQLite store."""
+"""What the checks of lost artifacts (``tracking.logged_models``, ``tracking.registry``) find missing, on real MLflow artifact folders and a real SQLite store."""
 
 from __future__ import annotations
 
@@ -6,14 +6,9 @@ import shutil
 
 import mlflow
 
-from softmax_regression import tracking
-from softmax_regression.artifact_checks import (
-    VersionFiles,
-    checkpoint_artifact,
-    listing,
-    missing_files,
-    run_missing_files,
-)
+from softmax_regression.tracking import runs, store
+from softmax_regression.tracking.logged_models import checkpoint_artifact, listing, missing_files, run_missing_files
+from softmax_regression.tracking.registry import VersionFiles
 from support import tracking_store
 
 
@@ -30,10 +25,10 @@ def test_missing_files_lists_each_folder_and_names_what_is_not_there(tmp_path):
 
 def test_run_missing_files_covers_the_model_file_and_every_logged_model(tmp_path):
     with tracking_store(tmp_path):
-        experiment = tracking.experiment_id("artifact-checks", tmp_path)
+        experiment = store.experiment_id("artifact-checks", tmp_path)
         client = mlflow.MlflowClient()
         with mlflow.start_run(experiment_id=experiment) as run:
-            tracking.log_bytes(b"weights", checkpoint_artifact("scratch"))
+            runs.log_bytes(b"weights", checkpoint_artifact("scratch"))
         run_id = run.info.run_id
         assert run_missing_files(client, run_id, "scratch") == []  # no logged model: none is missing
         assert run_missing_files(client, run_id, "concise") == ["checkpoint/concise.pt"]
@@ -42,10 +37,12 @@ def test_run_missing_files_covers_the_model_file_and_every_logged_model(tmp_path
 
 
 def test_version_files_asks_the_store_once_per_version(monkeypatch):
-    import softmax_regression.artifact_checks as checks
+    import softmax_regression.tracking.registry as registry
 
     asked = []
-    monkeypatch.setattr(checks, "version_missing_files", lambda client, name, v: asked.append(v) or (["MLmodel"] if v == "2" else []))
+    monkeypatch.setattr(registry, "version_location", lambda client, name, v: f"file:///nowhere/{v}")
+    monkeypatch.setattr(registry, "missing_files",
+                        lambda location, files: asked.append(location[-1]) or (["MLmodel"] if location.endswith("2") else []))
     files = VersionFiles(None, "m")
     for _ in range(3):
         assert files.missing(1) == [] and files.missing("2") == ["MLmodel"]

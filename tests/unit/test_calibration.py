@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from softmax_regression.calibration import (
+from softmax_regression.evaluation import with_temperature
+from softmax_regression.evaluation.calibration import (
     binned,
     brier_score,
     calibrate,
@@ -14,7 +15,6 @@ from softmax_regression.calibration import (
     fit_temperature,
     negative_log_likelihood,
     reliability,
-    with_temperature,
 )
 
 

@@ -34,19 +34,25 @@ import pandas as pd
 import pytest
 import torch
 
-from softmax_regression import tracking
 from softmax_regression.checksums import sha256_hex
-from softmax_regression.mlflow_models import (
-    CHAMPION_ALIAS,
-    VAL_ACCURACY_TAG,
-    ChampionDecision,
+from softmax_regression.models.file import load_model, model_bytes
+from softmax_regression.tracking import runs
+from softmax_regression.tracking import store as mlflow_store
+from softmax_regression.tracking.logged_models import (
     FashionMnistClassifier,
+    ModelRun,
     log_classifier,
-    log_models,
-    register_and_promote,
+    log_model_file,
     run_classifier,
 )
-from softmax_regression.models import build_model, initial_weights, load_model, model_bytes
+from softmax_regression.tracking.registry import (
+    CHAMPION_ALIAS,
+    TEMPERATURE_TAG,
+    VAL_ACCURACY_TAG,
+    ChampionDecision,
+    register_and_promote,
+)
+from softmax_regression.training.loop import initial_weights
 from support import PROJECT_ROOT, clean_env, tracking_store
 
 EXPERIMENT = "champion-test"
@@ -55,6 +61,7 @@ SIDE = 28
 
 FIRST_ACC = 0.8123456789012345  # not a short decimal: the tag must round-trip it exactly
 WORSE_ACC = 0.75
+TEMPERATURE = 0.875  # the temperature evaluate would have fitted (exact in binary, as the tag holds it)
 BETTER_ACC = 0.875
 
 
@@ -64,7 +71,7 @@ BETTER_ACC = 0.875
 def checkpoint(seed: int) -> bytes:
     """A valid, distinct model file: a scratch model from seeded weights (another seed, other bytes)."""
     W = initial_weights(SIDE * SIDE, 10, 0.01, torch.Generator().manual_seed(seed))
-    return model_bytes(build_model("scratch", W, lr=0.1), SIDE, {"train.seed": seed})
+    return model_bytes("scratch", W, torch.zeros(10), SIDE, {"train.seed": seed})
 
 
 def example_features(n: int = 5, seed: int = 0) -> np.ndarray:
@@ -85,7 +92,7 @@ def store(tmp_path_factory, empty_store_file):
     root = tmp_path_factory.mktemp("champion-store")
     shutil.copyfile(empty_store_file, root / "mlflow.db")
     with tracking_store(root) as uri:
-        experiment = tracking.experiment_id(EXPERIMENT, root)
+        experiment = mlflow_store.experiment_id(EXPERIMENT, root)
         yield Store(root, uri, experiment, mlflow.MlflowClient())
 
 
@@ -93,7 +100,7 @@ def new_run(store: Store, name: str, data: bytes, classifier: bool = False) -> s
     """A finished run for a model file, tagged with its SHA-256 as the train stage does; with ``classifier``
     holding the file's classifier too, as the train stage logs it."""
     with mlflow.start_run(experiment_id=store.experiment_id, run_name=name,
-                          tags={tracking.MODEL_SHA256_TAG: sha256_hex(data)}) as run:
+                          tags={runs.MODEL_SHA256_TAG: sha256_hex(data)}) as run:
         if classifier:
             log_classifier(data, example_features())
     return run.info.run_id
@@ -132,8 +139,15 @@ class Step:
     after: Snapshot
 
 
+def promote(name: str, data: bytes, run_id: str, val_accuracy: float, classifier=None) -> ChampionDecision:
+    """What evaluate does with the best model file: register it (its run's ``classifier`` where evaluate found
+    one) and let it compete for ``@champion``."""
+    return register_and_promote(ModelRun("scratch", data, run_id, classifier), example_features(), name, val_accuracy,
+                                TEMPERATURE)
+
+
 def register(store: Store, data: bytes, run_id: str, val_accuracy: float) -> Step:
-    decision = register_and_promote(data, example_features(), REGISTERED, run_id, val_accuracy)
+    decision = promote(REGISTERED, data, run_id, val_accuracy)
     return Step(data, run_id, float(val_accuracy), decision, Snapshot.take(store))
 
 
@@ -179,7 +193,7 @@ def test_first_registration_becomes_champion(store, first):
     version = after.versions["1"]
     assert version["run_id"] == first.run_id, "the version comes from the run the caller passed"
     assert float(version["tags"][VAL_ACCURACY_TAG]) == FIRST_ACC, version["tags"]
-    assert version["tags"][tracking.MODEL_SHA256_TAG] == sha256_hex(first.data)
+    assert version["tags"][runs.MODEL_SHA256_TAG] == sha256_hex(first.data)
     assert after.champion_runs == {first.run_id}
     assert store.client.get_run(first.run_id).data.tags["champion"] == "true"
     # what get_model_version_by_alias answers, the next candidate is compared with
@@ -194,7 +208,7 @@ def test_worse_model_is_registered_but_not_promoted(first, worse):
     assert set(after.versions) == {"1", "2"}
     assert after.versions["2"]["run_id"] == worse.run_id
     assert float(after.versions["2"]["tags"][VAL_ACCURACY_TAG]) == WORSE_ACC
-    assert after.versions["2"]["tags"][tracking.MODEL_SHA256_TAG] == sha256_hex(worse.data)
+    assert after.versions["2"]["tags"][runs.MODEL_SHA256_TAG] == sha256_hex(worse.data)
     assert after.alias == "1", "a worse model must not take the alias"
     assert after.champion_runs == {first.run_id}, "the champion tag stays on the champion's run only"
 
@@ -240,7 +254,7 @@ def test_same_model_file_is_not_registered_twice(store, first, better):
     assert not store.client.search_logged_models([store.experiment_id],
                                                  filter_string=f"source_run_id = '{other_run}'")
     sha_versions = store.client.search_model_versions(
-        f"name = '{REGISTERED}' and tags.{tracking.MODEL_SHA256_TAG} = '{sha256_hex(first.data)}'")
+        f"name = '{REGISTERED}' and tags.{runs.MODEL_SHA256_TAG} = '{sha256_hex(first.data)}'")
     assert [str(v.version) for v in sha_versions] == ["1"]
     # the beaten file again, claiming a better accuracy than the champion's: it competes with the
     # accuracy recorded on its version, so the alias and the recorded accuracies stay consistent
@@ -268,7 +282,7 @@ def test_champion_loads_and_predicts_classes(store, better):
     path.write_bytes(better.data)  # the champion's own file, loaded with the project's API
     loaded = load_model(path)
     with torch.no_grad():
-        logits = loaded.model.logits(torch.from_numpy(features))
+        logits = loaded.logits(torch.from_numpy(features))
     probabilities = torch.softmax(logits, dim=1).numpy()
     expected = probabilities.argmax(axis=1)
     assert len(set(expected.tolist())) > 1, "a model that answers one class everywhere would prove little"
@@ -276,15 +290,15 @@ def test_champion_loads_and_predicts_classes(store, better):
     assert predicted["label"].tolist() == [loaded.class_names[c] for c in expected]
     np.testing.assert_allclose(predicted["probability"].to_numpy(), probabilities.max(axis=1), rtol=1e-6)
     # the file behind the alias is the better model's
-    assert better.after.versions["4"]["tags"][tracking.MODEL_SHA256_TAG] == sha256_hex(better.data)
+    assert better.after.versions["4"]["tags"][runs.MODEL_SHA256_TAG] == sha256_hex(better.data)
 
 
 def test_the_champion_takes_a_temperature_and_keeps_its_classes(store, better):
     """``params={"temperature": T}``: the probabilities of softmax(logits / T), the same classes; the registered
     version's tag ``temperature`` (evaluate sets it) is what ``fmnist-predict --calibrated`` applies."""
-    from softmax_regression.calibration import with_temperature
-    from softmax_regression.mlflow_models import TEMPERATURE_TAG, version_temperature
-    from softmax_regression.models import ModelFileError
+    from softmax_regression.evaluation import with_temperature
+    from softmax_regression.models.file import ModelFileError
+    from softmax_regression.tracking.registry import version_temperature
 
     features = example_features(n=40, seed=8)
     with warnings.catch_warnings():
@@ -300,13 +314,13 @@ def test_the_champion_takes_a_temperature_and_keeps_its_classes(store, better):
     assert (warm["probability"] < plain["probability"]).all()  # T > 1 softens every answer
 
     uri = f"models:/{REGISTERED}@{CHAMPION_ALIAS}"
-    with pytest.raises(ModelFileError, match="carries no temperature"):
-        version_temperature(uri)
-    store.client.set_model_version_tag(REGISTERED, better.after.alias, TEMPERATURE_TAG, "1.25")
+    assert version_temperature(uri) == TEMPERATURE  # recorded when it was registered
+    store.client.delete_model_version_tag(REGISTERED, better.after.alias, TEMPERATURE_TAG)
     try:
-        assert version_temperature(uri) == 1.25
+        with pytest.raises(ModelFileError, match="carries no temperature"):
+            version_temperature(uri)
     finally:
-        store.client.delete_model_version_tag(REGISTERED, better.after.alias, TEMPERATURE_TAG)
+        store.client.set_model_version_tag(REGISTERED, better.after.alias, TEMPERATURE_TAG, repr(TEMPERATURE))
 
 
 WITHOUT_THE_PROJECT = r"""
@@ -355,7 +369,9 @@ from pathlib import Path
 
 import numpy as np
 
-from softmax_regression import mlflow_models, tracking
+from softmax_regression.tracking import registry
+from softmax_regression.tracking import store as mlflow_store
+from softmax_regression.tracking.logged_models import ModelRun
 
 name, key, run_id, accuracy = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 data = Path(f"{key}.pt").read_bytes()
@@ -370,7 +386,7 @@ def wait_for(*paths):
         time.sleep(0.002)
 
 
-classifier_uri = mlflow_models._classifier_uri
+classifier_uri = registry._classifier_uri
 
 
 def find_then_meet(*args, **kwargs):
@@ -382,11 +398,11 @@ def find_then_meet(*args, **kwargs):
     return uri
 
 
-mlflow_models._classifier_uri = find_then_meet
-tracking.configure(".")
+registry._classifier_uri = find_then_meet
+mlflow_store.configure(".")
 Path(f"{key}.ready").touch()
 wait_for("go")
-decision = mlflow_models.register_and_promote(data, features, name, run_id, accuracy)
+decision = registry.register_and_promote(ModelRun("scratch", data, run_id, None), features, name, accuracy, 1.0)
 print(json.dumps({"version": decision.version, "promoted": decision.promoted,
                   "champion_version": decision.champion_version}))
 """
@@ -400,7 +416,7 @@ def test_parallel_registrations_promote_the_better_one(store_root):
     files = {"low": checkpoint(11), "high": checkpoint(12)}
     np.save(store_root / "features.npy", example_features())
     with tracking_store(store_root) as uri:  # the store and the runs exist (as after the train stages), no registry
-        experiment = tracking.experiment_id(EXPERIMENT, store_root)
+        experiment = mlflow_store.experiment_id(EXPERIMENT, store_root)
         store = Store(store_root, uri, experiment, mlflow.MlflowClient())
         run_ids = {key: new_run(store, key, data, classifier=True) for key, data in files.items()}
     for key, data in files.items():
@@ -436,7 +452,7 @@ def test_parallel_registrations_promote_the_better_one(store_root):
         champion = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
         champions = champion_run_ids(client, experiment)
     assert len(versions) == 2, "one version per model file"
-    assert {v.tags[tracking.MODEL_SHA256_TAG] for v in versions.values()} == {sha256_hex(d) for d in files.values()}
+    assert {v.tags[runs.MODEL_SHA256_TAG] for v in versions.values()} == {sha256_hex(d) for d in files.values()}
     assert {decisions[key]["version"] for key in files} == set(versions)
     assert decisions["high"]["promoted"] is True
     assert str(champion.version) == decisions["high"]["version"], decisions
@@ -454,21 +470,19 @@ def test_the_classifier_a_train_run_logged_is_registered_as_it_is(store):
     data = checkpoint(99)
     path = store.root / "trained.pt"
     path.write_bytes(data)
-    loaded = load_model(path)
     with mlflow.start_run(experiment_id=store.experiment_id, run_name="trained",
-                          tags={tracking.MODEL_SHA256_TAG: sha256_hex(data)}) as run:
-        log_models(loaded.model, data, example_features(), loaded.standardization)
+                          tags={runs.MODEL_SHA256_TAG: sha256_hex(data)}) as run:
+        log_model_file("scratch", data, example_features())
     logged = {m.name: m for m in store.client.search_logged_models(
         [store.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'")}
     assert set(logged) == {"model", "classifier"}
     assert run_classifier(store.client, run.info.run_id, sha256_hex(data)).model_id == logged["classifier"].model_id
     assert run_classifier(store.client, run.info.run_id, "0" * 64) is None, "another file's classifier is not this one"
-    register_and_promote(data, example_features(), "fashion-mnist-trained", run.info.run_id, 0.5)
+    promote("fashion-mnist-trained", data, run.info.run_id, 0.5)
     version = store.client.get_model_version_by_alias("fashion-mnist-trained", CHAMPION_ALIAS)
     assert version.source == logged["classifier"].model_uri
     # evaluate hands over the classifier it found already: the same version source, nothing logged either
-    register_and_promote(data, example_features(), "fashion-mnist-handed", run.info.run_id, 0.5,
-                         model_uri=logged["classifier"].model_uri)
+    promote("fashion-mnist-handed", data, run.info.run_id, 0.5, classifier=logged["classifier"])
     handed = store.client.get_model_version_by_alias("fashion-mnist-handed", CHAMPION_ALIAS)
     assert handed.source == logged["classifier"].model_uri
     assert len(store.client.search_logged_models(
@@ -482,22 +496,21 @@ def test_deleting_the_champions_run_hands_the_title_on_and_registering_goes_on(s
     name = "fashion-mnist-deleted"
     files = {"a": checkpoint(21), "b": checkpoint(22), "c": checkpoint(23)}
     with tracking_store(store_root) as uri:
-        store = Store(store_root, uri, tracking.experiment_id(EXPERIMENT, store_root), mlflow.MlflowClient())
+        store = Store(store_root, uri, mlflow_store.experiment_id(EXPERIMENT, store_root), mlflow.MlflowClient())
         client = store.client
         runs = {key: new_run(store, key, data) for key, data in files.items()}
-        features = example_features()
-        assert register_and_promote(files["a"], features, name, runs["a"], 0.80).champion_version == "1"
-        assert register_and_promote(files["b"], features, name, runs["b"], 0.70).promoted is False
+        assert promote(name, files["a"], runs["a"], 0.80).champion_version == "1"
+        assert promote(name, files["b"], runs["b"], 0.70).promoted is False
 
         client.delete_run(runs["a"])  # the champion's run
-        decision = register_and_promote(files["c"], features, name, runs["c"], 0.60)
+        decision = promote(name, files["c"], runs["c"], 0.60)
         assert decision == ChampionDecision(version="3", promoted=False, champion_version="2",
                                             champion_val_accuracy=0.70)
         assert str(client.get_model_version_by_alias(name, CHAMPION_ALIAS).version) == "2"
         assert champion_run_ids(client, store.experiment_id) == {runs["b"]}
 
         again = new_run(store, "a-again", files["a"])  # evaluate creates a run for a file whose run is gone
-        decision = register_and_promote(files["a"], features, name, again, 0.80)
+        decision = promote(name, files["a"], again, 0.80)
         assert decision == ChampionDecision(version="4", promoted=True, champion_version="4",
                                             champion_val_accuracy=0.80)
         assert champion_run_ids(client, store.experiment_id) == {again}
@@ -511,19 +524,18 @@ def test_a_champion_whose_files_are_lost_hands_on_the_title_and_its_file_registe
     import logging
     import shutil
 
-    from softmax_regression.artifact_checks import FILES_MISSING_TAG, version_location
-    from softmax_regression.mlflow_models import load_model_uri
-    from softmax_regression.models import ModelFileError
+    from softmax_regression.models.file import ModelFileError
+    from softmax_regression.tracking.logged_models import FILES_MISSING_TAG
+    from softmax_regression.tracking.registry import load_model_uri, version_location
 
     name = "fashion-mnist-lost"
     files = {"a": checkpoint(31), "b": checkpoint(32)}
     with tracking_store(store_root) as uri:
-        store = Store(store_root, uri, tracking.experiment_id(EXPERIMENT, store_root), mlflow.MlflowClient())
+        store = Store(store_root, uri, mlflow_store.experiment_id(EXPERIMENT, store_root), mlflow.MlflowClient())
         client = store.client
         runs = {key: new_run(store, key, data) for key, data in files.items()}
-        features = example_features()
-        assert register_and_promote(files["a"], features, name, runs["a"], 0.80).champion_version == "1"
-        assert register_and_promote(files["b"], features, name, runs["b"], 0.70).promoted is False
+        assert promote(name, files["a"], runs["a"], 0.80).champion_version == "1"
+        assert promote(name, files["b"], runs["b"], 0.70).promoted is False
         location = version_location(client, name, "1")
         shutil.rmtree(location.removeprefix("file://"))
 
@@ -535,21 +547,21 @@ def test_a_champion_whose_files_are_lost_hands_on_the_title_and_its_file_registe
                f"{location})" in message and "run the project's evaluate stage again (forced" in message
 
         again = new_run(store, "a-again", files["a"])  # what evaluate does for a run whose files are gone
-        with caplog.at_level(logging.WARNING, logger="softmax_regression.mlflow_models"):
-            decision = register_and_promote(files["a"], features, name, again, 0.80)
+        with caplog.at_level(logging.WARNING, logger="softmax_regression.tracking.registry"):
+            decision = promote(name, files["a"], again, 0.80)
         assert decision == ChampionDecision(version="3", promoted=True, champion_version="3",
                                             champion_val_accuracy=0.80)
-        said = [r.getMessage() for r in caplog.records if r.name == "softmax_regression.mlflow_models"]
+        said = [r.getMessage() for r in caplog.records if r.name == "softmax_regression.tracking.registry"]
         assert said == [f"{name} version 1 lost its files (MLmodel, python_model.pkl, artifacts/model.pt missing "
                         f"from {location}); registered its model file again as version 3 and moved @champion to "
                         "version 3"]
         assert client.get_model_version(name, "1").tags[FILES_MISSING_TAG] == \
             "MLmodel, python_model.pkl, artifacts/model.pt"
         assert champion_run_ids(client, store.experiment_id) == {again}
-        assert isinstance(load_model_uri(f"models:/{name}@{CHAMPION_ALIAS}", store_root).model.weights()[0],
+        assert isinstance(load_model_uri(f"models:/{name}@{CHAMPION_ALIAS}", store_root).W,
                           torch.Tensor)
 
         caplog.clear()  # said once: the next registration is quiet about it
-        with caplog.at_level(logging.WARNING, logger="softmax_regression.mlflow_models"):
-            assert register_and_promote(files["b"], features, name, runs["b"], 0.70).champion_version == "3"
-        assert not [r for r in caplog.records if r.name == "softmax_regression.mlflow_models"]
+        with caplog.at_level(logging.WARNING, logger="softmax_regression.tracking.registry"):
+            assert promote(name, files["b"], runs["b"], 0.70).champion_version == "3"
+        assert not [r for r in caplog.records if r.name == "softmax_regression.tracking.registry"]

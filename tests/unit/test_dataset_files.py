@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from softmax_regression.dataset import Split, load_split, write_splits
+from softmax_regression.data.splits import Split, load_split, write_splits
 
 
 @pytest.fixture

@@ -8,12 +8,15 @@ import pytest
 import torch
 from sklearn.preprocessing import StandardScaler
 
-from softmax_regression.batches import ShuffledBatches, to_labels
-from softmax_regression.features import Standardization, features, fold_into_linear, scale_pixels
-from softmax_regression.mlflow_models import as_torch_module
-from softmax_regression.models import ModelFileError, build_model, initial_weights, load_model, model_bytes
+from samples import chapter_model
+from softmax_regression.data.batches import ShuffledBatches, to_labels
+from softmax_regression.data.features import Standardization, features, fold_into_linear, scale_pixels
+from softmax_regression.models import concise, scratch
+from softmax_regression.models.file import ModelFileError, load_model, model_bytes
 from softmax_regression.params import shaping_record
-from softmax_regression.training import SCHEDULES, learning_rates, train
+from softmax_regression.tracking.logged_models import as_torch_module
+from softmax_regression.training import SCHEDULES
+from softmax_regression.training.loop import initial_weights, learning_rates, train
 
 
 def synthetic_images(n=600, d=49, seed=0):
@@ -73,30 +76,31 @@ def test_the_model_file_carries_the_statistics_and_every_user_applies_them(tmp_p
     and MLflow's PyTorch flavour (weights folded) all see what training saw."""
     images, _ = synthetic_images(d=16)
     std = Standardization.fit(images, mode)
-    model = build_model("scratch", initial_weights(16, 10, 1.0, torch.Generator().manual_seed(0)), lr=0.1)
-    model.b += torch.linspace(-1, 1, 10)
+    net = scratch.Net(initial_weights(16, 10, 1.0, torch.Generator().manual_seed(0)), torch.linspace(-1, 1, 10))
     path = tmp_path / "model.pt"
-    path.write_bytes(model_bytes(model, 4, {"data.normalize": mode}, std))
+    path.write_bytes(model_bytes("scratch", net.W, net.b, 4, {"data.normalize": mode}, std))
     loaded = load_model(path)
     assert loaded.standardization.mode == mode
     assert torch.equal(loaded.standardization.mean, std.mean) and torch.equal(loaded.standardization.std, std.std)
-    expected = torch.softmax(model.logits(features(images, std)), dim=1)
+    expected = torch.softmax(net(features(images, std)), dim=1)
     torch.testing.assert_close(loaded.predict_proba(torch.from_numpy(images)), expected)
     x = scale_pixels(images)
     torch.testing.assert_close(loaded.proba_of_scaled(x), expected)
     assert torch.equal(x, scale_pixels(images)), "the caller's features were changed in place"
     with torch.no_grad():
-        torch.testing.assert_close(torch.softmax(as_torch_module(loaded.model, loaded.standardization)(x), dim=1),
+        torch.testing.assert_close(torch.softmax(as_torch_module(loaded)(x), dim=1),
                                    expected, rtol=1e-4, atol=1e-5)
 
 
 DEFAULT_MODEL_FILE_SHA256 = {
     "scratch": "8cb810b3a69fcfadb784cfa088f00cc6812436ad6302fba8aadb59ae5be11042",
-    "concise": "31817039ae559d9fbcb5065a1de663f0b76837c374343fe3dd757913a2e6db0f",
+    "concise": "c160a0cd12d35e6b9dabcd002391c1e76f36799cfe8d8b227297c09050121b50",
 }
 """SHA-256 of the model file :func:`fixed_default_model` gives with the default options, on the pinned stack
 (torch 2.14.1). Computed once, and checked equal to what the code before data.normalize and train.schedule
-(commit 2bad4a8, ``model_bytes(model, side, params)``) writes for the same models. What may change it
+(commit 2bad4a8, ``model_bytes(model, side, params)``) writes for the same models. The concise one changed
+once, on purpose, when the library's restructuring made every kind's state ``{"W", "b"}`` (it was
+``nn.Linear``'s ``{"1.weight", "1.bias"}``; was 31817039...): the scratch one did not. What may change it
 legitimately: a deliberate change of the model file format (bump ``FILE_FORMAT`` then), or a torch upgrade
 whose ``torch.save`` writes another archive (zip layout, pickle, ``.format_version``, serialization id).
 Either changes every model file's SHA-256, by which MLflow runs are found (tag ``model_sha256``) and DVC
@@ -104,17 +108,20 @@ sees the train stages' outs as changed, so update this on purpose, never to make
 
 
 def fixed_default_model(kind: str):
-    """A ``kind`` model with distinct, exactly representable weights (a transposed or reordered W shows), and
-    its ``(W, b)``, n_features x n_classes."""
+    """A ``kind`` model's weights as its own code holds and hands them out (``net.W``, ``net.b``;
+    ``concise.weights``), distinct and exactly representable (a transposed or reordered W shows), and the
+    ``(W, b)`` they hold, n_features x n_classes."""
     W = (torch.arange(160, dtype=torch.float32).reshape(16, 10) - 80) / 64
     b = torch.arange(10, dtype=torch.float32) / 8 - 0.5
-    model = build_model(kind, W, lr=0.1)
     if kind == "scratch":
-        model.b += b
+        net = scratch.Net(W, b)
+        held = (net.W, net.b)
     else:
+        net = concise.net(16, 10, W)
         with torch.no_grad():
-            model.net[1].bias += b
-    return model, W, b
+            net[1].bias += b
+        held = concise.weights(net)
+    return held, W, b
 
 
 @pytest.mark.parametrize("kind", ["scratch", "concise"])
@@ -127,11 +134,12 @@ def test_a_default_model_file_holds_no_standardization_and_no_new_params(kind):
     assert record == {"train.lr": 0.1}
     assert shaping_record({"train.schedule": "cosine", "data.normalize": "global"}) == {
         "train.schedule": "cosine", "data.normalize": "global"}
-    model, W, b = fixed_default_model(kind)
-    data = model_bytes(model, 4, record)
+    (held_W, held_b), W, b = fixed_default_model(kind)
+    data = model_bytes(kind, held_W, held_b, 4, record)
     # The file, rebuilt by hand as the code before the options wrote it: no "standardize" in preprocessing,
-    # no data.normalize or train.schedule in params, every key in its place and order.
-    state = {"W": W, "b": b} if kind == "scratch" else {"1.weight": W.T.contiguous(), "1.bias": b}
+    # no data.normalize or train.schedule in params, every key in its place and order; every kind's state
+    # is its W (n_features x n_classes, row-major) and b.
+    state = {"W": W, "b": b}
     expected = {
         "format": "softmax-regression-model/1",
         "kind": kind,
@@ -154,10 +162,9 @@ def test_a_default_model_file_holds_no_standardization_and_no_new_params(kind):
 def test_damaged_statistics_in_a_model_file_are_one_line(tmp_path):
     images, _ = synthetic_images(d=16)
     std = Standardization.fit(images, "per_pixel")
-    model = build_model("scratch", torch.zeros(16, 10), lr=0.1)
     wrong = Standardization("per_pixel", std.mean[:8], std.std[:8])  # statistics of another input size
     path = tmp_path / "model.pt"
-    path.write_bytes(model_bytes(model, 4, {}, wrong))
+    path.write_bytes(model_bytes("scratch", torch.zeros(16, 10), torch.zeros(10), 4, {}, wrong))
     with pytest.raises(ModelFileError) as info:
         load_model(path)
     assert "damaged" in str(info.value) and "do not fit 16 features" in str(info.value)
@@ -203,22 +210,37 @@ def test_the_shapes_of_the_schedules():
         learning_rates(0.1, 10, "linear")
 
 
-def test_train_sets_each_epochs_learning_rate_on_both_models():
+def test_train_steps_both_models_at_each_epochs_learning_rate():
+    """``train`` runs one epoch per learning rate of ``lrs`` and hands each epoch's to every step of it; the
+    concise model's step sets it on its ``torch.optim.SGD``."""
     images, labels = synthetic_images()
+    lrs = learning_rates(0.5, 4, "step")
     seen: dict[str, list[float]] = {}
     for kind in ("scratch", "concise"):
-        model = build_model(kind, torch.zeros(images.shape[1], 10), lr=0.5)
-        original = model.set_lr
+        W = torch.zeros(images.shape[1], 10)
+        if kind == "concise":
+            net = concise.net(images.shape[1], 10, W)
+            optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
+            step = concise.sgd_step(net, concise.LOSSES["cross_entropy"](), optimizer)
+        else:
+            net, step, _ = chapter_model(kind, W, lr=0.5)
         seen[kind] = []
-        model.set_lr = lambda lr, original=original, kind=kind: (seen[kind].append(lr), original(lr))
+
+        def recording(X, y, lr, step=step, kind=kind):
+            seen[kind].append(lr)
+            return step(X, y, lr)
+
         g = torch.Generator().manual_seed(0)
-        train(model, ShuffledBatches(images, labels, 100, g), scale_pixels(images), to_labels(labels), 4,
-              progress=False, lrs=learning_rates(0.5, 4, "step"))
-        assert model.lr == pytest.approx(0.005)
-    assert seen["scratch"] == seen["concise"] == learning_rates(0.5, 4, "step")
-    with pytest.raises(ValueError, match="3 learning rates for 4 epochs"):
-        train(model, ShuffledBatches(images, labels, 100, g), scale_pixels(images), to_labels(labels), 4,
-              progress=False, lrs=[0.1] * 3)
+        history = train(net, recording, ShuffledBatches(images, labels, 100, g), scale_pixels(images),
+                        to_labels(labels), lrs, kind, progress=False)
+        assert [r.epoch for r in history] == [1, 2, 3, 4]
+        if kind == "concise":
+            assert [group["lr"] for group in optimizer.param_groups] == [pytest.approx(0.005)]
+    batches_per_epoch = 6  # 600 images in batches of 100
+    assert seen["scratch"] == seen["concise"] == [lr for lr in lrs for _ in range(batches_per_epoch)]
+    short = train(net, step, ShuffledBatches(images, labels, 100, g), scale_pixels(images), to_labels(labels),
+                  [0.1] * 3, "concise", progress=False)
+    assert len(short) == 3  # as many epochs as learning rates
 
 
 @pytest.mark.parametrize("mode", ["none", "per_pixel"])
@@ -230,9 +252,9 @@ def test_scratch_and_concise_agree_under_a_schedule_and_standardized_inputs(mode
     for kind in ("scratch", "concise"):
         g = torch.Generator().manual_seed(3)
         W = initial_weights(images.shape[1], 10, 0.01, g)
-        model = build_model(kind, W, lr=0.05)
-        train(model, ShuffledBatches(images, labels, 64, g, standardization=std), features(images, std),
-              to_labels(labels), 5, progress=False, lrs=learning_rates(0.05, 5, schedule))
-        weights[kind] = model.weights()
+        net, step, held = chapter_model(kind, W, lr=0.05)
+        train(net, step, ShuffledBatches(images, labels, 64, g, standardization=std), features(images, std),
+              to_labels(labels), learning_rates(0.05, 5, schedule), kind, progress=False)
+        weights[kind] = held()
     for ours, theirs in zip(weights["scratch"], weights["concise"]):
         torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)

@@ -9,17 +9,17 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from softmax_regression import CLASS_NAMES
-from softmax_regression.history import EpochRecord
-from softmax_regression.plots import (
-    confusion_matrix_figure,
+from softmax_regression.reporting.curves import training_curves_figure
+from softmax_regression.reporting.evaluation_figures import confusion_matrix_figure
+from softmax_regression.reporting.images import image_grid_figure
+from softmax_regression.reporting.page import chapter_bar
+from softmax_regression.reporting.page_figures import (
     huber,
     huber_derivative,
-    image_grid_figure,
     loss_functions_figure,
     per_class_f1_figure,
-    training_curves_figure,
 )
-from softmax_regression.report import chapter_bar
+from softmax_regression.training.history import EpochRecord
 
 
 @pytest.mark.parametrize("delta", [0.25, 0.5, 1.0, 2.0, 3.5])

@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from samples import encode_idx
-from softmax_regression.idx import IdxError, decompress_if_gzip, parse_idx
-from softmax_regression.params import ParamsError, load_params, validate_params
-from softmax_regression.predict import InputImageError, load_inputs
+from samples import encode_idx, project_params
+from softmax_regression.data.idx import IdxError, decompress_if_gzip, parse_idx
+from softmax_regression.params import SCHEMA, ParamsError, load_params, validate_params
+from softmax_regression.predicting.inputs import InputImageError, load_inputs
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -58,24 +58,39 @@ yaml_values = st.recursive(yaml_scalars, lambda children: st.one_of(
     st.lists(children, max_size=4), st.dictionaries(st.text(max_size=12), children, max_size=4)), max_leaves=20)
 sections = st.sampled_from(["data", "train", "baseline", "evaluate", "report", "tracking", "other"])
 keys = st.sampled_from(["resize", "seed", "val_size", "epochs", "lr", "batch_size", "C", "max_iter", "baseline",
-                        "n_images", "experiment", "mirrors", "timeout", "deadline", "device", "unknown"])
+                        "n_images", "experiment", "mirrors", "timeout", "deadline", "device", "loss", "schedule",
+                        "normalize", "unknown"])
 params_like = st.dictionaries(sections, st.one_of(yaml_values, st.dictionaries(keys, yaml_values, max_size=5)),
                               max_size=4)
 
 
+def over_the_projects(changes: dict) -> dict:
+    """The project's params with ``changes`` on top: a generated mapping's keys set over its section's (so the
+    values reach their rules, every other key being present), anything else replacing the section."""
+    raw = project_params()
+    for section, value in changes.items():
+        if isinstance(value, dict) and isinstance(raw.get(section), dict):
+            raw[section].update(value)
+        else:
+            raw[section] = value
+    return raw
+
+
 @FUZZ
-@given(st.one_of(params_like, yaml_values))
+@given(st.one_of(params_like, yaml_values, params_like.map(over_the_projects)))
 def test_params_validator_takes_any_structure(raw):
     try:
         params = validate_params(raw)
     except ParamsError as exc:
         assert str(exc) and "\n" not in str(exc)
         return
-    assert set(params) == {"data", "train", "baseline", "evaluate", "report", "tracking"}
+    assert set(params) == set(SCHEMA)
+    assert all(set(params[section]) == set(rules) for section, rules in SCHEMA.items())
 
 
 @FUZZ
-@given(st.one_of(st.text(max_size=400), params_like.map(lambda p: yaml.safe_dump(p, allow_unicode=True))))
+@given(st.one_of(st.text(max_size=400), st.one_of(params_like, params_like.map(over_the_projects)).map(
+    lambda p: yaml.safe_dump(p, allow_unicode=True))))
 def test_params_file_takes_any_text(text):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "params.yaml"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from predicting import assert_one_line_error, predict_side_by_side
+from softmax_regression.data.sources import SourceFailed, read_directory
 from softmax_regression.params import excerpt
-from softmax_regression.sources import SourceFailed, read_directory
 from support import PROJECT_ROOT, clean_env, run
 
 MAX_RSS_MB = 200
@@ -38,7 +38,7 @@ HOSTILE = {
 
 CHECK_WITH_PEAK = """
 import resource, subprocess, sys
-result = subprocess.run([sys.executable, "-m", "pipeline.check_params", sys.argv[1]], capture_output=True, text=True,
+result = subprocess.run([sys.executable, "-m", "pipeline.ci.check_params", sys.argv[1]], capture_output=True, text=True,
                         timeout=30)
 sys.stdout.write(result.stderr)
 print(result.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)
@@ -95,10 +95,9 @@ def test_fmnist_predict_refuses_what_is_no_regular_file_before_reading(not_regul
     import torch
 
     from samples import save_model
-    from softmax_regression.models import build_model
 
     model = tmp_path / "model.pt"
-    save_model(model, build_model("scratch", torch.zeros(784, 10), lr=0.1), side=28, params={})
+    save_model(model, "scratch", torch.zeros(784, 10), torch.zeros(10), side=28, params={})
     # a process each, started together: opened, the pipe would block forever and the device never end
     results = predict_side_by_side(*[(model, path) for path in not_regular.values()], cwd=tmp_path)
     for (kind, path), result in zip(not_regular.items(), results):
@@ -130,10 +129,11 @@ def test_the_mlflow_limits_the_params_encode_are_the_installed_mlflows():
     ("data", "local_dir", "/d" * 3001, "6002 characters as an MLflow param; expected at most 6000"),  # cut
 ])
 def test_a_value_mlflow_would_refuse_is_refused_up_front(section, key, value, expected):
+    from samples import project_params
     from softmax_regression.params import ParamsError, validate_params
 
     with pytest.raises(ParamsError, match=re.escape(expected)) as caught:
-        validate_params({section: {key: value}})
+        validate_params(project_params({f"{section}.{key}": value}))
     assert f"params key {section}.{key} is " in str(caught.value) and len(str(caught.value)) < 400
 
 

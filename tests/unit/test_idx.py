@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from samples import encode_idx
-from softmax_regression.idx import (
+from softmax_regression.data.idx import (
     MAGIC_IMAGES,
     MAGIC_LABELS,
     IdxError,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from softmax_regression import CLASS_NAMES
-from softmax_regression.metrics import (
+from softmax_regression.evaluation.metrics import (
     best_by_validation,
     evaluate_probabilities,
     most_confident_mistakes,
@@ -16,7 +16,7 @@ from softmax_regression.metrics import (
     predictions_csv,
     read_predictions_csv,
 )
-from softmax_regression.report import Section, metrics_table_html, render_html, render_markdown
+from softmax_regression.reporting.page import Section, metrics_table_html, render_html, render_markdown
 
 K = len(CLASS_NAMES)
 
@@ -52,6 +52,21 @@ def test_accuracy_loss_and_predictions_by_hand(tiny):
     assert tiny.accuracy == pytest.approx(4 / 6, abs=1e-12)
     expected_loss = -(4 * math.log(P_RIGHT) + 2 * math.log(P_WRONG_TRUE)) / 6
     assert tiny.loss == pytest.approx(expected_loss, abs=1e-9)
+
+
+def test_the_chapters_accuracy_on_numpy_and_torch_alike(tiny):
+    """``evaluation.accuracy``: the fraction of rows whose largest entry, a logit or a probability, is the true
+    class; the same number for numpy arrays and torch tensors, and the evaluation's."""
+    import torch
+
+    from softmax_regression.evaluation import accuracy
+
+    probabilities = probabilities_for(LABELS, PREDICTED)
+    assert accuracy(probabilities, LABELS) == pytest.approx(4 / 6, abs=1e-12) == tiny.accuracy
+    assert accuracy(torch.from_numpy(probabilities), torch.from_numpy(LABELS)) == accuracy(probabilities, LABELS)
+    assert accuracy(np.log(probabilities), LABELS) == accuracy(probabilities, LABELS)  # logits alike
+    assert accuracy(np.eye(K)[[3, 1]], np.array([3, 1])) == 1.0
+    assert isinstance(accuracy(torch.zeros(2, K), torch.tensor([0, 1])), float)
 
 
 def test_confusion_matrix_by_hand(tiny):

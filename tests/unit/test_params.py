@@ -1,31 +1,24 @@
-"""validate_params / load_params: defaults, and one clear line for every bad entry."""
+"""validate_params / load_params: every key given (params.yaml is the one place of the defaults), and one
+clear line for every bad or missing entry."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+import re
+import subprocess
+import sys
 
 import pytest
 import yaml
 
-from softmax_regression.params import SCHEMA, ParamsError, excerpt, flatten_params, load_params, validate_params
+from samples import project_params
+from softmax_regression.params import SCHEMA, ParamsError, Rule, excerpt, flatten_params, load_params, validate_params
 from support import PROJECT_ROOT
 
-DEFAULTS = {
-    "data": {
-        "system_dir": "/usr/share/datasets/fashion-mnist", "local_dir": None, "mirrors": [],
-        "timeout": 30, "retries": 2, "deadline": 600, "resize": None, "val_size": 5000, "seed": 0,
-        "normalize": "none",
-    },
-    "train": {
-        "epochs": 10, "batch_size": 256, "lr": 0.1, "weight_decay": 0.0, "init_std": 0.01,
-        "seed": 0, "device": "cpu", "loss": "cross_entropy", "schedule": "constant",
-    },
-    "baseline": {"C": 1.0, "tol": 0.001, "max_iter": 1000},
-    "evaluate": {"baseline": True, "calibration_bins": 15},
-    "report": {"n_images": 18, "n_mistakes": 18},
-    "tracking": {"experiment": "fashion-mnist-softmax", "registered_model": "fashion-mnist-softmax"},
-}
+DEFAULTS = load_params(PROJECT_ROOT / "params.yaml")
+"""The project's params: a test changes what it is about on top of them (:func:`with_value`)."""
 
 
 def one_line_error(raw) -> str:
@@ -37,30 +30,87 @@ def one_line_error(raw) -> str:
 
 
 def with_value(dotted: str, value) -> dict:
-    section, key = dotted.split(".")
-    return {section: {key: value}}
+    """The project's params with one value set (or one key added)."""
+    return project_params({dotted: value})
+
+
+def without(dotted: str) -> dict:
+    """The project's params without one key (``train.lr``) or one whole section (``train``)."""
+    raw = project_params()
+    section, _, key = dotted.partition(".")
+    if key:
+        del raw[section][key]
+    else:
+        del raw[section]
+    return raw
+
+
+def missing(section: str, key: str) -> str:
+    return f"params key {section}.{key} is missing; expected {SCHEMA[section][key].allowed}"
+
+
+FIRST_KEY = {section: next(iter(rules)) for section, rules in SCHEMA.items()}
 
 
 # ---- good params --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("raw", [None, {}, {"train": None}, {"data": {}}], ids=["none", "empty", "null-section", "empty-section"])
-def test_defaults_filled(raw):
-    assert validate_params(raw) == DEFAULTS
+def test_the_projects_params_are_kept_as_given():
+    raw = project_params()
+    assert validate_params(raw) == raw == DEFAULTS
+    assert set(DEFAULTS) == set(SCHEMA)
+    for section, rules in SCHEMA.items():
+        assert list(DEFAULTS[section]) == list(rules)
 
 
-def test_given_values_kept_and_rest_defaulted():
-    params = validate_params({"train": {"lr": 0.5, "epochs": 3}, "data": {"resize": 32, "val_size": 0}})
+def test_given_values_kept_and_the_rest_as_the_file_has_them():
+    params = validate_params(project_params({"train.lr": 0.5, "train.epochs": 3, "data.resize": 32,
+                                             "data.val_size": 0}))
     assert params["train"] == {**DEFAULTS["train"], "lr": 0.5, "epochs": 3}
     assert params["data"] == {**DEFAULTS["data"], "resize": 32, "val_size": 0}
     assert params["evaluate"] == DEFAULTS["evaluate"]
 
 
 def test_validate_does_not_modify_its_input():
-    raw = {"train": {"lr": 0.5}}
+    raw = with_value("train.lr", 0.5)
     before = copy.deepcopy(raw)
     validate_params(raw)
     assert raw == before
+
+
+# ---- missing keys and sections ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dotted", [f"{section}.{key}" for section, rules in SCHEMA.items() for key in rules])
+def test_a_missing_key_is_one_line_naming_it(dotted):
+    section, key = dotted.split(".")
+    assert one_line_error(without(dotted)) == missing(section, key)
+
+
+@pytest.mark.parametrize("section", list(SCHEMA))
+@pytest.mark.parametrize("how", ["left out", "nothing under it", "empty mapping"])
+def test_a_missing_section_is_one_line_naming_its_first_key(section, how):
+    """A section left out, ``train:`` with nothing under it (YAML's null) or ``train: {}``: each of its keys is
+    missing, and the line names the first."""
+    if how == "left out":
+        raw = without(section)
+    else:
+        raw = {**project_params(), section: None if how == "nothing under it" else {}}
+    assert one_line_error(raw) == missing(section, FIRST_KEY[section])
+
+
+@pytest.mark.parametrize("raw", [None, {}], ids=["none", "empty"])
+def test_no_params_at_all_is_the_first_key_missing(raw):
+    assert one_line_error(raw) == "params key data.system_dir is missing; expected a directory path or null"
+
+
+def test_the_schema_holds_rules_and_no_defaults():
+    """One place for the defaults, params.yaml: a rule is what is allowed and its check, and every value the
+    project's file gives passes its check."""
+    assert [field.name for field in dataclasses.fields(Rule)] == ["allowed", "check"]
+    for section, rules in SCHEMA.items():
+        for key, rule in rules.items():
+            assert rule.allowed and rule.check(DEFAULTS[section][key]), f"{section}.{key}"
 
 
 @pytest.mark.parametrize("dotted,value", [
@@ -71,7 +121,7 @@ def test_validate_does_not_modify_its_input():
     ("data.timeout", 0.5), ("data.timeout", 3600), ("data.deadline", 86400), ("data.retries", 0),
     ("data.retries", 100), ("data.val_size", 0), ("data.val_size", 10), ("train.epochs", 100000), ("train.batch_size", 60000),
     ("train.device", "auto"), ("data.local_dir", "/some/dir"), ("data.system_dir", None),
-    ("data.mirrors", ["http://a/", "https://b/"]), ("evaluate.baseline", False),
+    ("data.mirrors", ["http://a/", "https://b/"]), ("data.mirrors", []), ("evaluate.baseline", False),
     ("baseline.max_iter", 10000), ("baseline.tol", 1e-9), ("report.n_images", 1), ("report.n_mistakes", 100),
 ])
 def test_edge_values_accepted(dotted, value):
@@ -93,7 +143,7 @@ def test_project_params_yaml_validates():
 
 def test_flatten_params_gives_dotted_keys():
     flat = flatten_params(DEFAULTS)
-    assert flat["train.lr"] == 0.1 and flat["data.val_size"] == 5000
+    assert flat["train.lr"] == DEFAULTS["train"]["lr"] and flat["data.val_size"] == DEFAULTS["data"]["val_size"]
     assert len(flat) == sum(len(v) for v in DEFAULTS.values())
     assert set(flatten_params(DEFAULTS, sections=("train",))) == {f"train.{k}" for k in DEFAULTS["train"]}
 
@@ -102,7 +152,7 @@ def test_flatten_params_gives_dotted_keys():
 
 
 def test_unknown_section():
-    message = one_line_error({"trian": {"lr": 0.1}})
+    message = one_line_error({**project_params(), "trian": {"lr": 0.1}})
     assert "'trian'" in message
     for section in SCHEMA:
         assert section in message  # what is allowed
@@ -118,7 +168,7 @@ def test_unknown_key(dotted):
 
 
 def test_unknown_key_next_to_good_ones():
-    message = one_line_error({"train": {"lr": 0.1, "epochs": 2, "lr_decay": 0.5}})
+    message = one_line_error(project_params({"train.lr": 0.1, "train.epochs": 2, "train.lr_decay": 0.5}))
     assert "train.lr_decay" in message
 
 
@@ -129,7 +179,7 @@ def test_params_that_are_not_a_mapping(raw):
 
 @pytest.mark.parametrize("section_value", [[], 0, False, "", ["lr"], "x"])
 def test_section_that_is_not_a_mapping(section_value):
-    message = one_line_error({"train": section_value})
+    message = one_line_error({**project_params(), "train": section_value})
     assert "'train'" in message and "must be a mapping" in message and repr(section_value) in message
 
 
@@ -227,32 +277,42 @@ def test_bad_value_is_one_line_naming_key_value_and_allowed(dotted, value, allow
 
 
 def test_first_bad_entry_in_schema_order_is_reported():
-    message = one_line_error({"train": {"lr": 0, "epochs": 0}, "data": {"resize": 2}})
+    message = one_line_error(project_params({"train.lr": 0, "train.epochs": 0, "data.resize": 2}))
     assert "data.resize" in message  # data is checked before train
-
-
-def test_every_schema_default_is_valid():
-    for section, rules in SCHEMA.items():
-        for key, rule in rules.items():
-            assert rule.check(rule.default), f"{section}.{key}"
+    # and a bad value before a missing key in the same section
+    raw = project_params({"data.resize": 2})
+    del raw["data"]["seed"]
+    assert "data.resize is 2" in one_line_error(raw)
 
 
 # ---- load_params --------------------------------------------------------------------------------
 
 
+def project_file_with(path, **lines: str):
+    """The project's params.yaml written to ``path`` with the line of each train key given replaced
+    (``lr="lr: .nan"``)."""
+    text = (PROJECT_ROOT / "params.yaml").read_text()
+    for key, line in lines.items():
+        text, found = re.subn(rf"(?m)^  {key}: .*$", f"  {line}", text)
+        assert found == 1, key
+    path.write_text(text)
+    return path
+
+
 def test_load_params_reads_yaml_nan_and_strings_as_yaml_types(tmp_path):
     path = tmp_path / "params.yaml"
-    path.write_text("train:\n  lr: .nan\n")
+    project_file_with(path, lr="lr: .nan")
     with pytest.raises(ParamsError, match=r"^params key train\.lr is nan; expected a number > 0$"):
         load_params(path)
-    path.write_text("train:\n  lr: '0.1'\n")
+    project_file_with(path, lr="lr: '0.1'")
     with pytest.raises(ParamsError, match=r"^params key train\.lr is '0\.1'; expected a number > 0$"):
         load_params(path)
-    path.write_text("train:\n  lr: 1e-3\n")  # YAML 1.1: a string, not a float
+    project_file_with(path, lr="lr: 1e-3")  # YAML 1.1: a string, not a float
     with pytest.raises(ParamsError, match=r"train\.lr is '1e-3'"):
         load_params(path)
-    path.write_text("train:\n  lr: 1.0e-3\n  epochs: 3\n")
-    assert load_params(path)["train"]["lr"] == 0.001
+    project_file_with(path, lr="lr: 1.0e-3", epochs="epochs: 3")
+    params = load_params(path)
+    assert params["train"]["lr"] == 0.001 and params["train"]["epochs"] == 3
 
 
 def test_load_params_missing_file(tmp_path):
@@ -271,32 +331,72 @@ def test_load_params_invalid_yaml_is_one_line(tmp_path):
     assert "\n" not in message and str(path) in message and "not valid YAML" in message
 
 
-def test_load_params_empty_file_gives_defaults(tmp_path):
+def test_load_params_empty_file_is_every_key_missing(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("# nothing\n")
-    assert load_params(path) == DEFAULTS
+    with pytest.raises(ParamsError) as info:
+        load_params(path)
+    assert str(info.value) == "params key data.system_dir is missing; expected a directory path or null"
+
+
+def test_load_params_names_a_key_the_file_lacks(tmp_path):
+    """A line deleted from params.yaml: the key is not given a default, it is refused in one line."""
+    path = tmp_path / "params.yaml"
+    text = (PROJECT_ROOT / "params.yaml").read_text()
+    text, found = re.subn(r"(?m)^  weight_decay: .*\n", "", text)
+    assert found == 1
+    path.write_text(text)
+    with pytest.raises(ParamsError) as info:
+        load_params(path)
+    assert str(info.value) == "params key train.weight_decay is missing; expected a number >= 0"
+    path.write_text(re.sub(r"(?m)^train:\n(  .*\n|\s*#.*\n)*", "train:\n", (PROJECT_ROOT / "params.yaml").read_text()))
+    assert "train:\nbaseline:" in path.read_text()  # `train:` with nothing under it
+    with pytest.raises(ParamsError) as info:
+        load_params(path)
+    assert str(info.value) == "params key train.epochs is missing; expected an integer between 1 and 100000"
 
 
 def test_every_choice_the_schema_allows_is_implemented():
-    """The choice lists live in params; each choice must build and run in the modules that implement it."""
+    """The choice lists live beside what they choose between (``models``, ``data``, ``training``); the schema
+    allows exactly those, and each choice must build and run in the modules that implement it."""
     import numpy as np
     import torch
 
-    from softmax_regression.features import Standardization
-    from softmax_regression.models import build_model, resolve_device
-    from softmax_regression.params import DEVICE_CHOICES, LOSS_CHOICES, NORMALIZE_CHOICES, SCHEDULE_CHOICES
-    from softmax_regression.training import learning_rates
+    from samples import chapter_model
+    from softmax_regression.data import NORMALIZATIONS
+    from softmax_regression.data.features import Standardization
+    from softmax_regression.models import CHAPTER_KINDS, LOSSES
+    from softmax_regression.training import DEVICES, SCHEDULES
+    from softmax_regression.training.loop import learning_rates, resolve_device
 
+    for dotted, choices in {"train.loss": LOSSES, "train.schedule": SCHEDULES, "train.device": DEVICES,
+                            "data.normalize": NORMALIZATIONS}.items():
+        section, key = dotted.split(".")
+        assert SCHEMA[section][key].allowed == f"one of {', '.join(choices)}", dotted
+        assert all(SCHEMA[section][key].check(choice) for choice in choices), dotted
+        assert DEFAULTS[section][key] == choices[0], dotted  # the first is the default, the chapter's
     assert SCHEMA["train"]["loss"].check("squared") and not SCHEMA["train"]["loss"].check("hinge")
-    W = torch.zeros(4, 10)
-    for loss in LOSS_CHOICES:
-        for kind in ("scratch", "concise"):
-            assert build_model(kind, W.clone(), lr=0.1, loss=loss).kind == kind
-    for schedule in SCHEDULE_CHOICES:
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.rand(6, 4, generator=g), torch.randint(0, 10, (6,), generator=g)
+    for loss in LOSSES:
+        for kind in CHAPTER_KINDS:
+            net, step, weights = chapter_model(kind, torch.zeros(4, 10), lr=0.1, loss=loss)
+            value, logits = step(X, y, 0.1)
+            assert math.isfinite(float(value)) and logits.shape == (6, 10), (kind, loss)
+            assert not torch.equal(weights()[0], torch.zeros(4, 10)), (kind, loss)  # the step moved them
+    for schedule in SCHEDULES:
         assert len(learning_rates(0.1, 4, schedule)) == 4
     images = np.arange(40, dtype=np.uint8).reshape(10, 4)
-    assert Standardization.fit(images, "none") is None
-    for mode in NORMALIZE_CHOICES[1:]:
+    assert Standardization.fit(images, NORMALIZATIONS[0]) is None
+    for mode in NORMALIZATIONS[1:]:
         assert Standardization.fit(images, mode) is not None
-    assert resolve_device(DEVICE_CHOICES[0]) == torch.device("cpu")  # the default: the committed bits
+    assert resolve_device(DEVICES[0]) == torch.device("cpu")  # the default: the committed bits
     assert resolve_device("auto").type in ("cpu", "cuda")
+
+
+def test_the_params_check_imports_no_torch():
+    """The choices are read where torch is never imported: checking params.yaml costs no torch import."""
+    code = ("import sys; import softmax_regression.params; "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'sklearn', 'mlflow'))))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]", result.stdout

@@ -1,4 +1,4 @@
-"""pipeline.pr_report's pieces on small inputs: the champion line, reading outs from a DVC cache, --help."""
+"""pipeline.ci.pr_report's pieces on small inputs: the champion line, reading outs from a DVC cache, --help."""
 
 import json
 import re
@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline.pr_report import Side, champion_line, metrics_rows, read_from_cache, render
-from pipeline.reproduce_check import out_hashes
-from pipeline.tolerance import DvcCache, md5_hex
+from pipeline.ci.pr_report import Side, champion_line, metrics_rows, read_from_cache, render
+from pipeline.ci.reproduce_check import out_hashes
+from pipeline.ci.tolerance import DvcCache, md5_hex
 from support import PROJECT_ROOT, clean_env, run
 
 
@@ -38,8 +38,8 @@ pr_report.METRICS: the report's list checked against its own length could drop a
 def test_evaluate_writes_exactly_these_metrics():
     """evaluate's entry per model is its Evaluation's summary, its Calibration's summary and val_accuracy
     (pipeline/evaluate.py): a metric evaluate gains shows here, to be added to EVALUATE_WRITES and the report."""
-    from softmax_regression.calibration import calibrate
-    from softmax_regression.metrics import evaluate_probabilities
+    from softmax_regression.evaluation.calibration import calibrate
+    from softmax_regression.evaluation.metrics import evaluate_probabilities
 
     rng = np.random.default_rng(0)
     labels = np.arange(200) % 10
@@ -123,7 +123,7 @@ stages:
     assert read_from_cache(cache, outs, "reports/train/scratch_curves.png") is None
 
 
-@pytest.mark.parametrize("module", ["pipeline.pr_report", "pipeline.ui", "pipeline.tune", "pipeline.lock_check"])
+@pytest.mark.parametrize("module", ["pipeline.ci.pr_report", "pipeline.ui", "pipeline.tune", "pipeline.ci.lock_check"])
 def test_every_command_answers_help(module):
     result = run([sys.executable, "-m", module, "--help"], PROJECT_ROOT, clean_env(), check=False, timeout=120)
     assert result.returncode == 0, result.stderr

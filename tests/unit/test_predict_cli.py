@@ -20,7 +20,7 @@ from PIL import Image
 
 from predicting import assert_one_line_error, check_ranking, predict, predict_in_process, predict_json
 from samples import encode_idx, save_model
-from softmax_regression.models import build_model, initial_weights
+from softmax_regression.training.loop import initial_weights
 from support import VENV_BIN, clean_env
 
 
@@ -29,7 +29,7 @@ def fresh_model(tmp_path_factory):
     """A valid model file with small random weights (no training needed for the error paths)."""
     path = tmp_path_factory.mktemp("fresh") / "fresh.pt"
     W = initial_weights(784, 10, 0.01, torch.Generator().manual_seed(0))
-    save_model(path, build_model("scratch", W, lr=0.1), side=28, params={})
+    save_model(path, "scratch", W, torch.zeros(10), side=28, params={})
     return path
 
 
@@ -87,7 +87,7 @@ def test_missing_model_file(picture, tmp_path):
 
 
 def test_the_module_entry_point_fails_in_one_line(picture, tmp_path):
-    """``python -m softmax_regression.predict_cli`` in a process of its own: exit status 1, one line, no
+    """``python -m softmax_regression.predicting.cli`` in a process of its own: exit status 1, one line, no
     traceback."""
     line = assert_one_line_error(predict(tmp_path / "nope.pt", picture, cwd=tmp_path, module=True), "nope.pt",
                                  "not found")
@@ -177,7 +177,7 @@ def test_a_gzip_bomb_idx_is_refused_with_bounded_memory(fresh_model, installed_c
     """1 MB of gzip that inflates to 1 GB of IDX: refused once the cap (128 MB) is passed, not inflated whole.
     The file is gzip members end to end (as ``cat a.gz b.gz`` makes; one stream to a reader), a header's then
     one compressed megabyte of zeros repeated: deflating the gigabyte would take seconds."""
-    from softmax_regression.predict import MAX_IDX_BYTES
+    from softmax_regression.predicting.inputs import MAX_IDX_BYTES
 
     bomb = tmp_path / "bomb-idx3-ubyte.gz"
     count, side = 1_000_000, 32  # 1 GB of pixels
@@ -194,7 +194,7 @@ def test_a_gzip_bomb_idx_is_refused_with_bounded_memory(fresh_model, installed_c
 
 
 def test_too_many_images_is_one_line(fresh_model, tmp_path):
-    from softmax_regression.predict import MAX_IMAGES
+    from softmax_regression.predicting.inputs import MAX_IMAGES
 
     many = tmp_path / "many-idx3-ubyte"
     many.write_bytes(encode_idx(np.zeros((MAX_IMAGES + 1, 4, 4), dtype=np.uint8)))
@@ -231,7 +231,7 @@ def test_a_model_uri_outside_any_project_is_one_line_and_creates_no_store(tmp_pa
 def test_a_temperature_changes_the_probabilities_not_the_ranking(tmp_path, picture):
     path = tmp_path / "sharp.pt"  # weights large enough for probabilities far from uniform
     W = initial_weights(784, 10, 0.5, torch.Generator().manual_seed(1))
-    save_model(path, build_model("scratch", W, lr=0.1), side=28, params={})
+    save_model(path, "scratch", W, torch.zeros(10), side=28, params={})
     (plain,) = predict_json(path, picture, "--top", "10", cwd=tmp_path, in_process=True)
     (warm,) = predict_json(path, picture, "--top", "10", "--temperature", "3", cwd=tmp_path, in_process=True)
     assert [t["class"] for t in warm["top"]] == [t["class"] for t in plain["top"]]

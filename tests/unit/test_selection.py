@@ -24,6 +24,9 @@ from softmax_regression.selection import (
 )
 from support import PROJECT_ROOT, clean_env, tracking_store
 
+BASE = load_params(PROJECT_ROOT / "params.yaml")
+"""The project's params, which a sweep point overrides."""
+
 SWEEP = {
     "fixed": {"train.epochs": 30, "train.schedule": "cosine", "evaluate.baseline": False},
     "grid": {"train.lr": [0.03, 0.1], "train.weight_decay": [0.0, 0.001], "data.normalize": ["per_pixel"]},
@@ -41,7 +44,7 @@ def write_sweep(path: Path, spec: dict = SWEEP) -> Path:
 
 
 def test_the_grid_is_every_combination_with_the_fixed_values(tmp_path):
-    fixed, points = load_sweep(write_sweep(tmp_path / "sweep.yaml"))
+    fixed, points = load_sweep(write_sweep(tmp_path / "sweep.yaml"), BASE)
     assert fixed == SWEEP["fixed"]
     assert [(p["train.lr"], p["train.weight_decay"]) for p in points] == [(0.03, 0.0), (0.03, 0.001),
                                                                          (0.1, 0.0), (0.1, 0.001)]
@@ -59,18 +62,18 @@ def test_the_grid_is_every_combination_with_the_fixed_values(tmp_path):
 ])
 def test_a_bad_sweep_file_is_one_line_naming_what_is_wrong(tmp_path, spec, message):
     with pytest.raises(SweepError) as info:
-        load_sweep(write_sweep(tmp_path / "sweep.yaml", spec))
+        load_sweep(write_sweep(tmp_path / "sweep.yaml", spec), BASE)
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
 def test_a_missing_sweep_file_is_named(tmp_path):
     with pytest.raises(SweepError, match="sweep file .*nowhere.yaml not found"):
-        load_sweep(tmp_path / "nowhere.yaml")
+        load_sweep(tmp_path / "nowhere.yaml", BASE)
 
 
 def logged_params(point: dict) -> dict:
     """What a train stage logs for a point: every train.* param and data.normalize (defaults for the rest)."""
-    params = point_params(point, None)
+    params = point_params(point, BASE)
     return {**flatten_params(params, ("train",)), "data.normalize": params["data"]["normalize"]}
 
 
@@ -134,13 +137,13 @@ def store(tmp_path, logged_store_file):
 
 def test_the_winner_is_the_best_final_validation_accuracy_of_the_scratch_runs(tmp_path, store):
     uri, ids = store
-    _, points = load_sweep(write_sweep(tmp_path / "sweep.yaml"))
+    _, points = load_sweep(write_sweep(tmp_path / "sweep.yaml"), BASE)
     client = mlflow.MlflowClient(tracking_uri=uri)
     requested = []
     history = client.get_metric_history
     client.get_metric_history = lambda run_id, key: (requested.append(key), history(run_id, key))[1]
     experiment = client.get_experiment_by_name("fashion-mnist-softmax")
-    candidates = candidates_from_runs(client, experiment.experiment_id, points, dataset_sha256=DATASET)
+    candidates = candidates_from_runs(client, experiment.experiment_id, points, BASE, dataset_sha256=DATASET)
     assert [c.run_id for c in candidates] == [ids[(p["train.lr"], p["train.weight_decay"])] for p in points]
     assert [c.val_acc for c in candidates] == [SCORES[(p["train.lr"], p["train.weight_decay"])][0] for p in points]
     winner = best(candidates)
@@ -160,30 +163,30 @@ def test_ties_go_to_the_first_point_in_grid_order():
 def test_a_point_without_a_finished_run_is_named(tmp_path, store):
     uri, _ = store
     spec = {**SWEEP, "grid": {**SWEEP["grid"], "train.lr": [0.03, 0.5]}}
-    _, points = load_sweep(write_sweep(tmp_path / "sweep.yaml", spec))
+    _, points = load_sweep(write_sweep(tmp_path / "sweep.yaml", spec), BASE)
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("fashion-mnist-softmax")
     with pytest.raises(SweepError, match="no finished scratch run in MLflow for .*train.lr=0.5, train.weight_decay=0.0, "):
-        candidates_from_runs(client, experiment.experiment_id, points)
+        candidates_from_runs(client, experiment.experiment_id, points, BASE)
 
 
 def test_a_run_matching_only_the_points_own_keys_is_not_the_points(tmp_path, store):
     """The latest run with the point's lr and weight decay trained with another batch size, or on another
     validation split: neither is the point's. Without the dataset, the batch size still tells them apart."""
     uri, ids = store
-    _, points = load_sweep(write_sweep(tmp_path / "sweep.yaml"))
+    _, points = load_sweep(write_sweep(tmp_path / "sweep.yaml"), BASE)
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("fashion-mnist-softmax")
     (point,) = [p for p in points if (p["train.lr"], p["train.weight_decay"]) == (0.1, 0.001)]
-    (on_the_data,) = candidates_from_runs(client, experiment.experiment_id, [point], dataset_sha256=DATASET)
+    (on_the_data,) = candidates_from_runs(client, experiment.experiment_id, [point], BASE, dataset_sha256=DATASET)
     assert on_the_data.run_id == ids[(0.1, 0.001)] and on_the_data.val_acc == SCORES[(0.1, 0.001)][0]
-    (any_data,) = candidates_from_runs(client, experiment.experiment_id, [point])
+    (any_data,) = candidates_from_runs(client, experiment.experiment_id, [point], BASE)
     assert any_data.val_acc == 0.97 and any_data.run_id != ids[(0.1, 0.001)]  # the other split's run
     with pytest.raises(SweepError, match=r"no finished scratch run in MLflow on the dataset ffffffffffff\.\.\. for "):
-        candidates_from_runs(client, experiment.experiment_id, [point], dataset_sha256="f" * 64)
+        candidates_from_runs(client, experiment.experiment_id, [point], BASE, dataset_sha256="f" * 64)
     # the whole grid: the newest run of (0.1, 0.001) is on a dataset no other point has a run on, so every
     # candidate comes from the one dataset all of them share (one validation split, comparable accuracies)
-    candidates = candidates_from_runs(client, experiment.experiment_id, points)
+    candidates = candidates_from_runs(client, experiment.experiment_id, points, BASE)
     assert [c.run_id for c in candidates] == [ids[(p["train.lr"], p["train.weight_decay"])] for p in points]
 
 
@@ -199,16 +202,16 @@ def test_a_run_created_from_a_model_file_matches_without_the_params_added_later(
             mlflow.log_params(recorded)
             mlflow.log_metric("val_acc", 0.8, step=10)
         client = mlflow.MlflowClient()
-        (found,) = candidates_from_runs(client, experiment_id, [{"train.lr": 0.2}])
+        (found,) = candidates_from_runs(client, experiment_id, [{"train.lr": 0.2}], BASE)
         assert found.run_id == run.info.run_id
         with pytest.raises(SweepError):
-            candidates_from_runs(client, experiment_id, [{"train.lr": 0.2, "train.schedule": "cosine"}])
+            candidates_from_runs(client, experiment_id, [{"train.lr": 0.2, "train.schedule": "cosine"}], BASE)
 
 
 def test_a_sweep_with_no_validation_split_is_refused(tmp_path):
     """data.val_size 0 makes the test split the validation split: a selection would choose on it."""
     with pytest.raises(SweepError, match="data.val_size is 0, so the test split would be the validation split"):
-        load_sweep(write_sweep(tmp_path / "sweep.yaml", {**SWEEP, "fixed": {**SWEEP["fixed"], "data.val_size": 0}}))
+        load_sweep(write_sweep(tmp_path / "sweep.yaml", {**SWEEP, "fixed": {**SWEEP["fixed"], "data.val_size": 0}}), BASE)
 
 
 def test_the_tuned_file_holds_the_winner_and_reads_back_as_dvc_flags(tmp_path):

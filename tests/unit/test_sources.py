@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from samples import encode_idx, write_regzipped
-from softmax_regression.sources import (
+from softmax_regression.data.sources import (
     FASHION_MNIST,
     GZIP_SLACK,
     RAW_SHA256,

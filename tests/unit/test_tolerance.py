@@ -1,4 +1,4 @@
-"""pipeline.tolerance: identical bytes, within tolerance, or drift, per out (`reproduce_check --rebuilt` on a
+"""pipeline.ci.tolerance: identical bytes, within tolerance, or drift, per out (`reproduce_check --rebuilt` on a
 real built project: ``integration/test_reproduce_rebuilt.py``)."""
 
 from __future__ import annotations
@@ -11,16 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import tolerance
-from pipeline.tolerance import DRIFT, IDENTICAL, WITHIN, DvcCache, Verdict, check_outs, compare_file
-from softmax_regression.features import Standardization
-from softmax_regression.models import build_model, model_bytes
+from pipeline.ci import tolerance
+from pipeline.ci.tolerance import DRIFT, IDENTICAL, WITHIN, DvcCache, Verdict, check_outs, compare_file
+from softmax_regression.data.features import Standardization
+from softmax_regression.models.file import model_bytes
 
 
 def model_file(shift: float = 0.0, lr_param: float = 0.1) -> bytes:
     W = torch.linspace(-0.5, 0.5, 784 * 10).reshape(784, 10)
-    model = build_model("scratch", W + shift, lr=0.1)
-    return model_bytes(model, 28, {"train.lr": lr_param})
+    return model_bytes("scratch", W + shift, torch.zeros(10), 28, {"train.lr": lr_param})
 
 
 def test_model_weights_within_the_tolerance_are_the_same_model_and_beyond_it_drift():
@@ -37,9 +36,9 @@ def test_a_standardized_model_compares_its_statistics_by_tolerance_too(mode):
     images = np.random.default_rng(0).integers(0, 256, (64, 784), dtype=np.uint8)
     standardization = Standardization.fit(images, mode)
     W = torch.linspace(-0.5, 0.5, 784 * 10).reshape(784, 10)
-    committed = model_bytes(build_model("scratch", W, lr=0.1), 28, {}, standardization)
+    committed = model_bytes("scratch", W, torch.zeros(10), 28, {}, standardization)
     moved = Standardization(mode, standardization.mean + 1e-7, standardization.std)
-    rebuilt = model_bytes(build_model("scratch", W, lr=0.1), 28, {}, moved)
+    rebuilt = model_bytes("scratch", W, torch.zeros(10), 28, {}, moved)
     assert compare_file("models/scratch.pt", committed, committed) == Verdict(IDENTICAL)
     assert compare_file("models/scratch.pt", committed, rebuilt).outcome == WITHIN
 

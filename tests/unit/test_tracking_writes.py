@@ -1,4 +1,4 @@
-"""What the stages write into an MLflow run through ``softmax_regression.tracking``, on a real SQLite store."""
+"""What the stages write into an MLflow run through ``softmax_regression.tracking.store``, on a real SQLite store."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from softmax_regression import tracking
+from softmax_regression.tracking import runs, store
 from support import tracking_store
 
 
@@ -17,34 +17,34 @@ from support import tracking_store
 def experiment_id(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("tracking-writes")
     with tracking_store(root):
-        yield tracking.experiment_id("tracking-writes", root)
+        yield store.experiment_id("tracking-writes", root)
 
 
 def test_a_table_logged_again_replaces_the_one_before(experiment_id):
     """evaluate logs the confusion table into a run that may hold one already (a rerun on the same model
     files): the table is replaced, not appended to as ``mlflow.log_table`` would, and MLflow reads it."""
     client = mlflow.MlflowClient()
-    with tracking.tracked_run(experiment_id=experiment_id, run_name="tables") as run:
+    with runs.tracked_run(experiment_id=experiment_id, run_name="tables") as run:
         pass
     first = pd.DataFrame({"true": ["a", "b"], "a": [5, 1], "b": [0, 4]})
     second = pd.DataFrame({"true": ["a", "b"], "a": [4, 2], "b": [1, 3]})
     for table in (first, second):
-        with tracking.tracked_run(run_id=run.info.run_id):
-            tracking.log_table(table, "confusion_matrix.json")
+        with runs.tracked_run(run_id=run.info.run_id):
+            runs.log_table(table, "confusion_matrix.json")
     read = client.load_table(experiment_id, "confusion_matrix.json", run_ids=[run.info.run_id])
     pd.testing.assert_frame_equal(read.reset_index(drop=True), second)
     logged = json.loads(client.get_run(run.info.run_id).data.tags["mlflow.loggedArtifacts"])
     assert logged == [{"path": "confusion_matrix.json", "type": "table"}]
-    with pytest.raises(ValueError, match="expected a .json file"), tracking.tracked_run(run_id=run.info.run_id):
-        tracking.log_table(second, "confusion_matrix.csv")
+    with pytest.raises(ValueError, match="expected a .json file"), runs.tracked_run(run_id=run.info.run_id):
+        runs.log_table(second, "confusion_matrix.csv")
 
 
 def test_metrics_of_many_steps_land_in_one_batch_as_a_history(experiment_id):
     """The train stages log every epoch's metrics at once; more than MLflow takes in one batch (1000) too."""
     client = mlflow.MlflowClient()
     epochs = 400
-    with tracking.tracked_run(experiment_id=experiment_id, run_name="history") as run:
-        tracking.log_metric_steps((epoch, {"train_loss": 1 / epoch, "val_acc": 0.5 + epoch / 1000, "lr": 0.1})
+    with runs.tracked_run(experiment_id=experiment_id, run_name="history") as run:
+        runs.log_metric_steps((epoch, {"train_loss": 1 / epoch, "val_acc": 0.5 + epoch / 1000, "lr": 0.1})
                                   for epoch in range(1, epochs + 1))
     history = client.get_metric_history(run.info.run_id, "train_loss")
     assert sorted((m.step, m.value) for m in history) == [(e, 1 / e) for e in range(1, epochs + 1)]
@@ -55,17 +55,17 @@ def test_metrics_of_many_steps_land_in_one_batch_as_a_history(experiment_id):
 def test_a_finished_run_resumed_to_log_more_keeps_its_status_and_its_end_time(experiment_id):
     """evaluate and report log into the train runs later: the runs table still shows the training's duration."""
     client = mlflow.MlflowClient()
-    with tracking.tracked_run(experiment_id=experiment_id, run_name="resumed") as run:
+    with runs.tracked_run(experiment_id=experiment_id, run_name="resumed") as run:
         pass
     before = client.get_run(run.info.run_id).info
     time.sleep(0.05)
-    with tracking.tracked_run(run_id=run.info.run_id):
+    with runs.tracked_run(run_id=run.info.run_id):
         mlflow.log_metric("test_accuracy", 0.83)
     after = client.get_run(run.info.run_id)
     assert after.data.metrics["test_accuracy"] == 0.83
     assert (after.info.status, after.info.start_time, after.info.end_time) == (
         "FINISHED", before.start_time, before.end_time)
     # a failure while resumed leaves the status as it was too
-    with pytest.raises(RuntimeError), tracking.tracked_run(run_id=run.info.run_id):
+    with pytest.raises(RuntimeError), runs.tracked_run(run_id=run.info.run_id):
         raise RuntimeError("evaluate failed")
     assert client.get_run(run.info.run_id).info.status == "FINISHED"

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from softmax_regression.models import initial_weights
-from softmax_regression.report import worked_html
-from softmax_regression.worked import (
+from softmax_regression.evaluation.worked import (
     cross_entropy_by_indexing,
     gradient_check,
     one_hot,
     softmax_example,
     worked_examples,
 )
+from softmax_regression.reporting.page import worked_html
+from softmax_regression.training.loop import initial_weights
 
 
 def test_one_hot_puts_a_single_one_at_each_label():
@@ -51,7 +51,7 @@ def test_gradient_check_agrees_with_autograd():
 def test_gradient_check_runs_on_the_models_own_logits_when_inputs_are_standardized(mode):
     """With data.normalize the model sees standardized pixels: the example's logits must be those, not
     ``pixels / 255 @ W + b`` (which the same weights would turn into other, meaningless logits)."""
-    from softmax_regression.features import Standardization, features
+    from softmax_regression.data.features import Standardization, features
     from softmax_regression.models.scratch import softmax
 
     rng = np.random.default_rng(2)

@@ -1,0 +1,216 @@
+"""What a change did to the pipeline, as Markdown for a pull request: `python -m pipeline.ci.pr_report --base main`.
+
+Compares the base revision with the workspace (the head, built by
+`dvc repro`): the params that changed, every metric of every model with its
+change and whether the champion would change, the training curves and the
+confusion matrices of both side by side, whether the committed dvc.lock is
+current (lock_check) and whether the workspace reproduces it (identical,
+within tolerance, or drift, as reproduce_check judges).
+
+The base's outputs are read from the DVC cache through the base's dvc.lock.
+Where the cache lacks them (a CI runner that pulled nothing), the base is
+rebuilt in a temporary clone that shares this project's cache.
+
+Writes OUT/report.md and the figures beside it (base-*.png, head-*.png), all
+renamed into place together. Nothing leaves the machine: posting the report
+is the CI job's business.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from pipeline import paths
+from pipeline._cli import run_and_exit, stage_main, verbose_option
+from pipeline.ci import lock_check, reproduce_check
+from pipeline.ci.tolerance import DvcCache
+from softmax_regression.atomic import StagedOutputs
+from softmax_regression.evaluation.metrics import best_by_validation, read_scores_json
+from softmax_regression.models import CHAPTER_KINDS, MODEL_KINDS
+
+log = logging.getLogger(__name__)
+
+METRICS = ("test_accuracy", "test_loss", "macro_f1", "val_accuracy", "test_ece", "test_mce", "test_brier", "temperature",
+           "test_ece_calibrated")
+"""Every metric evaluate writes per model, in the report's order."""
+
+
+class ReportError(RuntimeError):
+    """The report cannot be made: no such base revision, outputs that cannot be found or built."""
+
+
+@dataclass(frozen=True)
+class Side:
+    """What the report shows of one revision: its metrics file and its figures (by report file name)."""
+
+    name: str
+    """``base`` or ``head``: the prefix of its figures' files."""
+    revision: str
+    scores: dict[str, dict]
+    figures: dict[str, bytes]
+
+
+def figure_paths(kinds: tuple[str, ...]) -> dict[str, str]:
+    """Report file name -> the pipeline output it shows."""
+    figures = {f"{kind}_curves.png": paths.curves_path(kind).as_posix() for kind in CHAPTER_KINDS}
+    figures |= {f"confusion_{kind}.png": (paths.CONFUSION_PNG_DIR / f"{kind}.png").as_posix() for kind in kinds}
+    return figures
+
+
+def dvc_json(project: Path, *args: str) -> dict:
+    result = subprocess.run([sys.executable, "-m", "dvc", *args, "--json"], cwd=project, capture_output=True,
+                            text=True)
+    if result.returncode != 0:
+        raise ReportError(f"dvc {' '.join(args)} failed: {result.stderr.strip() or 'no output'}")
+    return json.loads(result.stdout or "{}")
+
+
+def read_from_cache(cache: DvcCache, outs: dict[str, str], path: str) -> bytes | None:
+    """The bytes of ``path`` (an out, or a file inside a directory out) as ``outs`` records them."""
+    if path in outs:
+        return cache.read(outs[path])
+    for out, md5 in outs.items():
+        if path.startswith(out + "/"):
+            listing = cache.listing(md5) if md5.endswith(".dir") else None
+            inside = (listing or {}).get(path[len(out) + 1:])
+            return cache.read(inside) if inside else None
+    return None
+
+
+def base_side(project: Path, base: str, wanted: list[str]) -> dict[str, bytes]:
+    """``wanted`` paths as the base's dvc.lock records them, from the cache; the base is built in a
+    temporary clone sharing the cache first where the cache lacks any of them."""
+    cache = reproduce_check.dvc_cache(project)
+    outs = reproduce_check.out_hashes(reproduce_check.git(["show", f"{base}:dvc.lock"], project))
+    found = {path: read_from_cache(cache, outs, path) for path in wanted}
+    if any(data is None for data in found.values()):
+        missing = [path for path, data in found.items() if data is None]
+        log.info("the cache lacks the base's %s: building %s in a temporary clone", ", ".join(missing), base)
+        build_base(project, base, cache.directory)
+        found = {path: read_from_cache(cache, outs, path) for path in wanted}
+    still = [path for path, data in found.items() if data is None]
+    if still:
+        raise ReportError(f"the base {base} holds no {', '.join(still)} even after building it")
+    return found
+
+
+def build_base(project: Path, base: str, cache_dir: Path) -> None:
+    """`dvc repro` of revision ``base`` in a temporary clone whose DVC cache is ``cache_dir``."""
+    with tempfile.TemporaryDirectory(prefix="pr-report-") as tmp:
+        workdir = Path(tmp)
+        clone = workdir / "base"
+        reproduce_check.git(["clone", "--quiet", "--no-hardlinks", str(project), str(clone)], project)
+        reproduce_check.git(["checkout", "--quiet", base], clone)
+        env = reproduce_check.check_environment(workdir, clone)
+        subprocess.run([sys.executable, "-m", "dvc", "cache", "dir", "--local", str(cache_dir)], cwd=clone, env=env,
+                       check=True, capture_output=True)
+        reproduce_check.repro(clone, env, workdir / "repro.log")
+
+
+def metrics_rows(base: dict[str, dict], head: dict[str, dict]) -> list[tuple[str, str, float | None, float | None]]:
+    """``(model, metric, base, head)`` for every model and metric either side has."""
+    rows = []
+    for kind in MODEL_KINDS:
+        if kind not in base and kind not in head:
+            continue
+        for metric in METRICS:
+            rows.append((kind, metric, base.get(kind, {}).get(metric), head.get(kind, {}).get(metric)))
+    return rows
+
+
+def champion_line(base: dict[str, dict], head: dict[str, dict]) -> str:
+    """Which model the champion race picks on each side, and whether the head's would take the title
+    (``@champion`` moves only to a strictly better validation accuracy)."""
+    def best(scores: dict[str, dict]) -> tuple[str, float]:
+        name = best_by_validation({kind: values["val_accuracy"] for kind, values in scores.items()})
+        return name, scores[name]["val_accuracy"]
+
+    (base_name, base_acc), (head_name, head_acc) = best(base), best(head)
+    verdict = ("the champion would change to the head's" if head_acc > base_acc
+               else "the champion would stay the base's")
+    return (f"Best on validation: base {base_name} ({base_acc:.4f}), head {head_name} ({head_acc:.4f}): "
+            f"{verdict} {head_name if head_acc > base_acc else base_name}.")
+
+
+def number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def change(base: float | None, head: float | None) -> str:
+    if base is None or head is None:
+        return "-"
+    return "0" if head == base else f"{head - base:+.4f}"
+
+
+def render(params: dict, base: Side, head: Side, lock_lines: list[str], reproduced: str) -> str:
+    """The report's Markdown; the figures are linked as the files beside it."""
+    lines = [f"# Pipeline report: {base.revision} -> {head.revision}", "",
+             f"Base `{base.revision}`, head `{head.revision}` (the workspace, as built).", "",
+             "## Reproducibility", ""]
+    lines.append("- lock check: " + ("dvc.lock matches the code, params and commands of every stage" if not lock_lines
+                                     else "dvc.lock is stale: " + "; ".join(lock_lines)))
+    lines += [f"- rebuild: {reproduced}", "", "## Params", ""]
+    changed = [(name, values.get("old"), values.get("new"))
+               for file_params in params.values() for name, values in sorted(file_params.items())]
+    if changed:
+        lines += ["| param | base | head |", "|---|---|---|"]
+        lines += [f"| `{name}` | {json.dumps(old)} | {json.dumps(new)} |" for name, old, new in changed]
+    else:
+        lines.append("No param changed.")
+    lines += ["", "## Metrics", "", "| model | metric | base | head | change |", "|---|---|---|---|---|"]
+    lines += [f"| {kind} | {metric} | {number(b)} | {number(h)} | {change(b, h)} |"
+              for kind, metric, b, h in metrics_rows(base.scores, head.scores)]
+    lines += ["", champion_line(base.scores, head.scores), "", "## Figures", "", "| base | head |", "|---|---|"]
+    lines += [f"| ![base {name}](base-{name}) | ![head {name}](head-{name}) |" for name in head.figures]
+    return "\n".join(lines) + "\n"
+
+
+@click.command(help=__doc__)
+@click.option("--base", "base_rev", default="main", show_default=True, help="The revision to compare against.")
+@click.option("--out", "out_dir", default="reports/pr", show_default=True, type=click.Path(file_okay=False),
+              help="Where report.md and its figures go.")
+@verbose_option
+@stage_main("pr-report", pinned=False)
+def main(base_rev: str, out_dir: str) -> None:
+    project = Path.cwd()
+    base_commit = reproduce_check.git(["rev-parse", "--verify", "--quiet", f"{base_rev}^{{commit}}"], project).strip()
+    head_commit = reproduce_check.git(["rev-parse", "HEAD"], project).strip()
+    lock_lines = lock_check.check(project)
+    drift, checks = reproduce_check.check_rebuilt(project, project)
+
+    head_scores = paths.read_output(paths.EVAL_METRICS, read_scores_json, "evaluate")
+    kinds = tuple(kind for kind in MODEL_KINDS if kind in head_scores)
+    wanted = figure_paths(kinds)
+    base_bytes = base_side(project, base_commit, [paths.EVAL_METRICS.as_posix(), *wanted.values()])
+    base_label = base_commit[:12] if base_commit.startswith(base_rev) else f"{base_rev} ({base_commit[:12]})"
+    base = Side("base", base_label,
+                # a base from before calibration holds accuracies only: gaps in the table, as the race needs no more
+                read_scores_json(base_bytes[paths.EVAL_METRICS.as_posix()].decode(), required=("val_accuracy",)),
+                {name: base_bytes[path] for name, path in wanted.items()})
+    head = Side("head", head_commit[:12], head_scores,
+                {name: Path(path).read_bytes() for name, path in wanted.items()})
+    params = dvc_json(project, "params", "diff", base_commit)
+    reproduced = (f"the workspace holds the committed outs ({reproduce_check.summary(checks)})" if not drift
+                  else f"drift ({reproduce_check.summary(checks)}): " + "; ".join(drift))
+
+    page = render(params, base, head, lock_lines, reproduced)
+    with StagedOutputs() as outputs:
+        folder = outputs.directory(Path(out_dir))
+        for side in (base, head):
+            for name, png in side.figures.items():
+                (folder / f"{side.name}-{name}").write_bytes(png)
+        (folder / "report.md").write_text(page)
+        outputs.commit()
+    log.info("wrote %s/report.md (%d figures)", out_dir, 2 * len(wanted))
+
+
+if __name__ == "__main__":
+    run_and_exit(main)

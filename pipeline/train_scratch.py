@@ -1,0 +1,24 @@
+"""DVC stage `train_scratch`: the chapter's softmax regression from scratch, trained on the training split.
+
+The net X W + b, the cross-entropy by indexing, its gradient written out and
+the chapter's sgd (softmax_regression/models/scratch.py); the loop, outputs and
+MLflow run are pipeline/chapter_training.py's.
+"""
+
+from pipeline._cli import run_and_exit
+from pipeline.chapter_training import PARAMS, chapter_stage  # noqa: F401 (the stage's params, for DVC)
+from softmax_regression.models import scratch
+from softmax_regression.models.losses import LOSSES
+
+
+def build(W, cfg: dict):
+    """The chapter's net from weights ``W``, and its hand-written SGD step on the loss ``train.loss``."""
+    net = scratch.Net(W)
+    loss, grad = LOSSES[cfg["loss"]]
+    return net, scratch.sgd_step(net, loss, grad, cfg["weight_decay"]), lambda: (net.W, net.b)
+
+
+main = chapter_stage("scratch", build, __doc__)
+
+if __name__ == "__main__":
+    run_and_exit(main)

@@ -1,0 +1,87 @@
+"""`fmnist-predict`: the top classes of Fashion-MNIST-like images, from a trained model."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+import numpy as np
+import torch
+
+from softmax_regression.errors import mlflow_error_line, one_line
+from softmax_regression.models.file import ModelFileError, load_model
+from softmax_regression.predicting.inputs import MAX_IMAGES, InputImageError, load_inputs, top_k
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model")
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--top", "k", default=3, show_default=True, type=click.IntRange(1, 10), help="Classes to list per image.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
+@click.option("--invert", is_flag=True, help="Invert grey levels (dark object on a light background, as in photos).")
+@click.option("--calibrated", is_flag=True,
+              help="Calibrated probabilities: the temperature evaluate fitted on the validation split, from the "
+                   "registered version (models:/ URIs; tag 'temperature').")
+@click.option("--temperature", type=click.FloatRange(min=0.01, max=100.0), default=None,
+              help="Divide the logits by this temperature (a model file's is in reports/eval/metrics.json).")
+@click.option("-v", "--verbose", is_flag=True, help="Show a traceback with an unexpected error.")
+def main(model: str, images: tuple[str, ...], k: int, as_json: bool, invert: bool, calibrated: bool,
+         temperature: float | None, verbose: bool) -> None:
+    """Classify IMAGES (PNG / JPEG of any size, or IDX files) with MODEL: a models/*.pt file or an
+    MLflow model URI such as models:/fashion-mnist-softmax@champion (tracking server from
+    MLFLOW_TRACKING_URI, else ./mlflow.db).
+
+    Example: fmnist-predict models/concise.pt shoe.png data/raw/t10k-images-idx3-ubyte
+
+    Trust: a .pt file is loaded without running any code from it; a models:/ or
+    runs:/ URI loads MLflow's pyfunc wrapper, which runs Python from the store,
+    so load URIs only from a store you trust.
+    """
+    from softmax_regression.tracking.store import TrackingUnavailable
+
+    try:
+        if calibrated and (temperature is not None or ":/" not in model):
+            raise InputImageError("--calibrated reads the temperature of a registered version (models:/...); "
+                                  "for a model file give --temperature (evaluate's is in reports/eval/metrics.json)")
+        if ":/" in model:  # an MLflow model URI; mlflow is imported only for these (seconds of start-up)
+            from softmax_regression.tracking.registry import load_model_uri, version_temperature
+
+            loaded = load_model_uri(model)
+            if calibrated:
+                temperature = version_temperature(model)
+        else:
+            loaded = load_model(model)
+        inputs = []
+        for path in images:
+            inputs.extend(load_inputs(path, loaded.side, invert=invert))
+            if len(inputs) > MAX_IMAGES:
+                raise InputImageError(f"more than {MAX_IMAGES} images in one call (at {path}); split the inputs")
+    except (ModelFileError, InputImageError, TrackingUnavailable) as exc:
+        click.echo(f"fmnist-predict: error: {exc}", err=True)
+        sys.exit(1)
+    except Exception as exc:  # anything else is still one line; the traceback with -v
+        if verbose:
+            raise
+        click.echo(f"fmnist-predict: error: {mlflow_error_line(exc) or f'{type(exc).__name__}: {one_line(exc)}'}",
+                   err=True)
+        sys.exit(1)
+    pixels = torch.from_numpy(np.stack([item.pixels for item in inputs]))
+    probabilities = loaded.predict_proba(pixels).numpy()
+    if temperature is not None:
+        from softmax_regression.evaluation import with_temperature
+
+        probabilities = with_temperature(probabilities, temperature)
+    ranked = top_k(probabilities, loaded.class_names, k)
+    if as_json:
+        click.echo(json.dumps([
+            {"input": item.name, "top": [{"class": c, "probability": round(p, 6)} for c, p in top]}
+            for item, top in zip(inputs, ranked)
+        ], indent=2))
+    else:
+        for item, top in zip(inputs, ranked):
+            click.echo(f"{item.name}: " + ", ".join(f"{c} {p:.3f}" for c, p in top))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""What a person looks at: the figures and the report page."""

@@ -1,0 +1,234 @@
+"""The trained models in MLflow: each train run logs its model file, and the model in the two forms it is
+served in; evaluate and report find (or, in a store that never saw it trained, create) the run of a file.
+
+``model`` (MLflow's PyTorch flavour) answers with logits ``[N, 10]``; ``classifier``
+(a pyfunc wrapping the model file) answers with one row per image: the class
+index, its name and its probability. The registry takes the classifier.
+MLflow keeps runs and models in its database and their files in the artifact
+store, with nothing tying the two: a removed ``mlruns/`` or a bucket that lost
+objects leaves records that point at nothing, found only on loading. So the
+files a run relies on are listed before its run is reused
+(tests/integration/test_faults.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from softmax_regression.checksums import sha256_hex
+from softmax_regression.data.features import fold_into_linear
+from softmax_regression.evaluation import with_temperature
+from softmax_regression.models.file import LoadedModel, load_model, model_from_bytes
+from softmax_regression.tracking.runs import MODEL_SHA256_TAG, find_run, log_bytes, tracked_run
+
+log = logging.getLogger(__name__)
+
+CLASSIFIER, TORCH_MODEL = "classifier", "model"
+"""The names of the two models a run logs."""
+MODEL_FILES = {CLASSIFIER: ("MLmodel", "python_model.pkl", "artifacts/model.pt"), TORCH_MODEL: ("MLmodel", "data/model.pth")}
+"""The files each logged model loads from (what ``mlflow.pyfunc.load_model`` opens)."""
+FILES_MISSING_TAG = "files_missing"
+"""The tag on a run or a registered version whose artifact store lost its files: which ones."""
+CODE_PATHS = [str(Path(__file__).resolve().parents[1])]
+"""The ``softmax_regression`` package, logged with each classifier (``code/softmax_regression``): the pickled
+classifier refers to its class by module, and MLflow puts the model's ``code`` folder on ``sys.path`` when it
+loads it, so the champion loads and serves where this project is not installed."""
+
+
+def pip_requirements() -> list[str]:
+    """The pinned stack the models need, stated rather than inferred (MLflow's inference re-imports the model
+    in a subprocess, per model). Not this project, which is on no index: the classifier carries its code."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("torch", "numpy", "pandas", "mlflow")]
+
+
+def checkpoint_artifact(kind: str) -> str:
+    """Where a run keeps its model file."""
+    return f"checkpoint/{kind}.pt"
+
+
+class FashionMnistClassifier(mlflow.pyfunc.PythonModel):
+    """Class predictions from a project model file; input: float pixels in [0, 1], one row per image."""
+
+    def load_context(self, context) -> None:
+        self.loaded = load_model(context.artifacts["checkpoint"])
+
+    def __getstate__(self) -> dict:
+        """The pickle MLflow stores holds the class only: :meth:`load_context` reads the model file."""
+        return {key: value for key, value in self.__dict__.items() if key != "loaded"}
+
+    def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> pd.DataFrame:
+        """One row per image; ``params={"temperature": T}`` divides the logits by ``T`` (the version's tag
+        ``temperature``: calibrated probabilities, the same classes)."""
+        pixels = np.asarray(model_input, dtype=np.float32)
+        probabilities = self.loaded.proba_of_scaled(torch.from_numpy(pixels.reshape(len(pixels), -1))).numpy()
+        temperature = float((params or {}).get("temperature", 1.0))
+        if temperature != 1.0:
+            probabilities = with_temperature(probabilities, temperature)
+        classes = probabilities.argmax(axis=1)
+        return pd.DataFrame({
+            "class": classes.astype(np.int64),
+            "label": [self.loaded.class_names[c] for c in classes],
+            "probability": probabilities[np.arange(len(classes)), classes].astype(np.float64),
+        })
+
+
+def as_torch_module(model: LoadedModel) -> nn.Module:
+    """A model file's model as the chapter's concise network with the same weights, taking pixels in [0, 1]:
+    a standardization the model was trained behind is folded into the weights."""
+    W, b = fold_into_linear(model.W, model.b, model.standardization)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(W.shape[0], W.shape[1]))
+    with torch.no_grad():
+        net[1].weight.copy_(W.T)
+        net[1].bias.copy_(b)
+    return net.eval()
+
+
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """Only errors from an MLflow flavour's logger while it logs our model: its warning that pickles run code
+    on load (this is our own model) and its INFO on validating the input example are not the stage's to print."""
+    flavour_log = logging.getLogger(logger)
+    level = flavour_log.level
+    flavour_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        flavour_log.setLevel(level)
+
+
+def log_classifier(checkpoint: bytes, example_features: np.ndarray) -> str:
+    """Log the classifier of a model file into the active run, tagged with the file's SHA-256; returns its URI."""
+    example = np.ascontiguousarray(example_features, dtype=np.float32)
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), _quiet("mlflow.pyfunc"):
+        # MLflow suggests type hints and warns that integer outputs cannot hold missing values: not for a class
+        warnings.simplefilter("ignore", UserWarning)
+        path = Path(tmp) / "model.pt"
+        path.write_bytes(checkpoint)
+        classifier = FashionMnistClassifier()
+        classifier.loaded = load_model(path)
+        return mlflow.pyfunc.log_model(
+            name=CLASSIFIER, python_model=classifier, artifacts={"checkpoint": str(path)}, input_example=example,
+            signature=mlflow.models.infer_signature(example, classifier.predict(None, example),
+                                                    params={"temperature": 1.0}),
+            pip_requirements=pip_requirements(), code_paths=CODE_PATHS, tags={MODEL_SHA256_TAG: sha256_hex(checkpoint)},
+        ).model_uri
+
+
+def log_model_file(kind: str, checkpoint: bytes, example_features: np.ndarray) -> None:
+    """Into the active run: the model file of a ``kind`` model, its ``model`` (saved as a pickle: the default,
+    ``pt2``, runs ``torch.export``, seconds per model for a graph that is one ``nn.Linear``) and its
+    ``classifier``."""
+    log_bytes(checkpoint, checkpoint_artifact(kind))
+    module = as_torch_module(model_from_bytes(checkpoint, "model file"))
+    example = np.ascontiguousarray(example_features, dtype=np.float32)
+    with torch.no_grad():
+        signature = mlflow.models.infer_signature(example, module(torch.from_numpy(example)).numpy())
+    with _quiet("mlflow.pytorch"):
+        mlflow.pytorch.log_model(module, name=TORCH_MODEL, input_example=example, signature=signature,
+                                 pip_requirements=pip_requirements()[:2], serialization_format="pickle")
+    log_classifier(checkpoint, example_features)
+
+
+def missing_files(artifact_uri: str, files: Iterable[str]) -> list[str]:
+    """The ``files`` (paths under ``artifact_uri``) the artifact store does not hold, each folder listed once.
+    A folder that is gone lists as empty (local folders, proxied stores and buckets alike)."""
+    from mlflow.artifacts import list_artifacts
+
+    by_folder: dict[str, list[str]] = defaultdict(list)
+    for path in files:
+        by_folder[path.rpartition("/")[0]].append(path)
+    missing = []
+    for folder, wanted in by_folder.items():
+        uri = artifact_uri.rstrip("/") + (f"/{folder}" if folder else "")
+        held = {info.path.rpartition("/")[2] for info in list_artifacts(artifact_uri=uri) if not info.is_dir}
+        missing.extend(path for path in wanted if path.rpartition("/")[2] not in held)
+    return missing
+
+
+def listing(files: list[str], limit: int = 3) -> str:
+    """Missing files for a one-line message: the first few, and how many more."""
+    return ", ".join(files[:limit]) + (f" and {len(files) - limit} more" if len(files) > limit else "")
+
+
+def run_missing_files(client, run_id: str, kind: str) -> list[str]:
+    """What the run of a ``kind`` model file relies on and its artifact store no longer holds: the model file
+    and the files of each model logged in the run (one the run never logged is not missing)."""
+    run = client.get_run(run_id)
+    missing = missing_files(run.info.artifact_uri, [checkpoint_artifact(kind)])
+    for model in client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"):
+        if model.name in MODEL_FILES:
+            missing += [f"{model.name}/{p}" for p in missing_files(model.artifact_location, MODEL_FILES[model.name])]
+    return missing
+
+
+def run_classifier(client, run_id: str, sha256: str):
+    """The READY ``classifier`` of the model file ``sha256`` in run ``run_id``, or None (a run from before the
+    train stages logged it, or one whose logging did not finish)."""
+    from mlflow.entities import LoggedModelStatus
+
+    found = client.search_logged_models(
+        [client.get_run(run_id).info.experiment_id],
+        filter_string=f"source_run_id = '{run_id}' AND name = '{CLASSIFIER}' AND tags.{MODEL_SHA256_TAG} = '{sha256}'")
+    return next((m for m in found if m.status == LoggedModelStatus.READY), None)
+
+
+def create_model_run(experiment_id: str, kind: str, checkpoint: bytes, example_features: np.ndarray,
+                     tags: dict[str, str]) -> str:
+    """A run for a model file in a store that did not see it trained (a fresh one, another server): the params
+    the file records, the file and its two models, tagged with its SHA-256 so later steps find it."""
+    loaded = model_from_bytes(checkpoint, f"{kind}.pt")
+    with tracked_run(experiment_id=experiment_id, run_name=kind,
+                     tags={**tags, MODEL_SHA256_TAG: sha256_hex(checkpoint), "created_from": "model file"}) as run:
+        mlflow.log_params(loaded.params)
+        log_model_file(kind, checkpoint, example_features)
+    return run.info.run_id
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    kind: str
+    checkpoint: bytes
+    """The model file's bytes."""
+    run_id: str
+    classifier: object | None
+    """The run's ``classifier`` (an MLflow ``LoggedModel``), or None where it has none."""
+
+    @property
+    def classifier_id(self) -> str | None:
+        return self.classifier.model_id if self.classifier is not None else None
+
+
+def model_run(experiment_id: str, kind: str, path: str | Path, example_features: np.ndarray,
+              tags: dict[str, str]) -> ModelRun:
+    """The run of the model file at ``path`` in the current store, found by its SHA-256; created from the file
+    where the store has none, or where the run's artifact store lost a file it relies on (then the old run is
+    tagged with what it misses)."""
+    checkpoint = Path(path).read_bytes()
+    client, sha256 = mlflow.MlflowClient(), sha256_hex(checkpoint)
+    found = find_run(experiment_id, MODEL_SHA256_TAG, sha256)
+    missing = run_missing_files(client, found.info.run_id, kind) if found is not None else []
+    if found is not None and not missing:
+        return ModelRun(kind, checkpoint, found.info.run_id, run_classifier(client, found.info.run_id, sha256))
+    if found is None:
+        log.info("no run of the %s model (sha256 %s) in this store: creating one", kind, sha256[:12])
+    run_id = create_model_run(experiment_id, kind, checkpoint, example_features, tags)
+    if missing:
+        log.warning("run %s of the %s model lost its files (%s missing from %s): created run %s from %s",
+                    found.info.run_id, kind, listing(missing), found.info.artifact_uri, run_id, path)
+        client.set_tag(found.info.run_id, FILES_MISSING_TAG, listing(missing, limit=10))
+    return ModelRun(kind, checkpoint, run_id, run_classifier(client, run_id, sha256))

@@ -1,0 +1,267 @@
+"""The MLflow store: where runs go, checked before any work, and the experiment the stages log into.
+
+The default store is MLflow's own default (SQLite ``mlflow.db``, artifacts in
+``mlruns/``) under a project root the caller passes in; ``MLFLOW_TRACKING_URI``
+points the same code at a team server. MLflow finds a store it cannot use
+late (at the first write, after the training) and says so in pages of text, or
+retries for minutes: :func:`configure` checks first and fails in one line
+naming the store (tests/integration/test_faults.py, test_team_stack.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+log = logging.getLogger(__name__)
+
+REMOTE_NAMES = ("databricks", "databricks-uc", "uc")
+"""Tracking URIs that are names, not folders."""
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+"""MLflow's kind of a model-training experiment. MLflow 3.17's UI does not read it (it opens every experiment
+on its GenAI overview): the URL that ``pipeline.ui`` prints names the training-runs view instead."""
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking store cannot be used: a server that does not answer, a SQLite file that cannot be
+    written or is no database, a folder that does not exist."""
+
+
+def tracking_uri(root: str | Path) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else SQLite ``mlflow.db`` in ``root``. A relative SQLite path or folder
+    in the variable is taken relative to ``root``, not the working directory: a stage running in a temporary
+    copy of the project (a queued experiment) would otherwise log into the copy."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
+    if uri.startswith("sqlite:///"):
+        path, query = (uri[len("sqlite:///"):].split("?", 1) + [""])[:2]
+        if path and path != ":memory:" and not Path(path).is_absolute():
+            return f"sqlite:///{Path(root).resolve() / path}" + (f"?{query}" if query else "")
+    elif "://" not in uri and not uri.startswith("file:") and not Path(uri).is_absolute() and uri not in REMOTE_NAMES:
+        return str(Path(root).resolve() / uri)
+    return uri
+
+
+def serves_artifacts(uri: str) -> bool:
+    """A tracking server (or a hosted service) that decides where artifacts go. Any other store, a SQLite
+    file, a folder or a database opened directly (``postgresql://``), would put them under ``./mlruns`` of
+    whatever directory a stage runs in."""
+    return uri.startswith(("http://", "https://")) or uri in REMOTE_NAMES or uri.startswith(("databricks://", "uc:"))
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:`` URI (None for an in-memory one or another store)."""
+    rest = uri.split(":", 1)[1].split("?", 1)[0] if uri.startswith("sqlite:") else ""
+    path = rest[3:] if rest.startswith("///") else ""
+    return Path(path) if path and path != ":memory:" else None
+
+
+def check_server(uri: str, timeout: float = 5.0) -> None:
+    """An HTTP server must answer its health check (TLS verified as MLflow's client would) and take the
+    client's credentials (``MLFLOW_TRACKING_USERNAME`` / ``_PASSWORD``)."""
+    import ssl
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    context = None
+    if uri.startswith("https://"):
+        insecure = os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").strip().lower() == "true"
+        context = ssl._create_unverified_context() if insecure else ssl.create_default_context(
+            cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or None)
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout, context=context) as response:
+            response.read()
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            raise TrackingUnavailable(
+                f"MLflow tracking server {uri}: its TLS certificate is not trusted ({reason.verify_message}); set "
+                "MLFLOW_TRACKING_SERVER_CERT_PATH to the certificate of the CA that signed it") from None
+        raise TrackingUnavailable(f"MLflow tracking server {uri} is unreachable ({reason}); start it, or unset "
+                                  "MLFLOW_TRACKING_URI to use the local mlflow.db") from None
+    try:
+        mlflow.MlflowClient(uri).search_experiments(max_results=1)
+    except MlflowException as exc:
+        if exc.error_code != "UNAUTHENTICATED" and "401" not in str(exc):
+            raise
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+        raise TrackingUnavailable(
+            f"MLflow tracking server {uri} refused the credentials of {user!r} (HTTP 401); check "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" if user else
+            f"MLflow tracking server {uri} asks for credentials (HTTP 401); set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD") from None
+
+
+def check_not_a_folder(uri: str) -> None:
+    """A folder (MLflow's file store, which MLflow 3 refuses to write in a paragraph naming neither the URI nor
+    a database for it) is refused in one line, unless ``MLFLOW_ALLOW_FILE_STORE=true``, MLflow's own way past."""
+    scheme = urllib.parse.urlparse(uri).scheme
+    if scheme not in ("", "file") or uri in REMOTE_NAMES:
+        return
+    if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() == "true":
+        return
+    folder = Path(urllib.parse.urlparse(uri).path if scheme else uri)
+    database = f"sqlite:///{folder.parent / 'mlflow.db'}"  # beside the folder, as MLflow's own default
+    raise TrackingUnavailable(
+        f"MLflow store {uri} is a folder (MLflow's file store, which MLflow 3 no longer writes); use a database: "
+        f"MLFLOW_TRACKING_URI={database} (`mlflow migrate-filestore --source {folder} --target {database}` moves "
+        "its runs there), a tracking server, or unset MLFLOW_TRACKING_URI for the project's own mlflow.db")
+
+
+def check_sqlite_writable(uri: str, existing: bool = False) -> None:
+    """A SQLite store must be a writable file in a writable folder that exists: MLflow would create a missing
+    folder's database silently (a typo becomes a new, empty store) and find a read-only one only at the first
+    write. ``existing``: a reader's store must exist already."""
+    path = sqlite_path(uri)
+    if path is None:
+        return
+    folder = path.parent
+    if existing and not path.is_file():
+        raise TrackingUnavailable(f"no MLflow store at {path}: run the pipeline in {folder} first, "
+                                  "or set MLFLOW_TRACKING_URI to the store that holds the model")
+    if not folder.is_dir():
+        raise TrackingUnavailable(f"MLflow store {uri}: folder {folder} does not exist; create it or fix "
+                                  "MLFLOW_TRACKING_URI")
+    if path.exists() and not path.is_file():
+        raise TrackingUnavailable(f"MLflow store {uri}: {path} is not a file")
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise TrackingUnavailable(f"MLflow store {uri} is read-only ({path}); make it writable or point "
+                                  "MLFLOW_TRACKING_URI at another store")
+    if not os.access(folder, os.W_OK | os.X_OK):  # SQLite writes its journal beside the database
+        raise TrackingUnavailable(f"MLflow store {uri}: folder {folder} is read-only (SQLite needs to write "
+                                  "its journal there); make it writable or point MLFLOW_TRACKING_URI elsewhere")
+
+
+def configure(root: str | Path, existing: bool = False) -> str:
+    """Point MLflow at the store of ``root`` (:func:`tracking_uri`), checked; returns the URI. A SQLite store is
+    created or migrated here; ``existing`` is for a reader, whose SQLite store must exist."""
+    import mlflow
+
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # bars of one small file, in a stage's log
+    uri = tracking_uri(root)
+    check_not_a_folder(uri)
+    if uri.startswith(("http://", "https://")):
+        check_server(uri)
+    mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:"):
+        check_sqlite_writable(uri, existing)
+        initialize_sqlite_store(uri)
+    return uri
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """An exclusive file lock around the writes MLflow's SQLite store does not serialise itself: MLflow migrates
+    an empty database without a lock (two processes starting on a fresh ``mlflow.db`` race, and one fails with
+    "table ... already exists"), and the champion's compare-and-set must not interleave. The lock lives in the
+    temp directory, keyed by the database path; for any other store it does nothing."""
+    database = sqlite_path(uri)
+    if database is None:
+        yield
+        return
+    import fcntl
+
+    key = hashlib.sha256(str(database.resolve()).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"mlflow-sqlite-{key}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def initialize_sqlite_store(uri: str) -> None:
+    """Create or migrate a SQLite store's tables under :func:`store_lock`; a file that is no MLflow
+    database is one line naming it."""
+    import mlflow
+
+    with store_lock(uri):
+        try:
+            mlflow.MlflowClient(uri).search_experiments(max_results=1)
+        except Exception as exc:  # sqlite3 / SQLAlchemy / alembic raise many types, with pages of text
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            raise TrackingUnavailable(
+                f"MLflow store {uri} cannot be opened as an MLflow database ({reason[0] if reason else type(exc).__name__}); "
+                "move the file aside or point MLFLOW_TRACKING_URI at another store"
+            ) from None
+
+
+ARTIFACT_COLUMNS = {"experiments": ("artifact_location",), "runs": ("artifact_uri",),
+                    "logged_models": ("artifact_location",), "model_versions": ("source", "storage_location")}
+"""Where MLflow's SQLite schema keeps an absolute artifact location (one per experiment, run, logged model,
+registered version: the ``file://`` URIs of ``mlruns/``)."""
+
+
+def relocate_copied_store(uri: str, root: str | Path) -> bool:
+    """Point a project's own SQLite store, copied or moved with the project, at the project's ``mlruns/``.
+
+    MLflow keeps every local artifact location as an absolute path and has no API to change one, so the
+    ``mlflow.db`` of ``cp -a proj proj2`` still sends proj2's new runs, and the artifacts of its old ones, to
+    ``proj/mlruns/``. A store inside ``root`` belongs to the project: its locations under another folder's
+    ``mlruns/`` are rewritten to this one's (the copy brought ``mlruns/`` along). A store elsewhere
+    (``MLFLOW_TRACKING_URI``) is shared on purpose and left alone. Returns whether anything was rewritten
+    (tests/integration/test_tracking.py copies a built project and reads its runs and champion).
+    """
+    import sqlite3
+
+    path, root = sqlite_path(uri), Path(root).resolve()
+    if path is None or not path.is_file() or not path.resolve().is_relative_to(root):
+        return False
+    here = str(root / "mlruns")
+    with store_lock(uri), contextlib.closing(sqlite3.connect(path)) as con:
+        elsewhere = set()
+        for (location,) in con.execute("SELECT artifact_location FROM experiments"):
+            local = (location or "").removeprefix("file://")
+            if "/mlruns/" in local and not local.startswith(here + "/"):
+                elsewhere.add(local[:local.rindex("/mlruns/")] + "/mlruns")
+        tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        for table, columns in ARTIFACT_COLUMNS.items():
+            for column in columns if table in tables else ():
+                for old in elsewhere:
+                    for before, after in ((f"file://{old}/", f"file://{here}/"), (f"{old}/", f"{here}/")):
+                        con.execute(f'UPDATE "{table}" SET "{column}" = ? || substr("{column}", ?) '
+                                    f'WHERE substr("{column}", 1, ?) = ?', (after, len(before) + 1, len(before), before))
+        con.commit()
+    if elsewhere:
+        log.info("MLflow store %s was copied or moved with its project: artifact locations under %s now point "
+                 "at %s", uri, ", ".join(sorted(elsewhere)), here)
+    return bool(elsewhere)
+
+
+def experiment_id(name: str, root: str | Path) -> str:
+    """The id of experiment ``name``, created if missing, of the model-training kind. A local store keeps the
+    artifacts in ``mlruns/`` under ``root``; a store copied or moved with its project is first pointed at the
+    new ``mlruns/`` (:func:`relocate_copied_store`)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    relocate_copied_store(mlflow.get_tracking_uri(), root)
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        location = None
+        if not serves_artifacts(mlflow.get_tracking_uri()):
+            location = (Path(root).resolve() / "mlruns" / hashlib.sha256(name.encode()).hexdigest()[:12]).as_uri()
+        try:
+            return client.create_experiment(name, artifact_location=location,
+                                            tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        except MlflowException:  # another process created it first (parallel workers)
+            experiment = client.get_experiment_by_name(name)
+    if experiment.lifecycle_stage == "deleted":  # MLflow: "must be in the 'active' state", at the first run
+        raise TrackingUnavailable(
+            f"MLflow store {mlflow.get_tracking_uri()}: experiment {name!r} (id {experiment.experiment_id}) is "
+            f"deleted; restore it (`mlflow experiments restore -x {experiment.experiment_id}`, or in the UI) or set "
+            "tracking.experiment to another name")
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return experiment.experiment_id
