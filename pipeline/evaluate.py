@@ -34,7 +34,7 @@ import torch
 
 from pipeline import paths
 from pipeline._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option
-from pipeline.stage_runs import model_runs, open_experiment
+from pipeline.stage_runs import open_experiment, run_tags_for
 from softmax_regression import CLASS_NAMES
 from softmax_regression.atomic import StagedOutputs
 from softmax_regression.data.splits import Split, input_example, load_split
@@ -52,7 +52,7 @@ from softmax_regression.models import CHAPTER_KINDS, MODEL_KINDS
 from softmax_regression.models.file import LoadedModel, load_model
 from softmax_regression.reporting.evaluation_figures import confusion_matrix_figure, reliability_figure
 from softmax_regression.reporting.png import figure_png_bytes
-from softmax_regression.tracking.logged_models import ModelRun
+from softmax_regression.tracking.logged_models import ModelRun, model_run
 from softmax_regression.tracking.registry import register_and_promote
 from softmax_regression.tracking.runs import log_bytes, log_table, tracked_run
 
@@ -123,7 +123,8 @@ def main(params_path: str) -> None:
     worked = worked_examples(scratch.W, scratch.b, test.images, test.labels,
                              standardization=scratch.standardization)
 
-    runs = model_runs(experiment_id, kinds, test.images, params_path)
+    runs = {kind: model_run(experiment_id, kind, paths.model_path(kind), input_example(test.images),
+                            run_tags_for(kind, params_path)) for kind in kinds}
     with StagedOutputs() as outputs:
         tables, pngs = outputs.directory(paths.CONFUSION_DIR), outputs.directory(paths.CONFUSION_PNG_DIR)
         bins, diagrams = outputs.directory(paths.RELIABILITY_DIR), outputs.directory(paths.RELIABILITY_PNG_DIR)

@@ -21,10 +21,10 @@ import numpy as np
 
 from pipeline import paths
 from pipeline._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option
-from pipeline.stage_runs import model_runs, open_experiment
+from pipeline.stage_runs import open_experiment, run_tags_for
 from softmax_regression import CLASS_NAMES
 from softmax_regression.atomic import StagedOutputs
-from softmax_regression.data.splits import Split, load_split
+from softmax_regression.data.splits import Split, input_example, load_split
 from softmax_regression.evaluation.calibration import read_reliability_csv, verdict
 from softmax_regression.evaluation.metrics import (
     best_by_validation,
@@ -39,6 +39,7 @@ from softmax_regression.reporting.images import grid_shape, image_grid_figure
 from softmax_regression.reporting.page import report_page, worked_html
 from softmax_regression.reporting.page_figures import loss_functions_figure, per_class_f1_figure
 from softmax_regression.reporting.png import figure_png_bytes
+from softmax_regression.tracking.logged_models import model_run
 from softmax_regression.tracking.runs import tracked_run
 from softmax_regression.training.history import EpochRecord, read_history_csv
 
@@ -72,7 +73,7 @@ class ReportInputs:
 
 def read_inputs() -> ReportInputs:
     test = load_split(paths.PROCESSED_DIR, "test")
-    histories = {k: paths.read_output(paths.history_path(k), read_history_csv, "train") for k in CHAPTER_KINDS}
+    histories = {k: paths.read_output(paths.history_path(k), read_history_csv, f"train_{k}") for k in CHAPTER_KINDS}
     metrics = paths.read_output(paths.EVAL_METRICS, read_scores_json, "evaluate")
     for kind, history in histories.items():
         metrics[kind] = {**metrics[kind], "train_loss": history[-1].train_loss}
@@ -143,7 +144,9 @@ def main(params_path: str) -> None:
             (folder / "figures" / name).write_bytes(png)
         (folder / "report.html").write_text(page)
         (folder / "summary.md").write_text(summary)
-        for run in model_runs(experiment_id, tuple(inputs.metrics), inputs.test.images, params_path).values():
+        for kind in inputs.metrics:
+            run = model_run(experiment_id, kind, paths.model_path(kind), input_example(inputs.test.images),
+                            run_tags_for(kind, params_path))
             with tracked_run(run_id=run.run_id):
                 mlflow.log_text(page, "report/report.html")
                 mlflow.log_text(summary, "report/summary.md")

@@ -1,4 +1,4 @@
-"""The MLflow side of a stage: the project's experiment, the tags of a run, and the run of each model file.
+"""The MLflow side of a stage: the project's experiment, the tags of a run, the run of a new model file.
 
 The library takes the project root and the tags as arguments; here they come
 from DVC's environment and from the files the stage reads. Under ``dvc exp run
@@ -13,12 +13,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-
 from pipeline import paths
 from softmax_regression.checksums import files_digest, sha256_hex
-from softmax_regression.data.splits import input_example, split_files
-from softmax_regression.tracking.logged_models import ModelRun, model_run
+from softmax_regression.data.splits import split_files
 from softmax_regression.tracking.runs import MODEL_SHA256_TAG, standard_tags, tracked_run
 from softmax_regression.tracking.store import configure, experiment_id
 
@@ -35,13 +32,17 @@ def open_experiment(name: str) -> str:
     return experiment_id(name, root)
 
 
+def dvc_tags() -> dict[str, str]:
+    """``dvc_exp_name`` and ``dvc_stage`` where DVC set them."""
+    return {tag: os.environ[variable] for variable, tag in (("DVC_EXP_NAME", "dvc_exp_name"), ("DVC_STAGE", "dvc_stage"))
+            if os.environ.get(variable)}
+
+
 def run_tags_for(implementation: str, params_path: str | Path, processed_dir: Path = paths.PROCESSED_DIR
                  ) -> dict[str, str]:
     """The tags of a run of ``implementation`` (scratch, concise, baseline, data): git state, the params in
     force, one checksum of the processed splits (what ties a run to the data it saw), and DVC's names."""
-    dvc = {tag: os.environ[variable] for variable, tag in (("DVC_EXP_NAME", "dvc_exp_name"), ("DVC_STAGE", "dvc_stage"))
-           if os.environ.get(variable)}
-    return standard_tags(implementation, params_path, files_digest(split_files(processed_dir)), extra=dvc)
+    return standard_tags(implementation, params_path, files_digest(split_files(processed_dir)), extra=dvc_tags())
 
 
 def new_model_run(experiment_id: str, kind: str, params_path: str | Path, checkpoint: bytes):
@@ -49,10 +50,3 @@ def new_model_run(experiment_id: str, kind: str, params_path: str | Path, checkp
     SHA-256, by which evaluate and report find it; FAILED or KILLED on an error."""
     tags = {**run_tags_for(kind, params_path), MODEL_SHA256_TAG: sha256_hex(checkpoint)}
     return tracked_run(experiment_id=experiment_id, run_name=kind, tags=tags)
-
-
-def model_runs(experiment_id: str, kinds: tuple[str, ...], example_images: np.ndarray,
-               params_path: str | Path) -> dict[str, ModelRun]:
-    """The run of each model file in ``models/``, found, or created from the file where the store has none."""
-    return {kind: model_run(experiment_id, kind, paths.model_path(kind), input_example(example_images),
-                            run_tags_for(kind, params_path)) for kind in kinds}

@@ -120,8 +120,7 @@ def test_the_import_reading_sees_late_and_relative_imports():
     """The source reading follows package ``__init__`` files, absolute and relative imports, and imports
     inside functions."""
     imported = static_imports("pipeline.evaluate")
-    assert {"pipeline/__init__.py", "pipeline/paths.py", "pipeline/_cli.py", "pipeline/mlflow_runs.py",
-            "pipeline/dvc_env.py", "src/softmax_regression/__init__.py", "src/softmax_regression/models/__init__.py",
+    assert {"pipeline/__init__.py", "pipeline/paths.py", "pipeline/_cli.py", "pipeline/stage_runs.py", "src/softmax_regression/__init__.py", "src/softmax_regression/models/__init__.py",
             "src/softmax_regression/models/scratch.py", "src/softmax_regression/checksums.py"} <= imported
     assert "src/softmax_regression/predicting/cli.py" not in imported
     # tracking.store.configure imports mlflow inside the function; the project's own late imports are followed too

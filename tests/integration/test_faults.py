@@ -167,8 +167,8 @@ def read_only(path: Path) -> Iterator[None]:
 # ---- a full disk on each output folder ----------------------------------------------------------
 
 @pytest.mark.parametrize("folder, name, args", [
-    ("models", "train", ("--model", "scratch", "--no-progress")),
-    ("reports/train", "train", ("--model", "concise", "--no-progress")),
+    ("models", "train_scratch", ("--no-progress",)),
+    ("reports/train", "train_concise", ("--no-progress",)),
     ("models", "train_baseline", ()),
     ("reports/eval", "evaluate", ()),
     ("reports/data", "preprocess", ()),
@@ -205,7 +205,7 @@ def test_sigint_and_sigterm_mid_training_write_nothing(built, signum, how):
     training.proc.send_signal(signum)
     stderr = training.finish()
     assert training.proc.returncode == 130, stderr
-    assert f"train: {how}; no output was written" in stderr
+    assert f"train_scratch: {how}; no output was written" in stderr
     assert "Traceback" not in stderr
     assert outputs(built) == before and temporaries(built) == []
     assert run_statuses(built) == runs_before
@@ -219,11 +219,11 @@ def test_sigterm_while_logging_ends_the_run_killed(built):
     hook.write_text(
         "import os, signal\n"
         "import softmax_regression.tracking.logged_models as m\n"
-        "_log = m.log_torch_model\n"
-        "def log_torch_model(*a, **k):\n"
+        "_log = m.log_model_file\n"
+        "def log_model_file(*a, **k):\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
         "    return _log(*a, **k)\n"
-        "m.log_torch_model = log_torch_model\n"
+        "m.log_model_file = log_model_file\n"
     )
     env["PYTHONPATH"] = f"{built}{os.pathsep}{built / 'src'}"
     before = outputs(built)
@@ -271,7 +271,7 @@ def test_read_only_store_is_refused_before_any_work(built):
         result = stage(built, "train_scratch", "--no-progress")
         elapsed = time.monotonic() - started
     assert result.returncode == 1
-    line = one_error_line(result.stderr, "train")
+    line = one_error_line(result.stderr, "train_scratch")
     assert f"sqlite:///{db}" in line and "read-only" in line, line
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "epoch" not in result.stderr and elapsed < 30  # refused before the training
@@ -284,7 +284,7 @@ def test_sqlite_uri_in_a_missing_folder_is_an_error_not_a_new_store(built, tmp_p
     result = stage(built, "train_scratch", "--no-progress",
                    env=clean_env(MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(built / "src")))
     assert result.returncode == 1
-    line = one_error_line(result.stderr, "train")
+    line = one_error_line(result.stderr, "train_scratch")
     assert uri in line and "does not exist" in line, line
     assert not (tmp_path / "nonexistent").exists()
 
@@ -327,8 +327,8 @@ def test_a_deleted_experiment_is_one_line_saying_how_to_restore_it(built):
     before = outputs(built)
     result = stage(built, "train_scratch", "--no-progress")
     assert result.returncode == 1
-    line = one_error_line(result.stderr, "train")
-    assert line == (f"train: error: MLflow store sqlite:///{built / 'mlflow.db'}: experiment 'fashion-mnist-softmax' "
+    line = one_error_line(result.stderr, "train_scratch")
+    assert line == (f"train_scratch: error: MLflow store sqlite:///{built / 'mlflow.db'}: experiment 'fashion-mnist-softmax' "
                     f"(id {experiment_id}) is deleted; restore it (`mlflow experiments restore -x {experiment_id}`, or "
                     "in the UI) or set tracking.experiment to another name"), line
     assert "epoch" not in result.stderr and outputs(built) == before
@@ -437,7 +437,7 @@ METRICS_BEFORE_CALIBRATION = json.dumps({kind: dict(zip(BEFORE_CALIBRATION, (0.8
 
 
 @pytest.mark.parametrize("path, content, name, args, fragment", [
-    ("data/processed/meta.json", "", "train", ("--model", "scratch", "--no-progress"), "is damaged"),
+    ("data/processed/meta.json", "", "train_scratch", ("--no-progress",), "is damaged"),
     ("data/processed/meta.json", '{"side": "x"}', "train_baseline", (), "is damaged"),
     ("reports/train/scratch_history.csv", "epoch,train_loss,train_acc,val_acc\n", "report", (), "holds no epoch"),
     ("reports/train/concise_history.csv", "epoch,train_loss\n1,2\n", "report", (), "is damaged"),

@@ -37,7 +37,7 @@ def test_a_stage_started_without_the_launcher_refuses_in_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "pipeline.train_scratch"], cwd=tmp_path,
                             env={**clean_env(), "PYTHONPATH": str(PROJECT_ROOT)}, capture_output=True, text=True)
     assert result.returncode == 1
-    assert result.stderr.startswith("train: error: numeric kernels not pinned: torch runs ")
+    assert result.stderr.startswith("train_scratch: error: numeric kernels not pinned: torch runs ")
     assert "`python -m pipeline STAGE`" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
@@ -46,7 +46,7 @@ def test_the_launcher_pins_the_kernels_before_the_stage_loads(tmp_path):
     result = subprocess.run([sys.executable, "-m", "pipeline", "train_scratch"], cwd=tmp_path,
                             env={**clean_env(), "PYTHONPATH": str(PROJECT_ROOT)}, capture_output=True, text=True)
     assert result.returncode == 2
-    assert result.stderr.strip() == "train: error: params file params.yaml not found"
+    assert result.stderr.strip() == "train_scratch: error: params file params.yaml not found"
 
 
 def test_another_architecture_gets_one_line_saying_the_bits_cannot_be_promised(monkeypatch, caplog):

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support import clean_env, run, set_param, stages_ran, stages_skipped
+from support import PROJECT_ROOT, clean_env, run, set_param, stages_ran, stages_skipped
 
 STAGES = ["fetch", "preprocess", "train_scratch", "train_concise", "train_baseline", "evaluate", "report"]
 STAGE_RESTORED = re.compile(r"Stage '([\w@.-]+)' is cached - skipping run, checking out outputs")
@@ -111,6 +111,87 @@ def test_changing_one_param_reruns_exactly_its_dependent_stages(fast_project, ke
     finally:
         restore = restore_params(project)
     assert_restored_from_run_cache(project, restore, lock_before)
+
+
+# --- 3b. an edit to the code reruns what docs/pipeline.md says ---------------------------------------
+
+EDIT_EACH = r"""
+import json, sys
+from pathlib import Path
+
+from dvc.repo import Repo
+
+root, modules = Path(sys.argv[1]), json.loads(sys.argv[2])
+marked = {}
+for module in modules:
+    path = root / module
+    original = path.read_bytes()
+    path.write_bytes(original + b"\n# an edit\n")
+    try:
+        with Repo(str(root)) as repo:
+            marked[module] = sorted(name.rpartition(":")[2] for name in repo.status())
+    finally:
+        path.write_bytes(original)
+print(json.dumps(marked))
+"""
+
+
+def edit_table() -> list[tuple[list[str], list[str], list[str]]]:
+    """The rows of docs/pipeline.md's table of what an edit to the code reruns: (modules, the stages
+    ``dvc status`` marks, the stages after them)."""
+    text = (PROJECT_ROOT / "docs" / "pipeline.md").read_text()
+    section = text.split("## What an edit to the code reruns", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            rows.append(tuple(re.findall(r"`([^`]+)`", cell) for cell in cells))
+    return rows
+
+
+def downstream(stages: list[str]) -> list[str]:
+    """The stages of dvc.yaml that read, at any remove, what ``stages`` write."""
+    spec = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
+
+    def outs(stage: dict) -> set[str]:
+        return {o if isinstance(o, str) else next(iter(o)) for kind in ("outs", "metrics", "plots")
+                for o in stage.get(kind, [])}
+
+    found, todo = set(), list(stages)
+    while todo:
+        written = outs(spec[todo.pop()])
+        for name, stage in spec.items():
+            if name not in found and name not in stages and written & set(stage.get("deps", [])):
+                found.add(name)
+                todo.append(name)
+    return [name for name in spec if name in found]
+
+
+def test_an_edit_to_each_module_reruns_the_stages_docs_pipeline_md_names(fast_project):
+    """Every module of the project is in the table once; an edit to it marks exactly the stages its row names
+    (DVC's own ``status``, one module at a time, on a built project), and the row's last column is what reads
+    their outputs. The stages' deps are the real imports (test_dvc_graph.py), so this is the table's check."""
+    project, _ = fast_project
+    rows = edit_table()
+    documented = [module for modules, _, _ in rows for module in modules]
+    every = sorted(p.relative_to(PROJECT_ROOT).as_posix() for folder in ("pipeline", "src/softmax_regression")
+                   for p in (PROJECT_ROOT / folder).rglob("*.py"))
+    assert sorted(documented) == every, "docs/pipeline.md's table names every module of the project, once"
+    assert_up_to_date(project)
+    marked = json.loads(run([sys.executable, "-c", EDIT_EACH, str(project), json.dumps(documented)], project).stdout)
+    for modules, marks, then in rows:
+        for module in modules:
+            assert marked[module] == sorted(marks), f"an edit to {module} marks {marked[module]}, the table {marks}"
+        assert then == downstream(marks), f"after {marks}: {downstream(marks)}, the table {then}"
+    assert_up_to_date(project)
+    # the issue's cases, in words
+    row = {module: (marks, then) for modules, marks, then in rows for module in modules}
+    assert row["src/softmax_regression/reporting/page_figures.py"] == (["report"], [])
+    assert set(row["src/softmax_regression/models/concise.py"][0]) == {"train_concise"}
+    for module in ("src/softmax_regression/training/loop.py", "src/softmax_regression/data/batches.py",
+                   "src/softmax_regression/training/history.py"):
+        assert not {"fetch", "preprocess", "train_baseline"} & set(row[module][0]), module
+    assert not {"fetch", "preprocess"} & set(row["src/softmax_regression/models/losses.py"][0])
 
 
 LATEST_LR = """

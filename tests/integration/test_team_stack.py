@@ -309,14 +309,14 @@ def test_the_viewer_reads_everything_and_changes_nothing(stack, team_project, tm
 
 def test_a_stage_with_wrong_credentials_fails_before_training_in_one_line(stack, team_project):
     for env, said in (({**stack.env, "MLFLOW_TRACKING_PASSWORD": "not-the-password-at-all"},
-                       f"train: error: MLflow tracking server {stack.uri} refused the credentials of 'pipeline' "
+                       f"train_scratch: error: MLflow tracking server {stack.uri} refused the credentials of 'pipeline' "
                        "(HTTP 401); check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"),
                       ({k: v for k, v in stack.env.items() if k not in ("MLFLOW_TRACKING_USERNAME",
                                                                        "MLFLOW_TRACKING_PASSWORD")},
-                       f"train: error: MLflow tracking server {stack.uri} asks for credentials (HTTP 401); set "
+                       f"train_scratch: error: MLflow tracking server {stack.uri} asks for credentials (HTTP 401); set "
                        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"),
                       ({k: v for k, v in stack.env.items() if k != "MLFLOW_TRACKING_SERVER_CERT_PATH"},
-                       f"train: error: MLflow tracking server {stack.uri}: its TLS certificate is not trusted")):
+                       f"train_scratch: error: MLflow tracking server {stack.uri}: its TLS certificate is not trusted")):
         started = time.monotonic()
         result = run([sys.executable, "-m", "pipeline", "train_scratch", "--no-progress"],
                      team_project, env, check=False)

@@ -74,7 +74,7 @@ def assert_pipeline_tracked(client: mlflow.MlflowClient, project: Path) -> None:
         tags = r.data.tags
         assert tags["implementation"] == kind
         # the run's source is the stage's file, not the launcher `python -m pipeline STAGE` starts from
-        assert Path(tags["mlflow.source.name"]).name == ("train_baseline.py" if kind == "baseline" else "train.py")
+        assert Path(tags["mlflow.source.name"]).name == f"train_{kind}.py"
         assert len(tags["git_commit"]) == 40 and tags["git_dirty"] in ("true", "false")
         assert r.info.status == "FINISHED"
         # evaluate logged into it later; the run kept the end time of the stage that made it
@@ -240,7 +240,7 @@ def test_a_repro_that_changes_nothing_logs_nothing(pipeline_project):
 
 
 def test_default_store_follows_dvc_root(tmp_path, monkeypatch):
-    from pipeline.dvc_env import project_root, run_tags
+    from pipeline.stage_runs import dvc_tags, project_root
     from softmax_regression.tracking.store import tracking_uri
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -250,10 +250,10 @@ def test_default_store_follows_dvc_root(tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_STAGE", "train_scratch")
     assert project_root() == tmp_path / "original"
     assert tracking_uri(project_root()) == f"sqlite:///{tmp_path / 'original' / 'mlflow.db'}"
-    assert run_tags() == {"dvc_exp_name": "lucid-fern", "dvc_stage": "train_scratch"}
+    assert dvc_tags() == {"dvc_exp_name": "lucid-fern", "dvc_stage": "train_scratch"}
     for variable in ("DVC_ROOT", "DVC_EXP_NAME", "DVC_STAGE"):
         monkeypatch.delenv(variable)
-    assert project_root() == tmp_path and run_tags() == {}
+    assert project_root() == tmp_path and dvc_tags() == {}
     assert tracking_uri(tmp_path) == f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://team-server:5000")
     assert tracking_uri(tmp_path) == "http://team-server:5000"

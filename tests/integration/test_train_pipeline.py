@@ -105,7 +105,7 @@ def test_bad_train_params_stop_before_any_work(trained):
         result = run(["python", "-m", "pipeline", "train_concise"], project, check=False,
                      env=clean_env())
         assert result.returncode == 2
-        assert result.stderr.strip() == "train: error: params key train.batch_size is 0; expected an integer between 1 and 60000"
+        assert result.stderr.strip() == "train_concise: error: params key train.batch_size is 0; expected an integer between 1 and 60000"
         assert digest(project / "models/concise.pt") == before
     finally:
         run(["git", "checkout", "params.yaml"], project)
