@@ -78,7 +78,7 @@ if os.environ.get("PIPELINE_SPEED_LOG"):
     atexit.register(_record)
     _exit = os._exit
 
-    def _recorded_exit(code):  # stages leave by os._exit, skipping atexit
+    def _recorded_exit(code):  # a process leaving by os._exit skips atexit
         _record()
         _exit(code)
 

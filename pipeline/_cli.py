@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import sys
-from typing import Callable, NoReturn
+from typing import Callable
 
 import click
 
@@ -122,21 +122,3 @@ def stage_main(name: str, pinned: bool = True) -> Callable:
         return run
 
     return decorate
-
-
-def run_and_exit(command: click.Command, prog_name: str | None = None) -> NoReturn:
-    """Run a stage command, then leave the process at once with its exit code.
-
-    Every output is written (renamed into place) and every MLflow run ended by
-    then; what remains is the interpreter tearing down torch, MLflow and
-    matplotlib module by module, close to a second per stage, for nothing.
-    """
-    try:
-        command.main(prog_name=prog_name, standalone_mode=True)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)

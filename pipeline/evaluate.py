@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 from pipeline import paths
-from pipeline._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option
+from pipeline._cli import load_stage_params, params_option, stage_main, verbose_option
 from pipeline.stage_runs import open_experiment, run_tags_for
 from softmax_regression import CLASS_NAMES
 from softmax_regression.atomic import StagedOutputs
@@ -155,4 +155,4 @@ def main(params_path: str) -> None:
 
 
 if __name__ == "__main__":
-    run_and_exit(main)
+    main()

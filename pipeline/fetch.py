@@ -5,7 +5,7 @@ import logging
 import click
 
 from pipeline import paths
-from pipeline._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option
+from pipeline._cli import load_stage_params, params_option, stage_main, verbose_option
 from softmax_regression.data.sources import fetch_fashion_mnist
 from softmax_regression.params import SETTINGS
 
@@ -39,4 +39,4 @@ def main(params_path: str, no_progress: bool) -> None:
 
 
 if __name__ == "__main__":
-    run_and_exit(main)
+    main()

@@ -18,7 +18,7 @@ import click
 import mlflow
 
 from pipeline import paths
-from pipeline._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option
+from pipeline._cli import load_stage_params, params_option, stage_main, verbose_option
 from pipeline.stage_runs import new_model_run, open_experiment
 from softmax_regression.atomic import StagedOutputs
 from softmax_regression.data.features import Standardization, features
@@ -70,4 +70,4 @@ def main(params_path: str) -> None:
 
 
 if __name__ == "__main__":
-    run_and_exit(main)
+    main()

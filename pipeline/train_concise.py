@@ -7,7 +7,6 @@ MLflow run are pipeline/chapter_training.py's.
 
 import torch
 
-from pipeline._cli import run_and_exit
 from pipeline.chapter_training import PARAMS, chapter_stage  # noqa: F401 (the stage's params, for DVC)
 from softmax_regression.models import concise
 
@@ -23,4 +22,4 @@ def build(W, cfg: dict):
 main = chapter_stage("concise", build, __doc__)
 
 if __name__ == "__main__":
-    run_and_exit(main)
+    main()

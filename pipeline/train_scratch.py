@@ -5,7 +5,6 @@ the chapter's sgd (softmax_regression/models/scratch.py); the loop, outputs and
 MLflow run are pipeline/chapter_training.py's.
 """
 
-from pipeline._cli import run_and_exit
 from pipeline.chapter_training import PARAMS, chapter_stage  # noqa: F401 (the stage's params, for DVC)
 from softmax_regression.models import scratch
 from softmax_regression.models.losses import LOSSES
@@ -21,4 +20,4 @@ def build(W, cfg: dict):
 main = chapter_stage("scratch", build, __doc__)
 
 if __name__ == "__main__":
-    run_and_exit(main)
+    main()

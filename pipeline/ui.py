@@ -23,7 +23,7 @@ import urllib.request
 import click
 import mlflow
 
-from pipeline._cli import load_stage_params, params_option, run_and_exit, stage_main, verbose_option
+from pipeline._cli import load_stage_params, params_option, stage_main, verbose_option
 from pipeline.stage_runs import open_experiment
 
 log = logging.getLogger(__name__)
@@ -90,4 +90,4 @@ def main(params_path: str, host: str, port: int) -> None:
 
 
 if __name__ == "__main__":
-    run_and_exit(main)
+    main()

@@ -29,7 +29,7 @@ from pathlib import Path
 import click
 
 from pipeline import paths
-from pipeline._cli import run_and_exit, stage_main, verbose_option
+from pipeline._cli import stage_main, verbose_option
 from pipeline.ci import lock_check, reproduce_check
 from pipeline.ci.tolerance import DvcCache
 from softmax_regression.atomic import StagedOutputs
@@ -213,4 +213,4 @@ def main(base_rev: str, out_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    run_and_exit(main)
+    main()
