@@ -1,11 +1,8 @@
 """The MLflow store: where runs go, checked before any work, and the experiment the stages log into.
 
-The default store is MLflow's own default (SQLite ``mlflow.db``, artifacts in
-``mlruns/``) under a project root the caller passes in; ``MLFLOW_TRACKING_URI``
-points the same code at a team server. MLflow finds a store it cannot use
-late (at the first write, after the training) and says so in pages of text, or
-retries for minutes: :func:`configure` checks first and fails in one line
-naming the store (tests/integration/test_faults.py, test_team_stack.py).
+MLflow's own default (SQLite ``mlflow.db``, artifacts in ``mlruns/``) under a project root the caller passes in,
+or ``MLFLOW_TRACKING_URI``. MLflow finds a store it cannot use at the first write, after the training, in pages
+of text, or retries for minutes: :func:`configure` fails first, in one line naming the store (test_faults.py).
 """
 
 from __future__ import annotations
@@ -23,23 +20,19 @@ from typing import Iterator
 
 log = logging.getLogger(__name__)
 
-REMOTE_NAMES = ("databricks", "databricks-uc", "uc")
-"""Tracking URIs that are names, not folders."""
+REMOTE_NAMES = ("databricks", "databricks-uc", "uc")  # tracking URIs that are names, not folders
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
-"""MLflow's kind of a model-training experiment. MLflow 3.17's UI does not read it (it opens every experiment
-on its GenAI overview): the URL that ``pipeline.ui`` prints names the training-runs view instead."""
+"""MLflow's kind of a model-training experiment (its UI opens every experiment on the GenAI overview yet)."""
 
 
 class TrackingUnavailable(RuntimeError):
-    """The tracking store cannot be used: a server that does not answer, a SQLite file that cannot be
-    written or is no database, a folder that does not exist."""
+    """The tracking store cannot be used: a server that does not answer, a store that cannot be written."""
 
 
 def tracking_uri(root: str | Path) -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else SQLite ``mlflow.db`` in ``root``. A relative SQLite path or folder
-    in the variable is taken relative to ``root``, not the working directory: a stage running in a temporary
-    copy of the project (a queued experiment) would otherwise log into the copy."""
+    """``MLFLOW_TRACKING_URI``, else SQLite ``mlflow.db`` in ``root``; a relative path is ``root``'s, not the
+    cwd's (a queued experiment runs in a temporary copy)."""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         return f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
@@ -53,9 +46,7 @@ def tracking_uri(root: str | Path) -> str:
 
 
 def serves_artifacts(uri: str) -> bool:
-    """A tracking server (or a hosted service) that decides where artifacts go. Any other store, a SQLite
-    file, a folder or a database opened directly (``postgresql://``), would put them under ``./mlruns`` of
-    whatever directory a stage runs in."""
+    """A server that decides where artifacts go; any other store would put them in ``./mlruns`` of the cwd."""
     return uri.startswith(("http://", "https://")) or uri in REMOTE_NAMES or uri.startswith(("databricks://", "uc:"))
 
 
@@ -67,8 +58,7 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 def check_server(uri: str, timeout: float = 5.0) -> None:
-    """An HTTP server must answer its health check (TLS verified as MLflow's client would) and take the
-    client's credentials (``MLFLOW_TRACKING_USERNAME`` / ``_PASSWORD``)."""
+    """An HTTP server answers its health check (TLS verified as MLflow's client does) and takes our credentials."""
     import ssl
 
     import mlflow
@@ -104,8 +94,7 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
 
 
 def check_not_a_folder(uri: str) -> None:
-    """A folder (MLflow's file store, which MLflow 3 refuses to write in a paragraph naming neither the URI nor
-    a database for it) is refused in one line, unless ``MLFLOW_ALLOW_FILE_STORE=true``, MLflow's own way past."""
+    """A folder (MLflow's file store, which MLflow 3 refuses in a paragraph), unless MLFLOW_ALLOW_FILE_STORE."""
     scheme = urllib.parse.urlparse(uri).scheme
     if scheme not in ("", "file") or uri in REMOTE_NAMES:
         return
@@ -120,9 +109,8 @@ def check_not_a_folder(uri: str) -> None:
 
 
 def check_sqlite_writable(uri: str, existing: bool = False) -> None:
-    """A SQLite store must be a writable file in a writable folder that exists: MLflow would create a missing
-    folder's database silently (a typo becomes a new, empty store) and find a read-only one only at the first
-    write. ``existing``: a reader's store must exist already."""
+    """A writable file in a writable folder that exists (MLflow makes a typo a new, empty store); ``existing``:
+    a reader's store must be there already."""
     path = sqlite_path(uri)
     if path is None:
         return
@@ -144,8 +132,7 @@ def check_sqlite_writable(uri: str, existing: bool = False) -> None:
 
 
 def configure(root: str | Path, existing: bool = False) -> str:
-    """Point MLflow at the store of ``root`` (:func:`tracking_uri`), checked; returns the URI. A SQLite store is
-    created or migrated here; ``existing`` is for a reader, whose SQLite store must exist."""
+    """Point MLflow at the store of ``root`` (:func:`tracking_uri`), checked, a SQLite one created or migrated."""
     import mlflow
 
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
@@ -164,10 +151,8 @@ def configure(root: str | Path, existing: bool = False) -> str:
 
 @contextlib.contextmanager
 def store_lock(uri: str) -> Iterator[None]:
-    """An exclusive file lock around the writes MLflow's SQLite store does not serialise itself: MLflow migrates
-    an empty database without a lock (two processes starting on a fresh ``mlflow.db`` race, and one fails with
-    "table ... already exists"), and the champion's compare-and-set must not interleave. The lock lives in the
-    temp directory, keyed by the database path; for any other store it does nothing."""
+    """A file lock (in the temp folder) around what MLflow's SQLite store does not serialise: migrating a new
+    database (two processes race: "table ... already exists") and the champion's compare-and-set."""
     database = sqlite_path(uri)
     if database is None:
         yield
@@ -181,8 +166,7 @@ def store_lock(uri: str) -> Iterator[None]:
 
 
 def initialize_sqlite_store(uri: str) -> None:
-    """Create or migrate a SQLite store's tables under :func:`store_lock`; a file that is no MLflow
-    database is one line naming it."""
+    """Create or migrate a SQLite store under :func:`store_lock`; a file that is no MLflow database is one line."""
     import mlflow
 
     with store_lock(uri):
@@ -198,20 +182,16 @@ def initialize_sqlite_store(uri: str) -> None:
 
 ARTIFACT_COLUMNS = {"experiments": ("artifact_location",), "runs": ("artifact_uri",),
                     "logged_models": ("artifact_location",), "model_versions": ("source", "storage_location")}
-"""Where MLflow's SQLite schema keeps an absolute artifact location (one per experiment, run, logged model,
-registered version: the ``file://`` URIs of ``mlruns/``)."""
+"""Where MLflow's SQLite schema keeps the absolute artifact locations of ``mlruns/``."""
 
 
 def relocate_copied_store(uri: str, root: str | Path) -> bool:
     """Point a project's own SQLite store, copied or moved with the project, at the project's ``mlruns/``.
 
-    MLflow keeps every local artifact location as an absolute path and has no API to change one, so the
-    ``mlflow.db`` of ``cp -a proj proj2`` still sends proj2's new runs, and the artifacts of its old ones, to
-    ``proj/mlruns/``. A store inside ``root`` belongs to the project: its locations under another folder's
-    ``mlruns/`` are rewritten to this one's (the copy brought ``mlruns/`` along). A store elsewhere
-    (``MLFLOW_TRACKING_URI``) is shared on purpose and left alone. Returns whether anything was rewritten
-    (tests/integration/test_tracking.py copies a built project and reads its runs and champion).
-    """
+    MLflow keeps local artifact locations as absolute paths and has no API to change one: the ``mlflow.db`` of
+    ``cp -a proj proj2`` sends proj2's runs to ``proj/mlruns/``. A store inside ``root`` is the project's, and
+    its locations under another ``mlruns/`` are rewritten to this one's; a store elsewhere is shared on purpose
+    and left alone (test_tracking.py copies a built project and reads its runs and champion)."""
     import sqlite3
 
     path, root = sqlite_path(uri), Path(root).resolve()
@@ -239,9 +219,7 @@ def relocate_copied_store(uri: str, root: str | Path) -> bool:
 
 
 def experiment_id(name: str, root: str | Path) -> str:
-    """The id of experiment ``name``, created if missing, of the model-training kind. A local store keeps the
-    artifacts in ``mlruns/`` under ``root``; a store copied or moved with its project is first pointed at the
-    new ``mlruns/`` (:func:`relocate_copied_store`)."""
+    """The id of experiment ``name``, created if missing (artifacts in ``root/mlruns/`` for a local store)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
