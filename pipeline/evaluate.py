@@ -52,7 +52,7 @@ from softmax_regression.models import CHAPTER_KINDS, MODEL_KINDS
 from softmax_regression.models.file import LoadedModel, load_model
 from softmax_regression.reporting.evaluation_figures import confusion_matrix_figure, reliability_figure
 from softmax_regression.reporting.png import figure_png_bytes
-from softmax_regression.tracking.logged_models import ModelRun, model_run
+from softmax_regression.tracking.model_runs import ModelRun, model_run
 from softmax_regression.tracking.registry import register_and_promote
 from softmax_regression.tracking.runs import log_bytes, log_table, tracked_run
 

@@ -39,7 +39,7 @@ from softmax_regression.reporting.images import grid_shape, image_grid_figure
 from softmax_regression.reporting.page import report_page, worked_html
 from softmax_regression.reporting.page_figures import loss_functions_figure, per_class_f1_figure
 from softmax_regression.reporting.png import figure_png_bytes
-from softmax_regression.tracking.logged_models import model_run
+from softmax_regression.tracking.model_runs import model_run
 from softmax_regression.tracking.runs import tracked_run
 from softmax_regression.training.history import EpochRecord, read_history_csv
 

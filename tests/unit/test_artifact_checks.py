@@ -7,7 +7,7 @@ import shutil
 import mlflow
 
 from softmax_regression.tracking import runs, store
-from softmax_regression.tracking.logged_models import checkpoint_artifact, listing, missing_files, run_missing_files
+from softmax_regression.tracking.model_runs import checkpoint_artifact, listing, missing_files, run_missing_files
 from softmax_regression.tracking.registry import VersionFiles
 from support import tracking_store
 

@@ -38,13 +38,8 @@ from softmax_regression.checksums import sha256_hex
 from softmax_regression.models.file import load_model, model_bytes
 from softmax_regression.tracking import runs
 from softmax_regression.tracking import store as mlflow_store
-from softmax_regression.tracking.logged_models import (
-    FashionMnistClassifier,
-    ModelRun,
-    log_classifier,
-    log_model_file,
-    run_classifier,
-)
+from softmax_regression.tracking.logged_models import FashionMnistClassifier, log_classifier, log_model_file
+from softmax_regression.tracking.model_runs import ModelRun, run_classifier
 from softmax_regression.tracking.registry import (
     CHAMPION_ALIAS,
     TEMPERATURE_TAG,
@@ -371,7 +366,7 @@ import numpy as np
 
 from softmax_regression.tracking import registry
 from softmax_regression.tracking import store as mlflow_store
-from softmax_regression.tracking.logged_models import ModelRun
+from softmax_regression.tracking.model_runs import ModelRun
 
 name, key, run_id, accuracy = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 data = Path(f"{key}.pt").read_bytes()
@@ -525,7 +520,7 @@ def test_a_champion_whose_files_are_lost_hands_on_the_title_and_its_file_registe
     import shutil
 
     from softmax_regression.models.file import ModelFileError
-    from softmax_regression.tracking.logged_models import FILES_MISSING_TAG
+    from softmax_regression.tracking.model_runs import FILES_MISSING_TAG
     from softmax_regression.tracking.registry import load_model_uri, version_location
 
     name = "fashion-mnist-lost"

@@ -1,14 +1,9 @@
 """The trained models in MLflow: each train run logs its model file, and the model in the two forms it is
-served in; evaluate and report find (or, in a store that never saw it trained, create) the run of a file.
+served in; a store that never saw a model file trained gets a run created from the file.
 
 ``model`` (MLflow's PyTorch flavour) answers with logits ``[N, 10]``; ``classifier``
 (a pyfunc wrapping the model file) answers with one row per image: the class
 index, its name and its probability. The registry takes the classifier.
-MLflow keeps runs and models in its database and their files in the artifact
-store, with nothing tying the two: a removed ``mlruns/`` or a bucket that lost
-objects leaves records that point at nothing, found only on loading. So the
-files a run relies on are listed before its run is reused
-(tests/integration/test_faults.py).
 """
 
 from __future__ import annotations
@@ -17,10 +12,8 @@ import contextlib
 import logging
 import tempfile
 import warnings
-from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import mlflow
 import numpy as np
@@ -32,16 +25,12 @@ from softmax_regression.checksums import sha256_hex
 from softmax_regression.data.features import fold_into_linear
 from softmax_regression.evaluation import with_temperature
 from softmax_regression.models.file import LoadedModel, load_model, model_from_bytes
-from softmax_regression.tracking.runs import MODEL_SHA256_TAG, find_run, log_bytes, tracked_run
+from softmax_regression.tracking.model_runs import CLASSIFIER, TORCH_MODEL, checkpoint_artifact
+from softmax_regression.tracking.runs import MODEL_SHA256_TAG, log_bytes, tracked_run
 
 log = logging.getLogger(__name__)
 
-CLASSIFIER, TORCH_MODEL = "classifier", "model"
-"""The names of the two models a run logs."""
-MODEL_FILES = {CLASSIFIER: ("MLmodel", "python_model.pkl", "artifacts/model.pt"), TORCH_MODEL: ("MLmodel", "data/model.pth")}
-"""The files each logged model loads from (what ``mlflow.pyfunc.load_model`` opens)."""
-FILES_MISSING_TAG = "files_missing"
-"""The tag on a run or a registered version whose artifact store lost its files: which ones."""
+
 CODE_PATHS = [str(Path(__file__).resolve().parents[1])]
 """The ``softmax_regression`` package, logged with each classifier (``code/softmax_regression``): the pickled
 classifier refers to its class by module, and MLflow puts the model's ``code`` folder on ``sys.path`` when it
@@ -54,11 +43,6 @@ def pip_requirements() -> list[str]:
     from importlib.metadata import version
 
     return [f"{name}=={version(name)}" for name in ("torch", "numpy", "pandas", "mlflow")]
-
-
-def checkpoint_artifact(kind: str) -> str:
-    """Where a run keeps its model file."""
-    return f"checkpoint/{kind}.pt"
 
 
 class FashionMnistClassifier(mlflow.pyfunc.PythonModel):
@@ -144,49 +128,6 @@ def log_model_file(kind: str, checkpoint: bytes, example_features: np.ndarray) -
     log_classifier(checkpoint, example_features)
 
 
-def missing_files(artifact_uri: str, files: Iterable[str]) -> list[str]:
-    """The ``files`` (paths under ``artifact_uri``) the artifact store does not hold, each folder listed once.
-    A folder that is gone lists as empty (local folders, proxied stores and buckets alike)."""
-    from mlflow.artifacts import list_artifacts
-
-    by_folder: dict[str, list[str]] = defaultdict(list)
-    for path in files:
-        by_folder[path.rpartition("/")[0]].append(path)
-    missing = []
-    for folder, wanted in by_folder.items():
-        uri = artifact_uri.rstrip("/") + (f"/{folder}" if folder else "")
-        held = {info.path.rpartition("/")[2] for info in list_artifacts(artifact_uri=uri) if not info.is_dir}
-        missing.extend(path for path in wanted if path.rpartition("/")[2] not in held)
-    return missing
-
-
-def listing(files: list[str], limit: int = 3) -> str:
-    """Missing files for a one-line message: the first few, and how many more."""
-    return ", ".join(files[:limit]) + (f" and {len(files) - limit} more" if len(files) > limit else "")
-
-
-def run_missing_files(client, run_id: str, kind: str) -> list[str]:
-    """What the run of a ``kind`` model file relies on and its artifact store no longer holds: the model file
-    and the files of each model logged in the run (one the run never logged is not missing)."""
-    run = client.get_run(run_id)
-    missing = missing_files(run.info.artifact_uri, [checkpoint_artifact(kind)])
-    for model in client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"):
-        if model.name in MODEL_FILES:
-            missing += [f"{model.name}/{p}" for p in missing_files(model.artifact_location, MODEL_FILES[model.name])]
-    return missing
-
-
-def run_classifier(client, run_id: str, sha256: str):
-    """The READY ``classifier`` of the model file ``sha256`` in run ``run_id``, or None (a run from before the
-    train stages logged it, or one whose logging did not finish)."""
-    from mlflow.entities import LoggedModelStatus
-
-    found = client.search_logged_models(
-        [client.get_run(run_id).info.experiment_id],
-        filter_string=f"source_run_id = '{run_id}' AND name = '{CLASSIFIER}' AND tags.{MODEL_SHA256_TAG} = '{sha256}'")
-    return next((m for m in found if m.status == LoggedModelStatus.READY), None)
-
-
 def create_model_run(experiment_id: str, kind: str, checkpoint: bytes, example_features: np.ndarray,
                      tags: dict[str, str]) -> str:
     """A run for a model file in a store that did not see it trained (a fresh one, another server): the params
@@ -199,36 +140,3 @@ def create_model_run(experiment_id: str, kind: str, checkpoint: bytes, example_f
     return run.info.run_id
 
 
-@dataclass(frozen=True)
-class ModelRun:
-    kind: str
-    checkpoint: bytes
-    """The model file's bytes."""
-    run_id: str
-    classifier: object | None
-    """The run's ``classifier`` (an MLflow ``LoggedModel``), or None where it has none."""
-
-    @property
-    def classifier_id(self) -> str | None:
-        return self.classifier.model_id if self.classifier is not None else None
-
-
-def model_run(experiment_id: str, kind: str, path: str | Path, example_features: np.ndarray,
-              tags: dict[str, str]) -> ModelRun:
-    """The run of the model file at ``path`` in the current store, found by its SHA-256; created from the file
-    where the store has none, or where the run's artifact store lost a file it relies on (then the old run is
-    tagged with what it misses)."""
-    checkpoint = Path(path).read_bytes()
-    client, sha256 = mlflow.MlflowClient(), sha256_hex(checkpoint)
-    found = find_run(experiment_id, MODEL_SHA256_TAG, sha256)
-    missing = run_missing_files(client, found.info.run_id, kind) if found is not None else []
-    if found is not None and not missing:
-        return ModelRun(kind, checkpoint, found.info.run_id, run_classifier(client, found.info.run_id, sha256))
-    if found is None:
-        log.info("no run of the %s model (sha256 %s) in this store: creating one", kind, sha256[:12])
-    run_id = create_model_run(experiment_id, kind, checkpoint, example_features, tags)
-    if missing:
-        log.warning("run %s of the %s model lost its files (%s missing from %s): created run %s from %s",
-                    found.info.run_id, kind, listing(missing), found.info.artifact_uri, run_id, path)
-        client.set_tag(found.info.run_id, FILES_MISSING_TAG, listing(missing, limit=10))
-    return ModelRun(kind, checkpoint, run_id, run_classifier(client, run_id, sha256))

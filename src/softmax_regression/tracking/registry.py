@@ -24,14 +24,13 @@ import numpy as np
 from softmax_regression.checksums import sha256_hex
 from softmax_regression.errors import one_line
 from softmax_regression.models.file import LoadedModel, ModelFileError
-from softmax_regression.tracking.logged_models import (
+from softmax_regression.tracking.logged_models import FashionMnistClassifier, log_classifier
+from softmax_regression.tracking.model_runs import (
     CLASSIFIER,
     FILES_MISSING_TAG,
     MODEL_FILES,
-    FashionMnistClassifier,
     ModelRun,
     listing,
-    log_classifier,
     missing_files,
     run_classifier,
 )
