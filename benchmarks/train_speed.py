@@ -261,11 +261,8 @@ def ours_model(kind: str, W: torch.Tensor, lr: float):
     """``(net, step)`` of the ``kind`` model from weights ``W`` on the cross-entropy, as its train stage builds it
     (pipeline/train_scratch.py, pipeline/train_concise.py)."""
     if kind == "scratch":
-        net = scratch.Net(W)
-        return net, scratch.sgd_step(net, *losses.LOSSES["cross_entropy"], weight_decay=0.0)
-    net = concise.net(W.shape[0], W.shape[1], W)
-    optimizer = torch.optim.SGD(net.parameters(), lr=lr, weight_decay=0.0)
-    return net, concise.sgd_step(net, concise.LOSSES["cross_entropy"](), optimizer)
+        return scratch.trainer(W, 0.0, *losses.LOSSES["cross_entropy"])[:2]
+    return concise.trainer(W, lr, 0.0, "cross_entropy")[:2]
 
 
 def run_ours(kind: str, processed_dir: Path, raw_dir: Path, run: Run, epochs: int, batch_size: int, lr: float,

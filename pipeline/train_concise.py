@@ -5,18 +5,13 @@ torch.optim.SGD (softmax_regression/models/concise.py); the loop, outputs and
 MLflow run are pipeline/chapter_training.py's.
 """
 
-import torch
-
 from pipeline.chapter_training import PARAMS, chapter_stage  # noqa: F401 (the stage's params, for DVC)
 from softmax_regression.models import concise
 
 
 def build(W, cfg: dict):
     """The chapter's ``nn.Sequential`` from weights ``W``, its loss ``train.loss`` and ``torch.optim.SGD``."""
-    net = concise.net(W.shape[0], W.shape[1], W)
-    optimizer = torch.optim.SGD(net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    step = concise.sgd_step(net, concise.LOSSES[cfg["loss"]](), optimizer)
-    return net, step, lambda: concise.weights(net)
+    return concise.trainer(W, cfg["lr"], cfg["weight_decay"], cfg["loss"])
 
 
 main = chapter_stage("concise", build, __doc__)

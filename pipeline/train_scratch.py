@@ -12,9 +12,7 @@ from softmax_regression.models.losses import LOSSES
 
 def build(W, cfg: dict):
     """The chapter's net from weights ``W``, and its hand-written SGD step on the loss ``train.loss``."""
-    net = scratch.Net(W)
-    loss, grad = LOSSES[cfg["loss"]]
-    return net, scratch.sgd_step(net, loss, grad, cfg["weight_decay"]), lambda: (net.W, net.b)
+    return scratch.trainer(W, cfg["weight_decay"], *LOSSES[cfg["loss"]])
 
 
 main = chapter_stage("scratch", build, __doc__)

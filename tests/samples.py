@@ -30,17 +30,12 @@ def chapter_model(kind: str, W, lr: float = 0.1, weight_decay: float = 0.0, loss
     (``pipeline/train_scratch.py``, ``pipeline/train_concise.py``): ``(net, step, weights)``, the net a callable
     from features to logits, ``step(X, y, lr)`` its training step on the loss ``loss``, and ``weights()`` its
     current ``(W, b)``, W n_features x n_classes."""
-    import torch
-
     from softmax_regression.models import concise, losses, scratch
 
     if kind == "scratch":
-        net = scratch.Net(W)
-        return net, scratch.sgd_step(net, *losses.LOSSES[loss], weight_decay=weight_decay), lambda: (net.W, net.b)
+        return scratch.trainer(W, weight_decay, *losses.LOSSES[loss])
     if kind == "concise":
-        net = concise.net(W.shape[0], W.shape[1], W)
-        optimizer = torch.optim.SGD(net.parameters(), lr=lr, weight_decay=weight_decay)
-        return net, concise.sgd_step(net, concise.LOSSES[loss](), optimizer), lambda: concise.weights(net)
+        return concise.trainer(W, lr, weight_decay, loss)
     raise ValueError(f"not a chapter model: {kind!r}")
 
 

@@ -111,7 +111,7 @@ def check_point(point: dict[str, Any], base_params: dict, where: str) -> None:
     """A point the pipeline can run and the selection can judge on validation data alone."""
     if point_params(point, base_params, where)["data"]["val_size"] == 0:
         raise SweepError(f"{where}: data.val_size is 0, so the test split would be the validation split and "
-                         "choose the winner; set data.val_size (5000 by default) to tune")
+                         "choose the winner; set data.val_size (params.yaml's value) to tune")
 
 
 def _same_value(logged: str, wanted: Any) -> bool:

@@ -38,11 +38,8 @@ def chapter_model(kind: str, W: torch.Tensor, lr: float):
     """``(net, step, weights)`` of a chapter model starting from ``W``, on the cross-entropy, as the train
     stages build it (``pipeline/train_scratch.py``, ``pipeline/train_concise.py``)."""
     if kind == "scratch":
-        net = scratch.Net(W)
-        return net, scratch.sgd_step(net, *losses.LOSSES["cross_entropy"]), lambda: (net.W, net.b)
-    net = concise.net(W.shape[0], W.shape[1], W)
-    optimizer = torch.optim.SGD(net.parameters(), lr=lr, weight_decay=0.0)
-    return net, concise.sgd_step(net, concise.LOSSES["cross_entropy"](), optimizer), lambda: concise.weights(net)
+        return scratch.trainer(W, 0.0, *losses.LOSSES["cross_entropy"])
+    return concise.trainer(W, lr, 0.0, "cross_entropy")
 
 
 def main(subset: str, torch_only: bool) -> None:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from softmax_regression import CLASS_NAMES
+
 UBYTE = 0x08
 MAGIC_IMAGES = 0x00000803  # unsigned bytes, 3 dimensions
 MAGIC_LABELS = 0x00000801  # unsigned bytes, 1 dimension
@@ -93,7 +95,7 @@ def read_images(path: str | Path, count: int | None = None, side: int = 28) -> n
     return array
 
 
-def read_labels(path: str | Path, count: int | None = None, n_classes: int = 10) -> np.ndarray:
+def read_labels(path: str | Path, count: int | None = None, n_classes: int = len(CLASS_NAMES)) -> np.ndarray:
     """Labels ``[N]`` uint8 from an IDX1 file (gzip or not), each in ``[0, n_classes)``."""
     path = Path(path)
     array = parse_idx(read_maybe_gzip(path), str(path))

@@ -5,7 +5,7 @@ list once; the modules hold what is chosen:
 
 - ``scratch.py``: the chapter's model from scratch, ``softmax(X W + b)``, its loss, gradient and ``sgd``;
 - ``concise.py``: the chapter's concise model, ``nn.Sequential``, ``nn.CrossEntropyLoss``, ``torch.optim.SGD``;
-- ``losses.py``: the scratch model's other losses (``train.loss``), with their gradients;
+- ``losses.py``: the scratch model's losses (``train.loss``), each with its gradient;
 - ``baseline.py``: scikit-learn's L-BFGS fit of the same linear model;
 - ``file.py``: the model file: any of the three as its ``W`` and ``b``, written and read without their code.
 """

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def fit_logistic_regression(features: np.ndarray, labels: np.ndarray, C: float, max_iter: int,
-                            tol: float = 1e-3) -> LogisticRegression:
+                            tol: float) -> LogisticRegression:
     """L-BFGS on the softmax (multinomial) loss with L2 strength 1/C, to the gradient tolerance ``tol``
     (``max_iter`` bounds the iterations, should it not be reached).
 

@@ -11,15 +11,13 @@ import torch
 from torch import nn
 
 
-def net(n_features: int, n_classes: int, W: torch.Tensor | None = None) -> nn.Sequential:
+def net(W: torch.Tensor) -> nn.Sequential:
     """The chapter's ``nn.Sequential(nn.Flatten(), nn.Linear(784, 10))``, starting from ``W`` (n_features x
-    n_classes, so both models start equal from equal W) and a zero bias where given."""
-    model = nn.Sequential(nn.Flatten(), nn.Linear(n_features, n_classes))
-    if W is not None:
-        model.to(W.device)
-        with torch.no_grad():
-            model[1].weight.copy_(W.T)  # nn.Linear keeps W as n_classes x n_features
-            model[1].bias.zero_()
+    n_classes, so both models start equal from equal W) and a zero bias."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(*W.shape)).to(W.device)
+    with torch.no_grad():
+        model[1].weight.copy_(W.T)  # nn.Linear keeps W as n_classes x n_features
+        model[1].bias.zero_()
     return model
 
 
@@ -54,3 +52,11 @@ def sgd_step(net: nn.Module, loss: nn.Module, optimizer: torch.optim.Optimizer):
         return l.detach(), y_hat.detach()
 
     return step
+
+
+def trainer(W: torch.Tensor, lr: float, weight_decay: float = 0.0, loss: str = "cross_entropy"):
+    """What the train stage trains: the net from weights ``W``, its step with torch's loss ``loss`` and
+    ``torch.optim.SGD``, as the chapter builds them, and a function returning its ``(W, b)``."""
+    model = net(W)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=weight_decay)
+    return model, sgd_step(model, LOSSES[loss](), optimizer), lambda: weights(model)

@@ -1,4 +1,4 @@
-"""The predict report: one self-contained HTML page (images embedded) and a short Markdown summary."""
+"""The report page: one self-contained HTML page (images embedded) and a short Markdown summary."""
 
 from __future__ import annotations
 

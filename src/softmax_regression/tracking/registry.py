@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -23,8 +24,8 @@ import numpy as np
 
 from softmax_regression.checksums import sha256_hex
 from softmax_regression.errors import one_line
-from softmax_regression.models.file import LoadedModel, ModelFileError
-from softmax_regression.tracking.logged_models import FashionMnistClassifier, log_classifier
+from softmax_regression.models.file import LoadedModel, ModelFileError, load_model
+from softmax_regression.tracking.logged_models import log_classifier
 from softmax_regression.tracking.model_runs import (
     CLASSIFIER,
     FILES_MISSING_TAG,
@@ -242,17 +243,20 @@ def load_model_uri(source: str, root: str | Path = ".") -> LoadedModel:
                 f"missing from {version_location(mlflow.MlflowClient(), found.name, found.version)}); run the "
                 "project's evaluate stage again (forced: its inputs did not change) to register its model files "
                 f"again and move @{CHAMPION_ALIAS} to a version that has them")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # see log_classifier
-            inner = mlflow.pyfunc.load_model(source).unwrap_python_model()
+    try:  # the classifier's model file, read as a model file: no pickle of the classifier is loaded, so a
+        # version logged by an older layout of this code loads too, and nothing stored runs
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp))
+            if not (folder / "artifacts" / "model.pt").is_file():
+                raise ModelFileError(f"{source} is not a Fashion-MNIST classifier logged by this project")
+            return load_model(folder / "artifacts" / "model.pt")
     except mlflow.exceptions.MlflowException as exc:
         where = f" from MLflow store {store}" if store else ""
         raise ModelFileError(f"cannot load {source}{where}: {one_line(exc)}") from None
     except ImportError as exc:  # an artifact store whose client library is not installed (s3://, gs://, ...)
-        package = STORE_PACKAGES.get((exc.name or str(exc)).split(".")[0], (exc.name or str(exc)).split(".")[0])
+        module = (exc.name or str(exc)).split(".")[0]
+        if module not in STORE_PACKAGES:
+            raise
         raise ModelFileError(f"cannot load {source}: reading its artifacts needs the Python package "
-                             f"{package!r}, which is not installed (pip install {package})") from None
-    if not isinstance(inner, FashionMnistClassifier):
-        raise ModelFileError(f"{source} is not a Fashion-MNIST classifier logged by this project")
-    return inner.loaded
+                             f"{STORE_PACKAGES[module]!r}, which is not installed (pip install "
+                             f"{STORE_PACKAGES[module]})") from None

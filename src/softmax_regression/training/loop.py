@@ -93,20 +93,14 @@ def evaluate_accuracy(net: Callable, X: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def train_epoch(step: Step, batches: ShuffledBatches, lr: float) -> tuple[float, float]:
-    """One pass over the batches; returns (mean train loss, train accuracy) seen during the pass, as the chapter does."""
-    n, size = len(batches), batches.batch_size
-    # Per batch only what must happen per batch: its mean loss is kept as a tensor and its argmax
-    # goes into a preallocated tensor (one small op); the sums come once, at the end of the pass.
-    losses: list[torch.Tensor] = []
-    predicted = torch.empty(n, dtype=torch.int64, device=batches.device)
-    for start, (X, y) in zip(range(0, n, size), batches):
+    """One pass over the batches; returns (mean train loss, train accuracy) seen during the pass: the chapter's
+    ``train_epoch_ch3``, its ``Accumulator`` written out."""
+    loss_sum, correct, n = 0.0, 0, 0
+    for X, y in batches:
         loss, y_hat = step(X, y, lr)
-        losses.append(loss)
-        torch.argmax(y_hat, dim=1, out=predicted[start:start + size])
-    last = n - (len(losses) - 1) * size  # every batch is full but the last
-    batch_losses = torch.stack(losses).double()
-    loss_sum = float(batch_losses[:-1].sum()) * size + float(batch_losses[-1]) * last
-    correct = int((predicted == batches.epoch_labels).sum())
+        loss_sum += float(loss) * len(y)
+        correct += int((y_hat.argmax(dim=1) == y).sum())
+        n += len(y)
     return loss_sum / n, correct / n
 
 
