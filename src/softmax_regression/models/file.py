@@ -114,7 +114,7 @@ def model_from_bytes(data: bytes, path: str | Path) -> LoadedModel:
         class_names, params = list(checkpoint["class_names"]), dict(checkpoint["params"])
         if kind == "concise" and "1.weight" in checkpoint["state"]:
             raise ModelFileError(f"model file {path} holds a concise model as nn.Linear's state, a layout this "
-                                 "version reads no more; train it again (dvc repro -f train_concise)")
+                                 "version reads no more; train the concise model again")
         W, b = checkpoint["state"]["W"], checkpoint["state"]["b"]
         recorded = checkpoint["preprocessing"].get("standardize")
         standardization = None if recorded is None else Standardization.from_dict(recorded, side * side)
