@@ -337,6 +337,20 @@ def test_a_model_file_of_an_unknown_kind_is_damaged(tmp_path):
         model_from_bytes(path.read_bytes(), "somewhere.pt")
 
 
+def test_a_concise_model_file_in_nn_linears_layout_says_to_train_it_again(tmp_path):
+    """A concise file whose state is ``nn.Linear``'s (``1.weight``, ``1.bias``), as an earlier layout wrote it:
+    one line saying what it holds and what to do, not a KeyError."""
+    path = tmp_path / "concise.pt"
+    save_model(path, "concise", torch.zeros(64, 10), torch.zeros(10), side=8, params={})
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["state"] = {"1.weight": torch.zeros(10, 64), "1.bias": torch.zeros(10)}
+    torch.save(checkpoint, path)
+    with pytest.raises(ModelFileError) as info:
+        load_model(path)
+    assert str(info.value) == (f"model file {path} holds a concise model as nn.Linear's state, a layout this "
+                               "version reads no more; train the concise model again")
+
+
 def test_the_baseline_is_scikit_learns_fit_as_a_linear_model():
     """``baseline.Fitted.from_sklearn``: ``W = coef_^T``, ``b = intercept_``, so its logits are scikit-learn's
     decision function and its softmax scikit-learn's probabilities; classes other than 0..n-1 are refused."""

@@ -118,6 +118,8 @@ def model_from_bytes(data: bytes, path: str | Path) -> LoadedModel:
         W, b = checkpoint["state"]["W"], checkpoint["state"]["b"]
         recorded = checkpoint["preprocessing"].get("standardize")
         standardization = None if recorded is None else Standardization.from_dict(recorded, side * side)
+    except ModelFileError:
+        raise
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise ModelFileError(f"model file {path} is damaged: {type(exc).__name__} {exc}") from None
     if not (isinstance(W, torch.Tensor) and isinstance(b, torch.Tensor)
