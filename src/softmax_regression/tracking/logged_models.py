@@ -72,14 +72,14 @@ class FashionMnistClassifier(mlflow.pyfunc.PythonModel):
 
 
 def as_torch_module(model: LoadedModel) -> nn.Module:
-    """A model file's model as the chapter's concise network with the same weights, taking pixels in [0, 1]:
-    a standardization the model was trained behind is folded into the weights."""
+    """A model file's model as one ``nn.Linear`` with the same weights, taking rows of pixels in [0, 1]: a
+    standardization the model was trained behind is folded into the weights."""
     W, b = fold_into_linear(model.W, model.b, model.standardization)
-    net = nn.Sequential(nn.Flatten(), nn.Linear(W.shape[0], W.shape[1]))
+    linear = nn.Linear(*W.shape)
     with torch.no_grad():
-        net[1].weight.copy_(W.T)
-        net[1].bias.copy_(b)
-    return net.eval()
+        linear.weight.copy_(W.T)
+        linear.bias.copy_(b)
+    return linear.eval()
 
 
 @contextlib.contextmanager
