@@ -66,3 +66,17 @@ def write_regzipped(files: dict[str, bytes], directory: Path) -> Path:
             gz.write(content)
         (directory / f"{name}.gz").write_bytes(buf.getvalue())
     return directory
+
+
+def assert_only_the_gzip_header_differs(release_dir: Path, regzipped_dir: Path, names) -> None:
+    """The ``.gz`` files :func:`write_regzipped` wrote differ from the release's in their bytes, their
+    header's mtime and file name, and not in what they decompress to."""
+    import gzip
+
+    for name in names:
+        release = (release_dir / f"{name}.gz").read_bytes()
+        ours = (regzipped_dir / f"{name}.gz").read_bytes()
+        assert ours != release
+        assert ours[4:8] != release[4:8]  # another mtime in the header
+        assert f"not-{name}".encode() in ours[:64]  # another file name in the header
+        assert gzip.decompress(ours) == gzip.decompress(release)
