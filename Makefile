@@ -74,12 +74,14 @@ bench: install ## the portable kernels' cost as ratios: against native ones, the
 bench-pipeline: install ## cold, no-op and edited `dvc repro`; each stage against its bare imports
 	python benchmarks/pipeline_speed.py
 
-# Tuning on the validation split: params/sweep.yaml as DVC experiments, two at a time, every run in
-# MLflow; the winner's params go to params/tuned.yaml. `make tuned` trains the winner again (`dvc exp run -n tuned`).
-tune: install ## the sweep of params/sweep.yaml as DVC experiments; the winner to params/tuned.yaml
-	python -m pipeline.tune sweep
+# Tuning on the validation split: an Optuna study over params/search.yaml, two workers here (more in other
+# clones, on other machines: `python -m pipeline.tune worker` with OPTUNA_STORAGE set), every trial an MLflow
+# run; the winner's params go to params/tuned.yaml. `make tuned` trains the winner again (`dvc exp run -n tuned`).
+tune: install ## the study of params/search.yaml on two workers; the winner to params/tuned.yaml
+	dvc repro preprocess
+	python -m pipeline.tune run
 
-tuned: install ## train the sweep's winner again (`dvc exp run -n tuned`)
+tuned: install ## train the study's winner again (`dvc exp run -n tuned`)
 	python -m pipeline.tune tuned
 
 # A team stack on this machine (PostgreSQL, an MLflow server on it with proxied artifacts and accounts, nginx

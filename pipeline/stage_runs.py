@@ -14,9 +14,9 @@ import os
 from pathlib import Path
 
 from pipeline import paths
-from softmax_regression.checksums import files_digest, sha256_hex
+from softmax_regression.checksums import files_digest
 from softmax_regression.data.splits import split_files
-from softmax_regression.tracking.runs import MODEL_SHA256_TAG, standard_tags, tracked_run
+from softmax_regression.tracking.runs import standard_tags, tracked_run
 from softmax_regression.tracking.store import configure, experiment_id
 
 
@@ -45,8 +45,14 @@ def run_tags_for(implementation: str, params_path: str | Path, processed_dir: Pa
     return standard_tags(implementation, params_path, files_digest(split_files(processed_dir)), extra=dvc_tags())
 
 
-def new_model_run(experiment_id: str, kind: str, params_path: str | Path, checkpoint: bytes):
-    """The run of a freshly trained model file (``with new_model_run(...) as run``), tagged with the file's
-    SHA-256, by which evaluate and report find it; FAILED or KILLED on an error."""
-    tags = {**run_tags_for(kind, params_path), MODEL_SHA256_TAG: sha256_hex(checkpoint)}
-    return tracked_run(experiment_id=experiment_id, run_name=kind, tags=tags)
+def run_name(kind: str) -> str:
+    """What tells a stage's run from the others in the UI: its model, and the DVC experiment it belongs to."""
+    experiment = os.environ.get("DVC_EXP_NAME")
+    return f"{kind} · {experiment}" if experiment else kind
+
+
+def new_model_run(experiment_id: str, kind: str, params_path: str | Path):
+    """The run of a model about to be trained (``with new_model_run(...) as run``), FAILED or KILLED on an
+    error; the stage tags it with its model file's SHA-256 (``MODEL_SHA256_TAG``), by which evaluate and report
+    find it, once the file is written."""
+    return tracked_run(experiment_id=experiment_id, run_name=run_name(kind), tags=run_tags_for(kind, params_path))

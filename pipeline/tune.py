@@ -1,56 +1,61 @@
-"""Tune the linear model on the validation split: a DVC experiment sweep, recorded in MLflow.
+"""Tune the scratch model on the validation split: an Optuna study shared by any number of workers, every trial
+an MLflow run; the winner goes to params/tuned.yaml and DVC trains it again.
 
 \b
-  sweep   queue every point of the sweep file as a DVC experiment (dvc exp run --queue),
-          run the queue on --jobs workers (dvc queue start), wait for it, then select
-  select  pick the point whose scratch model has the best final validation accuracy in
-          MLflow and write its params to params/tuned.yaml (the test split is never read)
-  tuned   reproduce the winner: dvc exp run -n tuned, with each value of params/tuned.yaml set
+  run     join (or create) the study of params/search.yaml, start --workers workers here, wait for the
+          study's trials, then write the winner to params/tuned.yaml   (`make tune`)
+  worker  join the study and run trials until it holds its trials: start one in each clone, on each machine
+  best    write the study's best trial as it stands to params/tuned.yaml
+  tuned   reproduce the winner: dvc exp run -n tuned, with each value of params/tuned.yaml set   (`make tuned`)
 
-`make tune` runs `sweep`; `make tuned` runs `tuned`.
+The study lives in the database OPTUNA_STORAGE names (a URL that may hold a password: set it in the
+environment, never on a command line), else in the SQLite file optuna.db here. The runs go to the MLflow
+store of the stages (MLFLOW_TRACKING_URI, else mlflow.db here). A trial trains in this process, through the
+train stage's own function on the processed splits (`dvc repro preprocess` makes them); the test split is
+never read.
 """
 
 from __future__ import annotations
 
-import logging
-import re
-import subprocess
 import sys
+
+from pipeline.kernels import ensure_pinned
+
+if __name__ == "__main__":  # before torch, numpy or scipy can load: a trial's bits are the train stage's
+    ensure_pinned(sys.orig_argv)
+
+import logging
+import os
+import socket
+import subprocess
 import tempfile
 import time
-from pathlib import Path
 
 import click
 import yaml
 from tqdm.auto import tqdm
 
+from pipeline import paths
 from pipeline._cli import params_option, stage_main, verbose_option
+from pipeline.stage_runs import open_experiment, project_root
 from softmax_regression.atomic import write_text
-from softmax_regression.params import load_params
-from softmax_regression.selection import (
-    SweepError,
-    best,
-    candidates_from_runs,
-    format_point,
-    load_sweep,
-    load_tuned,
-    tuned_yaml,
-)
-from softmax_regression.tracking.store import configure
+from softmax_regression.params import flatten_params, load_params
+from softmax_regression.tuning.space import SearchError, load_search, load_tuned, point_params, suggest, tuned_yaml
 
 log = logging.getLogger(__name__)
 
-SWEEP_FILE = "params/sweep.yaml"
+SEARCH_FILE = "params/search.yaml"
 TUNED_FILE = "params/tuned.yaml"
 TUNED_EXPERIMENT = "tuned"
+PARENT_RUN = "mlflow_parent_run"
+"""The study's user attribute holding its MLflow run, the parent of every trial's."""
+STUDY_TAG, TRIAL_TAG, STATE_TAG, HOST_TAG, WORKER_TAG = "optuna.study", "optuna.trial", "optuna.state", "host", "worker"
+REPRODUCE = "Reproduce it with `make tuned`: `dvc exp run -n tuned` with each value below set by -S."
 
-sweep_option = click.option("--sweep", "sweep_path", default=SWEEP_FILE, show_default=True,
-                            type=click.Path(dir_okay=False), help="The sweep file: fixed values and a grid.")
+search_option = click.option("--search", "search_path", default=SEARCH_FILE, show_default=True,
+                             type=click.Path(dir_okay=False), help="The search file: the study and its space.")
 out_option = click.option("--out", "out_path", default=TUNED_FILE, show_default=True,
                           type=click.Path(dir_okay=False), help="Where the winner's params are written.")
-
-
-REPRODUCE = "Reproduce it with `make tuned`: `dvc exp run -n tuned` with each value below set by -S."
 
 
 def set_param_flags(values: dict) -> list[str]:
@@ -63,12 +68,7 @@ def set_param_flags(values: dict) -> list[str]:
 
 
 def dvc(*args: str, capture: bool = True) -> str:
-    """Run ``dvc``; its error becomes one line naming the command.
-
-    Without ``capture`` DVC writes to the terminal. Captured output goes through a file, not a pipe:
-    ``dvc queue start`` leaves workers behind that hold its output open, and reading a pipe would wait
-    for them to finish the whole queue.
-    """
+    """Run ``dvc``; its error becomes one line naming the command."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         result = subprocess.run(["dvc", *args], stdout=out if capture else None, stderr=err if capture else None,
                                 text=True)
@@ -77,53 +77,133 @@ def dvc(*args: str, capture: bool = True) -> str:
         stdout, stderr = out.read(), err.read()
     if result.returncode != 0:
         detail = (stderr or stdout).strip().splitlines()
-        raise SweepError(f"`dvc {' '.join(args)}` failed: {detail[-1] if detail else f'exit {result.returncode}'}")
+        raise SearchError(f"`dvc {' '.join(args)}` failed: {detail[-1] if detail else f'exit {result.returncode}'}")
     return stdout
 
 
-def queue_status() -> dict[str, str]:
-    """The status of each task of the experiment queue by name (``dvc queue status``'s table)."""
-    status = {}
-    for line in dvc("queue", "status").splitlines()[1:]:
-        fields = line.split()
-        if len(fields) >= 5 and re.fullmatch(r"[0-9a-f]{7}", fields[0]):
-            status[fields[1]] = fields[-1]
-    return status
+def quiet_optuna() -> None:
+    """Optuna's lines through this command's logging (one format), not its own coloured handler."""
+    import optuna
+
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
 
 
-def wait_for(names: list[str], timeout: float, poll: float = 5.0, progress: bool = True) -> dict[str, str]:
-    """Wait until none of ``names`` is queued or running; returns their final status."""
-    deadline = time.monotonic() + timeout
-    with tqdm(total=len(names), desc="sweep", unit="experiment", disable=not progress) as bar:
-        while True:
-            status = {name: s for name, s in queue_status().items() if name in names}
-            busy = [name for name, s in status.items() if s in ("Queued", "Running")]
-            bar.update(len(names) - len(busy) - bar.n)
-            if not busy:
-                return status
-            if time.monotonic() > deadline:
-                raise SweepError(f"sweep still running after {timeout:.0f} s: {', '.join(busy)}")
-            time.sleep(poll)
-
-
-def select(sweep_path: str, params_path: str, out_path: str) -> None:
+def open_study(search_path: str, params_path: str):
+    """The search, the study (created, with its MLflow parent run, by whichever worker comes first) and the
+    MLflow ids of the experiment and the parent run."""
     import mlflow
 
-    params = load_params(params_path)
-    _, points = load_sweep(sweep_path, params)
-    uri = configure(Path.cwd())
-    experiment_name = params["tracking"]["experiment"]
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        raise SweepError(f"no MLflow experiment {experiment_name!r} in {uri}; run the sweep first")
-    candidates = candidates_from_runs(client, experiment.experiment_id, points, params)
-    winner = best(candidates)
-    for candidate in candidates:
-        log.info("%s %.4f  %s", "*" if candidate is winner else " ", candidate.val_acc, format_point(candidate.point))
-    write_text(out_path, tuned_yaml(winner, candidates, sweep_path, REPRODUCE))
-    log.info("best validation accuracy %.4f (run %s): %s written; `make tuned` reproduces it",
-             winner.val_acc, winner.run_id, out_path)
+    from softmax_regression.tuning.study import open_storage, open_study, shown, storage_url, wait_for_attr
+
+    quiet_optuna()
+    base = load_params(params_path)
+    search = load_search(search_path, base)
+    experiment_id = open_experiment(search.experiment)
+    url = storage_url(os.environ, project_root())
+    study, created = open_study(search, open_storage(url, lambda trial: end_dead_trial_run(search, trial)))
+    if created:
+        parent = mlflow.MlflowClient().create_run(experiment_id, run_name=f"study {search.study}", tags={
+            STUDY_TAG: search.study, "optuna.storage": shown(url), "optuna.search_digest": search.digest})
+        mlflow.MlflowClient().log_batch(parent.info.run_id, params=[
+            mlflow.entities.Param(key, str(value)) for key, value in
+            {"trials": search.trials, "sampler": search.sampler, "seed": search.seed, "pruner": search.pruner,
+             **search.fixed, **{f"space.{key}": spec for key, spec in search.space.items()}}.items()])
+        study.set_user_attr(PARENT_RUN, parent.info.run_id)
+        log.info("created study %r in %s, MLflow run %s", search.study, shown(url), parent.info.run_id)
+    parent_id = wait_for_attr(study, PARENT_RUN)
+    return search, base, study, experiment_id, parent_id
+
+
+def end_dead_trial_run(search, trial) -> None:
+    """The MLflow run of a trial whose worker died ends FAILED, not RUNNING for ever."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    for run in client.search_runs(
+            [client.get_experiment_by_name(search.experiment).experiment_id],
+            filter_string=f"tags.`{STUDY_TAG}` = '{search.study}' and tags.`{TRIAL_TAG}` = '{trial.number}' "
+                          "and attributes.status = 'RUNNING'"):
+        client.set_tag(run.info.run_id, STATE_TAG, "FAIL")
+        client.set_terminated(run.info.run_id, "FAILED")
+
+
+def trial_objective(search, base: dict, experiment_id: str, parent_id: str):
+    """The objective a worker runs: one MLflow run per trial spanning its training; the final validation
+    accuracy, or pruned on a poor one (per epoch) or a diverged loss."""
+    import mlflow
+    import optuna
+
+    from pipeline.train_scratch import build
+    from softmax_regression.data.splits import load_split
+    from softmax_regression.tracking.runs import TRAINING_SECONDS, epoch_metrics, tracked_run
+    from softmax_regression.training.fit import fit
+    from softmax_regression.training.loop import TrainingDiverged
+
+    splits = {name: load_split(paths.PROCESSED_DIR, name) for name in ("train", "val")}  # once per worker
+    host = socket.gethostname()
+
+    def objective(trial: optuna.Trial) -> float:
+        point = suggest(trial, search)
+        trial.set_user_attr("point", point)
+        params = point_params(point, base, f"trial {trial.number}")
+        tags = {STUDY_TAG: search.study, TRIAL_TAG: str(trial.number), STATE_TAG: "RUNNING", HOST_TAG: host,
+                WORKER_TAG: f"{host}:{os.getpid()}"}
+        name = f"{search.study} · trial {trial.number}"
+        stopped = None
+
+        def on_epoch(record, lr: float) -> None:
+            mlflow.log_metrics(epoch_metrics(record, lr), step=record.epoch)
+            trial.report(record.val_acc, record.epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"validation accuracy {record.val_acc:.4f} after epoch {record.epoch} "
+                                         "is below the median of the earlier trials'")
+
+        with tracked_run(experiment_id=experiment_id, run_name=name, parent_run_id=parent_id, tags=tags):
+            mlflow.log_params({**flatten_params(params, ("train",)), "data.normalize": params["data"]["normalize"]})
+            try:
+                fitted = fit(build, splits["train"], splits["val"], params["train"], params["data"]["normalize"],
+                             name, progress=False, on_epoch=on_epoch)
+            except (optuna.TrialPruned, TrainingDiverged) as exc:
+                stopped = exc
+            except BaseException:
+                mlflow.set_tag(STATE_TAG, "FAIL")
+                raise
+            if stopped is None:
+                mlflow.log_metric(TRAINING_SECONDS, fitted.seconds)
+            mlflow.set_tag(STATE_TAG, "PRUNED" if stopped else "COMPLETE")
+        if stopped is not None:
+            raise optuna.TrialPruned(str(stopped))
+        return fitted.history[-1].val_acc
+
+    return objective
+
+
+def finish_parent(study, search, parent_id: str) -> None:
+    """The study's run ends once the study holds its trials, with the best trial's accuracy and number."""
+    import mlflow
+
+    from softmax_regression.tuning.study import ranked
+
+    best = ranked(study)
+    client = mlflow.MlflowClient()
+    if best:
+        client.log_metric(parent_id, "best_val_acc", best[0].val_acc)
+        client.set_tag(parent_id, "best_trial", str(best[0].trial))
+    if client.get_run(parent_id).info.status == "RUNNING":
+        client.set_terminated(parent_id, "FINISHED")
+
+
+def write_best(study, search, search_path: str, out_path: str) -> None:
+    from softmax_regression.tuning.study import ranked
+
+    scored = ranked(study)
+    if not scored:
+        raise SearchError(f"study {search.study!r} has no complete trial yet")
+    winner = scored[0]
+    write_text(out_path, tuned_yaml(winner, scored[1:4], search.study, search_path, REPRODUCE))
+    log.info("best validation accuracy %r (trial %d of %d complete): %s written; `make tuned` reproduces it",
+             winner.val_acc, winner.trial, len(scored), out_path)
 
 
 @click.group(help=__doc__)
@@ -131,46 +211,61 @@ def main() -> None:
     pass
 
 
-@main.command(help="Queue the sweep as DVC experiments, run them on --jobs workers, wait, then select.")
-@sweep_option
+@main.command(help="Join (or create) the study and run trials until it holds its trials; run one in each clone.")
+@search_option
+@params_option
+@verbose_option
+@stage_main("tune worker")
+def worker(search_path: str, params_path: str) -> None:
+    from softmax_regression.tuning.study import work
+
+    search, base, study, experiment_id, parent_id = open_study(search_path, params_path)
+    ran = work(study, trial_objective(search, base, experiment_id, parent_id), search.trials)
+    finish_parent(study, search, parent_id)
+    log.info("study %r holds its %d trials; this worker ran %d", search.study, search.trials, ran)
+
+
+@main.command("run", help="Create or join the study, run --workers workers here until it holds its trials, "
+                          "then write the winner to --out.")
+@search_option
 @params_option
 @out_option
-@click.option("--jobs", "-j", default=2, show_default=True, type=click.IntRange(1, 16),
-              help="Experiments run at once (dvc queue start -j).")
-@click.option("--timeout", default=7200, show_default=True, type=click.FloatRange(1),
-              help="Seconds to wait for the whole sweep.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64),
+              help="Worker processes started here (one per core: each trains on one thread).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @verbose_option
-@stage_main("tune", pinned=False)
-def sweep(sweep_path: str, params_path: str, out_path: str, jobs: int, timeout: float, no_progress: bool) -> None:
-    _, points = load_sweep(sweep_path, load_params(params_path))
-    names = []
-    for point in points:
-        output = dvc("exp", "run", "--queue", *set_param_flags(point))
-        found = re.search(r"Queued experiment '([\w.-]+)'", output)
-        if not found:
-            raise SweepError(f"dvc did not name the experiment it queued for {format_point(point)}")
-        names.append(found.group(1))
-    log.info("queued %d experiments from %s: %s; running them %d at a time", len(names), sweep_path,
-             ", ".join(names), jobs)
-    dvc("queue", "start", "-j", str(jobs))
-    status = wait_for(names, timeout, progress=not no_progress)
-    failed = sorted(name for name, s in status.items() if s != "Success")
-    if failed or len(status) < len(names):
-        raise SweepError(f"experiments did not succeed: {', '.join(failed) or 'missing from the queue'} "
-                         "(`dvc queue logs <name>` shows why)")
-    select(sweep_path, params_path, out_path)
+@stage_main("tune")
+def run_command(search_path: str, params_path: str, out_path: str, workers: int, no_progress: bool) -> None:
+    from softmax_regression.tuning.study import FINISHED, counts
+
+    search, _, study, _, _ = open_study(search_path, params_path)  # created here, before the workers race for it
+    command = [sys.executable, "-m", "pipeline.tune", "worker", "--search", search_path, "--params", params_path]
+    processes = [subprocess.Popen(command) for _ in range(workers)]
+    try:
+        with tqdm(total=search.trials, desc=f"study {search.study}", unit="trial", disable=no_progress) as bar:
+            while any(p.poll() is None for p in processes):
+                bar.update(min(search.trials, sum(counts(study)[s] for s in FINISHED)) - bar.n)
+                time.sleep(1.0)
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.terminate()
+            p.wait()
+    failed = [str(p.returncode) for p in processes if p.returncode != 0]
+    if failed:
+        raise SearchError(f"{len(failed)} of {workers} workers failed (exit {', '.join(failed)}; their lines above)")
+    write_best(study, search, search_path, out_path)
 
 
-@main.command("select", help="Pick the best validation accuracy among the sweep's runs in MLflow; "
-                             "write its params to --out.")
-@sweep_option
+@main.command(help="Write the study's best trial as it stands to --out.")
+@search_option
 @params_option
 @out_option
 @verbose_option
-@stage_main("tune", pinned=False)
-def select_command(sweep_path: str, params_path: str, out_path: str) -> None:
-    select(sweep_path, params_path, out_path)
+@stage_main("tune")
+def best(search_path: str, params_path: str, out_path: str) -> None:
+    search, _, study, _, _ = open_study(search_path, params_path)
+    write_best(study, search, search_path, out_path)
 
 
 @main.command(help="Reproduce the tuned model: `dvc exp run -n tuned` with each value of the tuned file set.")

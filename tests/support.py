@@ -247,3 +247,28 @@ def dvc_repo(project: Path, init: bool = False):
             Repo.init(str(project)).close()
         with Repo(str(project)) as repo:
             yield repo
+
+
+def queued_experiment(project: Path, sets: list[str], env: dict[str, str] | None = None) -> str:
+    """``dvc exp run --queue -S ...`` for each of ``sets`` (``key=value``); returns the experiment's name."""
+    flags = [flag for value in sets for flag in ("-S", value)]
+    output = run(["dvc", "exp", "run", "--queue", *flags], project, env).stdout
+    return re.search(r"Queued experiment '([\w.-]+)'", output).group(1)
+
+
+def wait_for_queue(project: Path, names: list[str], env: dict[str, str] | None = None, timeout: float = 1500,
+                   poll: float = 3.0) -> dict[str, str]:
+    """Wait until none of the queued experiments ``names`` is queued or running (``dvc queue status``);
+    returns their final status. (The DVC queue as docs/tuning.md runs it by hand.)"""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = {}
+        for line in run(["dvc", "queue", "status"], project, env).stdout.splitlines()[1:]:
+            fields = line.split()
+            if len(fields) >= 5 and re.fullmatch(r"[0-9a-f]{7}", fields[0]) and fields[1] in names:
+                status[fields[1]] = fields[-1]
+        if not [name for name, s in status.items() if s in ("Queued", "Running")]:
+            return status
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the queue still runs after {timeout:.0f} s: {status}")
+        time.sleep(poll)

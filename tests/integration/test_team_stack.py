@@ -23,8 +23,18 @@ from PIL import Image
 from test_tracking import assert_champion_predicts_classes, assert_pipeline_tracked
 
 from deploy import team_stack  # noqa: E402  (support puts the project on sys.path)
-from pipeline.tune import wait_for  # noqa: E402
-from support import PROJECT_ROOT, VENV_BIN, clean_env, fast_copy, run, set_param, stages_ran, stages_skipped
+from support import (  # noqa: E402
+    PROJECT_ROOT,
+    VENV_BIN,
+    clean_env,
+    fast_copy,
+    queued_experiment,
+    run,
+    set_param,
+    stages_ran,
+    stages_skipped,
+    wait_for_queue,
+)
 
 STACK = [sys.executable, str(PROJECT_ROOT / "deploy" / "team_stack.py")]
 MAKE = ["make", "-s", "-C", str(PROJECT_ROOT), f"VENV={VENV_BIN.parent}"]
@@ -354,23 +364,17 @@ def test_push_to_the_ssh_remote_then_a_teammates_clone_pulls_and_logs_into_the_s
     assert len(history) >= 2, "evaluate's rerun did not log into the server"
 
 
-def test_a_parallel_sweep_on_the_server_records_every_run_and_ends_with_the_best_champion(stack, team_project,
-                                                                                           monkeypatch):
+def test_a_parallel_sweep_on_the_server_records_every_run_and_ends_with_the_best_champion(stack, team_project):
     """Two experiments of one epoch, run at the same time, both against the server; no file lock guards the
     registry there. The champion must be the version with the best validation accuracy, recomputed here from
     the runs. (The machinery is the point, not the models: an epoch is enough to register and race.)"""
     grid = {(lr, wd): None for lr, wd in ((0.05, 0.0001), (0.2, 0.001))}  # none ran before: both train
     for lr, wd in grid:
-        queued = run(["dvc", "exp", "run", "--queue", "-S", f"train.lr={lr}", "-S", f"train.weight_decay={wd}",
-                      "-S", "train.epochs=1"], team_project, stack.env).stdout
-        grid[(lr, wd)] = re.search(r"Queued experiment '([\w-]+)'", queued).group(1)
+        grid[(lr, wd)] = queued_experiment(team_project, [f"train.lr={lr}", f"train.weight_decay={wd}",
+                                                          "train.epochs=1"], stack.env)
     try:
         run(["dvc", "queue", "start", "-j", "2"], team_project, stack.env, timeout=1500)
-        # pipeline.tune's own wait (`make tune`), its dvc calls run here, against the stack
-        monkeypatch.chdir(team_project)
-        for key, value in stack.env.items():
-            monkeypatch.setenv(key, value)
-        status = wait_for(list(grid.values()), timeout=1500, progress=False)
+        status = wait_for_queue(team_project, list(grid.values()), stack.env)
     finally:
         run(["dvc", "queue", "stop"], team_project, stack.env, check=False)
     assert sorted(status) == sorted(grid.values()) and set(status.values()) == {"Success"}, status
@@ -381,7 +385,7 @@ def test_a_parallel_sweep_on_the_server_records_every_run_and_ends_with_the_best
         runs = [r for r in client.search_runs([experiment.experiment_id],
                                               filter_string=f"tags.dvc_exp_name = '{name}'")
                 if r.info.run_name != "baseline"]  # the baseline's one run is shared: every evaluate tags it
-        assert sorted(r.info.run_name for r in runs) == ["concise", "scratch"], name
+        assert sorted(r.info.run_name for r in runs) == [f"concise · {name}", f"scratch · {name}"]
         assert all(r.info.status == "FINISHED" and "val_accuracy" in r.data.metrics for r in runs)
         assert {float(r.data.params["train.lr"]) for r in runs} == {lr}
     # the recomputation: every registered version's run, its val_accuracy as evaluate logged it on the run

@@ -17,7 +17,7 @@ LAYERS = (
                     "softmax_regression.checksums", "softmax_regression.filetypes")),
     ("choices", ("softmax_regression.data", "softmax_regression.models", "softmax_regression.training",
                  "softmax_regression.evaluation", "softmax_regression.reporting", "softmax_regression.tracking",
-                 "softmax_regression.predicting")),
+                 "softmax_regression.predicting", "softmax_regression.tuning")),
     ("params", ("softmax_regression.params",)),
     ("data", ("softmax_regression.data.",)),
     ("models", ("softmax_regression.models.",)),
@@ -26,7 +26,7 @@ LAYERS = (
     ("reporting", ("softmax_regression.reporting.",)),
     ("tracking", ("softmax_regression.tracking.",)),
     ("predicting", ("softmax_regression.predicting.",)),
-    ("selection", ("softmax_regression.selection",)),
+    ("tuning", ("softmax_regression.tuning.",)),
 )
 """Bottom first. A package's ``__init__`` holds its choice lists (no torch: the params check reads them), so
 it sits below params; the package's modules sit above."""

@@ -19,6 +19,8 @@ from typing import Iterable, Iterator
 
 MODEL_SHA256_TAG = "model_sha256"
 DATASET_SHA256_TAG = "dataset_sha256"
+TRAINING_SECONDS = "training_seconds"
+"""The metric holding a training's wall time, from its initial weights to its last epoch."""
 
 
 @contextlib.contextmanager
@@ -90,6 +92,16 @@ def log_metric_steps(steps: Iterable[tuple[int, dict[str, float]]]) -> None:
     timestamp = int(time.time() * 1000)
     metrics = [Metric(key, float(value), timestamp, step) for step, values in steps for key, value in values.items()]
     mlflow.MlflowClient().log_batch(mlflow.active_run().info.run_id, metrics=metrics)
+
+
+def epoch_metrics(record, lr: float) -> dict[str, float]:
+    """The metrics of one epoch (a ``training.history.EpochRecord`` and its learning rate)."""
+    return {"train_loss": record.train_loss, "train_acc": record.train_acc, "val_acc": record.val_acc, "lr": lr}
+
+
+def log_epochs(history, lrs: list[float]) -> None:
+    """A whole training history into the active run, one step per epoch, in one batch."""
+    log_metric_steps((record.epoch, epoch_metrics(record, lr)) for record, lr in zip(history, lrs))
 
 
 def log_table(frame, artifact_file: str) -> None:

@@ -1,0 +1,191 @@
+"""An Optuna study any number of workers share, on any number of machines, through one database.
+
+A worker joins the study (creating it if it is the first), then runs trials
+until the study holds the number of finished ones (complete or pruned) the
+search asks for. Each trial sends a heartbeat; a trial whose worker died
+(SIGKILL, a lost machine) is failed by the next worker that looks, after the
+grace period, and queued again with its params, so no point is lost and none
+is counted twice.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from softmax_regression.tuning.space import Scored, Search, SearchError
+
+log = logging.getLogger(__name__)
+
+STORAGE_VARIABLE = "OPTUNA_STORAGE"
+"""The environment variable naming a shared study database (it may hold a password: never a command line)."""
+DEFAULT_STORAGE = "optuna.db"
+"""The SQLite file in the project that holds the studies when no shared database is named."""
+HEARTBEAT_SECONDS = 5
+GRACE_SECONDS = 20
+"""A running trial without a heartbeat for this long is taken for dead."""
+MAX_RETRIES = 2
+SEARCH_DIGEST = "search_digest"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class StudyFull(Exception):
+    """A trial asked for after the study had its trials (two workers asked at once): it runs nothing."""
+
+
+def storage_url(environ: dict, root: Path) -> str:
+    return environ.get(STORAGE_VARIABLE) or f"sqlite:///{(root / DEFAULT_STORAGE).resolve()}"
+
+
+def shown(url: str) -> str:
+    """The storage URL without its password, for a log line."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def open_storage(url: str, on_dead_trial: Callable[[FrozenTrial], None]) -> optuna.storages.RDBStorage:
+    """The study database at ``url``, with heartbeats; a dead trial is queued again (up to :data:`MAX_RETRIES`
+    times) and handed to ``on_dead_trial``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
+
+    def dead(study: optuna.Study, trial: FrozenTrial) -> None:
+        log.warning("trial %d sent no heartbeat for %d s: failed, and queued again", trial.number, GRACE_SECONDS)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry(study, trial)
+        on_dead_trial(trial)
+
+    # SQLite: wait for a writer rather than fail at once; a server: test a pooled connection before use, so a
+    # restarted database costs a reconnection, not the worker.
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
+                                          grace_period=GRACE_SECONDS, heartbeat_stale_trial_callback=dead)
+
+
+class _SeededPerTrial:
+    """A sampler whose random draws for a trial come from the seed and the trial's number alone: workers that
+    start with one seed would otherwise draw the same points, and a study run by one worker or by four draws
+    the same random points for the same trial numbers (TPE's later choices also depend on which trials have
+    finished when a trial starts)."""
+
+    def __init__(self, *args, seed: int, **kwargs):
+        super().__init__(*args, seed=seed, **kwargs)
+        self._base_seed = seed
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        seed = (self._base_seed * 1_000_003 + trial.number) % 2**32
+        for holder in (self, getattr(self, "_random_sampler", None)):  # TPE draws its first trials with one
+            if holder is not None:
+                holder._rng.rng.seed(seed)
+        super().before_trial(study, trial)
+
+
+class _TPE(_SeededPerTrial, optuna.samplers.TPESampler):
+    pass
+
+
+class _Random(_SeededPerTrial, optuna.samplers.RandomSampler):
+    pass
+
+
+class _Grid(_SeededPerTrial, optuna.samplers.GridSampler):
+    pass
+
+
+def sampler(search: Search) -> optuna.samplers.BaseSampler:
+    if search.sampler == "grid":
+        return _Grid(search.grid(), seed=search.seed)
+    if search.sampler == "random":
+        return _Random(seed=search.seed)
+    return _TPE(seed=search.seed)
+
+
+def pruner(search: Search) -> optuna.pruners.BasePruner:
+    if search.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=5)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(search: Search, storage: optuna.storages.BaseStorage) -> tuple[optuna.Study, bool]:
+    """The search's study, created if no worker created it yet; and whether this call created it. A study of
+    the same name from another search space is refused."""
+    try:
+        study = optuna.create_study(storage=storage, study_name=search.study, direction="maximize",
+                                    sampler=sampler(search), pruner=pruner(search))
+        study.set_user_attr(SEARCH_DIGEST, search.digest)
+        return study, True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(storage=storage, study_name=search.study, sampler=sampler(search),
+                                  pruner=pruner(search))
+    digest = wait_for_attr(study, SEARCH_DIGEST)
+    if digest != search.digest:
+        raise SearchError(f"study {search.study!r} was created from another search space; "
+                          "give the study a new name in the search file")
+    return study, False
+
+
+def wait_for_attr(study: optuna.Study, key: str, timeout: float = 60.0) -> str:
+    """A user attribute the study's creator sets right after creating it."""
+    deadline = time.monotonic() + timeout
+    while (value := study.user_attrs.get(key)) is None:
+        if time.monotonic() > deadline:
+            raise SearchError(f"study {study.study_name!r} has no {key} after {timeout:.0f} s: its creator "
+                              "stopped before setting it up; give the study a new name in the search file")
+        time.sleep(0.5)
+    return value
+
+
+def counts(study: optuna.Study) -> collections.Counter:
+    return collections.Counter(trial.state for trial in study.get_trials(deepcopy=False))
+
+
+def check_not_surplus(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> None:
+    """Raise StudyFull if ``n_trials`` trials numbered before ``trial`` are finished or running: two workers
+    asked for the last trial at once, and this one came second."""
+    ahead = [t for t in study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+             if t.number < trial.number]
+    if len(ahead) >= n_trials:
+        raise StudyFull(f"the study had its {n_trials} trials when trial {trial.number} was asked for")
+
+
+def work(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_trials: int,
+         on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None, poll: float = HEARTBEAT_SECONDS) -> int:
+    """Run trials until the study holds ``n_trials`` finished ones; returns how many this worker ran. While the
+    others' running trials would make up the number, wait: one of them may die and be queued again."""
+    def guarded(trial: optuna.Trial) -> float:
+        check_not_surplus(study, trial, n_trials)
+        return objective(trial)
+
+    ran = 0
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        state = counts(study)
+        finished = sum(state[s] for s in FINISHED)
+        if finished >= n_trials:
+            return ran
+        if finished + state[TrialState.RUNNING] >= n_trials:
+            time.sleep(poll)
+            continue
+        study.optimize(guarded, n_trials=1, catch=(StudyFull,), callbacks=[on_trial] if on_trial else None)
+        ran += 1
+
+
+def ranked(study: optuna.Study) -> list[Scored]:
+    """The complete trials, best validation accuracy first; among equals, the earlier trial."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return [Scored(dict(t.user_attrs["point"]), t.value, t.number)
+            for t in sorted(complete, key=lambda t: (-t.value, t.number))]

@@ -1,0 +1,189 @@
+"""Tuning: the search file and its one-line refusals, the samplers (seeded per trial, the grid), the worker loop
+that ends a study with exactly its trials however many workers share it, and the tuned file."""
+
+from __future__ import annotations
+
+import threading
+
+import optuna
+import pytest
+import yaml
+
+from pipeline.tune import REPRODUCE, set_param_flags
+from softmax_regression.params import load_params
+from softmax_regression.tuning.space import (
+    Choices,
+    Range,
+    Scored,
+    SearchError,
+    load_search,
+    load_tuned,
+    suggest,
+    tuned_yaml,
+)
+from softmax_regression.tuning.study import FINISHED, counts, open_storage, open_study, ranked, sampler, work
+from support import PROJECT_ROOT
+
+BASE = load_params(PROJECT_ROOT / "params.yaml")
+SEARCH = {
+    "study": "s", "experiment": "tuning", "trials": 4, "sampler": "random", "seed": 3, "pruner": "none",
+    "fixed": {"train.epochs": 2},
+    "space": {"train.lr": {"low": 0.01, "high": 1.0, "log": True}, "train.batch_size": {"choices": [64, 256]},
+              "train.weight_decay": {"low": 0.0, "high": 0.01}, "train.epochs": None},
+}
+del SEARCH["space"]["train.epochs"]
+
+
+def write_search(tmp_path, **changes):
+    spec = {**SEARCH, **changes}
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def test_the_projects_search_file_loads_and_every_key_is_a_range_or_choices():
+    search = load_search(PROJECT_ROOT / "params/search.yaml", BASE)
+    assert search.trials > 0 and search.sampler == "tpe"
+    assert set(search.space) == {"train.lr", "train.weight_decay", "train.batch_size", "train.epochs",
+                                 "train.schedule", "data.normalize"}
+    assert search.space["train.lr"].log and search.space["train.epochs"].integer
+    assert isinstance(search.space["data.normalize"], Choices)
+
+
+def test_a_search_file_reads_ranges_choices_and_fixed_values(tmp_path):
+    search = load_search(write_search(tmp_path), BASE)
+    assert search.fixed == {"train.epochs": 2}
+    assert search.space == {"train.lr": Range(0.01, 1.0, True), "train.batch_size": Choices((64, 256)),
+                            "train.weight_decay": Range(0.0, 0.01)}
+    assert not search.space["train.weight_decay"].integer
+    # the digest names the search, not its size: more trials continue the same study
+    assert load_search(write_search(tmp_path, trials=9), BASE).digest == search.digest
+    assert load_search(write_search(tmp_path, seed=4), BASE).digest != search.digest
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"space": {"train.lr": {"low": -1, "high": 1}}}, "space.train.lr = -1: params key train.lr is -1"),
+    ({"space": {"train.speed": {"choices": [1, 2]}}}, "unknown params key train.speed"),
+    ({"space": {"evaluate.baseline": {"choices": [True, False]}}}, "space.evaluate.baseline is not a key that shapes"),
+    ({"space": {"train.lr": {"choices": []}}}, "space.train.lr.choices must list distinct values"),
+    ({"space": {"train.lr": {"low": 0.5, "high": 0.1}}}, "space.train.lr needs numbers low < high"),
+    ({"space": {"train.lr": {"low": 0.0, "high": 0.1, "log": True}}}, "space.train.lr.log must be true or false"),
+    ({"space": {"train.lr": {"low": 0.1, "high": 0.5, "lr": 1}}}, "space.train.lr must be {choices"),
+    ({"space": {"data.normalize": {"choices": ["zscore"]}}}, "params key data.normalize is 'zscore'"),
+    ({"space": {"train.epochs": {"choices": [1, 2]}}}, "train.epochs is both fixed and in the space"),
+    ({"space": {}}, "space names no key to search"),
+    ({"space": {"lr": {"choices": [1]}}}, "space must map dotted params keys"),
+    ({"sampler": "bayes"}, "sampler must be one of tpe, random, grid, not 'bayes'"),
+    ({"pruner": "hyperband"}, "pruner must be one of median, none"),
+    ({"trials": 0}, "trials must be a whole number of at least 1"),
+    ({"study": ""}, "study must be a non-empty name"),
+    ({"sampler": "grid"}, "the grid sampler needs choices, and space.train.lr is a range"),
+    ({"sampler": "grid", "trials": 3, "space": {"train.batch_size": {"choices": [64, 256]}}},
+     "trials is 3, but the grid has 2 points"),
+    ({"fixed": {"train.loss": "fast"}}, "fixed: params key train.loss is 'fast'"),
+    ({"grid": {}}, "must hold exactly"),
+])
+def test_a_bad_search_file_is_one_line_naming_the_key(tmp_path, changes, message):
+    with pytest.raises(SearchError) as info:
+        load_search(write_search(tmp_path, **changes), BASE)
+    assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+def test_a_search_without_a_validation_split_is_refused(tmp_path):
+    base = {**BASE, "data": {**BASE["data"], "val_size": 0}}
+    with pytest.raises(SearchError, match="data.val_size is 0, so the test split would be the validation split"):
+        load_search(write_search(tmp_path), base)
+
+
+def test_a_missing_search_file_is_named(tmp_path):
+    with pytest.raises(SearchError, match="search file .*nowhere.yaml not found"):
+        load_search(tmp_path / "nowhere.yaml", BASE)
+
+
+def storage(tmp_path):
+    return open_storage(f"sqlite:///{tmp_path / 'optuna.db'}", on_dead_trial=lambda trial: None)
+
+
+def points_of(study):
+    """The finished trials' points by number (a trial two workers asked for at once, past the study's size,
+    ends FAIL having run nothing: :class:`~softmax_regression.tuning.study.StudyFull`)."""
+    return {t.number: t.params for t in study.get_trials(states=FINISHED)}
+
+
+def test_each_trials_random_draws_come_from_the_seed_and_its_number_alone(tmp_path):
+    """Two workers with one seed would draw the same points; drawn per trial number, a study run by one worker
+    and a study run by two draw the same points for the same numbers, and no two trials of one study agree."""
+    search = load_search(write_search(tmp_path, trials=6), BASE)
+    studies = []
+    for name, threads in (("one", 1), ("two", 2)):
+        named = search.__class__(**{**search.__dict__, "study": name})
+        joined = [open_study(named, storage(tmp_path))[0] for _ in range(threads)]  # a sampler each, as processes
+        workers = [threading.Thread(target=work, args=(study, lambda t: suggest(t, search)["train.lr"], 6),
+                                    kwargs={"poll": 0.05}) for study in joined]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        studies.append(joined[0])
+    one, two = (points_of(s) for s in studies)
+    assert len(one) == len(two) == 6
+    assert one == two
+    assert len({p["train.lr"] for p in one.values()}) == 6
+
+
+def test_the_grid_sampler_runs_every_combination_once(tmp_path):
+    space = {"train.lr": {"choices": [0.05, 0.1, 0.2]}, "train.batch_size": {"choices": [64, 256]}}
+    search = load_search(write_search(tmp_path, sampler="grid", trials=6, space=space), BASE)
+    study, created = open_study(search, storage(tmp_path))
+    assert created and isinstance(sampler(search), optuna.samplers.GridSampler)
+    assert work(study, lambda t: suggest(t, search)["train.lr"], 6, poll=0.05) == 6
+    assert sorted((p["train.lr"], p["train.batch_size"]) for p in points_of(study).values()) == sorted(
+        (lr, bs) for lr in (0.05, 0.1, 0.2) for bs in (64, 256))
+
+
+def test_workers_end_the_study_with_exactly_its_trials_and_a_joiner_of_another_search_is_refused(tmp_path):
+    search = load_search(write_search(tmp_path, trials=7), BASE)
+    study, created = open_study(search, storage(tmp_path))
+    joined, joined_created = open_study(search, storage(tmp_path))
+    assert created and not joined_created
+
+    def objective(trial):
+        lr = suggest(trial, search)["train.lr"]
+        if trial.number == 2:
+            raise optuna.TrialPruned("pruned")
+        return lr
+
+    workers = [threading.Thread(target=work, args=(s, objective, 7), kwargs={"poll": 0.05}) for s in (study, joined)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    state = counts(study)
+    assert sum(state[s] for s in FINISHED) == 7 and state[optuna.trial.TrialState.PRUNED] == 1, state
+    assert work(study, objective, 7) == 0  # a late worker finds the study done
+    with pytest.raises(SearchError, match="study 's' was created from another search space"):
+        open_study(load_search(write_search(tmp_path, seed=99), BASE), storage(tmp_path))
+
+
+def test_the_tuned_file_holds_the_winner_with_its_runners_up_and_reads_back_as_dvc_flags(tmp_path):
+    winner = Scored({"train.lr": 0.05, "train.schedule": "cosine", "data.normalize": "per_pixel"}, 0.8606, 7)
+    others = [Scored({"train.lr": 0.1, "train.schedule": "step", "data.normalize": "none"}, 0.85, 3)]
+    text = tuned_yaml(winner, others, "softmax-tpe-1", "params/search.yaml", REPRODUCE)
+    (tmp_path / "tuned.yaml").write_text(text)
+    assert load_tuned(tmp_path / "tuned.yaml") == winner.point
+    assert "# trial 7: validation accuracy 0.8606" in text and "#   trial 3: 0.8500  train.lr=0.1" in text
+    assert set_param_flags(winner.point) == ["-S", "train.lr=0.05", "-S", "train.schedule=cosine",
+                                             "-S", "data.normalize=per_pixel"]
+
+
+def test_ranking_is_by_validation_accuracy_then_the_earlier_trial(tmp_path):
+    search = load_search(write_search(tmp_path, trials=3), BASE)
+    study, _ = open_study(search, storage(tmp_path))
+    values = iter([0.8, 0.9, 0.9])
+
+    def objective(trial):
+        trial.set_user_attr("point", suggest(trial, search))
+        return next(values)
+
+    work(study, objective, 3)
+    assert [s.trial for s in ranked(study)] == [1, 2, 0]
