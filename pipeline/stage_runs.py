@@ -14,9 +14,9 @@ import os
 from pathlib import Path
 
 from pipeline import paths
-from softmax_regression.checksums import files_digest
+from softmax_regression.checksums import files_digest, sha256_hex
 from softmax_regression.data.splits import split_files
-from softmax_regression.tracking.runs import standard_tags, tracked_run
+from softmax_regression.tracking.runs import MODEL_SHA256_TAG, standard_tags, tracked_run
 from softmax_regression.tracking.store import configure, experiment_id
 
 
@@ -51,8 +51,14 @@ def run_name(kind: str) -> str:
     return f"{kind} · {experiment}" if experiment else kind
 
 
-def new_model_run(experiment_id: str, kind: str, params_path: str | Path):
-    """The run of a model about to be trained (``with new_model_run(...) as run``), FAILED or KILLED on an
-    error; the stage tags it with its model file's SHA-256 (``MODEL_SHA256_TAG``), by which evaluate and report
-    find it, once the file is written."""
-    return tracked_run(experiment_id=experiment_id, run_name=run_name(kind), tags=run_tags_for(kind, params_path))
+def new_model_run(experiment_id: str, kind: str, params_path: str | Path, checkpoint: bytes, started: float):
+    """The run of a freshly trained model file (``with new_model_run(...) as run``), tagged with the file's SHA-256,
+    by which evaluate and report find it; FAILED or KILLED on an error. It starts when the training did
+    (``started``, a ``time.time()``), so its duration is the training's and the logging's; it is created only
+    once the model exists, so a stage killed in mid-training (SIGKILL too) leaves no run behind."""
+    import mlflow
+
+    tags = {**run_tags_for(kind, params_path), MODEL_SHA256_TAG: sha256_hex(checkpoint)}
+    run = mlflow.MlflowClient().create_run(experiment_id, start_time=int(started * 1000), tags=tags,
+                                           run_name=run_name(kind))
+    return tracked_run(run_id=run.info.run_id)

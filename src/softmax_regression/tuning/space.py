@@ -2,7 +2,7 @@
 every trial shares and the space its trials draw from; and the tuned file the winner's params go to.
 
 Every key of the space is a params key that shapes the scratch model (``train.*`` or ``data.normalize``), so
-that a trial is one point of ``params.yaml`` and ``dvc exp run -S`` trains it again. A point is checked as a
+that a trial is one point of ``params.yaml``, which the train stage can train again. A point is checked as a
 stage checks params.yaml; a bad file is one line naming the key.
 """
 
