@@ -8,7 +8,7 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
 # `pipeline/` is a folder: without .PHONY `make pipeline` would be "up to date".
-.PHONY: help install pipeline test test-fast lint ui pr-report plots-template bench bench-pipeline clean lock-check reproduce-check tune \
+.PHONY: help install pipeline test test-fast lint ui pr-report plots-template bench bench-pipeline bench-tune clean lock-check reproduce-check tune \
 	tuned team-stack team-stack-up team-stack-down
 
 # Each target's line after `##` is its entry in `make help`.
@@ -73,6 +73,9 @@ bench: install ## the portable kernels' cost as ratios: against native ones, the
 
 bench-pipeline: install ## cold, no-op and edited `dvc repro`; each stage against its bare imports
 	python benchmarks/pipeline_speed.py
+
+bench-tune: install ## a trial against its training, two workers against one, the old grid before and after
+	python benchmarks/tuning_speed.py
 
 # Tuning on the validation split: an Optuna study over params/search.yaml, two workers here (more in other
 # clones, on other machines: `python -m pipeline.tune worker` with OPTUNA_STORAGE set), every trial an MLflow

@@ -45,6 +45,8 @@ STATE_FILE = "stack.json"
 KNOWN_HOSTS_MARK = "softmax-regression-team-stack"
 ADMIN, PIPELINE, VIEWER = "admin", "pipeline", "viewer"
 ACCOUNTS = (ADMIN, PIPELINE, VIEWER)
+STUDY_ACCOUNT = STUDY_DATABASE = "optuna"
+"""The PostgreSQL account and database of the Optuna studies (not an MLflow account)."""
 PROJECT_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
@@ -184,6 +186,26 @@ def write_secrets(state: dict, root: Path) -> None:
         "",
     ]), 0o600)
     state["auth"] = {"dir": str(folder), "accounts": list(ACCOUNTS)}
+
+
+def create_study_database(state: dict, root: Path) -> None:
+    """The database of the Optuna studies (docs/tuning.md) and its own account, ``optuna``, which can connect to
+    it and to nothing else: the MLflow databases no longer let every role connect. Its password is a file of
+    the secrets folder; the SQL that sets it goes to psql on its standard input."""
+    pg = state["postgres"]
+    password = secrets.token_hex(16)
+    write_atomically(secret_file(root, f"{STUDY_ACCOUNT}.password"), password + "\n", 0o600)
+    sql = "\n".join([
+        f"CREATE ROLE {STUDY_ACCOUNT} LOGIN PASSWORD '{password}';",
+        f"CREATE DATABASE {STUDY_DATABASE} OWNER {STUDY_ACCOUNT};",
+        f"REVOKE ALL ON DATABASE {STUDY_DATABASE} FROM PUBLIC;",
+        "REVOKE CONNECT ON DATABASE mlflow, mlflow_auth, postgres FROM PUBLIC;",
+        "",
+    ])
+    run(as_db_user([str(Path(pg["bindir"]) / "psql"), "-h", pg["dir"], "-p", str(pg["port"]), "-U", "mlflow",
+                    "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-q", "-f", "-"]), "creating the study database",
+        stdin=sql)
+    pg["study_database"] = STUDY_DATABASE
 
 
 def make_certificates(state: dict, root: Path) -> None:
@@ -501,8 +523,10 @@ def distrust_host_key(line: str) -> None:
 
 # --- the stack ------------------------------------------------------------------------------------
 
-def run(cmd: list[str], what: str) -> None:
-    result = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+def run(cmd: list[str], what: str, stdin: str | None = None) -> None:
+    """Run ``cmd``; ``stdin`` is what it reads (SQL holding a password: never on a command line)."""
+    result = subprocess.run(cmd, capture_output=True, text=True, input=stdin,
+                            stdin=subprocess.DEVNULL if stdin is None else None)
     if result.returncode != 0:
         detail = (result.stderr or result.stdout).strip().splitlines()
         raise StackError(f"{what} failed: {detail[-1] if detail else f'exit {result.returncode}'}")
@@ -510,15 +534,19 @@ def run(cmd: list[str], what: str) -> None:
 
 def env_lines(state: dict) -> list[str]:
     """What points a clone at the stack: the server, the CA to trust, the pipeline's account (its password
-    by the file that holds it, never the password itself) and the DVC remote."""
+    by the file that holds it, never the password itself), the study database (the same way) and the DVC
+    remote."""
     ssh = state["ssh"]
     url = f"ssh://{ssh['user']}@127.0.0.1:{ssh['port']}{ssh['remote']}"
     password_file = Path(state["auth"]["dir"]) / f"{PIPELINE}.password"
+    study_password_file = Path(state["auth"]["dir"]) / f"{STUDY_ACCOUNT}.password"
     return [
         f"export MLFLOW_TRACKING_URI={state['mlflow']['uri']}",
         f"export MLFLOW_TRACKING_SERVER_CERT_PATH={state['tls']['ca']}",
         f"export MLFLOW_TRACKING_USERNAME={PIPELINE}",
         f'export MLFLOW_TRACKING_PASSWORD="$(cat {password_file})"',
+        f'export OPTUNA_STORAGE="postgresql+psycopg://{STUDY_ACCOUNT}:$(cat {study_password_file})'
+        f'@127.0.0.1:{state["postgres"]["port"]}/{STUDY_DATABASE}"',
         f"dvc remote add -d team {url}",
         f"dvc remote modify --local team keyfile {ssh['keyfile']}",
     ]
@@ -547,6 +575,7 @@ def up(root: Path) -> dict:
     try:
         start_postgres(state, root)
         write_secrets(state, root)
+        create_study_database(state, root)
         make_certificates(state, root)
         start_mlflow(state, root)
         start_nginx(state, root)

@@ -57,8 +57,9 @@ def new_model_run(experiment_id: str, kind: str, params_path: str | Path, checkp
     (``started``, a ``time.time()``), so its duration is the training's and the logging's; it is created only
     once the model exists, so a stage killed in mid-training (SIGKILL too) leaves no run behind."""
     import mlflow
+    from mlflow.tracking.context.registry import resolve_tags  # the source, user and git tags start_run adds
 
-    tags = {**run_tags_for(kind, params_path), MODEL_SHA256_TAG: sha256_hex(checkpoint)}
+    tags = resolve_tags({**run_tags_for(kind, params_path), MODEL_SHA256_TAG: sha256_hex(checkpoint)})
     run = mlflow.MlflowClient().create_run(experiment_id, start_time=int(started * 1000), tags=tags,
                                            run_name=run_name(kind))
     return tracked_run(run_id=run.info.run_id)

@@ -50,6 +50,8 @@ TUNED_EXPERIMENT = "tuned"
 PARENT_RUN = "mlflow_parent_run"
 """The study's user attribute holding its MLflow run, the parent of every trial's."""
 STUDY_TAG, TRIAL_TAG, STATE_TAG, HOST_TAG, WORKER_TAG = "optuna.study", "optuna.trial", "optuna.state", "host", "worker"
+LOG_SECONDS = "mlflow_log_seconds"
+"""The trial's user attribute holding the duration of each of its per-epoch MLflow log calls."""
 REPRODUCE = "Reproduce it with `make tuned`: `dvc exp run -n tuned` with each value below set by -S."
 
 search_option = click.option("--search", "search_path", default=SEARCH_FILE, show_default=True,
@@ -152,8 +154,12 @@ def trial_objective(search, base: dict, experiment_id: str, parent_id: str):
         name = f"{search.study} · trial {trial.number}"
         stopped = None
 
+        log_seconds = []  # how long the store took to take each epoch's metrics (a server under load shows here)
+
         def on_epoch(record, lr: float) -> None:
+            start = time.perf_counter()
             mlflow.log_metrics(epoch_metrics(record, lr), step=record.epoch)
+            log_seconds.append(time.perf_counter() - start)
             trial.report(record.val_acc, record.epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"validation accuracy {record.val_acc:.4f} after epoch {record.epoch} "
@@ -172,6 +178,7 @@ def trial_objective(search, base: dict, experiment_id: str, parent_id: str):
             if stopped is None:
                 mlflow.log_metric(TRAINING_SECONDS, fitted.seconds)
             mlflow.set_tag(STATE_TAG, "PRUNED" if stopped else "COMPLETE")
+        trial.set_user_attr(LOG_SECONDS, log_seconds)
         if stopped is not None:
             raise optuna.TrialPruned(str(stopped))
         return fitted.history[-1].val_acc
