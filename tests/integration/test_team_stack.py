@@ -106,7 +106,7 @@ def team_project(stack, tmp_path_factory, system_data_dir):
     project = fast_copy(tmp_path_factory.mktemp("team-project") / "project")
     set_param(project, "train.epochs", 10)
     set_param(project, "baseline.max_iter", 30)  # as test_tracking's server project: good enough to check
-    remote_add, remote_keyfile = stack.lines[5:]
+    remote_add, remote_keyfile = stack.lines[-2:]
     assert stack.env["MLFLOW_TRACKING_URI"] == stack.uri and stack.env["MLFLOW_TRACKING_USERNAME"] == "pipeline"
     run(remote_add.split(), project, stack.env)
     run(remote_keyfile.split(), project, stack.env)
@@ -350,7 +350,7 @@ def test_push_to_the_ssh_remote_then_a_teammates_clone_pulls_and_logs_into_the_s
     clone = tmp_path / "teammate"
     run(["git", "clone", "-q", str(team_project), str(clone)], tmp_path)
     assert not (clone / ".dvc" / "cache").exists() and not (clone / "models").exists()
-    run(stack.lines[5].split(), clone, stack.env)  # the key stays out of git: config.local
+    run(stack.lines[-1].split(), clone, stack.env)  # the key stays out of git: config.local
     run(["dvc", "pull"], clone, stack.env)
     output = run(["dvc", "repro"], clone, stack.env).stdout
     assert stages_skipped(output) == STAGES and stages_ran(output) == []
