@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import collections
 import logging
+import random
 import time
 import warnings
 from pathlib import Path
 from typing import Callable
 
 import optuna
+import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
 
 from softmax_regression.tuning.space import Scored, Search, SearchError
@@ -68,10 +70,18 @@ def open_storage(url: str, on_dead_trial: Callable[[FrozenTrial], None]) -> optu
     # SQLite: wait for a writer rather than fail at once; a server: test a pooled connection before use, so a
     # restarted database costs a reconnection, not the worker.
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
-                                          grace_period=GRACE_SECONDS, heartbeat_stale_trial_callback=dead)
+    for attempt in range(1, 6):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
+                                                  grace_period=GRACE_SECONDS, heartbeat_stale_trial_callback=dead)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            # Workers starting together on a new database all create its tables; PostgreSQL lets one win and
+            # fails the others (a duplicate type name). The tables exist then: try again.
+            if attempt == 5:
+                raise
+            time.sleep(0.2 * attempt + random.random() * 0.3)
 
 
 class _SeededPerTrial:
