@@ -502,7 +502,8 @@ def test_postgresql_restarting_in_mid_study_stops_a_worker_in_one_line_at_most_a
             time.sleep(0.5)
         pg = stack.state["postgres"]
         run(team_stack.as_db_user([str(Path(pg["bindir"]) / "pg_ctl"), "-D", str(Path(pg["dir"]) / "data"),
-                                   "-m", "fast", "-w", "restart"]), stack.root, stack.env)
+                                   "-l", str(Path(pg["dir"]) / "postgres.log"), "-m", "fast", "-w", "restart"]),
+            stack.root, stack.env)  # the log file: the new server must not hold this command's output open
         codes = [w.wait(timeout=600) for w in workers]
     finally:
         for w in workers:
