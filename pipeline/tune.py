@@ -209,7 +209,7 @@ def write_best(study, search, search_path: str, out_path: str) -> None:
         raise SearchError(f"study {search.study!r} has no complete trial yet")
     winner = scored[0]
     write_text(out_path, tuned_yaml(winner, scored[1:4], search.study, search_path, REPRODUCE))
-    log.info("best validation accuracy %r (trial %d of %d complete): %s written; `make tuned` reproduces it",
+    log.info("best validation accuracy %r (trial %d; %d trials complete): %s written; `make tuned` reproduces it",
              winner.val_acc, winner.trial, len(scored), out_path)
 
 
