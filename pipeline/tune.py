@@ -91,9 +91,9 @@ def quiet_optuna() -> None:
     optuna.logging.enable_propagation()
 
 
-def open_study(search_path: str, params_path: str):
-    """The search, the study (created, with its MLflow parent run, by whichever worker comes first) and the
-    MLflow ids of the experiment and the parent run."""
+def open_study(search_path: str, params_path: str, create: bool = True):
+    """The search, the study (created, with its MLflow parent run, by whichever worker comes first; where
+    ``create``) and the MLflow ids of the experiment and the parent run."""
     import mlflow
 
     from softmax_regression.tuning.study import open_storage, open_study, shown, storage_url, wait_for_attr
@@ -103,7 +103,7 @@ def open_study(search_path: str, params_path: str):
     search = load_search(search_path, base)
     experiment_id = open_experiment(search.experiment)
     url = storage_url(os.environ, project_root())
-    study, created = open_study(search, open_storage(url, lambda trial: end_dead_trial_run(search, trial)))
+    study, created = open_study(search, open_storage(url, lambda trial: end_dead_trial_run(search, trial)), create)
     if created:
         parent = mlflow.MlflowClient().create_run(experiment_id, run_name=f"study {search.study}", tags={
             STUDY_TAG: search.study, "optuna.storage": shown(url), "optuna.search_digest": search.digest})
@@ -271,7 +271,7 @@ def run_command(search_path: str, params_path: str, out_path: str, workers: int,
 @verbose_option
 @stage_main("tune")
 def best(search_path: str, params_path: str, out_path: str) -> None:
-    search, _, study, _, _ = open_study(search_path, params_path)
+    search, _, study, _, _ = open_study(search_path, params_path, create=False)
     write_best(study, search, search_path, out_path)
 
 

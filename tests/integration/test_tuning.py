@@ -169,11 +169,34 @@ def test_a_worker_killed_in_mid_trial_has_its_trial_failed_and_run_again_by_anot
     assert [r.info.status for r in runs if r.info.run_name == "study t"] == ["FINISHED"]
 
 
-def tune_worker(project: Path, env: dict):
+def test_a_worker_stopped_by_sigterm_in_mid_trial_says_so_in_one_line_its_trial_failed_its_run_killed(project):
+    write_search(project, trials=2, fixed={"train.epochs": 40})
+    env = clean_env(PYTHONPATH=str(project / "src"))
+    worker = tune_worker(project, env, stderr=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not any(r.info.status == "RUNNING" and r.data.tags.get("optuna.trial") for r in tuning_runs_or_none(project)):
+            assert worker.poll() is None and time.monotonic() < deadline, "the worker never started a trial"
+            time.sleep(0.5)
+        worker.send_signal(signal.SIGTERM)
+        code = worker.wait(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    stderr = worker.stderr.read()
+    assert code == 130 and stderr.strip().splitlines()[-1].startswith("tune worker: terminated (SIGTERM)"), stderr
+    assert "Traceback" not in stderr
+    assert [t.state for t in load(project).trials] == [optuna.trial.TrialState.FAIL]
+    _, runs = tuning_runs(project)
+    assert sorted((r.info.run_name, r.info.status) for r in runs) == [("study t", "RUNNING"), ("t · trial 0", "KILLED")]
+
+
+def tune_worker(project: Path, env: dict, stderr: bool = False):
     import subprocess
 
     return subprocess.Popen([sys.executable, "-m", "pipeline.tune", "worker", "--search", "search.yaml"], cwd=project,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE if stderr else subprocess.DEVNULL,
+                            text=True)
 
 
 def tuning_runs_or_none(project: Path) -> list:

@@ -187,3 +187,10 @@ def test_ranking_is_by_validation_accuracy_then_the_earlier_trial(tmp_path):
 
     work(study, objective, 3)
     assert [s.trial for s in ranked(study)] == [1, 2, 0]
+
+
+def test_reading_a_study_that_does_not_exist_says_so_and_creates_none(tmp_path):
+    search = load_search(write_search(tmp_path), BASE)
+    with pytest.raises(SearchError, match="no study 's' in the study database: `make tune` runs it"):
+        open_study(search, storage(tmp_path), create=False)
+    assert optuna.get_all_study_names(storage(tmp_path)) == []

@@ -128,17 +128,23 @@ def pruner(search: Search) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def open_study(search: Search, storage: optuna.storages.BaseStorage) -> tuple[optuna.Study, bool]:
-    """The search's study, created if no worker created it yet; and whether this call created it. A study of
-    the same name from another search space is refused."""
+def open_study(search: Search, storage: optuna.storages.BaseStorage, create: bool = True
+               ) -> tuple[optuna.Study, bool]:
+    """The search's study, created (where ``create``) if no worker created it yet; and whether this call created
+    it. A study of the same name from another search space is refused."""
     try:
+        if not create:
+            raise optuna.exceptions.DuplicatedStudyError()
         study = optuna.create_study(storage=storage, study_name=search.study, direction="maximize",
                                     sampler=sampler(search), pruner=pruner(search))
         study.set_user_attr(SEARCH_DIGEST, search.digest)
         return study, True
     except optuna.exceptions.DuplicatedStudyError:
-        study = optuna.load_study(storage=storage, study_name=search.study, sampler=sampler(search),
-                                  pruner=pruner(search))
+        try:
+            study = optuna.load_study(storage=storage, study_name=search.study, sampler=sampler(search),
+                                      pruner=pruner(search))
+        except KeyError:
+            raise SearchError(f"no study {search.study!r} in the study database: `make tune` runs it") from None
     digest = wait_for_attr(study, SEARCH_DIGEST)
     if digest != search.digest:
         raise SearchError(f"study {search.study!r} was created from another search space; "
