@@ -84,11 +84,21 @@ def dvc(*args: str, capture: bool = True) -> str:
 
 
 def quiet_optuna() -> None:
-    """Optuna's lines through this command's logging (one format), not its own coloured handler."""
+    """Optuna's lines through this command's logging (one format), not its own coloured handler; without
+    ``--verbose``, a failed trial's line without its traceback (the command's own line says what failed)."""
     import optuna
 
     optuna.logging.disable_default_handler()
     optuna.logging.enable_propagation()
+    if logging.getLogger().level > logging.DEBUG:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(drop_optuna_traceback)
+
+
+def drop_optuna_traceback(record: logging.LogRecord) -> bool:
+    if record.name.startswith("optuna"):
+        record.exc_info, record.exc_text = None, None
+    return True
 
 
 def open_study(search_path: str, params_path: str, create: bool = True):
