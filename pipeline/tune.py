@@ -161,7 +161,7 @@ def trial_objective(search, base: dict, experiment_id: str, parent_id: str):
         params = point_params(point, base, f"trial {trial.number}")
         tags = {STUDY_TAG: search.study, TRIAL_TAG: str(trial.number), STATE_TAG: "RUNNING", HOST_TAG: host,
                 WORKER_TAG: f"{host}:{os.getpid()}"}
-        name = f"{search.study} · trial {trial.number}"
+        name = f"trial {trial.number} · {search.study}"  # the trial first: the UI cuts long names short
         stopped = None
 
         log_seconds = []  # how long the store took to take each epoch's metrics (a server under load shows here)

@@ -95,7 +95,7 @@ def test_two_workers_run_the_study_once_each_trial_in_mlflow_and_dvc_reproduces_
     assert len({r.data.tags["worker"] for r in children}) == 2
     for t in trials:
         (r,) = [r for r in children if r.data.tags["optuna.trial"] == str(t.number)]
-        assert r.info.run_name == f"t · trial {t.number}" and r.info.status == "FINISHED"
+        assert r.info.run_name == f"trial {t.number} · t" and r.info.status == "FINISHED"
         assert r.data.tags["optuna.study"] == "t" and r.data.tags["optuna.state"] == "COMPLETE"
         assert r.data.tags["host"] == os.uname().nodename
         assert final_val_acc(client, r.info.run_id) == t.value
@@ -188,7 +188,7 @@ def test_a_worker_stopped_by_sigterm_in_mid_trial_says_so_in_one_line_its_trial_
     assert "Traceback" not in stderr
     assert [t.state for t in load(project).trials] == [optuna.trial.TrialState.FAIL]
     _, runs = tuning_runs(project)
-    assert sorted((r.info.run_name, r.info.status) for r in runs) == [("study t", "RUNNING"), ("t · trial 0", "KILLED")]
+    assert sorted((r.info.run_name, r.info.status) for r in runs) == [("study t", "RUNNING"), ("trial 0 · t", "KILLED")]
 
 
 def tune_worker(project: Path, env: dict, stderr: bool = False):
