@@ -121,6 +121,8 @@ def main(trials: int, no_grid: bool) -> None:
     def say(message: str) -> None:
         click.echo(message, err=True)
 
+    load_before = os.getloadavg()
+
     with tempfile.TemporaryDirectory(prefix="tuning-speed-") as tmp:
         project = Path(tmp) / "project"
         subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(PROJECT_ROOT), str(project)], check=True)
@@ -152,8 +154,8 @@ def main(trials: int, no_grid: bool) -> None:
             grid = (before, after)
 
     load = os.getloadavg()
-    click.echo(f"tuning speed, {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
-               f"(uptime), {time.strftime('%Y-%m-%d %H:%M')}")
+    click.echo(f"tuning speed, {os.cpu_count()} cores, load average (1 min) {load_before[0]:.2f} at the start, "
+               f"{load[0]:.2f} at the end (uptime), {time.strftime('%Y-%m-%d %H:%M')}")
     for workers, wall, ratios, per_minute in rows:
         click.echo(f"  {workers} worker(s): {len(ratios)} trials of {TRIAL_EPOCHS} epochs, `tune run` {wall:.1f} s; "
                    f"{per_minute:.1f} trials/min; trial wall / training: median {statistics.median(ratios):.2f}x, "
