@@ -143,9 +143,22 @@ def test_up_prints_the_lines_and_every_component_listens_on_loopback_only(stack)
     assert "PasswordAuthentication no" in sshd_config and "KbdInteractiveAuthentication no" in sshd_config
     # every secret is a file only its owner reads, in a folder only its owner enters
     assert stat.S_IMODE(auth.stat().st_mode) == 0o700
-    for name in ("admin.password", "pipeline.password", "viewer.password", "secret_key", "basic_auth.ini"):
+    for name in ("admin.password", "pipeline.password", "viewer.password", "optuna.password", "secret_key",
+                 "basic_auth.ini"):
         assert stat.S_IMODE((auth / name).stat().st_mode) == 0o600, name
     assert stat.S_IMODE((stack.root / "tls" / "server.key").stat().st_mode) == 0o600
+
+
+def test_the_study_account_reaches_its_own_database_and_no_other(stack):
+    import psycopg
+
+    url = stack.env["OPTUNA_STORAGE"].replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(url) as connection:
+        connection.execute("CREATE TABLE probe (x int)")  # it owns its database
+        connection.execute("DROP TABLE probe")
+    for other in ("mlflow", "mlflow_auth", "postgres"):
+        with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+            psycopg.connect(url.rsplit("/", 1)[0] + f"/{other}")
 
 
 def test_the_pipeline_lands_in_postgresql_and_the_proxied_artifact_store(stack, team_project):
