@@ -529,6 +529,7 @@ def test_a_malicious_model_file_is_refused_without_running(tmp_path):
                  check=False)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and str(evil) in result.stderr, result.stderr
+    assert "holds objects that could run code" in result.stderr and "not loaded" in result.stderr
     assert not marker.exists()
 
 

@@ -1,7 +1,10 @@
 """The chapter's maths in the scratch model, its agreement with the concise one, the baseline as a linear
 model, and the model file."""
 
+import io
 import math
+import os
+import pickle
 
 import numpy as np
 import pytest
@@ -285,6 +288,42 @@ def test_model_file_round_trip(tmp_path, kind):
     save_model(tmp_path / "again.pt", kind, W, b, side=28, params={"train.lr": 0.1})
     assert (tmp_path / "again.pt").read_bytes() == path.read_bytes()
     assert list(tmp_path.glob(".*")) == []
+
+
+class RunsCode:
+    """What a hostile model file pickles: an object whose unpickling would run a command."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("pickled", ["torch archive", "bare pickle, protocol 2", "bare pickle, protocol 5"])
+def test_a_file_holding_objects_that_could_run_code_is_named_as_such_and_nothing_runs(tmp_path, pickled):
+    marker = tmp_path / "ran"
+    payload = {"format": "softmax-regression-model/1", "x": RunsCode(marker)}
+    path = tmp_path / "hostile.pt"
+    if pickled == "torch archive":
+        torch.save(payload, path)
+    else:
+        path.write_bytes(pickle.dumps(payload, protocol=int(pickled[-1])))
+    with pytest.raises(ModelFileError) as info:
+        load_model(path)
+    assert str(info.value) == (f"model file {path} holds objects that could run code (Python classes or functions, "
+                               "which torch's weights-only loader refuses): not loaded")
+    assert not marker.exists()
+
+
+def test_a_file_cut_short_or_foreign_is_unreadable_not_hostile(tmp_path):
+    """A truncated archive, even of a hostile file, and pickles of plain data are not called hostile."""
+    whole = io.BytesIO()
+    torch.save({"format": "softmax-regression-model/1", "x": RunsCode(tmp_path / "ran")}, whole)
+    for name, data in (("cut.pt", whole.getvalue()[:300]), ("dict.pt", pickle.dumps({"a": 1})), ("empty.pt", b"")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ModelFileError, match=f"{name} is not a readable PyTorch file"):
+            load_model(tmp_path / name)
 
 
 def test_model_file_errors(tmp_path):

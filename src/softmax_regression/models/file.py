@@ -12,7 +12,10 @@ loads with ``weights_only=True`` (no code runs).
 from __future__ import annotations
 
 import io
+import pickle
+import pickletools
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +100,30 @@ def load_model(path: str | Path) -> LoadedModel:
     return model_from_bytes(path.read_bytes(), path)
 
 
+CODE_OPCODES = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE"}
+"""The pickle opcodes that name a Python class or function, or call one: what weights-only loading refuses."""
+
+
+def names_python_objects(data: bytes) -> bool:
+    """Whether a pickle, or the pickles of a torch archive, names or calls a Python object: read opcode by
+    opcode (``pickletools``), nothing run. A file torch refused for this is hostile or foreign, not damaged;
+    one cut short fails to read before any such opcode and is not counted."""
+    payloads = [data]
+    if zipfile.is_zipfile(io.BytesIO(data)):
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                payloads = [archive.read(name) for name in archive.namelist() if name.endswith(".pkl")]
+        except (zipfile.BadZipFile, OSError, EOFError):
+            return False
+    for payload in payloads:
+        try:
+            if any(opcode.name in CODE_OPCODES for opcode, _, _ in pickletools.genops(payload)):
+                return True
+        except Exception:  # a payload cut short, or not a pickle at all
+            continue
+    return False
+
+
 def model_from_bytes(data: bytes, path: str | Path) -> LoadedModel:
     """The model of a model file's content ``data``; errors name ``path``."""
     try:
@@ -104,6 +131,9 @@ def model_from_bytes(data: bytes, path: str | Path) -> LoadedModel:
             warnings.simplefilter("ignore")
             checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt archive
+        if isinstance(exc, pickle.UnpicklingError) and names_python_objects(data):
+            raise ModelFileError(f"model file {path} holds objects that could run code (Python classes or "
+                                 "functions, which torch's weights-only loader refuses): not loaded") from None
         raise ModelFileError(f"model file {path} is not a readable PyTorch file ({type(exc).__name__})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FILE_FORMAT:
         raise ModelFileError(f"model file {path} is not a {FILE_FORMAT} file")
