@@ -411,6 +411,29 @@ def test_a_copied_project_keeps_its_runs_to_itself(fault_project, tmp_path):
     assert any((copy / "mlruns").rglob("scratch.pt"))
 
 
+def test_a_copied_project_whose_original_is_gone_predicts_from_its_own_store(fault_project, tmp_path):
+    """``cp -a proj proj2; rm -rf proj``, then `fmnist-predict models:/...@champion` in proj2, before any stage ran
+    there: it reads proj2's own store and artifacts."""
+    original = tmp_path / "proj"
+    subprocess.run(["cp", "-a", str(fault_project[0]), str(original)], check=True)
+    # the original's own store, as its stages leave it: locations under proj/mlruns
+    relocated = run([sys.executable, "-c", "import sys; from softmax_regression.tracking.store import "
+                     "relocate_copied_store as r; r(f'sqlite:///{sys.argv[1]}/mlflow.db', sys.argv[1])",
+                     str(original)], original)
+    assert relocated.returncode == 0
+    copy = tmp_path / "proj2"
+    subprocess.run(["cp", "-a", str(original), str(copy)], check=True)
+    shutil.rmtree(original)
+    picture = tmp_path / "shoe.png"
+    Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(picture)
+    result = run([str(Path(sys.executable).parent / "fmnist-predict"), "models:/fashion-mnist-softmax@champion",
+                  str(picture)], copy)
+    assert result.stdout.startswith(f"{picture}: "), result.stdout + result.stderr
+    with contextlib.closing(sqlite3.connect(copy / "mlflow.db")) as con:
+        sources = [source for (source,) in con.execute("SELECT source FROM model_versions")]
+    assert sources and not [source for source in sources if str(original) + "/" in source], sources
+
+
 # ---- a failed dvc repro says how to get the previous outputs back ---------------------------------
 
 def test_failed_repro_names_dvc_checkout_and_checkout_restores(built):

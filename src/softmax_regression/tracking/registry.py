@@ -36,7 +36,7 @@ from softmax_regression.tracking.model_runs import (
     run_classifier,
 )
 from softmax_regression.tracking.runs import MODEL_SHA256_TAG, tracked_run
-from softmax_regression.tracking.store import configure, store_lock
+from softmax_regression.tracking.store import configure, relocate_copied_store, store_lock
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +235,7 @@ def load_model_uri(source: str, root: str | Path = ".") -> LoadedModel:
     store = None
     if source.startswith(("models:/", "runs:/")):
         store = configure(root, existing=True)
+        relocate_copied_store(store, root)  # a copied or moved project reads its own mlruns/, not the original's
         found = registered_version(source)
         missing = VersionFiles(mlflow.MlflowClient(), found.name).missing(found.version) if found else []
         if missing:  # MLflow would say ``No such artifact: ''``
