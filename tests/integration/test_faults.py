@@ -300,6 +300,54 @@ def test_corrupt_store_is_one_line_naming_it(built):
     assert outputs(built) == before
 
 
+LOCK_HOLDER = """
+import sqlite3, sys, time
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("BEGIN EXCLUSIVE")  # what a backup or a sqlite3 shell's long write holds
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+connection.execute("ROLLBACK")
+"""
+
+
+def store_state(project: Path) -> tuple:
+    """What a locked store must keep: every run with its status, and the champion."""
+    with contextlib.closing(sqlite3.connect(project / "mlflow.db")) as con:
+        return (sorted(con.execute("SELECT run_uuid, status FROM runs")),
+                sorted(con.execute("SELECT name, alias, version FROM registered_model_aliases")))
+
+
+def hold_lock(project: Path, seconds: float) -> subprocess.Popen:
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(project / "mlflow.db"), str(seconds)],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_a_store_locked_for_a_moment_is_waited_for_and_the_stage_succeeds(built):
+    before = store_state(built)
+    holder = hold_lock(built, 8)
+    result = stage(built, "report")
+    holder.wait()
+    assert result.returncode == 0, result.stderr
+    waiting = [line for line in result.stderr.splitlines() if "is locked by another process" in line]
+    assert len(waiting) == 1 and "waiting for it, at most 60 s" in waiting[0], result.stderr
+    assert store_state(built)[1] == before[1]  # the champion as it was
+
+
+def test_a_store_locked_past_the_wait_is_one_line_to_retry_and_nothing_is_lost(built):
+    before, files = store_state(built), outputs(built)
+    holder = hold_lock(built, 15)
+    result = stage(built, "evaluate", env=clean_env(FMNIST_STORE_BUSY_TIMEOUT="3", PYTHONPATH=str(built / "src")))
+    holder.wait()
+    assert result.returncode == 1
+    line = one_error_line(result.stderr, "evaluate")
+    assert f"sqlite:///{built / 'mlflow.db'} is still locked by another process after 3 s" in line, line
+    assert "retry" in line and "move" not in line
+    assert store_state(built) == before and outputs(built) == files
+    assert_repro_completes(built)
+
+
 def test_unreachable_server_is_one_line_naming_it(built):
     from support import free_port
 

@@ -131,6 +131,57 @@ def check_sqlite_writable(uri: str, existing: bool = False) -> None:
                                   "its journal there); make it writable or point MLFLOW_TRACKING_URI elsewhere")
 
 
+BUSY_TIMEOUT = 60.0
+"""Seconds a process waits for a SQLite store another process holds locked (a backup, a ``sqlite3`` shell,
+another process's long write) before giving up: longer than MLflow's own writes and a backup of the store."""
+BUSY_TIMEOUT_VARIABLE = "FMNIST_STORE_BUSY_TIMEOUT"
+"""Sets another wait in seconds (the tests' shorter one)."""
+
+
+def busy_timeout() -> float:
+    return float(os.environ.get(BUSY_TIMEOUT_VARIABLE) or BUSY_TIMEOUT)
+
+
+def wait_while_locked(uri: str) -> None:
+    """If another process holds the SQLite store locked, say so in one line and wait for it (at most
+    :func:`busy_timeout`); past that, one line saying it is locked and to retry. Every SQLite connection of this
+    process then waits as long for a lock (``PRAGMA busy_timeout``), MLflow's too: SQLite's default is 5 s."""
+    import sqlite3
+
+    import sqlalchemy
+
+    path, timeout = sqlite_path(uri), busy_timeout()
+    if not sqlalchemy.event.contains(sqlalchemy.engine.Engine, "connect", _set_busy_timeout):
+        sqlalchemy.event.listen(sqlalchemy.engine.Engine, "connect", _set_busy_timeout)
+    if path is None or not path.is_file():
+        return
+
+    def lockable(wait: float) -> bool:
+        try:
+            with contextlib.closing(sqlite3.connect(path, timeout=wait, isolation_level=None)) as con:
+                con.execute("BEGIN IMMEDIATE")  # a write lock, taken and given back: what a writer would need
+                con.execute("ROLLBACK")
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc):
+                return False
+        except sqlite3.Error:  # not a database: initialize_sqlite_store says so
+            pass
+        return True
+
+    if lockable(0):
+        return
+    log.warning("MLflow store %s is locked by another process (a backup, a sqlite3 shell, another writer): "
+                "waiting for it, at most %.0f s", uri, timeout)
+    if not lockable(timeout):
+        raise TrackingUnavailable(f"MLflow store {uri} is still locked by another process after {timeout:.0f} s; "
+                                  "the store itself is fine: retry once that process is done")
+
+
+def _set_busy_timeout(connection, record) -> None:
+    if type(connection).__module__.startswith("sqlite3"):
+        connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout() * 1000)}")
+
+
 def configure(root: str | Path, existing: bool = False) -> str:
     """Point MLflow at the store of ``root`` (:func:`tracking_uri`), checked, a SQLite one created or migrated."""
     import mlflow
@@ -145,6 +196,7 @@ def configure(root: str | Path, existing: bool = False) -> str:
     mlflow.set_tracking_uri(uri)
     if uri.startswith("sqlite:"):
         check_sqlite_writable(uri, existing)
+        wait_while_locked(uri)
         initialize_sqlite_store(uri)
     return uri
 
@@ -174,6 +226,9 @@ def initialize_sqlite_store(uri: str) -> None:
             mlflow.MlflowClient(uri).search_experiments(max_results=1)
         except Exception as exc:  # sqlite3 / SQLAlchemy / alembic raise many types, with pages of text
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            if reason and "database is locked" in reason[0]:  # locked again after the wait: the store is fine
+                raise TrackingUnavailable(f"MLflow store {uri} is locked by another process; the store itself is "
+                                          "fine: retry once that process is done") from None
             raise TrackingUnavailable(
                 f"MLflow store {uri} cannot be opened as an MLflow database ({reason[0] if reason else type(exc).__name__}); "
                 "move the file aside or point MLFLOW_TRACKING_URI at another store"
