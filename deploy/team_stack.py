@@ -183,6 +183,7 @@ def write_secrets(state: dict, root: Path) -> None:
         f"admin_username = {ADMIN}",
         f"admin_password = {read_secret(root, f'{ADMIN}.password')}",
         "auth_cache_ttl_seconds = 30",  # a login costs a scrypt hash: cached per worker, not per request
+        "authorization_function = login_limit:authenticate",  # MLflow's check, refusing a client that keeps failing
         "",
     ]), 0o600)
     state["auth"] = {"dir": str(folder), "accounts": list(ACCOUNTS)}
@@ -275,7 +276,9 @@ def start_mlflow(state: dict, root: Path, port: int | None = None) -> None:
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_BACKEND_STORE_URI": state["postgres"]["uri"],
            "MLFLOW_AUTH_CONFIG_PATH": str(secret_file(root, "basic_auth.ini")),
            "MLFLOW_FLASK_SERVER_SECRET_KEY": read_secret(root, "secret_key"),
-           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job workers: this stack runs no GenAI jobs
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # no job workers: this stack runs no GenAI jobs
+           # deploy/login_limit.py, the server's authorization_function
+           "PYTHONPATH": os.pathsep.join(filter(None, (str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH"))))}
     for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
                      "MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD"):
         env.pop(variable, None)
@@ -323,6 +326,11 @@ http {{
         proxy_request_buffering off;
         proxy_buffering off;
         proxy_read_timeout 600s;
+        # Every account could list every user name (MLflow lets any workspace member read the roster); no one
+        # needs it through this door: the admin's scripts do not use it, and the accounts are in auth/.
+        location ~ ^/(ajax-)?api/[0-9.]+/mlflow/users/list {{
+            return 403;
+        }}
         location / {{
             # HTTP Basic only, the one scheme MLflow's basic-auth takes: its login cache fails (500) on others.
             if ($http_authorization !~* "^(Basic .*)?$") {{
@@ -333,6 +341,7 @@ http {{
             proxy_set_header Connection "";
             proxy_set_header Host $host;   # 127.0.0.1: among MLflow's allowed hosts
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Real-IP $remote_addr;   # the client the login limit counts (login_limit.py)
             proxy_set_header X-Forwarded-Proto $scheme;
         }}
     }}

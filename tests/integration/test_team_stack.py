@@ -3,12 +3,14 @@ artifacts and accounts (MLflow's basic-auth app), nginx terminating TLS in front
 holding a DVC remote, all on 127.0.0.1; the pipeline, a parallel sweep, a teammate's clone, each account's
 rights and a server that goes away are run against it."""
 
+import contextlib
 import errno
 import json
 import os
 import re
 import shutil
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -636,6 +638,30 @@ def test_no_secret_is_on_a_command_line_in_the_repository_or_in_a_log(stack, tea
             text = path.read_bytes()
             for what, secret in secrets.items():
                 assert secret.encode() not in text, f"the {what} is in {path}"
+
+
+def test_a_loop_of_wrong_passwords_is_refused_after_the_limit_and_the_pipelines_traffic_never_was(
+        stack, team_project):
+    """Placed after every test that sends the pipeline's traffic through nginx (a whole `dvc repro`, queued
+    sweeps, four tuning workers): none of it was refused as too many. Then a bounded loop of wrong passwords
+    from one client: 401 up to the limit, 429 after it, the right password too, for that account only."""
+    from deploy import login_limit
+
+    statuses = [line.split('"')[2].split()[0] for line in (stack.root / "nginx" / "access.log").read_text().splitlines()]
+    assert len(statuses) > 500 and "429" not in statuses
+    path = PROTECTED[0]
+    answers = [request(stack, path, basic("pipeline", f"guess-{i}")) for i in range(login_limit.LIMIT + 5)]
+    assert [status for status, _ in answers] == [401] * login_limit.LIMIT + [429] * 5
+    assert b"too many failed logins for 'pipeline' from 127.0.0.1: retry in" in answers[-1][1]
+    assert request(stack, path, basic("pipeline", stack.password("pipeline")))[0] == 429  # locked out, right or wrong
+    assert request(stack, path, basic("viewer", stack.password("viewer")))[0] == 200  # another account is not
+    with contextlib.closing(sqlite3.connect(stack.root / "auth" / login_limit.DATABASE)) as db:
+        db.execute("DELETE FROM failures")  # as the window's end would
+        db.commit()
+    assert request(stack, path, basic("pipeline", stack.password("pipeline")))[0] == 200
+    # and no account lists the others' names through nginx
+    for listing in ("/api/2.0/mlflow/users/list", "/ajax-api/2.0/mlflow/users/list"):
+        assert request(stack, listing, basic("admin", stack.password("admin")))[0] == 403
 
 
 def test_down_stops_everything(stack):
