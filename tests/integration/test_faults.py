@@ -337,12 +337,12 @@ def test_a_store_locked_for_a_moment_is_waited_for_and_the_stage_succeeds(built)
 
 def test_a_store_locked_past_the_wait_is_one_line_to_retry_and_nothing_is_lost(built):
     before, files = store_state(built), outputs(built)
-    holder = hold_lock(built, 15)
-    result = stage(built, "evaluate", env=clean_env(FMNIST_STORE_BUSY_TIMEOUT="3", PYTHONPATH=str(built / "src")))
+    holder = hold_lock(built, 8)
+    result = stage(built, "evaluate", env=clean_env(FMNIST_STORE_BUSY_TIMEOUT="2", PYTHONPATH=str(built / "src")))
     holder.wait()
     assert result.returncode == 1
     line = one_error_line(result.stderr, "evaluate")
-    assert f"sqlite:///{built / 'mlflow.db'} is still locked by another process after 3 s" in line, line
+    assert f"sqlite:///{built / 'mlflow.db'} is still locked by another process after 2 s" in line, line
     assert "retry" in line and "move" not in line
     assert store_state(built) == before and outputs(built) == files
     assert_repro_completes(built)

@@ -305,18 +305,16 @@ SWEEP_WEIGHT_DECAY = 0.0001  # none of these is in the run cache: every experime
 SWEEP_EPOCHS = 1  # the machinery is the point (two queue workers, one store), not the models
 
 
-def test_a_queued_two_worker_sweep_lands_every_run_in_the_projects_store_and_tuned_reproduces_it(fast_project):
+def test_a_queued_two_worker_sweep_lands_every_run_in_the_projects_store(fast_project):
     """docs/tuning.md's DVC sweep (`dvc exp run --queue`, `dvc queue start -j 2`): every experiment in DVC and in
     the project's MLflow store (created by the two workers between them, as in a fresh clone), each run named by
-    its model and experiment; and `make tuned` (`dvc exp run -n tuned` from a tuned file) trains one point
-    again to its model's bytes."""
+    its model and experiment and spanning its training. (`make tuned` reproducing a point: test_tuning.py.)"""
     import mlflow
 
     project, _ = fast_project
     assert_up_to_date(project)
     # As in a fresh clone (mlflow.db is git-ignored): the two workers create the store between them.
     (project / "mlflow.db").rename(project / "mlflow.db.before-sweep")
-    tuned_file = project / "tuned-small.yaml"
     try:
         names = [queued_experiment(project, [f"train.lr={lr}", f"train.weight_decay={SWEEP_WEIGHT_DECAY}",
                                              f"train.epochs={SWEEP_EPOCHS}", "evaluate.baseline=false"])
@@ -335,7 +333,7 @@ def test_a_queued_two_worker_sweep_lands_every_run_in_the_projects_store_and_tun
     experiment = client.get_experiment_by_name("fashion-mnist-softmax")
     every_run = client.search_runs([experiment.experiment_id], max_results=1000)
     assert sorted(r.data.tags.get("dvc_exp_name", "") for r in every_run) == sorted(names * 2)
-    spans, scratch_runs = {}, {}
+    spans = {}
     for name, shown_experiment in shown.items():
         runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.dvc_exp_name = '{name}'")
         assert sorted(r.info.run_name for r in runs) == [f"concise · {name}", f"scratch · {name}"]
@@ -350,24 +348,10 @@ def test_a_queued_two_worker_sweep_lands_every_run_in_the_projects_store_and_tun
             artifacts = Path(r.info.artifact_uri.removeprefix("file://")).resolve()
             assert artifacts.is_relative_to((project / "mlruns").resolve()), artifacts
             assert (artifacts / "checkpoint" / f"{kind}.pt").is_file()
-            if kind == "scratch":
-                scratch_runs[name] = r
         spans[name] = (min(r.info.start_time for r in runs), max(r.info.end_time for r in runs))
     # two workers really ran at once (otherwise the store was never written to concurrently)
     ordered = sorted(spans.values())
     assert any(later[0] < earlier[1] for earlier, later in zip(ordered, ordered[1:])), spans
-
-    # `make tuned`: a point again, in the workspace, to the same model bytes.
-    chosen = scratch_runs[names[-1]]
-    tuned_file.write_text(yaml.safe_dump({"train.epochs": SWEEP_EPOCHS, "evaluate.baseline": False,
-                                          "train.lr": SWEEP_LR[-1], "train.weight_decay": SWEEP_WEIGHT_DECAY}))
-    try:
-        run([sys.executable, "-m", "pipeline.tune", "tuned", "--tuned", tuned_file.name], project)
-        assert sha256(project / "models/scratch.pt") == chosen.data.tags["model_sha256"]
-        assert "tuned" in run(["dvc", "exp", "list", "--name-only"], project).stdout.split()
-    finally:
-        restore_workspace(project)
-        tuned_file.unlink()
 
 
 # --- 5. a DVC remote brings everything back -------------------------------------------------------
