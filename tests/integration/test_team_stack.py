@@ -656,7 +656,7 @@ def test_a_loop_of_wrong_passwords_is_refused_after_the_limit_and_the_pipelines_
     from deploy import login_limit
 
     statuses = [line.split('"')[2].split()[0] for line in (stack.root / "nginx" / "access.log").read_text().splitlines()]
-    assert len(statuses) > 500 and "429" not in statuses
+    assert len(statuses) > 300 and "429" not in statuses  # a whole `dvc repro` alone makes about 500
     path = PROTECTED[0]
     forget_failed_logins(stack)  # the earlier tests' own wrong passwords (a stage with wrong credentials)
     answers = [request(stack, path, basic("pipeline", f"guess-{i}")) for i in range(login_limit.LIMIT + 5)]
