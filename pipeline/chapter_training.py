@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 PARAMS = ("train", "data.normalize", "tracking.experiment")
 
+
 def chapter_stage(kind: str, build: Model, doc: str) -> click.Command:
     """The stage command that trains the ``kind`` model ``build`` makes."""
 

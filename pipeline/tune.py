@@ -28,7 +28,6 @@ import logging
 import os
 import socket
 import subprocess
-import tempfile
 import time
 
 import click
@@ -70,17 +69,12 @@ def set_param_flags(values: dict) -> list[str]:
 
 
 def dvc(*args: str, capture: bool = True) -> str:
-    """Run ``dvc``; its error becomes one line naming the command."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        result = subprocess.run(["dvc", *args], stdout=out if capture else None, stderr=err if capture else None,
-                                text=True)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
+    """Run ``dvc``; its error becomes one line naming the command. Without ``capture`` DVC writes to the terminal."""
+    result = subprocess.run(["dvc", *args], capture_output=capture, text=True)
     if result.returncode != 0:
-        detail = (stderr or stdout).strip().splitlines()
+        detail = (result.stderr or result.stdout or "").strip().splitlines()
         raise SearchError(f"`dvc {' '.join(args)}` failed: {detail[-1] if detail else f'exit {result.returncode}'}")
-    return stdout
+    return result.stdout or ""
 
 
 def quiet_optuna() -> None:
@@ -101,7 +95,7 @@ def drop_optuna_traceback(record: logging.LogRecord) -> bool:
     return True
 
 
-def open_study(search_path: str, params_path: str, create: bool = True):
+def join_study(search_path: str, params_path: str, create: bool = True):
     """The search, the study (created, with its MLflow parent run, by whichever worker comes first; where
     ``create``) and the MLflow ids of the experiment and the parent run."""
     import mlflow
@@ -236,7 +230,7 @@ def main() -> None:
 def worker(search_path: str, params_path: str) -> None:
     from softmax_regression.tuning.study import work
 
-    search, base, study, experiment_id, parent_id = open_study(search_path, params_path)
+    search, base, study, experiment_id, parent_id = join_study(search_path, params_path)
     ran = work(study, trial_objective(search, base, experiment_id, parent_id), search.trials)
     finish_parent(study, search, parent_id)
     log.info("study %r holds its %d trials; this worker ran %d", search.study, search.trials, ran)
@@ -255,7 +249,7 @@ def worker(search_path: str, params_path: str) -> None:
 def run_command(search_path: str, params_path: str, out_path: str, workers: int, no_progress: bool) -> None:
     from softmax_regression.tuning.study import FINISHED, counts
 
-    search, _, study, _, _ = open_study(search_path, params_path)  # created here, before the workers race for it
+    search, _, study, _, _ = join_study(search_path, params_path)  # created here, before the workers race for it
     command = [sys.executable, "-m", "pipeline.tune", "worker", "--search", search_path, "--params", params_path]
     processes = [subprocess.Popen(command) for _ in range(workers)]
     try:
@@ -281,7 +275,7 @@ def run_command(search_path: str, params_path: str, out_path: str, workers: int,
 @verbose_option
 @stage_main("tune")
 def best(search_path: str, params_path: str, out_path: str) -> None:
-    search, _, study, _, _ = open_study(search_path, params_path, create=False)
+    search, _, study, _, _ = join_study(search_path, params_path, create=False)
     write_best(study, search, search_path, out_path)
 
 
