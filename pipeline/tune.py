@@ -107,7 +107,8 @@ def join_study(search_path: str, params_path: str, create: bool = True):
     search = load_search(search_path, base)
     experiment_id = open_experiment(search.experiment)
     url = storage_url(os.environ, project_root())
-    study, created = open_study(search, open_storage(url, lambda trial: end_dead_trial_run(search, trial)), create)
+    study, created = open_study(search, open_storage(url, lambda trial: end_dead_trial_run(search, trial),
+                                                          search.heartbeat), create)
     if created:
         parent = mlflow.MlflowClient().create_run(experiment_id, run_name=f"study {search.study}", tags={
             STUDY_TAG: search.study, "optuna.storage": shown(url), "optuna.search_digest": search.digest})
@@ -231,7 +232,7 @@ def worker(search_path: str, params_path: str) -> None:
     from softmax_regression.tuning.study import work
 
     search, base, study, experiment_id, parent_id = join_study(search_path, params_path)
-    ran = work(study, trial_objective(search, base, experiment_id, parent_id), search.trials)
+    ran = work(study, trial_objective(search, base, experiment_id, parent_id), search.trials, search.heartbeat)
     finish_parent(study, search, parent_id)
     log.info("study %r holds its %d trials; this worker ran %d", search.study, search.trials, ran)
 

@@ -131,15 +131,16 @@ def test_two_workers_run_the_study_once_each_trial_in_mlflow_and_dvc_reproduces_
 
 
 def test_a_worker_killed_in_mid_trial_has_its_trial_failed_and_run_again_by_another_counted_once(project):
-    write_search(project, trials=2, fixed={"train.epochs": 40})
+    """A heartbeat every second (``heartbeat: 1``): the dead trial is failed after 4 s without one."""
+    write_search(project, trials=2, fixed={"train.epochs": 16}, heartbeat=1)
     env = clean_env(PYTHONPATH=str(project / "src"))
     first = tune_worker(project, env)
     try:
         deadline = time.monotonic() + 300
-        while not any(r.info.status == "RUNNING" and r.data.tags.get("optuna.trial") for r in tuning_runs_or_none(project)):
+        while not any(r.info.status == "RUNNING" and r.data.tags.get("optuna.trial") and "val_acc" in r.data.metrics
+                      for r in tuning_runs_or_none(project)):  # in mid-trial: its first epoch is logged
             assert first.poll() is None and time.monotonic() < deadline, "the first worker never started a trial"
-            time.sleep(0.5)
-        time.sleep(1.0)
+            time.sleep(0.2)
         first.send_signal(signal.SIGKILL)
         first.wait()
     finally:
@@ -149,7 +150,7 @@ def test_a_worker_killed_in_mid_trial_has_its_trial_failed_and_run_again_by_anot
     assert killed.state == optuna.trial.TrialState.RUNNING  # nobody told Optuna: only its heartbeat stopped
 
     second = tune(project, "worker", "--search", "search.yaml", env=env, timeout=600)
-    assert "trial 0 sent no heartbeat" in second.stderr, second.stderr
+    assert "trial 0 sent no heartbeat for 4 s" in second.stderr, second.stderr
     study = load(project)
     states = {t.number: t.state for t in study.trials}
     assert states == {0: optuna.trial.TrialState.FAIL, 1: optuna.trial.TrialState.COMPLETE,

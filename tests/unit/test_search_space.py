@@ -59,6 +59,9 @@ def test_a_search_file_reads_ranges_choices_and_fixed_values(tmp_path):
     # the digest names the search, not its size: more trials continue the same study
     assert load_search(write_search(tmp_path, trials=9), BASE).digest == search.digest
     assert load_search(write_search(tmp_path, seed=4), BASE).digest != search.digest
+    assert search.heartbeat == 5  # left out: the default
+    beating = load_search(write_search(tmp_path, heartbeat=0.5), BASE)
+    assert beating.heartbeat == 0.5 and beating.digest == search.digest  # how often, not what is searched
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -81,7 +84,9 @@ def test_a_search_file_reads_ranges_choices_and_fixed_values(tmp_path):
     ({"sampler": "grid", "trials": 3, "space": {"train.batch_size": {"choices": [64, 256]}}},
      "trials is 3, but the grid has 2 points"),
     ({"fixed": {"train.loss": "fast"}}, "fixed: params key train.loss is 'fast'"),
-    ({"grid": {}}, "must hold exactly"),
+    ({"grid": {}}, "may hold heartbeat, nothing else (look at grid)"),
+    ({"heartbeat": 0}, "heartbeat must be a number of seconds above 0"),
+    ({"heartbeat": "5s"}, "heartbeat must be a number of seconds above 0"),
 ])
 def test_a_bad_search_file_is_one_line_naming_the_key(tmp_path, changes, message):
     with pytest.raises(SearchError) as info:
@@ -101,7 +106,7 @@ def test_a_missing_search_file_is_named(tmp_path):
 
 
 def storage(tmp_path):
-    return open_storage(f"sqlite:///{tmp_path / 'optuna.db'}", on_dead_trial=lambda trial: None)
+    return open_storage(f"sqlite:///{tmp_path / 'optuna.db'}", on_dead_trial=lambda trial: None, heartbeat=5)
 
 
 def points_of(study):
@@ -160,7 +165,7 @@ def test_workers_end_the_study_with_exactly_its_trials_and_a_joiner_of_another_s
         w.join()
     state = counts(study)
     assert sum(state[s] for s in FINISHED) == 7 and state[optuna.trial.TrialState.PRUNED] == 1, state
-    assert work(study, objective, 7) == 0  # a late worker finds the study done
+    assert work(study, objective, 7, poll=0.05) == 0  # a late worker finds the study done
     with pytest.raises(SearchError, match="study 's' was created from another search space"):
         open_study(load_search(write_search(tmp_path, seed=99), BASE), storage(tmp_path))
 
@@ -185,7 +190,7 @@ def test_ranking_is_by_validation_accuracy_then_the_earlier_trial(tmp_path):
         trial.set_user_attr("point", suggest(trial, search))
         return next(values)
 
-    work(study, objective, 3)
+    work(study, objective, 3, poll=0.05)
     assert [s.trial for s in ranked(study)] == [1, 2, 0]
 
 

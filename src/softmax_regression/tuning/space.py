@@ -24,6 +24,8 @@ from softmax_regression.tuning import PRUNERS, SAMPLERS
 TUNABLE_PREFIXES = ("train.", "data.normalize")
 """Keys a trial may vary: what shapes the model a train stage writes from the processed splits."""
 KEYS = {"study", "experiment", "trials", "sampler", "seed", "pruner", "fixed", "space"}
+OPTIONAL = {"heartbeat": 5}
+"""Keys a search file may leave out, with their defaults."""
 
 
 class SearchError(ValueError):
@@ -61,6 +63,8 @@ class Search:
     space: dict[str, Range | Choices]
     digest: str
     """Of everything above but the number of trials: a study holds the trials of one search only."""
+    heartbeat: float = OPTIONAL["heartbeat"]
+    """Seconds between a running trial's heartbeats; a trial silent for four of them is taken for dead."""
 
     def grid(self) -> dict[str, list]:
         """The space as Optuna's ``GridSampler`` takes it (every key a list of choices)."""
@@ -126,10 +130,11 @@ def load_search(path: str | Path, base_params: dict) -> Search:
     path = Path(path)
     where = f"search file {path}"
     raw = _read_yaml(path, "search file")
-    if not isinstance(raw, dict) or set(raw) != KEYS:
+    if not isinstance(raw, dict) or not KEYS <= set(raw) <= KEYS | set(OPTIONAL):
         found = set(raw) if isinstance(raw, dict) else set()
-        wrong = sorted(KEYS - found) or sorted(found - KEYS)
-        raise SearchError(f"{where} must hold exactly {', '.join(sorted(KEYS))} (look at {', '.join(wrong) or 'its top level'})")
+        wrong = sorted(KEYS - found) or sorted(found - KEYS - set(OPTIONAL))
+        raise SearchError(f"{where} must hold {', '.join(sorted(KEYS))} and may hold {', '.join(sorted(OPTIONAL))}, "
+                          f"nothing else (look at {', '.join(wrong) or 'its top level'})")
     for key in ("study", "experiment"):
         if not isinstance(raw[key], str) or not raw[key].strip():
             raise SearchError(f"{where}: {key} must be a non-empty name")
@@ -137,6 +142,9 @@ def load_search(path: str | Path, base_params: dict) -> Search:
         raise SearchError(f"{where}: trials must be a whole number of at least 1")
     if not isinstance(raw["seed"], int) or isinstance(raw["seed"], bool):
         raise SearchError(f"{where}: seed must be a whole number")
+    heartbeat = raw.get("heartbeat", OPTIONAL["heartbeat"])
+    if not isinstance(heartbeat, (int, float)) or isinstance(heartbeat, bool) or not 0 < heartbeat <= 3600:
+        raise SearchError(f"{where}: heartbeat must be a number of seconds above 0 and at most 3600")
     for key, allowed in (("sampler", SAMPLERS), ("pruner", PRUNERS)):
         if raw[key] not in allowed:
             raise SearchError(f"{where}: {key} must be one of {', '.join(allowed)}, not {raw[key]!r}")
@@ -170,7 +178,7 @@ def load_search(path: str | Path, base_params: dict) -> Search:
     described = {k: raw[k] for k in sorted(KEYS - {"trials"})}
     digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
     return Search(raw["study"], raw["experiment"], raw["trials"], raw["sampler"], raw["seed"], raw["pruner"],
-                  dict(fixed), specs, digest)
+                  dict(fixed), specs, digest, heartbeat)
 
 
 def suggest(trial, search: Search) -> dict[str, Any]:

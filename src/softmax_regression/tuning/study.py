@@ -30,9 +30,8 @@ STORAGE_VARIABLE = "OPTUNA_STORAGE"
 """The environment variable naming a shared study database (it may hold a password: never a command line)."""
 DEFAULT_STORAGE = "optuna.db"
 """The SQLite file in the project that holds the studies when no shared database is named."""
-HEARTBEAT_SECONDS = 5
-GRACE_SECONDS = 20
-"""A running trial without a heartbeat for this long is taken for dead."""
+GRACE_HEARTBEATS = 4
+"""A running trial that missed this many heartbeats (``Search.heartbeat`` apart) is taken for dead."""
 MAX_RETRIES = 2
 SEARCH_DIGEST = "search_digest"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -53,15 +52,17 @@ def shown(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def open_storage(url: str, on_dead_trial: Callable[[FrozenTrial], None]) -> optuna.storages.RDBStorage:
-    """The study database at ``url``, with heartbeats; a dead trial is queued again (up to :data:`MAX_RETRIES`
-    times) and handed to ``on_dead_trial``."""
+def open_storage(url: str, on_dead_trial: Callable[[FrozenTrial], None], heartbeat: float
+                 ) -> optuna.storages.RDBStorage:
+    """The study database at ``url``, with a heartbeat every ``heartbeat`` seconds; a dead trial is queued again
+    (up to :data:`MAX_RETRIES` times) and handed to ``on_dead_trial``."""
+    grace = GRACE_HEARTBEATS * heartbeat
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
 
     def dead(study: optuna.Study, trial: FrozenTrial) -> None:
-        log.warning("trial %d sent no heartbeat for %d s: failed, and queued again", trial.number, GRACE_SECONDS)
+        log.warning("trial %d sent no heartbeat for %g s: failed, and queued again", trial.number, grace)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             retry(study, trial)
@@ -74,8 +75,8 @@ def open_storage(url: str, on_dead_trial: Callable[[FrozenTrial], None]) -> optu
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
-                                                  grace_period=GRACE_SECONDS, heartbeat_stale_trial_callback=dead)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
+                                                  grace_period=grace, heartbeat_stale_trial_callback=dead)
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             # Workers starting together on a new database all create its tables; PostgreSQL lets one win and
             # fails the others (a duplicate type name). The tables exist then: try again.
@@ -177,7 +178,7 @@ def check_not_surplus(study: optuna.Study, trial: optuna.Trial, n_trials: int) -
 
 
 def work(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_trials: int,
-         on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None, poll: float = HEARTBEAT_SECONDS) -> int:
+         poll: float, on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> int:
     """Run trials until the study holds ``n_trials`` finished ones; returns how many this worker ran. While the
     others' running trials would make up the number, wait: one of them may die and be queued again."""
     def guarded(trial: optuna.Trial) -> float:
