@@ -425,6 +425,7 @@ TUNING = "fashion-mnist-softmax-tuning"
 def write_search(project: Path, study: str, trials: int, epochs: int) -> None:
     (project / "search.yaml").write_text(yaml.safe_dump({
         "study": study, "experiment": TUNING, "trials": trials, "sampler": "random", "seed": 0, "pruner": "none",
+        "heartbeat": 1,  # a trial whose worker stopped is failed and run again after 4 s, not 20
         "fixed": {"train.epochs": epochs},
         "space": {"train.lr": {"low": 0.02, "high": 0.5, "log": True}, "train.batch_size": {"choices": [128, 256]}}}))
 
