@@ -150,7 +150,9 @@ def mlflow_server(root: Path) -> Iterator[str]:
         [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "artifacts"),
          "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, env=clean_env(), start_new_session=True,
+        # no job consumers (MLflow's GenAI jobs, two more processes that import MLflow): as the team stack's
+        stdout=log, stderr=subprocess.STDOUT, env=clean_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
+        start_new_session=True,
     )
     uri = f"http://127.0.0.1:{port}"
     try:
