@@ -21,7 +21,16 @@ from softmax_regression.tuning.space import (
     suggest,
     tuned_yaml,
 )
-from softmax_regression.tuning.study import FINISHED, counts, open_storage, open_study, ranked, sampler, work
+from softmax_regression.tuning.study import (
+    FINISHED,
+    HeartbeatStorage,
+    counts,
+    open_storage,
+    open_study,
+    ranked,
+    sampler,
+    work,
+)
 from support import PROJECT_ROOT
 
 BASE = load_params(PROJECT_ROOT / "params.yaml")
@@ -192,6 +201,42 @@ def test_ranking_is_by_validation_accuracy_then_the_earlier_trial(tmp_path):
 
     work(study, objective, 3, poll=0.05)
     assert [s.trial for s in ranked(study)] == [1, 2, 0]
+
+
+def test_a_heartbeat_the_database_does_not_take_is_one_warning_and_the_next_one_gets_through(tmp_path, caplog):
+    """Optuna's heartbeat thread handles no error: a failed write would end it, and the live trial would be
+    failed after the grace. Here the database is locked by another connection for one heartbeat."""
+    import contextlib
+    import logging
+    import sqlite3
+    import time
+    import warnings
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # heartbeats are experimental in Optuna, and meant for Study.optimize
+        storage = HeartbeatStorage(url, engine_kwargs={"connect_args": {"timeout": 0.05}}, heartbeat_interval=1,
+                                   grace_period=4)
+        trial = optuna.create_study(storage=storage).ask()  # RUNNING
+    storage.record_heartbeat(trial._trial_id)
+
+    def last_beat():
+        with contextlib.closing(sqlite3.connect(tmp_path / "optuna.db")) as con:
+            return con.execute("SELECT heartbeat FROM trial_heartbeats WHERE trial_id = ?", (trial._trial_id,)
+                               ).fetchone()[0]
+
+    first = last_beat()
+    with contextlib.closing(sqlite3.connect(tmp_path / "optuna.db", isolation_level=None)) as holder:
+        holder.execute("BEGIN EXCLUSIVE")
+        with caplog.at_level(logging.WARNING, logger="softmax_regression.tuning.study"):
+            storage.record_heartbeat(trial._trial_id)  # no exception: the thread would go on
+        holder.execute("ROLLBACK")
+    (record,) = [r for r in caplog.records if r.name == "softmax_regression.tuning.study"]
+    assert record.getMessage() == ("a heartbeat of a running trial did not reach the study database (database is "
+                                   "locked); the next one tries again")
+    time.sleep(1.1)  # SQLite's CURRENT_TIMESTAMP counts seconds
+    storage.record_heartbeat(trial._trial_id)
+    assert last_beat() > first
 
 
 def test_reading_a_study_that_does_not_exist_says_so_and_creates_none(tmp_path):

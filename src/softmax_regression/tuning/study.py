@@ -52,6 +52,24 @@ def shown(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+class HeartbeatStorage(optuna.storages.RDBStorage):
+    """Optuna's database storage whose heartbeats outlast a database that is away for a moment (a restart, a
+    dropped connection). Optuna writes a running trial's heartbeats from a thread of its own that handles no
+    error: one failed write would end it with a traceback, and the trial, still running, would send no more
+    and be failed by another worker after the grace period. A missed heartbeat is one warning line instead,
+    and the next one reconnects (tests/unit/test_search_space.py; the PostgreSQL restart in
+    tests/integration/test_team_stack.py)."""
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as exc:
+            cause = exc.__cause__ or exc
+            reason = str(getattr(cause, "orig", None) or cause).strip().splitlines()
+            log.warning("a heartbeat of a running trial did not reach the study database (%s); the next one "
+                        "tries again", reason[0] if reason else type(cause).__name__)
+
+
 def open_storage(url: str, on_dead_trial: Callable[[FrozenTrial], None], heartbeat: float
                  ) -> optuna.storages.RDBStorage:
     """The study database at ``url``, with a heartbeat every ``heartbeat`` seconds; a dead trial is queued again
@@ -69,14 +87,14 @@ def open_storage(url: str, on_dead_trial: Callable[[FrozenTrial], None], heartbe
         on_dead_trial(trial)
 
     # SQLite: wait for a writer rather than fail at once; a server: test a pooled connection before use, so a
-    # restarted database costs a reconnection, not the worker.
+    # restarted database costs a reconnection, not the worker (nor a trial's heartbeat: HeartbeatStorage).
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     for attempt in range(1, 6):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
-                                                  grace_period=grace, heartbeat_stale_trial_callback=dead)
+                return HeartbeatStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=grace,
+                                        heartbeat_stale_trial_callback=dead)
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             # Workers starting together on a new database all create its tables; PostgreSQL lets one win and
             # fails the others (a duplicate type name). The tables exist then: try again.
