@@ -103,7 +103,8 @@ def base_side(project: Path, base: str, wanted: list[str]) -> dict[str, bytes]:
 
 
 def build_base(project: Path, base: str, cache_dir: Path) -> None:
-    """`dvc repro` of revision ``base`` in a temporary clone whose DVC cache is ``cache_dir``."""
+    """`dvc repro` of revision ``base`` in a temporary clone whose DVC cache is ``cache_dir``: a stage whose
+    inputs the head shares (fetch and preprocess, often) comes back from the run cache instead of running."""
     with tempfile.TemporaryDirectory(prefix="pr-report-") as tmp:
         workdir = Path(tmp)
         clone = workdir / "base"
@@ -112,7 +113,7 @@ def build_base(project: Path, base: str, cache_dir: Path) -> None:
         env = reproduce_check.check_environment(workdir, clone)
         subprocess.run([sys.executable, "-m", "dvc", "cache", "dir", "--local", str(cache_dir)], cwd=clone, env=env,
                        check=True, capture_output=True)
-        reproduce_check.repro(clone, env, workdir / "repro.log")
+        reproduce_check.repro(clone, env, workdir / "repro.log", force=False)
 
 
 def metrics_rows(base: dict[str, dict], head: dict[str, dict]) -> list[tuple[str, str, float | None, float | None]]:

@@ -169,16 +169,17 @@ def stages(project: Path) -> list[str]:
     return list(spec.get("stages") or {})
 
 
-def repro(project: Path, env: dict[str, str], log: Path) -> list[str]:
+def repro(project: Path, env: dict[str, str], log: Path, force: bool = True) -> list[str]:
     """Run `dvc repro --force` (output to ``log``); returns the stages it ran.
 
     ``--force``: in a clean clone every stage runs anyway, except where DVC's
     run cache, filled by an earlier stage of the same rebuild with the same
-    bytes, would restore a stage instead of running it.
+    bytes, would restore a stage instead of running it. Without ``force``, a
+    stage whose run the cache holds, outs and all, is restored from it.
     """
     with open(log, "w") as handle:
-        result = subprocess.run([sys.executable, "-m", "dvc", "repro", "--force"], cwd=project, env=env,
-                                stdout=handle, stderr=subprocess.STDOUT)
+        result = subprocess.run([sys.executable, "-m", "dvc", "repro", *(["--force"] if force else [])], cwd=project,
+                                env=env, stdout=handle, stderr=subprocess.STDOUT)
     output = log.read_text(errors="replace")
     if result.returncode != 0:
         tail = "\n".join(output.splitlines()[-30:])

@@ -74,10 +74,12 @@ def test_the_figures_are_the_base_and_head_outputs_side_by_side(two_commits):
 
 
 def test_a_base_missing_from_the_cache_is_built_in_a_clone(two_commits, tmp_path):
-    """A CI runner that pulled nothing: the base's outputs are not in the cache, so the report builds them."""
+    """A CI runner that pulled nothing and built the head, as the workflows' reproduce job does: the cache holds
+    the head's outs and none of the base's own (`dvc gc --workspace`), so the report builds the base in a clone
+    sharing that cache, where the stages whose inputs the head shares come back from the run cache."""
     project, base_figures = two_commits
-    copy = tmp_path / "project"
-    shutil.copytree(project, copy, symlinks=True, ignore=shutil.ignore_patterns("cache"))
+    copy = Path(shutil.copytree(project, tmp_path / "project", symlinks=True, copy_function=link_or_copy))
+    run(["dvc", "gc", "--workspace", "--force"], copy)
     result = run([sys.executable, "-m", "pipeline.ci.pr_report", "--base", "HEAD~1"], copy, check=False)
     assert result.returncode == 0, result.stderr
     assert "building" in result.stderr
