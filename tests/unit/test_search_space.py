@@ -203,9 +203,12 @@ def test_ranking_is_by_validation_accuracy_then_the_earlier_trial(tmp_path):
     assert [s.trial for s in ranked(study)] == [1, 2, 0]
 
 
-def test_a_heartbeat_the_database_does_not_take_is_one_warning_and_the_next_one_gets_through(tmp_path, caplog):
+def test_a_heartbeat_the_database_does_not_take_is_one_warning_and_the_next_one_gets_through(tmp_path, caplog,
+                                                                                            monkeypatch):
     """Optuna's heartbeat thread handles no error: a failed write would end it, and the live trial would be
     failed after the grace. Here the database is locked by another connection for one heartbeat."""
+    # a store test of this process may have set every SQLite connection's busy wait (tracking.store.busy_timeout)
+    monkeypatch.setenv("FMNIST_STORE_BUSY_TIMEOUT", "0.05")
     import contextlib
     import logging
     import sqlite3
