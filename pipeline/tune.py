@@ -107,8 +107,8 @@ def join_study(search_path: str, params_path: str, create: bool = True):
     search = load_search(search_path, base)
     experiment_id = open_experiment(search.experiment)
     url = storage_url(os.environ, project_root())
-    study, created = open_study(search, open_storage(url, lambda trial: end_dead_trial_run(search, trial),
-                                                          search.heartbeat), create)
+    storage = open_storage(url, lambda trial: end_dead_trial_run(search, trial), search.heartbeat)
+    study, created = open_study(search, storage, create)
     if created:
         parent = mlflow.MlflowClient().create_run(experiment_id, run_name=f"study {search.study}", tags={
             STUDY_TAG: search.study, "optuna.storage": shown(url), "optuna.search_digest": search.digest})

@@ -170,7 +170,7 @@ def stages(project: Path) -> list[str]:
 
 
 def repro(project: Path, env: dict[str, str], log: Path, force: bool = True) -> list[str]:
-    """Run `dvc repro --force` (output to ``log``); returns the stages it ran.
+    """Run `dvc repro`, with ``--force`` unless told otherwise (output to ``log``); returns the stages it ran.
 
     ``--force``: in a clean clone every stage runs anyway, except where DVC's
     run cache, filled by an earlier stage of the same rebuild with the same

@@ -22,6 +22,7 @@ import optuna
 import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
 
+from softmax_regression.errors import one_line
 from softmax_regression.tuning.space import Scored, Search, SearchError
 
 log = logging.getLogger(__name__)
@@ -64,10 +65,9 @@ class HeartbeatStorage(optuna.storages.RDBStorage):
         try:
             super().record_heartbeat(trial_id)
         except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as exc:
-            cause = exc.__cause__ or exc
-            reason = str(getattr(cause, "orig", None) or cause).strip().splitlines()
+            cause = exc.__cause__ or exc  # Optuna wraps SQLAlchemy's error, which wraps the driver's
             log.warning("a heartbeat of a running trial did not reach the study database (%s); the next one "
-                        "tries again", reason[0] if reason else type(cause).__name__)
+                        "tries again", one_line(getattr(cause, "orig", None) or cause))
 
 
 def open_storage(url: str, on_dead_trial: Callable[[FrozenTrial], None], heartbeat: float
