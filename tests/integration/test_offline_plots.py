@@ -15,6 +15,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 from support import PROJECT_ROOT, run
 
 TEMPLATE = PROJECT_ROOT / "tools/plots/offline.html"
+DRAWN = 200
+"""Pixels each side of a plot's canvas at least: a smaller one (vega-embed's empty div) is not drawn."""
 
 
 def test_the_template_is_built_from_the_pinned_npm_packages(tmp_path):
@@ -53,12 +55,13 @@ def offline_render(browser, page, tmp_path, expected: int) -> list[dict]:
     browser.get_log("browser")
     browser.get_log("performance")
     browser.get(page.as_uri())
-    # vegaEmbed('#id', spec) draws into the div of that id and gives it the class vega-embed
+    # vegaEmbed('#id', spec) gives the div of that id the class vega-embed before it draws: wait for canvases
     drawn = """return Array.from(document.querySelectorAll('div[id].vega-embed')).map(e => {
         const c = e.querySelector('canvas, svg'); const r = c ? c.getBoundingClientRect() : {width: 0, height: 0};
         return {id: e.id, width: r.width, height: r.height}; })"""
     try:
-        WebDriverWait(browser, 60).until(lambda d: len(d.execute_script(drawn)) >= expected)
+        WebDriverWait(browser, 60).until(
+            lambda d: sum(p["width"] > DRAWN and p["height"] > DRAWN for p in d.execute_script(drawn)) >= expected)
     finally:
         browser.save_screenshot(str(tmp_path / "plots.png"))
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
@@ -87,4 +90,4 @@ def test_dvc_plots_render_offline(pipeline_project, browser, tmp_path, command):
                                                           for k in ("baseline", "concise", "scratch")], ids
     assert sorted(i for i in ids if "reliability" in i) == [f"reports_eval_reliability_{k}_csv"
                                                             for k in ("baseline", "concise", "scratch")], ids
-    assert all(p["width"] > 200 and p["height"] > 200 for p in plots), plots
+    assert all(p["width"] > DRAWN and p["height"] > DRAWN for p in plots), plots
