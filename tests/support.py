@@ -219,6 +219,34 @@ def tracking_store(root: Path):
 
 
 @contextlib.contextmanager
+def inserted_first(database: Path, table: str, row: dict[str, object], marker: str = "") -> Iterator[None]:
+    """Another process wins a race in the block: just before this process's first insert into ``table`` (one
+    whose parameters mention ``marker``), ``row`` is inserted into the SQLite ``database`` and committed,
+    between what MLflow read and what it writes. The block must make that insert."""
+    import sqlite3
+
+    import sqlalchemy
+
+    raced = []
+
+    def hook(connection, cursor, statement, parameters, context, executemany):
+        if not raced and statement.lstrip().upper().startswith(f"INSERT INTO {table.upper()} ") \
+                and marker in str(parameters):
+            raced.append(statement)
+            with contextlib.closing(sqlite3.connect(database)) as other:
+                other.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                              tuple(row.values()))
+                other.commit()
+
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", hook)
+    try:
+        yield
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "before_cursor_execute", hook)
+    assert raced, f"the block inserted nothing into {table}"
+
+
+@contextlib.contextmanager
 def clean_environment():
     """``os.environ`` as :func:`support.clean_env` makes it for a process, for the block (the processes started
     in it inherit it); afterwards as it was."""

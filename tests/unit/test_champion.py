@@ -48,7 +48,7 @@ from softmax_regression.tracking.registry import (
     register_and_promote,
 )
 from softmax_regression.training.loop import initial_weights
-from support import PROJECT_ROOT, clean_env, tracking_store
+from support import PROJECT_ROOT, clean_env, inserted_first, tracking_store
 
 EXPERIMENT = "champion-test"
 REGISTERED = "fashion-mnist-champion-test"
@@ -458,6 +458,29 @@ def test_parallel_registrations_promote_the_better_one(store_root):
         assert decisions["low"]["version"] == "1" and decisions["high"]["version"] == "2"
     else:  # high was first: low saw it as champion
         assert decisions["low"]["champion_version"] == decisions["high"]["version"] == "1"
+
+
+def test_writes_another_evaluate_makes_first_do_not_fail_the_registration(store_root):
+    """On a server nothing serialises two evaluates. Another one inserts ``@champion`` (at its own version) and
+    this version's temperature tag between MLflow's read and its insert: MLflow's insert then fails on the
+    row's key (as a tuning worker's tag did on the team stack's PostgreSQL); the registration writes again and
+    the champion settles on the best version, with this evaluate's temperature."""
+    name = "fashion-mnist-raced"
+    files = {"other": checkpoint(31), "ours": checkpoint(32)}
+    with tracking_store(store_root) as uri:
+        store = Store(store_root, uri, mlflow_store.experiment_id(EXPERIMENT, store_root), mlflow.MlflowClient())
+        run_ids = {key: new_run(store, key, data) for key, data in files.items()}
+        assert promote(name, files["other"], run_ids["other"], 0.70).version == "1"
+        store.client.delete_registered_model_alias(name, CHAMPION_ALIAS)  # the other has yet to set it
+        database = mlflow_store.sqlite_path(uri)
+        with inserted_first(database, "registered_model_aliases", {"name": name, "alias": CHAMPION_ALIAS, "version": 1}), \
+                inserted_first(database, "model_version_tags",
+                               {"name": name, "version": 2, "key": TEMPERATURE_TAG, "value": "9.0"}, TEMPERATURE_TAG):
+            decision = promote(name, files["ours"], run_ids["ours"], 0.80)
+        assert decision == ChampionDecision(version="2", promoted=True, champion_version="2", champion_val_accuracy=0.80)
+        champion = store.client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+        assert (str(champion.version), champion.tags[TEMPERATURE_TAG]) == ("2", repr(TEMPERATURE))
+        assert champion_run_ids(store.client, store.experiment_id) == {run_ids["ours"]}
 
 
 def test_the_classifier_a_train_run_logged_is_registered_as_it_is(store):

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from softmax_regression.tracking import runs, store
-from support import tracking_store
+from support import inserted_first, tracking_store
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +69,29 @@ def test_a_finished_run_resumed_to_log_more_keeps_its_status_and_its_end_time(ex
     with pytest.raises(RuntimeError), runs.tracked_run(run_id=run.info.run_id):
         raise RuntimeError("evaluate failed")
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
+
+
+
+
+def test_a_tag_another_process_sets_at_the_same_time_lands(experiment_id):
+    """Tuning workers that end a study together each tag its run (``best_trial``); evaluates on two machines
+    each tag the champion's run. Here another process inserts the tag between MLflow's read and its insert:
+    ``client.set_tag`` fails on the tags' primary key, as a tuning worker did on the team stack's PostgreSQL;
+    ``runs.set_tag`` writes its value."""
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    with runs.tracked_run(experiment_id=experiment_id, run_name="raced") as run:
+        pass
+    database = store.sqlite_path(mlflow.get_tracking_uri())
+
+    def other(key: str) -> dict[str, str]:
+        return {"key": key, "value": "other", "run_uuid": run.info.run_id}
+
+    with inserted_first(database, "tags", other("plain")), \
+            pytest.raises(MlflowException, match="UNIQUE constraint failed: tags"):
+        client.set_tag(run.info.run_id, "plain", "ours")
+    with inserted_first(database, "tags", other("batched")):
+        runs.set_tag(client, run.info.run_id, "batched", "ours")
+    tags = client.get_run(run.info.run_id).data.tags
+    assert (tags["plain"], tags["batched"]) == ("other", "ours")

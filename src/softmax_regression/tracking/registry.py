@@ -35,7 +35,7 @@ from softmax_regression.tracking.model_runs import (
     missing_files,
     run_classifier,
 )
-from softmax_regression.tracking.runs import MODEL_SHA256_TAG, tracked_run
+from softmax_regression.tracking.runs import MODEL_SHA256_TAG, set_tag, tracked_run
 from softmax_regression.tracking.store import configure, relocate_copied_store, store_lock
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,23 @@ def _registered_version(client, name: str, sha256: str, files: VersionFiles):
     return min(versions, key=lambda v: int(v.version)) if versions else None
 
 
+LOST_RACE = ("unique constraint", "duplicate key", "duplicate entry")
+"""What a database says of an insert another writer made first (SQLite, PostgreSQL, MySQL)."""
+
+
+def _write_racing(write, *args) -> None:
+    """A registry write of a row another process may create at the same moment (``@champion`` of a new model,
+    the tag of a version two machines registered): MLflow reads, then inserts, and the writer that loses the
+    race fails on the row's key. Written again, the row is there and is updated; the champion's re-read then
+    corrects whichever value is stale."""
+    try:
+        write(*args)
+    except mlflow.exceptions.MlflowException as exc:
+        if not any(marker in str(exc).lower() for marker in LOST_RACE):
+            raise
+        write(*args)
+
+
 def _champion(client, name: str):
     try:
         return client.get_model_version_by_alias(name, CHAMPION_ALIAS)
@@ -112,13 +129,13 @@ def _settle_champion(client, name: str, files: VersionFiles):
         if current is not None and str(current.version) == str(best.version) and tagged == {best.run_id}:
             return best
         if current is None or str(current.version) != str(best.version):
-            client.set_registered_model_alias(name, CHAMPION_ALIAS, best.version)
+            _write_racing(client.set_registered_model_alias, name, CHAMPION_ALIAS, best.version)
         for run_id in (tagged | ({current.run_id} if current is not None else set())) - {best.run_id}:
             try:
                 client.delete_tag(run_id, CHAMPION_TAG)
             except mlflow.exceptions.MlflowException:  # the run or its tag is gone already
                 pass
-        client.set_tag(best.run_id, CHAMPION_TAG, "true")
+        set_tag(client, best.run_id, CHAMPION_TAG, "true")
         time.sleep(random.uniform(0, 0.05 * attempt))  # writers that keep colliding fall out of step
     raise RuntimeError(f"the champion of {name} did not settle after {SETTLE_ATTEMPTS} attempts")
 
@@ -163,7 +180,7 @@ def register_and_promote(run: ModelRun, example_features: np.ndarray, name: str,
                                                          VAL_ACCURACY_TAG: repr(float(val_accuracy))})
             # two writers of one file at once both register it: the earliest version is the one
             version = _registered_version(client, name, sha256, files) or registered
-        client.set_model_version_tag(name, version.version, TEMPERATURE_TAG, repr(float(temperature)))
+        _write_racing(client.set_model_version_tag, name, version.version, TEMPERATURE_TAG, repr(float(temperature)))
         candidate = float(version.tags.get(VAL_ACCURACY_TAG, val_accuracy))
         before = _champion(client, name)
         champion = _settle_champion(client, name, files)

@@ -58,6 +58,15 @@ def find_run(experiment_id: str, tag: str, value: str):
     return runs[0] if runs else None
 
 
+def set_tag(client, run_id: str, key: str, value: str) -> None:
+    """``client.set_tag`` for a tag that another process may set on the same run at the same time (the
+    champion's run, a study's run). MLflow's ``set_tag`` reads, then inserts a new tag, and the process that
+    loses that race fails on the tags' primary key; its batch path does the same write and retries the race."""
+    from mlflow.entities import RunTag
+
+    client.log_batch(run_id, tags=[RunTag(key, value)])
+
+
 def git_state(cwd: str | Path | None = None) -> dict[str, str]:
     """The commit and whether the workspace differs from it (``unknown`` outside git)."""
     def git(*args: str) -> str:
