@@ -55,13 +55,16 @@ def test_accuracy_loss_and_predictions_by_hand(tiny):
 
 
 def test_the_chapters_accuracy_on_numpy_and_torch_alike(tiny):
-    """``evaluation.accuracy``: the fraction of rows whose largest entry, a logit or a probability, is the true
-    class; the same number for numpy arrays and torch tensors, and the evaluation's."""
+    """``evaluation.correct`` (the chapter's ``accuracy``) counts the rows whose largest entry, a logit or a
+    probability, is the true class; ``evaluation.accuracy`` is their fraction: the same numbers for numpy arrays
+    and torch tensors, and the evaluation's."""
     import torch
 
-    from softmax_regression.evaluation import accuracy
+    from softmax_regression.evaluation import accuracy, correct
 
     probabilities = probabilities_for(LABELS, PREDICTED)
+    assert correct(probabilities, LABELS) == correct(torch.from_numpy(probabilities), torch.from_numpy(LABELS)) == 4
+    assert type(correct(torch.from_numpy(probabilities), torch.from_numpy(LABELS))) is int
     assert accuracy(probabilities, LABELS) == pytest.approx(4 / 6, abs=1e-12) == tiny.accuracy
     assert accuracy(torch.from_numpy(probabilities), torch.from_numpy(LABELS)) == accuracy(probabilities, LABELS)
     assert accuracy(np.log(probabilities), LABELS) == accuracy(probabilities, LABELS)  # logits alike

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from softmax_regression import CLASS_NAMES
 from softmax_regression.data.batches import ShuffledBatches
-from softmax_regression.evaluation import accuracy
+from softmax_regression.evaluation import accuracy, correct
 from softmax_regression.training import SCHEDULES
 from softmax_regression.training.history import EpochRecord
 
@@ -95,13 +95,13 @@ def evaluate_accuracy(net: Callable, X: torch.Tensor, y: torch.Tensor) -> float:
 def train_epoch(step: Step, batches: ShuffledBatches, lr: float) -> tuple[float, float]:
     """One pass over the batches; returns (mean train loss, train accuracy) seen during the pass: the chapter's
     ``train_epoch_ch3``, its ``Accumulator`` written out."""
-    loss_sum, correct, n = 0.0, 0, 0
+    loss_sum, n_correct, n = 0.0, 0, 0
     for X, y in batches:
         loss, y_hat = step(X, y, lr)
         loss_sum += float(loss) * len(y)
-        correct += int((y_hat.argmax(dim=1) == y).sum())
+        n_correct += correct(y_hat, y)
         n += len(y)
-    return loss_sum / n, correct / n
+    return loss_sum / n, n_correct / n
 
 
 def train(net: Callable, step: Step, batches: ShuffledBatches, val_X: torch.Tensor, val_y: torch.Tensor,
