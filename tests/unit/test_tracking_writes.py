@@ -75,7 +75,7 @@ def test_a_finished_run_resumed_to_log_more_keeps_its_status_and_its_end_time(ex
 
 def test_a_tag_another_process_sets_at_the_same_time_lands(experiment_id):
     """Tuning workers that end a study together each tag its run (``best_trial``); evaluates on two machines
-    each tag the champion's run. Here another process inserts the tag between MLflow's read and its insert:
+    each tag the champion's run, and list a table in a model's run. Here another process inserts the tag between MLflow's read and its insert:
     ``client.set_tag`` fails on the tags' primary key, as a tuning worker did on the team stack's PostgreSQL;
     ``runs.set_tag`` writes its value."""
     from mlflow.exceptions import MlflowException
@@ -95,3 +95,11 @@ def test_a_tag_another_process_sets_at_the_same_time_lands(experiment_id):
         runs.set_tag(client, run.info.run_id, "batched", "ours")
     tags = client.get_run(run.info.run_id).data.tags
     assert (tags["plain"], tags["batched"]) == ("other", "ours")
+
+    table = pd.DataFrame({"true": ["a"], "a": [1]})  # two evaluates log a table into one model's run
+    listed = json.dumps([{"path": "raced.json", "type": "table"}])
+    with inserted_first(database, "tags", {**other("mlflow.loggedArtifacts"), "value": listed}), \
+            runs.tracked_run(run_id=run.info.run_id):
+        runs.log_table(table, "raced.json")
+    assert client.get_run(run.info.run_id).data.tags["mlflow.loggedArtifacts"] == listed
+    pd.testing.assert_frame_equal(client.load_table(experiment_id, "raced.json", run_ids=[run.info.run_id]), table)

@@ -126,10 +126,11 @@ def log_table(frame, artifact_file: str) -> None:
     if not artifact_file.endswith(".json"):
         raise ValueError(f"table artifact {artifact_file!r}: expected a .json file")
     log_bytes(frame.to_json(orient="split", index=False, date_format="iso").encode(), artifact_file)
-    logged = json.loads(mlflow.get_run(mlflow.active_run().info.run_id).data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
+    run_id = mlflow.active_run().info.run_id
+    logged = json.loads(mlflow.get_run(run_id).data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
     entry = {"path": artifact_file, "type": "table"}
-    if entry not in logged:
-        mlflow.set_tag(MLFLOW_LOGGED_ARTIFACTS, json.dumps([*logged, entry]))
+    if entry not in logged:  # two evaluates of one model file (a sweep's baseline) tag its run at once
+        set_tag(mlflow.MlflowClient(), run_id, MLFLOW_LOGGED_ARTIFACTS, json.dumps([*logged, entry]))
 
 
 def log_bytes(data: bytes, artifact_file: str) -> None:
