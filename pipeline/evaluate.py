@@ -54,7 +54,7 @@ from softmax_regression.reporting.evaluation_figures import confusion_matrix_fig
 from softmax_regression.reporting.png import figure_png_bytes
 from softmax_regression.tracking.model_runs import ModelRun, model_run
 from softmax_regression.tracking.registry import register_and_promote
-from softmax_regression.tracking.runs import log_bytes, log_table, tracked_run
+from softmax_regression.tracking.runs import log_bytes, log_table
 
 log = logging.getLogger(__name__)
 
@@ -83,19 +83,22 @@ def metric_name(class_name: str) -> str:
 def log_evaluation(run: ModelRun, e: Evaluation, c: Calibration, val_accuracy: float, figure: bytes,
                    reliability: bytes) -> None:
     """Test metrics, calibration, per-class metrics, the confusion and reliability figures and the confusion
-    table, into the model's run; the metrics also on the run's classifier, where it has one."""
-    with tracked_run(run_id=run.run_id):
-        mlflow.log_metrics({**e.summary(), **c.summary(), "val_accuracy": val_accuracy}, model_id=run.classifier_id)
-        per_class = {f"test_{metric}_{metric_name(row['class'])}": row[metric]
-                     for row in e.per_class_rows() for metric in ("precision", "recall", "f1")}
-        per_class.update({f"test_ece_{metric_name(name)}": round(float(ece), 6)
-                          for name, ece in zip(CLASS_NAMES, c.per_class_ece)})
-        mlflow.log_metrics(per_class, model_id=run.classifier_id)
-        log_bytes(figure, "figures/confusion_matrix.png")
-        log_bytes(reliability, "figures/reliability.png")
-        log_table(pd.DataFrame(e.confusion, index=list(CLASS_NAMES), columns=list(CLASS_NAMES))
-                           .rename_axis("true").reset_index(), "confusion_matrix.json")
-        mlflow.log_text(per_class_csv([e]), "per_class.csv")
+    table, into the model's run; the metrics also on the run's classifier, where it has one. Each call names
+    the run: the run is not started again, so it stays FINISHED, with its training's end time, and another
+    evaluate of the same model file (a sweep's baseline) finds it meanwhile."""
+    run_id, model_id = run.run_id, run.classifier_id
+    mlflow.log_metrics({**e.summary(), **c.summary(), "val_accuracy": val_accuracy}, run_id=run_id,
+                       model_id=model_id)
+    per_class = {f"test_{metric}_{metric_name(row['class'])}": row[metric]
+                 for row in e.per_class_rows() for metric in ("precision", "recall", "f1")}
+    per_class.update({f"test_ece_{metric_name(name)}": round(float(ece), 6)
+                      for name, ece in zip(CLASS_NAMES, c.per_class_ece)})
+    mlflow.log_metrics(per_class, run_id=run_id, model_id=model_id)
+    log_bytes(figure, "figures/confusion_matrix.png", run_id)
+    log_bytes(reliability, "figures/reliability.png", run_id)
+    log_table(pd.DataFrame(e.confusion, index=list(CLASS_NAMES), columns=list(CLASS_NAMES))
+              .rename_axis("true").reset_index(), "confusion_matrix.json", run_id)
+    mlflow.log_text(per_class_csv([e]), "per_class.csv", run_id=run_id)
 
 
 @click.command(help=__doc__)

@@ -40,7 +40,6 @@ from softmax_regression.reporting.page import report_page, worked_html
 from softmax_regression.reporting.page_figures import loss_functions_figure, per_class_f1_figure
 from softmax_regression.reporting.png import figure_png_bytes
 from softmax_regression.tracking.model_runs import model_run
-from softmax_regression.tracking.runs import tracked_run
 from softmax_regression.training.history import EpochRecord, read_history_csv
 
 log = logging.getLogger(__name__)
@@ -147,9 +146,8 @@ def main(params_path: str) -> None:
         for kind in inputs.metrics:
             run = model_run(experiment_id, kind, paths.model_path(kind), input_example(inputs.test.images),
                             run_tags_for(kind, params_path))
-            with tracked_run(run_id=run.run_id):
-                mlflow.log_text(page, "report/report.html")
-                mlflow.log_text(summary, "report/summary.md")
+            mlflow.log_text(page, "report/report.html", run_id=run.run_id)  # the run stays FINISHED
+            mlflow.log_text(summary, "report/summary.md", run_id=run.run_id)
         outputs.commit()
     log.info("wrote %s (%d KB)", paths.REPORT_HTML, len(page) // 1024)
 

@@ -53,7 +53,8 @@ def test_metrics_of_many_steps_land_in_one_batch_as_a_history(experiment_id):
 
 
 def test_a_finished_run_resumed_to_log_more_keeps_its_status_and_its_end_time(experiment_id):
-    """evaluate and report log into the train runs later: the runs table still shows the training's duration."""
+    """A classifier registered from a run that has none is logged into that run later (``tracked_run`` with
+    ``run_id``): the runs table still shows the training's duration."""
     client = mlflow.MlflowClient()
     with runs.tracked_run(experiment_id=experiment_id, run_name="resumed") as run:
         pass
@@ -103,3 +104,47 @@ def test_a_tag_another_process_sets_at_the_same_time_lands(experiment_id):
         runs.log_table(table, "raced.json")
     assert client.get_run(run.info.run_id).data.tags["mlflow.loggedArtifacts"] == listed
     pd.testing.assert_frame_equal(client.load_table(experiment_id, "raced.json", run_ids=[run.info.run_id]), table)
+
+
+def test_evaluate_logs_into_a_model_run_by_its_id_and_leaves_it_finished(experiment_id):
+    """evaluate logs its metrics, figures and tables into each model's run without starting the run again: no
+    write touches the run's status or end time, so another evaluate of the same model file (a sweep's baseline,
+    on a second queue worker) finds the run meanwhile (``find_run`` takes FINISHED runs)."""
+    import numpy as np
+    import sqlalchemy
+
+    from pipeline.evaluate import log_evaluation
+    from softmax_regression.evaluation.calibration import calibrate
+    from softmax_regression.evaluation.metrics import evaluate_probabilities
+    from softmax_regression.tracking.model_runs import ModelRun
+
+    client = mlflow.MlflowClient()
+    with runs.tracked_run(experiment_id=experiment_id, run_name="evaluated",
+                          tags={runs.MODEL_SHA256_TAG: "evaluated"}) as run:
+        pass
+    before = client.get_run(run.info.run_id).info
+    rng = np.random.default_rng(0)
+    labels = np.arange(40) % 10
+    probabilities = rng.dirichlet(np.ones(10), size=40)
+    evaluation = evaluate_probabilities("baseline", probabilities, labels)
+    calibration = calibrate(probabilities, labels, probabilities, labels, 5)
+
+    run_updates = []
+
+    def hook(connection, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("UPDATE RUNS "):
+            run_updates.append(statement)
+
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", hook)
+    try:
+        log_evaluation(ModelRun("baseline", b"model file", run.info.run_id, None), evaluation, calibration, 0.5,
+                       b"confusion png", b"reliability png")
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "before_cursor_execute", hook)
+    assert run_updates == [] and mlflow.active_run() is None
+    after = client.get_run(run.info.run_id)
+    assert (after.info.status, after.info.end_time) == ("FINISHED", before.end_time)
+    assert after.data.metrics["test_accuracy"] == evaluation.accuracy
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "figures")} == {
+        "figures/confusion_matrix.png", "figures/reliability.png"}
+    assert runs.find_run(experiment_id, runs.MODEL_SHA256_TAG, "evaluated").info.run_id == run.info.run_id

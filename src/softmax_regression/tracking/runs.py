@@ -113,9 +113,9 @@ def log_epochs(history, lrs: list[float]) -> None:
     log_metric_steps((record.epoch, epoch_metrics(record, lr)) for record, lr in zip(history, lrs))
 
 
-def log_table(frame, artifact_file: str) -> None:
-    """A pandas DataFrame as the table ``artifact_file`` (``.json``) of the active run, replacing one of the
-    same name: ``mlflow.log_table`` appends to a table the run holds already, so evaluate, rerun on the same
+def log_table(frame, artifact_file: str, run_id: str | None = None) -> None:
+    """A pandas DataFrame as the table ``artifact_file`` (``.json``) of run ``run_id`` (the active run's by
+    default), replacing one of the same name: ``mlflow.log_table`` appends to a table the run holds already, so evaluate, rerun on the same
     model files, would grow it by a copy each time. The same file and ``mlflow.loggedArtifacts`` tag the UI
     reads it by, written once."""
     import json
@@ -125,19 +125,20 @@ def log_table(frame, artifact_file: str) -> None:
 
     if not artifact_file.endswith(".json"):
         raise ValueError(f"table artifact {artifact_file!r}: expected a .json file")
-    log_bytes(frame.to_json(orient="split", index=False, date_format="iso").encode(), artifact_file)
-    run_id = mlflow.active_run().info.run_id
+    run_id = run_id or mlflow.active_run().info.run_id
+    log_bytes(frame.to_json(orient="split", index=False, date_format="iso").encode(), artifact_file, run_id)
     logged = json.loads(mlflow.get_run(run_id).data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
     entry = {"path": artifact_file, "type": "table"}
     if entry not in logged:  # two evaluates of one model file (a sweep's baseline) tag its run at once
         set_tag(mlflow.MlflowClient(), run_id, MLFLOW_LOGGED_ARTIFACTS, json.dumps([*logged, entry]))
 
 
-def log_bytes(data: bytes, artifact_file: str) -> None:
-    """Bytes (a PNG already rendered, say) as the artifact ``artifact_file`` of the active run."""
+def log_bytes(data: bytes, artifact_file: str, run_id: str | None = None) -> None:
+    """Bytes (a PNG already rendered, say) as the artifact ``artifact_file`` of run ``run_id`` (the active
+    run's by default)."""
     import mlflow
 
     directory, name = os.path.split(artifact_file)
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / name).write_bytes(data)
-        mlflow.log_artifact(str(Path(tmp) / name), artifact_path=directory or None)
+        mlflow.log_artifact(str(Path(tmp) / name), artifact_path=directory or None, run_id=run_id)
