@@ -148,3 +148,15 @@ def test_evaluate_logs_into_a_model_run_by_its_id_and_leaves_it_finished(experim
     assert {a.path for a in client.list_artifacts(run.info.run_id, "figures")} == {
         "figures/confusion_matrix.png", "figures/reliability.png"}
     assert runs.find_run(experiment_id, runs.MODEL_SHA256_TAG, "evaluated").info.run_id == run.info.run_id
+
+
+def test_an_experiment_without_its_kind_gets_it_while_another_process_tags_it_too(experiment_id, tmp_path):
+    """An experiment made elsewhere (the UI, older code) lacks the kind that opens it on MLflow's training
+    view; two stages opening it at once both tag it, and the later insert must not fail the stage."""
+    client = mlflow.MlflowClient()
+    made_elsewhere = client.create_experiment("made elsewhere", artifact_location=(tmp_path / "mlruns").as_uri())
+    root = store.sqlite_path(mlflow.get_tracking_uri()).parent
+    kind = {"key": store.EXPERIMENT_KIND_TAG, "value": store.EXPERIMENT_KIND, "experiment_id": int(made_elsewhere)}
+    with inserted_first(root / "mlflow.db", "experiment_tags", kind):
+        assert store.experiment_id("made elsewhere", root) == made_elsewhere
+    assert client.get_experiment(made_elsewhere).tags[store.EXPERIMENT_KIND_TAG] == store.EXPERIMENT_KIND

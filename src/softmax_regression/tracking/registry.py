@@ -36,7 +36,7 @@ from softmax_regression.tracking.model_runs import (
     run_classifier,
 )
 from softmax_regression.tracking.runs import MODEL_SHA256_TAG, set_tag, tracked_run
-from softmax_regression.tracking.store import configure, relocate_copied_store, store_lock
+from softmax_regression.tracking.store import configure, relocate_copied_store, store_lock, write_racing
 
 log = logging.getLogger(__name__)
 
@@ -91,23 +91,6 @@ def _registered_version(client, name: str, sha256: str, files: VersionFiles):
     return min(versions, key=lambda v: int(v.version)) if versions else None
 
 
-LOST_RACE = ("unique constraint", "duplicate key", "duplicate entry")
-"""What a database says of an insert another writer made first (SQLite, PostgreSQL, MySQL)."""
-
-
-def _write_racing(write, *args) -> None:
-    """A registry write of a row another process may create at the same moment (``@champion`` of a new model,
-    the tag of a version two machines registered): MLflow reads, then inserts, and the writer that loses the
-    race fails on the row's key. Written again, the row is there and is updated; the champion's re-read then
-    corrects whichever value is stale."""
-    try:
-        write(*args)
-    except mlflow.exceptions.MlflowException as exc:
-        if not any(marker in str(exc).lower() for marker in LOST_RACE):
-            raise
-        write(*args)
-
-
 def _champion(client, name: str):
     try:
         return client.get_model_version_by_alias(name, CHAMPION_ALIAS)
@@ -129,7 +112,7 @@ def _settle_champion(client, name: str, files: VersionFiles):
         if current is not None and str(current.version) == str(best.version) and tagged == {best.run_id}:
             return best
         if current is None or str(current.version) != str(best.version):
-            _write_racing(client.set_registered_model_alias, name, CHAMPION_ALIAS, best.version)
+            write_racing(client.set_registered_model_alias, name, CHAMPION_ALIAS, best.version)
         for run_id in (tagged | ({current.run_id} if current is not None else set())) - {best.run_id}:
             try:
                 client.delete_tag(run_id, CHAMPION_TAG)
@@ -180,7 +163,7 @@ def register_and_promote(run: ModelRun, example_features: np.ndarray, name: str,
                                                          VAL_ACCURACY_TAG: repr(float(val_accuracy))})
             # two writers of one file at once both register it: the earliest version is the one
             version = _registered_version(client, name, sha256, files) or registered
-        _write_racing(client.set_model_version_tag, name, version.version, TEMPERATURE_TAG, repr(float(temperature)))
+        write_racing(client.set_model_version_tag, name, version.version, TEMPERATURE_TAG, repr(float(temperature)))
         candidate = float(version.tags.get(VAL_ACCURACY_TAG, val_accuracy))
         before = _champion(client, name)
         champion = _settle_champion(client, name, files)
@@ -213,7 +196,7 @@ def _say_version_lost(client, name: str, number: str, missing: list[str], sha256
         done.append(f"moved @{CHAMPION_ALIAS} to version {champion.version}")
     log.warning("%s version %s lost its files (%s missing from %s); %s", name, number, listing(missing),
                 version_location(client, name, number), " and ".join(done) or f"it no longer competes for @{CHAMPION_ALIAS}")
-    client.set_model_version_tag(name, number, FILES_MISSING_TAG, listing(missing, limit=10))
+    write_racing(client.set_model_version_tag, name, number, FILES_MISSING_TAG, listing(missing, limit=10))
 
 
 def registered_version(source: str):

@@ -273,6 +273,25 @@ def relocate_copied_store(uri: str, root: str | Path) -> bool:
     return bool(elsewhere)
 
 
+LOST_RACE = ("unique constraint", "duplicate key", "duplicate entry")
+"""What a database says of an insert another writer made first (SQLite, PostgreSQL, MySQL)."""
+
+
+def write_racing(write, *args) -> None:
+    """An MLflow write of a row another process may create at the same moment (an experiment's tag, a new
+    model's ``@champion``, the tag of a version two machines registered): MLflow reads, then inserts, and the
+    writer that loses the race fails on the row's key. Written again, the row is there and is updated (the
+    registry's champion is then read again, which corrects a stale value)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        write(*args)
+    except MlflowException as exc:
+        if not any(marker in str(exc).lower() for marker in LOST_RACE):
+            raise
+        write(*args)
+
+
 def experiment_id(name: str, root: str | Path) -> str:
     """The id of experiment ``name``, created if missing (artifacts in ``root/mlruns/`` for a local store)."""
     import mlflow
@@ -296,5 +315,5 @@ def experiment_id(name: str, root: str | Path) -> str:
             f"deleted; restore it (`mlflow experiments restore -x {experiment.experiment_id}`, or in the UI) or set "
             "tracking.experiment to another name")
     if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
-        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        write_racing(client.set_experiment_tag, experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return experiment.experiment_id
