@@ -219,17 +219,31 @@ def tracking_store(root: Path):
 
 
 @contextlib.contextmanager
+def before_each_statement(hook) -> Iterator[None]:
+    """``hook(statement, parameters)`` before each SQL statement of this process's SQLAlchemy engines (MLflow's
+    store, say) in the block."""
+    import sqlalchemy
+
+    def listener(connection, cursor, statement, parameters, context, executemany):
+        hook(statement, parameters)
+
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", listener)
+    try:
+        yield
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "before_cursor_execute", listener)
+
+
+@contextlib.contextmanager
 def inserted_first(database: Path, table: str, row: dict[str, object], marker: str = "") -> Iterator[None]:
     """Another process wins a race in the block: just before this process's first insert into ``table`` (one
     whose parameters mention ``marker``), ``row`` is inserted into the SQLite ``database`` and committed,
     between what MLflow read and what it writes. The block must make that insert."""
     import sqlite3
 
-    import sqlalchemy
-
     raced = []
 
-    def hook(connection, cursor, statement, parameters, context, executemany):
+    def hook(statement: str, parameters) -> None:
         if not raced and statement.lstrip().upper().startswith(f"INSERT INTO {table.upper()} ") \
                 and marker in str(parameters):
             raced.append(statement)
@@ -238,11 +252,8 @@ def inserted_first(database: Path, table: str, row: dict[str, object], marker: s
                               tuple(row.values()))
                 other.commit()
 
-    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", hook)
-    try:
+    with before_each_statement(hook):
         yield
-    finally:
-        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "before_cursor_execute", hook)
     assert raced, f"the block inserted nothing into {table}"
 
 

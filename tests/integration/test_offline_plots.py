@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.support.ui import WebDriverWait
 
 from support import PROJECT_ROOT, run
@@ -62,6 +63,8 @@ def offline_render(browser, page, tmp_path, expected: int) -> list[dict]:
     try:
         WebDriverWait(browser, 60).until(
             lambda d: sum(p["width"] > DRAWN and p["height"] > DRAWN for p in d.execute_script(drawn)) >= expected)
+    except TimeoutException:
+        pass  # the test's assertions say which plots are missing or not drawn
     finally:
         browser.save_screenshot(str(tmp_path / "plots.png"))
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]

@@ -463,7 +463,7 @@ def test_parallel_registrations_promote_the_better_one(store_root):
 def test_writes_another_evaluate_makes_first_do_not_fail_the_registration(store_root):
     """On a server nothing serialises two evaluates. Another one inserts ``@champion`` (at its own version) and
     this version's temperature tag between MLflow's read and its insert: MLflow's insert then fails on the
-    row's key (as a tuning worker's tag did on the team stack's PostgreSQL); the registration writes again and
+    row's key (on a server, PostgreSQL's "duplicate key value"); the registration writes again and
     the champion settles on the best version, with this evaluate's temperature."""
     name = "fashion-mnist-raced"
     files = {"other": checkpoint(31), "ours": checkpoint(32)}
@@ -473,11 +473,13 @@ def test_writes_another_evaluate_makes_first_do_not_fail_the_registration(store_
         assert promote(name, files["other"], run_ids["other"], 0.70).version == "1"
         store.client.delete_registered_model_alias(name, CHAMPION_ALIAS)  # the other has yet to set it
         database = mlflow_store.sqlite_path(uri)
-        with inserted_first(database, "registered_model_aliases", {"name": name, "alias": CHAMPION_ALIAS, "version": 1}), \
-                inserted_first(database, "model_version_tags",
-                               {"name": name, "version": 2, "key": TEMPERATURE_TAG, "value": "9.0"}, TEMPERATURE_TAG):
+        their_alias = {"name": name, "alias": CHAMPION_ALIAS, "version": 1}
+        their_temperature = {"name": name, "version": 2, "key": TEMPERATURE_TAG, "value": "9.0"}
+        with inserted_first(database, "registered_model_aliases", their_alias), \
+                inserted_first(database, "model_version_tags", their_temperature, TEMPERATURE_TAG):
             decision = promote(name, files["ours"], run_ids["ours"], 0.80)
-        assert decision == ChampionDecision(version="2", promoted=True, champion_version="2", champion_val_accuracy=0.80)
+        assert decision == ChampionDecision(version="2", promoted=True, champion_version="2",
+                                            champion_val_accuracy=0.80)
         champion = store.client.get_model_version_by_alias(name, CHAMPION_ALIAS)
         assert (str(champion.version), champion.tags[TEMPERATURE_TAG]) == ("2", repr(TEMPERATURE))
         assert champion_run_ids(store.client, store.experiment_id) == {run_ids["ours"]}

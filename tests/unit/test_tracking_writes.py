@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from softmax_regression.tracking import runs, store
-from support import inserted_first, tracking_store
+from support import before_each_statement, inserted_first, tracking_store
 
 
 @pytest.fixture(scope="module")
@@ -72,13 +72,11 @@ def test_a_finished_run_resumed_to_log_more_keeps_its_status_and_its_end_time(ex
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
 
 
-
-
 def test_a_tag_another_process_sets_at_the_same_time_lands(experiment_id):
     """Tuning workers that end a study together each tag its run (``best_trial``); evaluates on two machines
-    each tag the champion's run, and list a table in a model's run. Here another process inserts the tag between MLflow's read and its insert:
-    ``client.set_tag`` fails on the tags' primary key, as a tuning worker did on the team stack's PostgreSQL;
-    ``runs.set_tag`` writes its value."""
+    each tag the champion's run, and list a table in a model's run. Here another process inserts the tag
+    between MLflow's read and its insert: ``client.set_tag`` fails on the tags' primary key (PostgreSQL's
+    "duplicate key value violates unique constraint" on a server); ``runs.set_tag`` writes its value."""
     from mlflow.exceptions import MlflowException
 
     client = mlflow.MlflowClient()
@@ -98,11 +96,10 @@ def test_a_tag_another_process_sets_at_the_same_time_lands(experiment_id):
     assert (tags["plain"], tags["batched"]) == ("other", "ours")
 
     table = pd.DataFrame({"true": ["a"], "a": [1]})  # two evaluates log a table into one model's run
-    listed = json.dumps([{"path": "raced.json", "type": "table"}])
-    with inserted_first(database, "tags", {**other("mlflow.loggedArtifacts"), "value": listed}), \
-            runs.tracked_run(run_id=run.info.run_id):
-        runs.log_table(table, "raced.json")
-    assert client.get_run(run.info.run_id).data.tags["mlflow.loggedArtifacts"] == listed
+    listed = [{"path": "raced.json", "type": "table"}]
+    with inserted_first(database, "tags", {**other("mlflow.loggedArtifacts"), "value": json.dumps(listed, indent=1)}):
+        runs.log_table(table, "raced.json", run.info.run_id)
+    assert client.get_run(run.info.run_id).data.tags["mlflow.loggedArtifacts"] == json.dumps(listed)
     pd.testing.assert_frame_equal(client.load_table(experiment_id, "raced.json", run_ids=[run.info.run_id]), table)
 
 
@@ -111,7 +108,6 @@ def test_evaluate_logs_into_a_model_run_by_its_id_and_leaves_it_finished(experim
     write touches the run's status or end time, so another evaluate of the same model file (a sweep's baseline,
     on a second queue worker) finds the run meanwhile (``find_run`` takes FINISHED runs)."""
     import numpy as np
-    import sqlalchemy
 
     from pipeline.evaluate import log_evaluation
     from softmax_regression.evaluation.calibration import calibrate
@@ -129,19 +125,12 @@ def test_evaluate_logs_into_a_model_run_by_its_id_and_leaves_it_finished(experim
     evaluation = evaluate_probabilities("baseline", probabilities, labels)
     calibration = calibrate(probabilities, labels, probabilities, labels, 5)
 
-    run_updates = []
-
-    def hook(connection, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().upper().startswith("UPDATE RUNS "):
-            run_updates.append(statement)
-
-    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", hook)
-    try:
+    statements = []
+    with before_each_statement(lambda statement, parameters: statements.append(statement)):
         log_evaluation(ModelRun("baseline", b"model file", run.info.run_id, None), evaluation, calibration, 0.5,
                        b"confusion png", b"reliability png")
-    finally:
-        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "before_cursor_execute", hook)
-    assert run_updates == [] and mlflow.active_run() is None
+    assert statements and not [s for s in statements if s.lstrip().upper().startswith("UPDATE RUNS ")]
+    assert mlflow.active_run() is None
     after = client.get_run(run.info.run_id)
     assert (after.info.status, after.info.end_time) == ("FINISHED", before.end_time)
     assert after.data.metrics["test_accuracy"] == evaluation.accuracy

@@ -28,7 +28,8 @@ def tracked_run(**start_run_kwargs) -> Iterator:
     """``mlflow.start_run`` that never leaves its run RUNNING: a new run ends KILLED when interrupted (SIGINT,
     or SIGTERM as the stages raise it) and FAILED on an error. A finished run resumed to log more (``run_id=``)
     gets its status back whatever happens (the work it records was done), and its end time when all went well
-    (MLflow stamps a new one: the UI would show a short run lasting until evaluate logged into it)."""
+    (MLflow stamps a new one: the UI would show a short run lasting until then). The registry resumes a train
+    run so to log a classifier into it (``pyfunc.log_model`` takes no run id); other writes name their run."""
     import mlflow
 
     previous = None
@@ -115,9 +116,9 @@ def log_epochs(history, lrs: list[float]) -> None:
 
 def log_table(frame, artifact_file: str, run_id: str | None = None) -> None:
     """A pandas DataFrame as the table ``artifact_file`` (``.json``) of run ``run_id`` (the active run's by
-    default), replacing one of the same name: ``mlflow.log_table`` appends to a table the run holds already, so evaluate, rerun on the same
-    model files, would grow it by a copy each time. The same file and ``mlflow.loggedArtifacts`` tag the UI
-    reads it by, written once."""
+    default), replacing one of the same name: ``mlflow.log_table`` appends to a table the run holds already,
+    so evaluate, rerun on the same model files, would grow it by a copy each time. The same file and
+    ``mlflow.loggedArtifacts`` tag the UI reads it by, written once."""
     import json
 
     import mlflow
