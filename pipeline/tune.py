@@ -195,14 +195,14 @@ def finish_parent(study, search, parent_id: str) -> None:
     """The study's run ends once the study holds its trials, with the best trial's accuracy and number."""
     import mlflow
 
-    from softmax_regression.tracking.runs import set_tag
+    from softmax_regression.tracking.store import write_racing
     from softmax_regression.tuning.study import ranked
 
     best = ranked(study)
     client = mlflow.MlflowClient()
     if best:
         client.log_metric(parent_id, "best_val_acc", best[0].val_acc)
-        set_tag(client, parent_id, "best_trial", str(best[0].trial))  # every worker that ends the study does
+        write_racing(client.set_tag, parent_id, "best_trial", str(best[0].trial))  # each worker that ends the study
     if client.get_run(parent_id).info.status == "RUNNING":
         client.set_terminated(parent_id, "FINISHED")
 

@@ -29,14 +29,13 @@ def test_a_table_logged_again_replaces_the_one_before(experiment_id):
     first = pd.DataFrame({"true": ["a", "b"], "a": [5, 1], "b": [0, 4]})
     second = pd.DataFrame({"true": ["a", "b"], "a": [4, 2], "b": [1, 3]})
     for table in (first, second):
-        with runs.tracked_run(run_id=run.info.run_id):
-            runs.log_table(table, "confusion_matrix.json")
+        runs.log_table(table, "confusion_matrix.json", run.info.run_id)
     read = client.load_table(experiment_id, "confusion_matrix.json", run_ids=[run.info.run_id])
     pd.testing.assert_frame_equal(read.reset_index(drop=True), second)
     logged = json.loads(client.get_run(run.info.run_id).data.tags["mlflow.loggedArtifacts"])
     assert logged == [{"path": "confusion_matrix.json", "type": "table"}]
-    with pytest.raises(ValueError, match="expected a .json file"), runs.tracked_run(run_id=run.info.run_id):
-        runs.log_table(second, "confusion_matrix.csv")
+    with pytest.raises(ValueError, match="expected a .json file"):
+        runs.log_table(second, "confusion_matrix.csv", run.info.run_id)
 
 
 def test_metrics_of_many_steps_land_in_one_batch_as_a_history(experiment_id):
@@ -76,7 +75,7 @@ def test_a_tag_another_process_sets_at_the_same_time_lands(experiment_id):
     """Tuning workers that end a study together each tag its run (``best_trial``); evaluates on two machines
     each tag the champion's run, and list a table in a model's run. Here another process inserts the tag
     between MLflow's read and its insert: ``client.set_tag`` fails on the tags' primary key (PostgreSQL's
-    "duplicate key value violates unique constraint" on a server); ``runs.set_tag`` writes its value."""
+    "duplicate key value violates unique constraint" on a server); through ``store.write_racing`` it lands."""
     from mlflow.exceptions import MlflowException
 
     client = mlflow.MlflowClient()
@@ -90,10 +89,10 @@ def test_a_tag_another_process_sets_at_the_same_time_lands(experiment_id):
     with inserted_first(database, "tags", other("plain")), \
             pytest.raises(MlflowException, match="UNIQUE constraint failed: tags"):
         client.set_tag(run.info.run_id, "plain", "ours")
-    with inserted_first(database, "tags", other("batched")):
-        runs.set_tag(client, run.info.run_id, "batched", "ours")
+    with inserted_first(database, "tags", other("written again")):
+        store.write_racing(client.set_tag, run.info.run_id, "written again", "ours")
     tags = client.get_run(run.info.run_id).data.tags
-    assert (tags["plain"], tags["batched"]) == ("other", "ours")
+    assert (tags["plain"], tags["written again"]) == ("other", "ours")
 
     table = pd.DataFrame({"true": ["a"], "a": [1]})  # two evaluates log a table into one model's run
     listed = [{"path": "raced.json", "type": "table"}]

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Iterable
 
 from softmax_regression.checksums import sha256_hex
-from softmax_regression.tracking.runs import MODEL_SHA256_TAG, find_run, set_tag
+from softmax_regression.tracking.runs import MODEL_SHA256_TAG, find_run
+from softmax_regression.tracking.store import write_racing
 
 log = logging.getLogger(__name__)
 
@@ -113,5 +114,5 @@ def model_run(experiment_id: str, kind: str, path: str | Path, example_features,
     if missing:
         log.warning("run %s of the %s model lost its files (%s missing from %s): created run %s from %s",
                     found.info.run_id, kind, listing(missing), found.info.artifact_uri, run_id, path)
-        set_tag(client, found.info.run_id, FILES_MISSING_TAG, listing(missing, limit=10))
+        write_racing(client.set_tag, found.info.run_id, FILES_MISSING_TAG, listing(missing, limit=10))
     return ModelRun(kind, checkpoint, run_id, run_classifier(client, run_id, sha256))

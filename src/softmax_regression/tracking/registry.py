@@ -35,7 +35,7 @@ from softmax_regression.tracking.model_runs import (
     missing_files,
     run_classifier,
 )
-from softmax_regression.tracking.runs import MODEL_SHA256_TAG, set_tag, tracked_run
+from softmax_regression.tracking.runs import MODEL_SHA256_TAG, tracked_run
 from softmax_regression.tracking.store import configure, relocate_copied_store, store_lock, write_racing
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def _settle_champion(client, name: str, files: VersionFiles):
                 client.delete_tag(run_id, CHAMPION_TAG)
             except mlflow.exceptions.MlflowException:  # the run or its tag is gone already
                 pass
-        set_tag(client, best.run_id, CHAMPION_TAG, "true")
+        write_racing(client.set_tag, best.run_id, CHAMPION_TAG, "true")
         time.sleep(random.uniform(0, 0.05 * attempt))  # writers that keep colliding fall out of step
     raise RuntimeError(f"the champion of {name} did not settle after {SETTLE_ATTEMPTS} attempts")
 

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from softmax_regression.tracking.store import write_racing
+
 MODEL_SHA256_TAG = "model_sha256"
 DATASET_SHA256_TAG = "dataset_sha256"
 TRAINING_SECONDS = "training_seconds"
@@ -57,15 +59,6 @@ def find_run(experiment_id: str, tag: str, value: str):
         [experiment_id], filter_string=f"tags.{tag} = '{value}' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"], max_results=1)
     return runs[0] if runs else None
-
-
-def set_tag(client, run_id: str, key: str, value: str) -> None:
-    """``client.set_tag`` for a tag that another process may set on the same run at the same time (the
-    champion's run, a study's run). MLflow's ``set_tag`` reads, then inserts a new tag, and the process that
-    loses that race fails on the tags' primary key; its batch path does the same write and retries the race."""
-    from mlflow.entities import RunTag
-
-    client.log_batch(run_id, tags=[RunTag(key, value)])
 
 
 def git_state(cwd: str | Path | None = None) -> dict[str, str]:
@@ -114,9 +107,9 @@ def log_epochs(history, lrs: list[float]) -> None:
     log_metric_steps((record.epoch, epoch_metrics(record, lr)) for record, lr in zip(history, lrs))
 
 
-def log_table(frame, artifact_file: str, run_id: str | None = None) -> None:
-    """A pandas DataFrame as the table ``artifact_file`` (``.json``) of run ``run_id`` (the active run's by
-    default), replacing one of the same name: ``mlflow.log_table`` appends to a table the run holds already,
+def log_table(frame, artifact_file: str, run_id: str) -> None:
+    """A pandas DataFrame as the table ``artifact_file`` (``.json``) of run ``run_id``, replacing one of the
+    same name: ``mlflow.log_table`` appends to a table the run holds already,
     so evaluate, rerun on the same model files, would grow it by a copy each time. The same file and
     ``mlflow.loggedArtifacts`` tag the UI reads it by, written once."""
     import json
@@ -126,12 +119,11 @@ def log_table(frame, artifact_file: str, run_id: str | None = None) -> None:
 
     if not artifact_file.endswith(".json"):
         raise ValueError(f"table artifact {artifact_file!r}: expected a .json file")
-    run_id = run_id or mlflow.active_run().info.run_id
     log_bytes(frame.to_json(orient="split", index=False, date_format="iso").encode(), artifact_file, run_id)
     logged = json.loads(mlflow.get_run(run_id).data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
     entry = {"path": artifact_file, "type": "table"}
     if entry not in logged:  # two evaluates of one model file (a sweep's baseline) tag its run at once
-        set_tag(mlflow.MlflowClient(), run_id, MLFLOW_LOGGED_ARTIFACTS, json.dumps([*logged, entry]))
+        write_racing(mlflow.MlflowClient().set_tag, run_id, MLFLOW_LOGGED_ARTIFACTS, json.dumps([*logged, entry]))
 
 
 def log_bytes(data: bytes, artifact_file: str, run_id: str | None = None) -> None:
