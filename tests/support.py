@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import shutil
@@ -304,19 +305,29 @@ def queued_experiment(project: Path, sets: list[str], env: dict[str, str] | None
     return re.search(r"Queued experiment '([\w.-]+)'", output).group(1)
 
 
+def queue_status(project: Path, names: list[str], env: dict[str, str] | None = None) -> dict[str, str]:
+    """``dvc queue status`` of the experiments ``names``: Queued, Running, Success, Failed."""
+    status = {}
+    for line in run(["dvc", "queue", "status"], project, env).stdout.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 5 and re.fullmatch(r"[0-9a-f]{7}", fields[0]) and fields[1] in names:
+            status[fields[1]] = fields[-1]
+    return status
+
+
 def wait_for_queue(project: Path, names: list[str], env: dict[str, str] | None = None, timeout: float = 1500,
-                   poll: float = 3.0) -> dict[str, str]:
-    """Wait until none of the queued experiments ``names`` is queued or running (``dvc queue status``);
-    returns their final status. (The DVC queue as docs/tuning.md runs it by hand.)"""
-    deadline = time.monotonic() + timeout
+                   ask_every: float = 15.0) -> dict[str, str]:
+    """Wait until none of the queued experiments ``names`` is queued or running; returns their final status
+    (``dvc queue status``: the DVC queue as docs/tuning.md runs it by hand). DVC is asked once all of them
+    have their git ref (an experiment that succeeded), or every ``ask_every`` seconds (one that failed has
+    none): each ask is a DVC process and an inspection of its Celery workers, a CPU-second the sweep needs."""
+    deadline, asked = time.monotonic() + timeout, -math.inf
     while True:
-        status = {}
-        for line in run(["dvc", "queue", "status"], project, env).stdout.splitlines()[1:]:
-            fields = line.split()
-            if len(fields) >= 5 and re.fullmatch(r"[0-9a-f]{7}", fields[0]) and fields[1] in names:
-                status[fields[1]] = fields[-1]
-        if not [name for name, s in status.items() if s in ("Queued", "Running")]:
-            return status
+        refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], project, env).stdout.split()
+        if {ref.rpartition("/")[2] for ref in refs} >= set(names) or time.monotonic() - asked >= ask_every:
+            status, asked = queue_status(project, names, env), time.monotonic()
+            if not [name for name, s in status.items() if s in ("Queued", "Running")]:
+                return status
         if time.monotonic() > deadline:
             raise AssertionError(f"the queue still runs after {timeout:.0f} s: {status}")
-        time.sleep(poll)
+        time.sleep(0.5)

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from softmax_regression.tracking import store
 from support import clean_env, link_or_copy, run, set_param
 
 OUTPUT_DIRS = ("models", "reports", "data/processed")
@@ -301,11 +302,11 @@ def test_corrupt_store_is_one_line_naming_it(built):
 
 
 LOCK_HOLDER = """
-import sqlite3, sys, time
+import sqlite3, sys
 connection = sqlite3.connect(sys.argv[1], isolation_level=None)
 connection.execute("BEGIN EXCLUSIVE")  # what a backup or a sqlite3 shell's long write holds
 print("locked", flush=True)
-time.sleep(float(sys.argv[2]))
+sys.stdin.readline()  # held until the test lets go
 connection.execute("ROLLBACK")
 """
 
@@ -317,29 +318,41 @@ def store_state(project: Path) -> tuple:
                 sorted(con.execute("SELECT name, alias, version FROM registered_model_aliases")))
 
 
-def hold_lock(project: Path, seconds: float) -> subprocess.Popen:
-    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(project / "mlflow.db"), str(seconds)],
-                              stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "locked"
-    return holder
+@contextlib.contextmanager
+def store_locked(project: Path) -> Iterator[None]:
+    """Another process holds the project's store locked for the block."""
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(project / "mlflow.db")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        holder.communicate("\n", timeout=30)
 
 
 def test_a_store_locked_for_a_moment_is_waited_for_and_the_stage_succeeds(built):
     before = store_state(built)
-    holder = hold_lock(built, 8)
-    result = stage(built, "report")
-    holder.wait()
-    assert result.returncode == 0, result.stderr
-    waiting = [line for line in result.stderr.splitlines() if "is locked by another process" in line]
-    assert len(waiting) == 1 and "waiting for it, at most 60 s" in waiting[0], result.stderr
+    with store_locked(built):
+        report = subprocess.Popen([sys.executable, "-m", "pipeline", "report"], cwd=built, env=clean_env(),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        said = []
+        for line in report.stderr:
+            said.append(line)
+            if "is locked by another process" in line:
+                time.sleep(6)  # the stage waits past SQLite's own 5 s
+                break
+    said.append(report.stderr.read())
+    assert report.wait(timeout=300) == 0, "".join(said)
+    waiting = [line for line in "".join(said).splitlines() if "is locked by another process" in line]
+    assert len(waiting) == 1 and "waiting for it, at most 60 s" in waiting[0], said
     assert store_state(built)[1] == before[1]  # the champion as it was
 
 
 def test_a_store_locked_past_the_wait_is_one_line_to_retry_and_nothing_is_lost(built):
     before, files = store_state(built), outputs(built)
-    holder = hold_lock(built, 8)
-    result = stage(built, "evaluate", env=clean_env(FMNIST_STORE_BUSY_TIMEOUT="2", PYTHONPATH=str(built / "src")))
-    holder.wait()
+    with store_locked(built):
+        result = stage(built, "evaluate", env=clean_env(FMNIST_STORE_BUSY_TIMEOUT="2",
+                                                        PYTHONPATH=str(built / "src")))
     assert result.returncode == 1
     line = one_error_line(result.stderr, "evaluate")
     assert f"sqlite:///{built / 'mlflow.db'} is still locked by another process after 2 s" in line, line
@@ -404,7 +417,7 @@ def test_a_lost_artifact_store_is_found_and_the_runs_and_champion_rebuilt(built)
     version, its files and the way back; `dvc repro -f` of evaluate and report says what was missing and
     what it did (each model's run logged again from its model file, the champion registered again), and
     the champion loads again. The DVC outs do not change."""
-    assert stage(built, "report").returncode == 0  # a stage points the copy's store at the copy's mlruns/
+    store.relocate_copied_store(f"sqlite:///{built / 'mlflow.db'}", built)  # as the copy's first stage would
     lock, before = (built / "dvc.lock").read_bytes(), outputs(built)
     (champion,) = [version for name, alias, version in registry(built)[1] if alias == "champion"]
     image = built / "item.png"
@@ -604,6 +617,23 @@ def test_a_malicious_model_file_is_refused_without_running(tmp_path):
     assert not marker.exists()
 
 
+def catches_sigterm(group: int, command: str) -> bool:
+    """A process of process group ``group`` running ``command`` has its SIGTERM handler in place: the signal's
+    bit in its caught mask (``SigCgt`` of /proc/PID/status; none of the libraries a stage imports sets one)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit() or os.getpgid(int(proc.name)) != group:
+                continue
+            if command not in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+                continue
+            caught = int((proc / "status").read_text().split("SigCgt:")[1].split()[0], 16)
+        except (OSError, IndexError):
+            continue
+        if caught >> (signal.SIGTERM - 1) & 1:
+            return True
+    return False
+
+
 def test_a_second_repro_is_refused_while_one_runs(built):
     slow_training(built)
     first = subprocess.Popen(["dvc", "repro"], cwd=built, env=clean_env(), stdout=subprocess.PIPE,
@@ -617,7 +647,10 @@ def test_a_second_repro_is_refused_while_one_runs(built):
         second = run(["dvc", "repro"], built, check=False)
         assert second.returncode != 0
         assert "lock" in (second.stdout + second.stderr).lower(), second.stdout + second.stderr
-        time.sleep(6)  # the stage's imports done: its SIGTERM handler is in place
+        deadline = time.monotonic() + 120
+        while not catches_sigterm(first.pid, "pipeline train_scratch"):  # signalled before, it would just die
+            assert first.poll() is None and time.monotonic() < deadline, "".join(output)
+            time.sleep(0.1)
     finally:
         os.killpg(first.pid, signal.SIGTERM)  # as a CI timeout stops a job
         rest, _ = first.communicate(timeout=120)

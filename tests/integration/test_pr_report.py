@@ -32,8 +32,11 @@ def two_commits(fault_project, tmp_path_factory):
     return project, base_figures
 
 
-def report(project, *args):
-    result = run([sys.executable, "-m", "pipeline.ci.pr_report", "--base", "HEAD~1", *args], project, check=False)
+@pytest.fixture(scope="module")
+def page(two_commits) -> str:
+    """The report of the head against the base, made once: each test reads its own part."""
+    project, _ = two_commits
+    result = run([sys.executable, "-m", "pipeline.ci.pr_report", "--base", "HEAD~1"], project, check=False)
     assert result.returncode == 0, result.stderr
     return (project / "reports/pr/report.md").read_text()
 
@@ -43,9 +46,8 @@ def metric_cells(page: str) -> dict[tuple[str, str], tuple[str, str, str]]:
     return {(kind, metric): (base, head, change) for kind, metric, base, head, change in rows}
 
 
-def test_the_metrics_are_dvc_metrics_diffs(two_commits):
+def test_the_metrics_are_dvc_metrics_diffs(two_commits, page):
     project, _ = two_commits
-    page = report(project)
     diff = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "--all", "--json"], project).stdout)
     expected = diff["reports/eval/metrics.json"]
     cells = metric_cells(page)
@@ -62,9 +64,8 @@ def test_the_metrics_are_dvc_metrics_diffs(two_commits):
     assert re.search(r"Best on validation: base \w+ \(0\.\d{4}\), head \w+ \(0\.\d{4}\): the champion would", page)
 
 
-def test_the_figures_are_the_base_and_head_outputs_side_by_side(two_commits):
+def test_the_figures_are_the_base_and_head_outputs_side_by_side(two_commits, page):
     project, base_figures = two_commits
-    page = report(project)
     out = project / "reports/pr"
     for name, path in FIGURES.items():
         assert (out / f"base-{name}").read_bytes() == base_figures[name], name

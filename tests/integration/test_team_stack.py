@@ -26,6 +26,7 @@ import yaml
 from PIL import Image
 from test_tracking import assert_champion_predicts_classes, assert_pipeline_tracked
 
+from conftest import fast_copy_of_build
 from deploy import team_stack  # noqa: E402  (support puts the project on sys.path)
 from support import (  # noqa: E402
     PROJECT_ROOT,
@@ -443,11 +444,10 @@ def worker_errors(projects: list[Path]) -> list[list[str]]:
 
 
 @pytest.fixture(scope="module")
-def second_clone(stack, team_project, tmp_path_factory):
-    """Another clone pointed at the stack, as a second machine: its own processed splits."""
-    project = fast_copy(tmp_path_factory.mktemp("second-machine") / "project")
-    run(["dvc", "repro", "preprocess"], project, stack.env)
-    return project
+def second_clone(fast_build, tmp_path_factory):
+    """Another copy of the project, as a second machine (its workers point at the stack): its own processed
+    splits, those of the session's fast build."""
+    return fast_copy_of_build(fast_build, tmp_path_factory.mktemp("second-machine") / "project")[0]
 
 
 def trial_runs(client, study: str) -> dict[int, list]:
