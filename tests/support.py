@@ -94,12 +94,12 @@ def clone_project(dest: Path, source: Path = PROJECT_ROOT) -> Path:
     return dest
 
 
-
 def stack_installed(project: Path) -> None:
     """``make install`` in ``project`` (a clone) finds the session's stack up to date: the files it installs
     from, older than its stamp (a clone's files carry the time of the clone)."""
     for name in ("pyproject.toml", "requirements.lock"):
         os.utime(project / name, (0, 0))
+
 
 STAGE_RAN = re.compile(r"Running stage '([\w@.-]+)'")
 STAGE_SKIPPED = re.compile(r"Stage '([\w@.-]+)' didn't change, skipping")
