@@ -242,6 +242,35 @@ def test_a_heartbeat_the_database_does_not_take_is_one_warning_and_the_next_one_
     assert last_beat() > first
 
 
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_queued_again(tmp_path):
+    """A worker that died between creating its trial and the trial's first heartbeat (the database restarting
+    just then) leaves a running trial with no heartbeat at all. Once it is older than the grace period, the next
+    worker that looks fails it and queues its point again, as any dead trial; a young one is left running."""
+    import contextlib
+    import datetime
+    import sqlite3
+    import warnings
+
+    dead = []
+    storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}", on_dead_trial=dead.append, heartbeat=5)
+    study = optuna.create_study(storage=storage)
+    space = {"train.lr": optuna.distributions.FloatDistribution(0.01, 1.0)}
+    orphan, young = study.ask(space), study.ask(space)  # RUNNING, and no heartbeat: only optimize sends them
+    long_ago = (datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)  # Optuna stores naive UTC
+                - datetime.timedelta(seconds=storage.grace_period + 1))
+    with contextlib.closing(sqlite3.connect(tmp_path / "optuna.db")) as con, con:
+        con.execute("UPDATE trials SET datetime_start = ? WHERE trial_id = ?", (long_ago.isoformat(" "),
+                                                                               orphan._trial_id))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states == {orphan.number: optuna.trial.TrialState.FAIL, young.number: optuna.trial.TrialState.RUNNING,
+                      2: optuna.trial.TrialState.WAITING}
+    assert study.get_trials()[2].params == orphan.params
+    assert [trial.number for trial in dead] == [orphan.number]
+
+
 def test_reading_a_study_that_does_not_exist_says_so_and_creates_none(tmp_path):
     search = load_search(write_search(tmp_path), BASE)
     with pytest.raises(SearchError, match="no study 's' in the study database: `make tune` runs it"):

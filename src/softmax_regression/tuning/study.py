@@ -11,6 +11,7 @@ is counted twice.
 from __future__ import annotations
 
 import collections
+import datetime
 import logging
 import random
 import time
@@ -68,6 +69,27 @@ class HeartbeatStorage(optuna.storages.RDBStorage):
             cause = exc.__cause__ or exc  # Optuna wraps SQLAlchemy's error, which wraps the driver's
             log.warning("a heartbeat of a running trial did not reach the study database (%s); the next one "
                         "tries again", one_line(getattr(cause, "orig", None) or cause))
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """Optuna's stale trials (the last heartbeat older than the grace period), and a running trial that
+        never sent one, once it is older than that. Its worker died between creating it and its first
+        heartbeat (the database went away just then), and Optuna, which skips a trial without heartbeats,
+        would count it as running for ever: the study would never end (the PostgreSQL restart in
+        tests/integration/test_team_stack.py; tests/unit/test_search_space.py). A live trial sends its first
+        heartbeat as it starts, so only a dead one is old without any."""
+        from optuna.storages._rdb.models import TrialHeartbeatModel, TrialModel
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        stale = super()._get_stale_trial_ids(study_id)
+        now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)  # Optuna stores naive UTC
+        started_before = now - datetime.timedelta(seconds=self.grace_period)
+        with _create_scoped_session(self.scoped_session) as session:
+            never_beat = (session.query(TrialModel.trial_id)
+                          .outerjoin(TrialHeartbeatModel, TrialHeartbeatModel.trial_id == TrialModel.trial_id)
+                          .filter(TrialModel.study_id == study_id, TrialModel.state == TrialState.RUNNING,
+                                  TrialHeartbeatModel.trial_id.is_(None),
+                                  TrialModel._datetime_start_utc < started_before).all())
+        return stale + [trial_id for (trial_id,) in never_beat]
 
 
 def open_storage(url: str, on_dead_trial: Callable[[FrozenTrial], None], heartbeat: float
