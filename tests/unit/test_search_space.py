@@ -271,6 +271,26 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_queu
     assert [trial.number for trial in dead] == [orphan.number]
 
 
+def test_a_database_lost_as_a_trial_ends_is_the_error_a_worker_raises(tmp_path, monkeypatch):
+    """Optuna, failing to read a trial back after failing to record its result, raises an UnboundLocalError of
+    its own (``cannot access local variable 'updated_state'``): the worker raises the database's error, which
+    its one line then names."""
+    import sqlalchemy.exc
+
+    study = optuna.create_study(storage=storage(tmp_path))
+
+    def lost(*args, **kwargs):
+        raise sqlalchemy.exc.OperationalError("SELECT trials", {}, Exception("server closed the connection"))
+
+    def objective(trial):
+        monkeypatch.setattr(study._storage, "get_trial", lost)
+        monkeypatch.setattr(study._storage, "set_trial_state_values", lost)
+        return 0.5
+
+    with pytest.raises(sqlalchemy.exc.OperationalError, match="server closed the connection"):
+        work(study, objective, 1, poll=0.05)
+
+
 def test_reading_a_study_that_does_not_exist_says_so_and_creates_none(tmp_path):
     search = load_search(write_search(tmp_path), BASE)
     with pytest.raises(SearchError, match="no study 's' in the study database: `make tune` runs it"):

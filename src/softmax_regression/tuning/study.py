@@ -237,7 +237,15 @@ def work(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_tria
         if finished + state[TrialState.RUNNING] >= n_trials:
             time.sleep(poll)
             continue
-        study.optimize(guarded, n_trials=1, catch=(StudyFull,), callbacks=[on_trial] if on_trial else None)
+        try:
+            study.optimize(guarded, n_trials=1, catch=(StudyFull,), callbacks=[on_trial] if on_trial else None)
+        except UnboundLocalError as exc:
+            # Optuna, failing to read a trial back after failing to record its result (the database away),
+            # raises this from a ``finally`` that reads a name its ``except`` never bound: the database's
+            # error is the one to name.
+            if exc.__context__ is None:
+                raise
+            raise exc.__context__ from None
         ran += 1
 
 
