@@ -79,12 +79,17 @@ def dvc(*args: str, capture: bool = True) -> str:
 
 def quiet_optuna() -> None:
     """Optuna's lines through this command's logging (one format), not its own coloured handler; without
-    ``--verbose``, a failed trial's line without its traceback (the command's own line says what failed)."""
+    ``--verbose``, a failed trial's line without its traceback (the command's own line says what failed), and
+    nothing from its database storage. That logs two things: a study created (this command's own line says so,
+    naming the database) and, after any database error while reading trials, "Caught an error from
+    sqlalchemy ... Falling back to a slower alternative" with the SQL over several lines: a lost database
+    then, whose error the command's one line names (test_team_stack.py's PostgreSQL restart)."""
     import optuna
 
     optuna.logging.disable_default_handler()
     optuna.logging.enable_propagation()
     if logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("optuna.storages._rdb.storage").setLevel(logging.ERROR)
         for handler in logging.getLogger().handlers:
             handler.addFilter(drop_optuna_traceback)
 

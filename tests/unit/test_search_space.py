@@ -272,15 +272,16 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_queu
 
 
 def test_a_database_lost_as_a_trial_ends_is_the_error_a_worker_raises(tmp_path, monkeypatch):
-    """Optuna, failing to read a trial back after failing to record its result, raises an UnboundLocalError of
-    its own (``cannot access local variable 'updated_state'``): the worker raises the database's error, which
-    its one line then names."""
+    """Optuna words a lost database as "An exception is raised during the commit ... invalid data", and, failing
+    to read a trial back after failing to record its result, raises an UnboundLocalError of its own (``cannot
+    access local variable 'updated_state'``): the worker raises the database's error, which its one line names."""
     import sqlalchemy.exc
 
     study = optuna.create_study(storage=storage(tmp_path))
 
     def lost(*args, **kwargs):
-        raise sqlalchemy.exc.OperationalError("SELECT trials", {}, Exception("server closed the connection"))
+        cause = sqlalchemy.exc.OperationalError("SELECT trials", {}, Exception("server closed the connection"))
+        raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from cause
 
     def objective(trial):
         monkeypatch.setattr(study._storage, "get_trial", lost)
@@ -289,6 +290,30 @@ def test_a_database_lost_as_a_trial_ends_is_the_error_a_worker_raises(tmp_path, 
 
     with pytest.raises(sqlalchemy.exc.OperationalError, match="server closed the connection"):
         work(study, objective, 1, poll=0.05)
+
+
+QUIET_OPTUNA = """
+import logging
+logging.basicConfig(level=logging.INFO, format="tune worker: %(message)s")
+from pipeline.tune import quiet_optuna
+quiet_optuna()
+logging.getLogger("optuna.storages._rdb.storage").warning(
+    "Caught an error from sqlalchemy: (psycopg.errors.AdminShutdown) terminating connection\\n[SQL: SELECT ...]. "
+    "Falling back to a slower alternative.")
+logging.getLogger("optuna.study.study").info("Trial 0 finished with value: 0.85")
+"""
+
+
+def test_a_worker_logs_optuna_trials_but_not_its_storage_falling_back_over_a_lost_database(tmp_path):
+    """Without --verbose, a worker's log keeps Optuna's trial lines and drops its storage's lines: a lost
+    database's error, which Optuna logs over several lines before failing, is the worker's own one line."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", QUIET_OPTUNA], cwd=PROJECT_ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "tune worker: Trial 0 finished with value: 0.85\n"
 
 
 def test_reading_a_study_that_does_not_exist_says_so_and_creates_none(tmp_path):

@@ -217,6 +217,17 @@ def check_not_surplus(study: optuna.Study, trial: optuna.Trial, n_trials: int) -
         raise StudyFull(f"the study had its {n_trials} trials when trial {trial.number} was asked for")
 
 
+def database_error(exc: Exception) -> BaseException:
+    """The database's own error behind what Optuna raised when it lost the study's database: Optuna words any
+    database error as "An exception is raised during the commit ... invalid data" (its cause is the real
+    one), and failing twice as a trial ends, raises an UnboundLocalError of its own from a ``finally`` that
+    reads a name its ``except`` never bound (its context is the error). Any other exception is itself."""
+    found = exc.__context__ if isinstance(exc, UnboundLocalError) else exc
+    if isinstance(found, optuna.exceptions.StorageInternalError):
+        found = found.__cause__ or found
+    return found if found is not None else exc
+
+
 def work(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_trials: int,
          poll: float, on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> int:
     """Run trials until the study holds ``n_trials`` finished ones; returns how many this worker ran. While the
@@ -239,13 +250,8 @@ def work(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_tria
             continue
         try:
             study.optimize(guarded, n_trials=1, catch=(StudyFull,), callbacks=[on_trial] if on_trial else None)
-        except UnboundLocalError as exc:
-            # Optuna, failing to read a trial back after failing to record its result (the database away),
-            # raises this from a ``finally`` that reads a name its ``except`` never bound: the database's
-            # error is the one to name.
-            if exc.__context__ is None:
-                raise
-            raise exc.__context__ from None
+        except (UnboundLocalError, optuna.exceptions.StorageInternalError) as exc:
+            raise database_error(exc) from None
         ran += 1
 
 
