@@ -109,9 +109,9 @@ def log_epochs(history, lrs: list[float]) -> None:
 
 def log_table(frame, artifact_file: str, run_id: str) -> None:
     """A pandas DataFrame as the table ``artifact_file`` (``.json``) of run ``run_id``, replacing one of the
-    same name: ``mlflow.log_table`` appends to a table the run holds already,
-    so evaluate, rerun on the same model files, would grow it by a copy each time. The same file and
-    ``mlflow.loggedArtifacts`` tag the UI reads it by, written once."""
+    same name: ``mlflow.log_table`` appends to a table the run holds already, so evaluate, rerun on the same
+    model files, would grow it by a copy each time. The same file and ``mlflow.loggedArtifacts`` tag the UI
+    reads it by, written once."""
     import json
 
     import mlflow

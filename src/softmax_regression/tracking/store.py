@@ -279,9 +279,9 @@ LOST_RACE = ("unique constraint", "duplicate key", "duplicate entry")
 
 def write_racing(write, *args) -> None:
     """An MLflow write of a row another process may create at the same moment (an experiment's tag, a run's
-    tag, a new model's ``@champion``, the tag of a version two machines registered): MLflow reads, then inserts, and the
-    writer that loses the race fails on the row's key. Written again, the row is there and is updated (the
-    registry's champion is then read again, which corrects a stale value)."""
+    tag, a new model's ``@champion``, the tag of a version two machines registered): MLflow reads, then
+    inserts, and the writer that loses the race fails on the row's key. Written again, the row is there and
+    is updated (the registry's champion is then read again, which corrects a stale value)."""
     from mlflow.exceptions import MlflowException
 
     try:

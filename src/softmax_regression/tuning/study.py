@@ -66,7 +66,7 @@ class HeartbeatStorage(optuna.storages.RDBStorage):
         try:
             super().record_heartbeat(trial_id)
         except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as exc:
-            cause = exc.__cause__ or exc  # Optuna wraps SQLAlchemy's error, which wraps the driver's
+            cause = database_error(exc)  # SQLAlchemy's error, which wraps the driver's
             log.warning("a heartbeat of a running trial did not reach the study database (%s); the next one "
                         "tries again", one_line(getattr(cause, "orig", None) or cause))
 
