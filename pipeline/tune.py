@@ -78,12 +78,13 @@ def dvc(*args: str, capture: bool = True) -> str:
 
 
 def quiet_optuna() -> None:
-    """Optuna's lines through this command's logging (one format), not its own coloured handler; without
-    ``--verbose``, a failed trial's line without its traceback (the command's own line says what failed), and
-    nothing from its database storage. That logs two things: a study created (this command's own line says so,
-    naming the database) and, after any database error while reading trials, "Caught an error from
-    sqlalchemy ... Falling back to a slower alternative" with the SQL over several lines: a lost database
-    then, whose error the command's one line names (test_team_stack.py's PostgreSQL restart)."""
+    """Optuna's lines through this command's logging (one format), not its own coloured handler. Without
+    ``--verbose``, a lost database is the command's one line naming its error (test_team_stack.py's PostgreSQL
+    restart), so Optuna's lines say nothing of it: none from its storage, which logs a study created (the
+    command says so itself, naming the database) and, after a database error while reading trials, "Caught
+    an error from sqlalchemy ... Falling back to a slower alternative" with the SQL over several lines; and
+    none for a trial failed by a database error (the worker stops on that error). Other failed trials' lines
+    come without their traceback: the command's own line says what failed."""
     import optuna
 
     optuna.logging.disable_default_handler()
@@ -91,13 +92,22 @@ def quiet_optuna() -> None:
     if logging.getLogger().level > logging.DEBUG:
         logging.getLogger("optuna.storages._rdb.storage").setLevel(logging.ERROR)
         for handler in logging.getLogger().handlers:
-            handler.addFilter(drop_optuna_traceback)
+            handler.addFilter(drop_optuna_detail)
 
 
-def drop_optuna_traceback(record: logging.LogRecord) -> bool:
-    if record.name.startswith("optuna"):
+def drop_optuna_detail(record: logging.LogRecord) -> bool:
+    """Keep an Optuna line without its traceback, unless its error is the database's (see quiet_optuna)."""
+    if not record.name.startswith("optuna"):
+        return True
+    if not hasattr(record, "database_error"):  # decided once: the first handler's pass drops exc_info
+        import optuna
+        import sqlalchemy.exc
+
+        error = record.exc_info[1] if record.exc_info else None
+        record.database_error = isinstance(error, (sqlalchemy.exc.SQLAlchemyError,
+                                                   optuna.exceptions.StorageInternalError))
         record.exc_info, record.exc_text = None, None
-    return True
+    return not record.database_error
 
 
 def join_study(search_path: str, params_path: str, create: bool = True):
