@@ -100,12 +100,9 @@ def drop_optuna_detail(record: logging.LogRecord) -> bool:
     if not record.name.startswith("optuna"):
         return True
     if not hasattr(record, "database_error"):  # decided once: the first handler's pass drops exc_info
-        import optuna
-        import sqlalchemy.exc
+        from softmax_regression.tuning.study import DATABASE_ERRORS
 
-        error = record.exc_info[1] if record.exc_info else None
-        record.database_error = isinstance(error, (sqlalchemy.exc.SQLAlchemyError,
-                                                   optuna.exceptions.StorageInternalError))
+        record.database_error = isinstance(record.exc_info[1] if record.exc_info else None, DATABASE_ERRORS)
         record.exc_info, record.exc_text = None, None
     return not record.database_error
 

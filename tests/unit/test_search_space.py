@@ -319,7 +319,7 @@ for objective in (lost, broken):
 """
 
 
-def test_a_worker_logs_optuna_trials_but_nothing_of_a_lost_database_beside_its_own_line(tmp_path):
+def test_a_worker_logs_optuna_trials_but_nothing_of_a_lost_database_beside_its_own_line():
     """Without --verbose, a worker's log keeps Optuna's trial lines (a failed one without its traceback) and
     drops its storage's lines and the error of a trial failed by a database error: a lost database, which
     Optuna logs over several lines, is the worker's one error line."""

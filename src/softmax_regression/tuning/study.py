@@ -43,6 +43,10 @@ class StudyFull(Exception):
     """A trial asked for after the study had its trials (two workers asked at once): it runs nothing."""
 
 
+DATABASE_ERRORS = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)
+"""What Optuna's database storage raises when it loses the study's database: Optuna's wrapping, or SQLAlchemy's."""
+
+
 def storage_url(environ: dict, root: Path) -> str:
     return environ.get(STORAGE_VARIABLE) or f"sqlite:///{(root / DEFAULT_STORAGE).resolve()}"
 
@@ -65,7 +69,7 @@ class HeartbeatStorage(optuna.storages.RDBStorage):
     def record_heartbeat(self, trial_id: int) -> None:
         try:
             super().record_heartbeat(trial_id)
-        except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as exc:
+        except DATABASE_ERRORS as exc:
             cause = database_error(exc)  # SQLAlchemy's error, which wraps the driver's
             log.warning("a heartbeat of a running trial did not reach the study database (%s); the next one "
                         "tries again", one_line(getattr(cause, "orig", None) or cause))
