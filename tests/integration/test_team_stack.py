@@ -438,8 +438,14 @@ def start_workers(projects: list[Path], env: dict, per_project: int) -> list:
             for project in projects for index in range(per_project)]
 
 
+HEARTBEAT_MISSED = "a heartbeat of a running trial did not reach the study database"
+"""The warning of a worker that goes on (its text quotes the driver's, which may say "error")."""
+
+
 def worker_errors(projects: list[Path]) -> list[list[str]]:
-    return [[line for line in path.read_text().splitlines() if "error" in line.lower() or "Traceback" in line]
+    """Each worker's lines that report an error: its own, Optuna's, a traceback."""
+    return [[line for line in path.read_text().splitlines()
+             if ("error" in line.lower() and HEARTBEAT_MISSED not in line) or "Traceback" in line]
             for project in projects for path in sorted(project.parent.glob("worker-*.err"))]
 
 
