@@ -8,9 +8,10 @@ import pytest
 import torch
 from sklearn.preprocessing import StandardScaler
 
-from samples import chapter_model
+from samples import chapter_model, encode_idx
 from softmax_regression.data.batches import ShuffledBatches, to_labels
 from softmax_regression.data.features import Standardization, features, fold_into_linear, scale_pixels
+from softmax_regression.data.idx import parse_idx
 from softmax_regression.models import concise, scratch
 from softmax_regression.models.file import ModelFileError, load_model, model_bytes
 from softmax_regression.params import shaping_record
@@ -26,6 +27,14 @@ def synthetic_images(n=600, d=49, seed=0):
     images[:, 1] //= 8        # a dim one
     labels = rng.integers(0, 10, size=n).astype(np.int64)
     return images, labels
+
+
+@pytest.mark.filterwarnings("error")
+def test_the_read_only_pixels_of_an_idx_file_are_scaled_without_a_warning():
+    images, _ = synthetic_images(n=3)
+    pixels = parse_idx(encode_idx(images))
+    assert not pixels.flags.writeable
+    assert torch.equal(scale_pixels(pixels), torch.from_numpy(images.astype(np.float32) / 255))
 
 
 def test_per_pixel_statistics_are_scikit_learns_standard_scaler():
@@ -54,6 +63,7 @@ def test_none_is_the_chapters_pixels_over_255():
     images, _ = synthetic_images()
     assert Standardization.fit(images, "none") is None
     assert torch.equal(features(images, None), torch.from_numpy(images.astype(np.float32) / 255))
+    assert torch.equal(features(torch.from_numpy(images), None), features(images, None))
     with pytest.raises(ValueError, match="unknown normalization 'zscore'"):
         Standardization.fit(images, "zscore")
 

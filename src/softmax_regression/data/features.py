@@ -26,8 +26,9 @@ from softmax_regression.data import NORMALIZATIONS
 
 
 def scale_pixels(images_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 pixels ``[N, d]`` to float32 in [0, 1], as ``ToTensor`` does per sample."""
-    return torch.as_tensor(np.ascontiguousarray(images_uint8)).float().div_(255)
+    """uint8 pixels ``[N, d]`` to float32 in [0, 1], as ``ToTensor`` does per sample. Converted by numpy into
+    a new array: an IDX file's pixels are read-only, and torch warns of sharing them."""
+    return torch.from_numpy(np.ascontiguousarray(images_uint8, dtype=np.float32)).div_(255)
 
 
 @dataclass(frozen=True)
