@@ -242,6 +242,7 @@ def test_a_heartbeat_the_database_does_not_take_is_one_warning_and_the_next_one_
     assert last_beat() > first
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")  # ask(), here
 def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_queued_again(tmp_path):
     """A worker that died between creating its trial and the trial's first heartbeat (the database restarting
     just then) leaves a running trial with no heartbeat at all. Once it is older than the grace period, the next
