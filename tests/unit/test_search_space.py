@@ -25,6 +25,7 @@ from softmax_regression.tuning.study import (
     FINISHED,
     HeartbeatStorage,
     counts,
+    database_error,
     open_storage,
     open_study,
     ranked,
@@ -291,6 +292,19 @@ def test_a_database_lost_as_a_trial_ends_is_the_error_a_worker_raises(tmp_path, 
 
     with pytest.raises(sqlalchemy.exc.OperationalError, match="server closed the connection"):
         work(study, objective, 1, poll=0.05)
+
+
+def test_an_unbound_local_raised_over_another_error_is_not_taken_for_a_lost_database():
+    """Only Optuna's UnboundLocalError over a database error stands for the database's: one raised while
+    handling any other error (a bug in a trial's code) is the error a worker names."""
+    try:
+        try:
+            raise ValueError("a bug's own error")
+        except ValueError:
+            raise UnboundLocalError("cannot access local variable 'x'") from None
+    except UnboundLocalError as exc:
+        assert exc.__context__ is not None
+        assert database_error(exc) is exc
 
 
 QUIET_OPTUNA = """

@@ -225,11 +225,13 @@ def database_error(exc: Exception) -> BaseException:
     """The database's own error behind what Optuna raised when it lost the study's database: Optuna words any
     database error as "An exception is raised during the commit ... invalid data" (its cause is the real
     one), and failing twice as a trial ends, raises an UnboundLocalError of its own from a ``finally`` that
-    reads a name its ``except`` never bound (its context is the error). Any other exception is itself."""
-    found = exc.__context__ if isinstance(exc, UnboundLocalError) else exc
-    if isinstance(found, optuna.exceptions.StorageInternalError):
-        found = found.__cause__ or found
-    return found if found is not None else exc
+    reads a name its ``except`` never bound (its context is the error). Any other exception is itself, an
+    UnboundLocalError raised while handling another error too."""
+    if isinstance(exc, UnboundLocalError) and isinstance(exc.__context__, DATABASE_ERRORS):
+        exc = exc.__context__
+    if isinstance(exc, optuna.exceptions.StorageInternalError):
+        return exc.__cause__ or exc
+    return exc
 
 
 def work(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_trials: int,
