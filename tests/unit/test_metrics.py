@@ -117,17 +117,17 @@ def test_per_class_csv_has_one_row_per_model_and_class(tiny):
 
 def test_predictions_csv_is_actual_then_predicted_class_names_and_the_probability(tiny):
     text = predictions_csv(tiny, LABELS)
-    confidence = [f"{c:.6f}" for c in tiny.confidence]
+    # the probability of the predicted class: P_RIGHT on a right guess, P_WRONG_PRED on a wrong one
     assert text == ("actual,predicted,probability\n"
-                    f"t-shirt,t-shirt,{confidence[0]}\n"
-                    f"t-shirt,trouser,{confidence[1]}\n"
-                    f"trouser,trouser,{confidence[2]}\n"
-                    f"pullover,pullover,{confidence[3]}\n"
-                    f"pullover,t-shirt,{confidence[4]}\n"
-                    f"trouser,trouser,{confidence[5]}\n")
+                    "t-shirt,t-shirt,0.700000\n"
+                    "t-shirt,trouser,0.500000\n"
+                    "trouser,trouser,0.700000\n"
+                    "pullover,pullover,0.700000\n"
+                    "pullover,t-shirt,0.500000\n"
+                    "trouser,trouser,0.700000\n")
     predicted, probability = read_predictions_csv(text)
-    assert predicted.tolist() == tiny.predicted.tolist()
-    np.testing.assert_allclose(probability, tiny.confidence, atol=1e-6)
+    assert predicted.tolist() == PREDICTED.tolist()
+    np.testing.assert_allclose(probability, [0.7, 0.5, 0.7, 0.7, 0.5, 0.7], atol=1e-6)
     every_class = np.arange(K)
     rows = predictions_csv(evaluate_probabilities("all", probabilities_for(every_class, every_class[::-1]),
                                                   every_class), every_class).splitlines()[1:]

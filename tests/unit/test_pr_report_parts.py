@@ -19,14 +19,15 @@ def scores(**val_accuracy):
 
 
 @pytest.mark.parametrize("head, expected", [
-    (scores(scratch=0.85, concise=0.86), "the champion would change to the head's concise"),
-    (scores(scratch=0.85, concise=0.84), "the champion would stay the base's scratch"),
-    (scores(scratch=0.84, concise=0.85), "the champion would stay the base's scratch"),  # a tie keeps the title
+    (scores(scratch=0.85, concise=0.86), "head concise (0.8600): the champion would change to the head's concise."),
+    (scores(scratch=0.85, concise=0.84), "head scratch (0.8500): the champion would stay the base's scratch."),
+    # a tie keeps the title
+    (scores(scratch=0.84, concise=0.85), "head concise (0.8500): the champion would stay the base's scratch."),
+    (scores(scratch=0.83, concise=0.82), "head scratch (0.8300): the champion would stay the base's scratch."),
 ])
 def test_the_champion_moves_only_to_a_strictly_better_validation_accuracy(head, expected):
     line = champion_line(scores(scratch=0.85, concise=0.80), head)
-    assert line.startswith("Best on validation: base scratch (0.8500), head ")
-    assert line.endswith(expected + ".")
+    assert line == "Best on validation: base scratch (0.8500), " + expected
 
 
 EVALUATE_WRITES = ("test_accuracy", "test_loss", "macro_f1", "val_accuracy", "test_ece", "test_mce", "test_brier",

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.ci import tolerance
 from pipeline.ci.tolerance import DRIFT, IDENTICAL, WITHIN, DvcCache, Verdict, check_outs, compare_file
 from softmax_regression.data.features import Standardization
 from softmax_regression.models.file import model_bytes
@@ -57,20 +56,23 @@ def metrics(**changes) -> bytes:
     return json.dumps(values).encode()
 
 
+# The bands docs/reproducibility.md states, as numbers: accuracies, F1, ECE and Brier within 0.002, the MCE
+# (a bin of a few images) within 0.05, losses and the temperature within 0.1%.
 @pytest.mark.parametrize("changes, outcome", [
-    ({"test_accuracy": 0.8332 + tolerance.ACCURACY_BAND / 2}, WITHIN),
-    ({"test_accuracy": 0.8332 + tolerance.ACCURACY_BAND * 1.5}, DRIFT),
-    ({"macro_f1": 0.8301 - tolerance.ACCURACY_BAND * 1.5}, DRIFT),
-    ({"test_loss": 0.480754 * (1 + tolerance.LOSS_RTOL / 2)}, WITHIN),
-    ({"test_loss": 0.480754 * (1 + tolerance.LOSS_RTOL * 2)}, DRIFT),
+    ({"test_accuracy": 0.8332 + 0.0015}, WITHIN),
+    ({"test_accuracy": 0.8332 + 0.0025}, DRIFT),
+    ({"macro_f1": 0.8301 - 0.0025}, DRIFT),
+    ({"test_loss": 0.480754 * 1.0008}, WITHIN),
+    ({"test_loss": 0.480754 * 1.0015}, DRIFT),
     ({"n_test": 10001}, DRIFT),  # a count has no tolerance
-    ({"test_ece": 0.019075 + tolerance.ACCURACY_BAND / 2}, WITHIN),
-    ({"test_ece_calibrated": 0.010977 + tolerance.ACCURACY_BAND * 1.5}, DRIFT),
-    ({"test_brier": 0.240104 + tolerance.ACCURACY_BAND * 1.5}, DRIFT),
-    ({"test_mce": 0.176854 + tolerance.MCE_BAND / 2}, WITHIN),
-    ({"test_mce": 0.176854 + tolerance.MCE_BAND * 1.5}, DRIFT),
-    ({"temperature": 0.867853 * (1 + tolerance.LOSS_RTOL / 2)}, WITHIN),
-    ({"temperature": 0.867853 * (1 + tolerance.LOSS_RTOL * 2)}, DRIFT),
+    ({"test_ece": 0.019075 + 0.0015}, WITHIN),
+    ({"test_ece": 0.019075 + 0.0025}, DRIFT),
+    ({"test_ece_calibrated": 0.010977 + 0.0025}, DRIFT),
+    ({"test_brier": 0.240104 + 0.0025}, DRIFT),
+    ({"test_mce": 0.176854 + 0.04}, WITHIN),
+    ({"test_mce": 0.176854 + 0.06}, DRIFT),
+    ({"temperature": 0.867853 * 1.0008}, WITHIN),
+    ({"temperature": 0.867853 * 1.0015}, DRIFT),
 ])
 def test_metrics_move_within_their_bands_or_drift(changes, outcome):
     assert compare_file("reports/eval/metrics.json", metrics(), metrics(**changes)).outcome == outcome
