@@ -12,7 +12,9 @@ the package that implements them (``models``, ``data``, ``training``: their
 from __future__ import annotations
 
 import math
+import re
 import reprlib
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -73,10 +75,20 @@ def _optional_str(v: Any) -> bool:
     return v is None or (isinstance(v, str) and v != "")
 
 
+def _http_url(v: Any) -> bool:
+    """An http(s) URL naming a host (and a port, if any, that is a number): what ``urlopen`` can fetch."""
+    if not isinstance(v, str):
+        return False
+    try:
+        url = urllib.parse.urlsplit(v)
+        url.port  # noqa: B018 (a port that is no number raises here)
+    except ValueError:  # an unclosed IPv6 bracket, a port out of range
+        return False
+    return url.scheme in ("http", "https") and bool(url.hostname)
+
+
 def _url_list(v: Any) -> bool:
-    return isinstance(v, list) and all(
-        isinstance(u, str) and u.startswith(("http://", "https://")) for u in v
-    )
+    return isinstance(v, list) and all(_http_url(u) for u in v)
 
 
 def _non_empty_str(v: Any) -> bool:
@@ -98,9 +110,10 @@ def _experiment_name(v: Any) -> bool:
 
 
 def _registered_model_name(v: Any) -> bool:
-    """MLflow's ``_validate_model_name``: no ``/`` or ``:``, and not a path that normalises to another
-    (``.``, ``..``)."""
-    return _non_empty_str(v) and not any(c in v for c in "/:") and v not in (".", "..") and len(v) <= 250
+    """MLflow's ``_validate_model_name``: no ``/`` or ``:``, and not a path that normalises to another or
+    leaves its folder (``path_not_unique``: without a ``/`` that is ``.`` and anything starting ``..``)."""
+    return (_non_empty_str(v) and not any(c in v for c in "/:") and v != "." and not v.startswith("..")
+            and len(v) <= 250)
 
 
 MAX_RESIZE = 112
@@ -123,7 +136,7 @@ SCHEMA: dict[str, dict[str, Rule]] = {
     "data": {
         "system_dir": Rule("a directory path or null", _optional_str),
         "local_dir": Rule("a directory path or null", _optional_str),
-        "mirrors": Rule("a list of http(s) base URLs", _url_list),
+        "mirrors": Rule("a list of http(s) base URLs, each naming a host", _url_list),
         "timeout": Rule("a number of seconds > 0 and <= 3600", _seconds_up_to(3600)),
         "retries": Rule("an integer between 0 and 100", _int_between(0, 100)),
         "deadline": Rule("a number of seconds > 0 and <= 86400", _seconds_up_to(86400)),
@@ -163,8 +176,8 @@ SCHEMA: dict[str, dict[str, Rule]] = {
     "tracking": {
         "experiment": Rule(f"a non-empty string of at most {MLFLOW_MAX_EXPERIMENT_NAME} "
                            "characters (MLflow's limit)", _experiment_name),
-        "registered_model": Rule("a non-empty string of at most 250 characters without "
-                                 "'/' or ':', not '.' or '..' (MLflow's model names)", _registered_model_name),
+        "registered_model": Rule("a non-empty string of at most 250 characters without '/' or ':', "
+                                 "not '.' nor starting with '..' (MLflow's model names)", _registered_model_name),
     },
 }
 
@@ -226,8 +239,9 @@ def validate_params(raw: Any) -> dict[str, dict[str, Any]]:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """YAML's safe loader that refuses a key given twice in one mapping, naming it and both lines. (YAML
-    keeps the last of two, and a stricter reader of the same file refuses it: one file, two sets of params.)"""
+    """YAML's safe loader that reads a number with an exponent as DVC does, and refuses a key given twice in one
+    mapping, naming it and both lines. (YAML keeps the last of two, and a stricter reader of the same file refuses it: one file,
+    two sets of params.)"""
 
     def construct_mapping(self, node, deep=False):
         seen: dict[Any, int] = {}
@@ -243,11 +257,30 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# PyYAML follows YAML 1.1, where a float needs a dot: ``1e-05`` would be a string. DVC reads params with
+# YAML 1.2 (ruamel), where it is a number, and writes such numbers so (``dvc exp run -S train.lr=1e-5``).
+_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                    re.compile(r"^[-+]?[0-9]+(?:\.[0-9]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+MAX_DEPTH = 16
+"""The deepest nesting of mappings and lists a params file may have (params.yaml has 3, a search file 4):
+PyYAML builds a document by recursion, and a deeper one ends it in a RecursionError."""
+
+
 def parse_params_yaml(text: str) -> Any:
     """The YAML document ``text``, refusing anchors and aliases (``&name``, ``*name``) before anything is
     built: nested aliases expand exponentially (ten levels of nine are 9**10 nodes), and a params file
-    has no need of them. Then refusing duplicate keys (:class:`_StrictLoader`)."""
+    has no need of them; and nesting deeper than :data:`MAX_DEPTH`. Then refusing duplicate keys
+    (:class:`_StrictLoader`)."""
+    depth = 0
     for event in yaml.parse(text, Loader=yaml.SafeLoader):  # events only: an alias is not expanded here
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ParamsError(f"nesting deeper than {MAX_DEPTH} levels on line {event.start_mark.line + 1}: "
+                                  "a params file holds sections of keys and short lists")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
             kind = "alias *" if isinstance(event, yaml.AliasEvent) else "anchor &"
             raise ParamsError(f"YAML {kind}{excerpt(event.anchor)[1:-1]} on line {event.start_mark.line + 1}: "

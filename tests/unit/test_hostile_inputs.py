@@ -125,7 +125,9 @@ def test_the_mlflow_limits_the_params_encode_are_the_installed_mlflows():
     ("tracking", "experiment", "x" * 501, "expected a non-empty string of at most 500 characters"),
     ("tracking", "registered_model", "team/model", "without '/' or ':'"),
     ("tracking", "registered_model", "models:champion", "without '/' or ':'"),
-    ("tracking", "registered_model", "..", "not '.' or '..'"),
+    ("tracking", "registered_model", "..", "not '.' nor starting with '..'"),
+    ("tracking", "registered_model", "..champion", "not '.' nor starting with '..'"),
+    ("tracking", "registered_model", ".", "not '.' nor starting with '..'"),
     ("data", "local_dir", "/d" * 3001, "6002 characters as an MLflow param; expected at most 6000"),  # cut
 ])
 def test_a_value_mlflow_would_refuse_is_refused_up_front(section, key, value, expected):
@@ -138,18 +140,24 @@ def test_a_value_mlflow_would_refuse_is_refused_up_front(section, key, value, ex
 
 
 def test_each_of_those_values_does_fail_inside_mlflow(tmp_path):
-    """The rules are not stricter than MLflow: each name above is refused by MLflow itself, and the long
-    param value is cut (so the run would record another value than the stage used)."""
+    """The rules are MLflow's: each name above is refused by MLflow itself, each name MLflow takes passes them,
+    and the long param value is cut (so the run would record another value than the stage used)."""
     import mlflow
+
+    from samples import project_params
+    from softmax_regression.params import validate_params
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)  # not a registry an earlier test set
     for name in ("x" * 501,):
         with pytest.raises(mlflow.exceptions.MlflowException):
             client.create_experiment(name)
-    for name in ("team/model", "models:champion", ".."):
+    for name in ("team/model", "models:champion", "..", "..champion", ".", "...", ".. x"):
         with pytest.raises(mlflow.exceptions.MlflowException):
             client.create_registered_model(name)
+    for name in (".champion", "a..b", "fashion mnist", "x" * 250):  # and what MLflow takes, the rules take
+        client.create_registered_model(name)
+        validate_params(project_params({"tracking.registered_model": name}))
     run = client.create_run(client.create_experiment("e"))
     client.log_param(run.info.run_id, "data.local_dir", "/d" * 3001)
     assert len(client.get_run(run.info.run_id).data.params["data.local_dir"]) == 6000

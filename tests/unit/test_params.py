@@ -186,7 +186,10 @@ def test_section_that_is_not_a_mapping(section_value):
 # ---- wrong types and out-of-range values --------------------------------------------------------
 
 EXPERIMENT_NAMES = "a non-empty string of at most 500 characters (MLflow's limit)"
-MODEL_NAMES = "a non-empty string of at most 250 characters without '/' or ':', not '.' or '..' (MLflow's model names)"
+MODEL_NAMES = ("a non-empty string of at most 250 characters without '/' or ':', not '.' nor starting with '..' "
+               "(MLflow's model names)")
+
+MIRRORS = "a list of http(s) base URLs, each naming a host"
 
 BAD_VALUES = [
     # wrong type
@@ -200,9 +203,13 @@ BAD_VALUES = [
     ("train.seed", 1.5, "an integer between 0 and 18446744073709551615 (torch's seed range)"),
     ("data.retries", True, "an integer between 0 and 100"),
     ("data.timeout", "30", "a number of seconds > 0 and <= 3600"),
-    ("data.mirrors", "https://example.org/", "a list of http(s) base URLs"),
-    ("data.mirrors", ["ftp://example.org/"], "a list of http(s) base URLs"),
-    ("data.mirrors", [None], "a list of http(s) base URLs"),
+    ("data.mirrors", "https://example.org/", MIRRORS),
+    ("data.mirrors", ["ftp://example.org/"], MIRRORS),
+    ("data.mirrors", [None], MIRRORS),
+    ("data.mirrors", ["http://[abc/"], MIRRORS),  # urllib: "Invalid IPv6 URL"
+    ("data.mirrors", ["http:///fashion/"], MIRRORS),  # urllib: "no host given"
+    ("data.mirrors", ["https://example.org:port/"], MIRRORS),
+    ("data.mirrors", ["https://example.org/", "http://"], MIRRORS),
     ("data.local_dir", 5, "a directory path or null"),
     ("data.local_dir", "", "a directory path or null"),
     ("data.system_dir", ["/usr"], "a directory path or null"),
@@ -307,12 +314,48 @@ def test_load_params_reads_yaml_nan_and_strings_as_yaml_types(tmp_path):
     project_file_with(path, lr="lr: '0.1'")
     with pytest.raises(ParamsError, match=r"^params key train\.lr is '0\.1'; expected a number > 0$"):
         load_params(path)
-    project_file_with(path, lr="lr: 1e-3")  # YAML 1.1: a string, not a float
-    with pytest.raises(ParamsError, match=r"train\.lr is '1e-3'"):
-        load_params(path)
     project_file_with(path, lr="lr: 1.0e-3", epochs="epochs: 3")
     params = load_params(path)
     assert params["train"]["lr"] == 0.001 and params["train"]["epochs"] == 3
+
+
+NUMBER_SPELLINGS = ["1e-05", "1e5", "1E+3", "+1e2", "-2.5e-3", "1.0e-5", "1.e3", "0.1", "10", ".5e1", "1e", "e5",
+                    "1e-3x", ".inf", "0x1A"]
+
+
+@pytest.mark.parametrize("spelling", NUMBER_SPELLINGS)
+def test_a_number_reads_as_dvc_reads_it(spelling):
+    """DVC reads params.yaml with ruamel's YAML 1.2, where ``1e-05`` is a number (PyYAML's YAML 1.1 makes it a
+    string): one file, one set of params."""
+    from ruamel.yaml import YAML
+
+    from softmax_regression.params import parse_params_yaml
+
+    as_dvc_reads_it = YAML(typ="safe", pure=True).load(f"k: {spelling}\n")["k"]
+    read = parse_params_yaml(f"k: {spelling}\n")["k"]
+    assert (type(read), read) == (type(as_dvc_reads_it), as_dvc_reads_it)
+
+
+def test_a_value_dvc_exp_run_set_validates(tmp_path):
+    """``dvc exp run -S train.lr=0.00001 -S train.weight_decay=1e-5`` writes both as ``1e-05``."""
+    path = project_file_with(tmp_path / "params.yaml", lr="lr: 1e-05", weight_decay="weight_decay: 1e-05")
+    params = load_params(path)
+    assert params["train"]["lr"] == 0.00001 and params["train"]["weight_decay"] == 0.00001
+
+
+def test_nesting_past_what_a_params_file_holds_is_one_line(tmp_path):
+    """PyYAML builds a document by recursion: 3,000 nested lists would end it in a RecursionError."""
+    from softmax_regression.params import MAX_DEPTH
+
+    path = project_file_with(tmp_path / "params.yaml", lr="lr: " + "[" * 3000 + "]" * 3000)
+    line = 1 + path.read_text().splitlines().index("  lr: " + "[" * 3000 + "]" * 3000)
+    with pytest.raises(ParamsError) as info:
+        load_params(path)
+    assert str(info.value) == (f"params file {path}: nesting deeper than {MAX_DEPTH} levels on line {line}: a "
+                               "params file holds sections of keys and short lists")
+    project_file_with(path, lr="lr: " + "[" * (MAX_DEPTH - 2) + "]" * (MAX_DEPTH - 2))
+    with pytest.raises(ParamsError, match=r"^params key train\.lr is \[\[\["):  # as deep as allowed: read
+        load_params(path)
 
 
 def test_load_params_missing_file(tmp_path):

@@ -653,6 +653,22 @@ def test_download_function_returns_the_body(mirror, system_copy):
         download(url, timeout=5, retries=0, progress=False)
 
 
+@pytest.mark.parametrize("url, reason", [
+    ("http://[abc/t10k-labels-idx1-ubyte.gz", "invalid URL (Invalid IPv6 URL)"),
+    ("http:///t10k-labels-idx1-ubyte.gz", "no host given"),
+])
+def test_a_url_urllib_cannot_use_fails_that_source_naming_it_at_once(url, reason, monkeypatch):
+    """Not retried, and a SourceFailed (the next source is tried), not an error that ends fetch."""
+    from softmax_regression.data import sources
+
+    pauses = []
+    monkeypatch.setattr(sources.time, "sleep", pauses.append)  # the pause before each retry
+    with pytest.raises(SourceFailed) as caught:
+        download(url, timeout=5, retries=3, progress=False)
+    assert str(caught.value) == f"{url}: {reason}"
+    assert pauses == []
+
+
 # ---- no source ----------------------------------------------------------------------------------
 
 

@@ -196,7 +196,13 @@ def download(url: str, timeout: float, retries: int, progress: bool = True, max_
                 break
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", exc)
+            if isinstance(reason, str):  # urllib's own words on the URL ("no host given"): no retry helps
+                last_error = reason
+                break
             last_error = f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__
+        except ValueError as exc:  # urllib cannot parse the URL (an unclosed IPv6 bracket): no retry helps
+            last_error = f"invalid URL ({exc})"
+            break
     raise SourceFailed(f"{url}: {last_error}")
 
 
