@@ -23,6 +23,8 @@ from pathlib import Path
 import click
 import yaml
 
+from softmax_regression.errors import one_line
+
 EXIT_CURRENT = 0
 EXIT_STALE = 1
 EXIT_ERROR = 2
@@ -32,11 +34,23 @@ class CheckError(RuntimeError):
     """The check could not be carried out."""
 
 
+def read_stages(path: Path) -> dict:
+    """The ``stages`` mapping of dvc.yaml or dvc.lock; a file that cannot be read as one (a merge left its
+    conflict markers, say) is a CheckError naming it."""
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise CheckError(f"{path} cannot be read as YAML: {one_line(exc)}") from None
+    stages = spec.get("stages") or {} if isinstance(spec, dict) else None
+    if not isinstance(stages, dict):
+        raise CheckError(f"{path} holds no mapping of stages")
+    return stages
+
+
 def stage_outs(project: Path) -> set[str]:
     """Every path dvc.yaml declares as an out, metric or plot of a stage."""
-    spec = yaml.safe_load((project / "dvc.yaml").read_text()) or {}
     found = set()
-    for stage in (spec.get("stages") or {}).values():
+    for stage in read_stages(project / "dvc.yaml").values():
         for kind in ("outs", "metrics", "plots"):
             for entry in stage.get(kind) or []:
                 found.add(next(iter(entry)) if isinstance(entry, dict) else str(entry))
@@ -92,8 +106,7 @@ def check(project: Path) -> list[str]:
         raise CheckError(f"{project} has no dvc.yaml")
     if not (project / "dvc.lock").is_file():
         raise CheckError(f"{project} has no dvc.lock: run `dvc repro` and commit it")
-    locked = set((yaml.safe_load((project / "dvc.lock").read_text()) or {}).get("stages") or {})
-    defined = set((yaml.safe_load((project / "dvc.yaml").read_text()) or {}).get("stages") or {})
+    locked, defined = set(read_stages(project / "dvc.lock")), set(read_stages(project / "dvc.yaml"))
     lines = [f"stale: stage {name} is not in dvc.lock" for name in sorted(defined - locked)]
     lines += [f"stale: stage {name} is in dvc.lock but not in dvc.yaml" for name in sorted(locked - defined)]
     for what, stages in sorted(stale_entries(dvc_status(project), stage_outs(project), locked).items()):

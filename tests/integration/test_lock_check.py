@@ -251,6 +251,24 @@ def test_pipeline_files_outside_a_dvc_repository_are_an_error(origin, tmp_path):
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize("name, text, reason", [
+    ("dvc.lock", "schema: '2.0'\nstages:\n<<<<<<< HEAD\n  a: {}\n=======\n  b: {}\n>>>>>>> theirs\n",
+     "cannot be read as YAML: while scanning a simple key"),
+    ("dvc.lock", "- a\n- b\n", "holds no mapping of stages"),
+    ("dvc.yaml", "stages: [a, b]\n", "holds no mapping of stages"),
+])
+def test_a_lock_or_pipeline_file_that_is_no_mapping_of_stages_is_an_error_naming_it(tmp_path, name, text, reason):
+    """A merge that left its conflict markers in dvc.lock is one line and exit 2, not a traceback and exit 1
+    (the code of a stale lock)."""
+    (tmp_path / "dvc.yaml").write_text("stages:\n  a:\n    cmd: a\n")
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages:\n  a:\n    cmd: a\n")
+    (tmp_path / name).write_text(text)
+    result = lock_check(tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [f"lock-check: error: {tmp_path / name} {reason}"]
+    assert result.stdout == ""
+
+
 def test_a_missing_project_directory_is_a_usage_error(tmp_path):
     result = lock_check(tmp_path / "nowhere")
     assert result.returncode == 2
