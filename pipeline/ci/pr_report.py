@@ -3,9 +3,10 @@
 Compares the base revision with the workspace (the head, built by
 `dvc repro`): the params that changed, every metric of every model with its
 change and whether the champion would change, the training curves and the
-confusion matrices of both side by side, whether the committed dvc.lock is
-current (lock_check) and whether the workspace reproduces it (identical,
-within tolerance, or drift, as reproduce_check judges).
+confusion matrices of both side by side (a gap where one side scored a model
+the other did not), whether the committed dvc.lock is current (lock_check)
+and whether the workspace reproduces it (identical, within tolerance, or
+drift, as reproduce_check judges).
 
 The base's outputs are read from the DVC cache through the base's dvc.lock.
 Where the cache lacks them (a CI runner that pulled nothing), the base is
@@ -65,6 +66,11 @@ def figure_paths(kinds: tuple[str, ...]) -> dict[str, str]:
     return figures
 
 
+def scored(scores: dict[str, dict]) -> tuple[str, ...]:
+    """The models a side's metrics file scores, in :data:`MODEL_KINDS` order: those whose figures it has."""
+    return tuple(kind for kind in MODEL_KINDS if kind in scores)
+
+
 def dvc_json(project: Path, *args: str) -> dict:
     result = subprocess.run([sys.executable, "-m", "dvc", *args, "--json"], cwd=project, capture_output=True,
                             text=True)
@@ -85,21 +91,33 @@ def read_from_cache(cache: DvcCache, outs: dict[str, str], path: str) -> bytes |
     return None
 
 
-def base_side(project: Path, base: str, wanted: list[str]) -> dict[str, bytes]:
-    """``wanted`` paths as the base's dvc.lock records them, from the cache; the base is built in a
-    temporary clone sharing the cache first where the cache lacks any of them."""
+def cached_side(cache: DvcCache, outs: dict[str, str]) -> tuple[dict[str, dict], dict[str, bytes], list[str]]:
+    """The scores and the figures (by report file name) of a revision whose outs are ``outs``, from ``cache``,
+    and the paths the cache lacks: the metrics file first, as it names the models whose figures there are."""
+    metrics = read_from_cache(cache, outs, paths.EVAL_METRICS.as_posix())
+    if metrics is None:
+        return {}, {}, [paths.EVAL_METRICS.as_posix()]
+    # a base from before calibration holds accuracies only: gaps in the table, as the race needs no more
+    scores = read_scores_json(metrics.decode(), required=("val_accuracy",))
+    wanted = figure_paths(scored(scores))
+    found = {name: read_from_cache(cache, outs, path) for name, path in wanted.items()}
+    return (scores, {name: data for name, data in found.items() if data is not None},
+            [wanted[name] for name, data in found.items() if data is None])
+
+
+def base_side(project: Path, base: str) -> tuple[dict[str, dict], dict[str, bytes]]:
+    """The base's scores and the figures of the models it scored, as the base's dvc.lock records them, from the
+    cache; the base is built in a temporary clone sharing the cache first where the cache lacks any of them."""
     cache = reproduce_check.dvc_cache(project)
     outs = reproduce_check.out_hashes(reproduce_check.git(["show", f"{base}:dvc.lock"], project))
-    found = {path: read_from_cache(cache, outs, path) for path in wanted}
-    if any(data is None for data in found.values()):
-        missing = [path for path, data in found.items() if data is None]
+    scores, figures, missing = cached_side(cache, outs)
+    if missing:
         log.info("the cache lacks the base's %s: building %s in a temporary clone", ", ".join(missing), base)
         build_base(project, base, cache.directory)
-        found = {path: read_from_cache(cache, outs, path) for path in wanted}
-    still = [path for path, data in found.items() if data is None]
-    if still:
-        raise ReportError(f"the base {base} holds no {', '.join(still)} even after building it")
-    return found
+        scores, figures, missing = cached_side(cache, outs)
+    if missing:
+        raise ReportError(f"the base {base} holds no {', '.join(missing)} even after building it")
+    return scores, figures
 
 
 def build_base(project: Path, base: str, cache_dir: Path) -> None:
@@ -170,8 +188,14 @@ def render(params: dict, base: Side, head: Side, lock_lines: list[str], reproduc
     lines += [f"| {kind} | {metric} | {number(b)} | {number(h)} | {change(b, h)} |"
               for kind, metric, b, h in metrics_rows(base.scores, head.scores)]
     lines += ["", champion_line(base.scores, head.scores), "", "## Figures", "", "| base | head |", "|---|---|"]
-    lines += [f"| ![base {name}](base-{name}) | ![head {name}](head-{name}) |" for name in head.figures]
+    lines += [f"| {figure_cell(base, name)} | {figure_cell(head, name)} |"
+              for name in figure_paths(MODEL_KINDS) if name in base.figures or name in head.figures]
     return "\n".join(lines) + "\n"
+
+
+def figure_cell(side: Side, name: str) -> str:
+    """The figure ``name`` of ``side`` as the file beside the report, or a gap where that side scored no such model."""
+    return f"![{side.name} {name}]({side.name}-{name})" if name in side.figures else f"(not in the {side.name})"
 
 
 @click.command(help=__doc__)
@@ -188,16 +212,11 @@ def main(base_rev: str, out_dir: str) -> None:
     drift, checks = reproduce_check.check_rebuilt(project, project)
 
     head_scores = paths.read_output(paths.EVAL_METRICS, read_scores_json, "evaluate")
-    kinds = tuple(kind for kind in MODEL_KINDS if kind in head_scores)
-    wanted = figure_paths(kinds)
-    base_bytes = base_side(project, base_commit, [paths.EVAL_METRICS.as_posix(), *wanted.values()])
+    base_scores, base_figures = base_side(project, base_commit)
     base_label = base_commit[:12] if base_commit.startswith(base_rev) else f"{base_rev} ({base_commit[:12]})"
-    base = Side("base", base_label,
-                # a base from before calibration holds accuracies only: gaps in the table, as the race needs no more
-                read_scores_json(base_bytes[paths.EVAL_METRICS.as_posix()].decode(), required=("val_accuracy",)),
-                {name: base_bytes[path] for name, path in wanted.items()})
+    base = Side("base", base_label, base_scores, base_figures)
     head = Side("head", head_commit[:12], head_scores,
-                {name: Path(path).read_bytes() for name, path in wanted.items()})
+                {name: Path(path).read_bytes() for name, path in figure_paths(scored(head_scores)).items()})
     params = dvc_json(project, "params", "diff", base_commit)
     reproduced = (f"the workspace holds the committed outs ({reproduce_check.summary(checks)})" if not drift
                   else f"drift ({reproduce_check.summary(checks)}): " + "; ".join(drift))
@@ -210,7 +229,7 @@ def main(base_rev: str, out_dir: str) -> None:
                 (folder / f"{side.name}-{name}").write_bytes(png)
         (folder / "report.md").write_text(page)
         outputs.commit()
-    log.info("wrote %s/report.md (%d figures)", out_dir, 2 * len(wanted))
+    log.info("wrote %s/report.md (%d figures)", out_dir, len(base.figures) + len(head.figures))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from pipeline.ci import pr_report
 from pipeline.ci.pr_report import Side, champion_line, metrics_rows, read_from_cache, render
 from pipeline.ci.reproduce_check import out_hashes
 from pipeline.ci.tolerance import DvcCache, md5_hex
@@ -129,3 +130,79 @@ def test_every_command_answers_help(module):
     result = run([sys.executable, "-m", module, "--help"], PROJECT_ROOT, clean_env(), check=False, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "Usage:" in result.stdout and "--help" in result.stdout
+
+
+FIGURES = """
+| base | head |
+|---|---|
+| ![base scratch_curves.png](base-scratch_curves.png) | ![head scratch_curves.png](head-scratch_curves.png) |
+| ![base concise_curves.png](base-concise_curves.png) | ![head concise_curves.png](head-concise_curves.png) |
+| ![base confusion_scratch.png](base-confusion_scratch.png) | ![head confusion_scratch.png](head-confusion_scratch.png) |
+| ![base confusion_concise.png](base-confusion_concise.png) | ![head confusion_concise.png](head-confusion_concise.png) |
+"""
+"""The figures both sides have, whichever of them scored the baseline."""
+
+CHAPTER_FIGURES = ("scratch_curves.png", "concise_curves.png", "confusion_scratch.png", "confusion_concise.png")
+
+
+@pytest.mark.parametrize("base_kinds, head_kinds, baseline_row", [
+    (("scratch", "concise"), ("scratch", "concise", "baseline"),
+     "| (not in the base) | ![head confusion_baseline.png](head-confusion_baseline.png) |\n"),
+    (("scratch", "concise", "baseline"), ("scratch", "concise"),
+     "| ![base confusion_baseline.png](base-confusion_baseline.png) | (not in the head) |\n"),
+], ids=["baseline in the head only", "baseline in the base only"])
+def test_a_figure_only_one_side_has_shows_with_a_gap_on_the_other(base_kinds, head_kinds, baseline_row):
+    def side(name, kinds):
+        figures = {figure: b"png" for figure in CHAPTER_FIGURES}
+        if "baseline" in kinds:
+            figures["confusion_baseline.png"] = b"png"
+        return Side(name, name[0], every_metric(**{kind: 0.1 for kind in kinds}), figures)
+
+    page = render({}, side("base", base_kinds), side("head", head_kinds), [], "identical")
+    assert page.split("## Figures\n")[1] == FIGURES + baseline_row
+
+
+def base_in_cache(tmp_path, monkeypatch, kinds, confusion):
+    """A base revision that scored ``kinds`` and whose dvc.lock records the curves and the confusion PNGs
+    ``confusion``, all in a cache ``base_side`` reads; the builds it would start are counted, not run."""
+    metrics = json.dumps(every_metric(**{kind: 0.1 for kind in kinds})).encode()
+    files = {f"reports/train/{kind}_curves.png": f"{kind} curves".encode() for kind in ("scratch", "concise")}
+    cache = cache_with(tmp_path, {**files, "metrics": metrics,
+                                  **{kind: f"{kind} confusion".encode() for kind in confusion}})
+    manifest = json.dumps([{"md5": md5_hex(f"{kind} confusion".encode()), "relpath": f"{kind}.png"}
+                           for kind in confusion]).encode()
+    dir_md5 = md5_hex(manifest) + ".dir"
+    path = cache.directory / "files" / "md5" / dir_md5[:2] / dir_md5[2:]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(manifest)
+    outs = "".join(f"    - path: {out}\n      md5: {md5_hex(data)}\n" for out, data in files.items())
+    lock = f"""schema: '2.0'
+stages:
+  evaluate:
+    outs:
+{outs}    - path: reports/eval/confusion_png
+      md5: {dir_md5}
+    - path: reports/eval/metrics.json
+      md5: {md5_hex(metrics)}
+"""
+    builds = []
+    monkeypatch.setattr(pr_report.reproduce_check, "dvc_cache", lambda project: cache)
+    monkeypatch.setattr(pr_report.reproduce_check, "git", lambda args, cwd: lock)
+    monkeypatch.setattr(pr_report, "build_base", lambda project, base, cache_dir: builds.append(base))
+    return builds
+
+
+def test_the_base_is_asked_only_for_the_figures_of_the_models_it_scored(tmp_path, monkeypatch):
+    builds = base_in_cache(tmp_path, monkeypatch, ("scratch", "concise"), ("scratch", "concise"))
+    scores, figures = pr_report.base_side(tmp_path, "b")
+    assert list(scores) == ["scratch", "concise"] and builds == []
+    assert figures == {"scratch_curves.png": b"scratch curves", "concise_curves.png": b"concise curves",
+                       "confusion_scratch.png": b"scratch confusion", "confusion_concise.png": b"concise confusion"}
+
+
+def test_a_missing_figure_of_a_model_the_base_scored_builds_it_and_then_fails(tmp_path, monkeypatch):
+    builds = base_in_cache(tmp_path, monkeypatch, ("scratch", "concise", "baseline"), ("scratch", "concise"))
+    with pytest.raises(pr_report.ReportError) as error:
+        pr_report.base_side(tmp_path, "b")
+    assert str(error.value) == "the base b holds no reports/eval/confusion_png/baseline.png even after building it"
+    assert builds == ["b"]
