@@ -7,13 +7,17 @@ because MLflow 3.17's UI opens every experiment on its GenAI overview and
 reads neither the experiment's kind tag nor anything else that says otherwise.
 
 Where MLFLOW_TRACKING_URI names a server, no UI is started: the URL on that
-server is printed.
+server is printed. A port already in use stops it at once: choose another
+with --port.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -45,7 +49,31 @@ def ui_command(store_uri: str, host: str, port: int) -> tuple[list[str], dict[st
     return command, {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Raise unless ``mlflow ui`` could listen on ``host``:``port``: bind there as uvicorn will (every address the
+    host resolves to, SO_REUSEADDR, IPv6 sockets IPv6-only), then let go.
+
+    Checked before starting it, because a server already there (a second `make ui`, another project's MLflow UI)
+    answers the health check before ours has even failed to bind: its URL would open the other store."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        with contextlib.ExitStack() as sockets:  # all held at once, as uvicorn holds them
+            for family, kind, proto, _, address in dict.fromkeys(addresses):
+                sock = sockets.enter_context(socket.socket(family, kind, proto))
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(address)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            other = port + 1 if port < 65535 else port - 1
+            raise RuntimeError(f"port {port} of {host} is in use (another `make ui`, or another MLflow UI?): "
+                               f"choose another, `python -m pipeline.ui --port {other}`") from None
+        raise RuntimeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def wait_until_up(base: str, process: subprocess.Popen, timeout: float = START_TIMEOUT) -> None:
+    """Wait until ``process`` (the `mlflow ui` just started) answers at ``base``; raise if it exits or times out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -53,6 +81,11 @@ def wait_until_up(base: str, process: subprocess.Popen, timeout: float = START_T
         try:
             with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
                 if response.status == 200:
+                    # The port was free a moment ago, but another server may have taken it since: an answer while
+                    # ours has already died is that server's.
+                    if process.poll() is not None:
+                        raise RuntimeError(f"mlflow ui exited with code {process.returncode}; another server answers "
+                                           f"at {base}: choose another --port")
                     return
         except (urllib.error.URLError, OSError):
             pass
@@ -74,13 +107,16 @@ def main(params_path: str, host: str, port: int) -> None:
         click.echo(f"MLflow UI: {runs_url(store_uri, experiment_id)}")
         return
 
+    check_port_free(host, port)
     base = f"http://{host}:{port}"
     command, env = ui_command(store_uri, host, port)
+    log.debug("starting %s", " ".join(command))
     process = subprocess.Popen(command, env=env)
     try:
         wait_until_up(base, process)
         click.echo(f"MLflow UI of {store_uri}\n  open {runs_url(base, experiment_id)}\n  Ctrl-C stops it.")
-        process.wait()
+        if process.wait() != 0:  # it crashed or was killed; its own log above says why
+            raise RuntimeError(f"mlflow ui exited with code {process.returncode}")
     except KeyboardInterrupt:
         pass
     finally:

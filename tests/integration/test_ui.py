@@ -12,7 +12,7 @@ import psutil
 import pytest
 from selenium.webdriver.support.ui import WebDriverWait
 
-from support import clean_env, free_port
+from support import PROJECT_ROOT, clean_env, free_port
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +101,40 @@ def test_ctrl_c_stops_the_ui_and_its_server(ui):
                 return
         time.sleep(0.2)
     pytest.fail(f"port {port} still answers after Ctrl-C")
+
+
+def test_a_port_another_server_answers_on_fails_at_once_naming_it(store_root):
+    """A second `make ui`, or another project's MLflow UI, holds the port and answers its health check: the command
+    must not take that answer for its own server's and print a URL into the other store."""
+    import http.server
+    import threading
+
+    class OtherUi(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200 if self.path == "/health" else 404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), OtherUi)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    port = other.server_port
+    # From the working tree (PYTHONPATH), in a folder holding an empty store: no pipeline needs to have run.
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.ui", "--params", str(PROJECT_ROOT / "params.yaml"),
+                                "--port", str(port)], cwd=store_root, env=clean_env(PYTHONPATH=str(PROJECT_ROOT)),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+        other.shutdown()
+        other.server_close()
+    assert "open http" not in stdout + stderr
+    assert process.returncode == 1, stdout + stderr
+    errors = [line for line in stderr.splitlines() if "error" in line.lower()]  # above it: the store's INFO lines
+    assert len(errors) == 1 and stderr.rstrip().endswith(errors[0]), stderr
+    assert re.fullmatch(rf"ui: error: port {port} of 127\.0\.0\.1 is in use .*--port \d+`", errors[0]), errors[0]
