@@ -522,6 +522,9 @@ def test_postgresql_restarting_in_mid_study_stops_a_worker_in_one_line_at_most_a
                 break
             assert time.monotonic() < deadline and all(w.poll() is None for w in workers), worker_errors(projects)
             time.sleep(0.5)
+        # the restart comes in mid-study: trials left to run and a worker running them
+        states = [t.state for t in optuna.load_study(study_name="restart", storage=storage).trials]
+        assert states.count(optuna.trial.TrialState.COMPLETE) < 4 and any(w.poll() is None for w in workers), states
         pg = stack.state["postgres"]
         run(team_stack.as_db_user([str(Path(pg["bindir"]) / "pg_ctl"), "-D", str(Path(pg["dir"]) / "data"),
                                    "-l", str(Path(pg["dir"]) / "postgres.log"), "-m", "fast", "-w", "restart"]),
