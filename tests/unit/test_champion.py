@@ -539,8 +539,9 @@ def test_deleting_the_champions_run_hands_the_title_on_and_registering_goes_on(s
 def test_a_champion_whose_files_are_lost_hands_on_the_title_and_its_file_registers_again(store_root, caplog):
     """The artifact store lost the champion's files (``mlruns/`` removed, a bucket that lost objects) while
     the database still points at them: the version leaves the race, the same model file registers again
-    from a run that has it, the alias moves there, and one line says what was missing and what was done;
-    loading the lost version names it, its files and the way back."""
+    from a run that has it, the alias in the store moves there (loading ``@champion`` gives that file's
+    weights), and one line says what was missing and what was done; loading the lost version names it, its
+    files and the way back."""
     import logging
     import shutil
 
@@ -578,8 +579,10 @@ def test_a_champion_whose_files_are_lost_hands_on_the_title_and_its_file_registe
         assert client.get_model_version(name, "1").tags[FILES_MISSING_TAG] == \
             "MLmodel, python_model.pkl, artifacts/model.pt"
         assert champion_run_ids(client, store.experiment_id) == {again}
-        assert isinstance(load_model_uri(f"models:/{name}@{CHAMPION_ALIAS}", store_root).W,
-                          torch.Tensor)
+        assert str(client.get_model_version_by_alias(name, CHAMPION_ALIAS).version) == "3"
+        # the weights model file "a" was made of (checkpoint(31)), not those of "b", the runner-up
+        registered_again = initial_weights(SIDE * SIDE, 10, 0.01, torch.Generator().manual_seed(31))
+        assert torch.equal(load_model_uri(f"models:/{name}@{CHAMPION_ALIAS}", store_root).W, registered_again)
 
         caplog.clear()  # said once: the next registration is quiet about it
         with caplog.at_level(logging.WARNING, logger="softmax_regression.tracking.registry"):

@@ -157,9 +157,47 @@ def test_prediction_input_loading_takes_any_file(data):
     assert inputs and all(item.pixels.dtype == np.uint8 and item.pixels.shape == (784,) for item in inputs)
 
 
-@pytest.mark.parametrize("mode", ["L", "P", "RGB", "RGBA", "LA", "1", "I;16", "I", "F"])
+LEVELS = (np.arange(28 * 28) % 256).astype(np.uint8).reshape(28, 28)
+"""Every grey level 0..255, in a pattern that is not symmetric: what each picture mode below is made to hold."""
+
+
+def picture_of_levels(mode: str) -> tuple[Image.Image, np.ndarray]:
+    """A 28x28 picture of ``mode`` made from :data:`LEVELS`, and the grey levels it must load as: the levels
+    themselves, except where the mode cannot hold them (``1``: 0 or 255)."""
+    g = LEVELS
+    grey = Image.fromarray(g)
+    opaque = Image.fromarray(np.full_like(g, 255))
+    if mode == "P":  # a reversed grey palette: an index read as a level would load the negative
+        picture = Image.fromarray(255 - g).convert("P")
+        picture.putpalette([255 - i for i in range(256) for _ in range(3)])
+        return picture, g
+    pictures = {
+        "L": lambda: grey,
+        "RGB": lambda: Image.merge("RGB", (grey, grey, grey)),
+        "RGBA": lambda: Image.merge("RGBA", (grey, grey, grey, opaque)),
+        "LA": lambda: Image.merge("LA", (grey, opaque)),
+        "1": lambda: Image.fromarray(g > 127),
+        "I;16": lambda: Image.fromarray(g.astype(np.uint16) * 257),  # 16-bit grey: 65535 is white
+        "I": lambda: Image.fromarray(g.astype(np.int32)),  # 32-bit levels within 0..255: taken as they are
+        # over 255: 16-bit levels; + 128 so that a level cast to 8 bits unscaled (mod 256) is not g by chance
+        "I;16 as I": lambda: Image.fromarray(np.minimum(g.astype(np.int32) * 257 + 128, 65535)),
+        "F": lambda: Image.fromarray(g.astype(np.float32) / 255),  # floats: the project's pixels in [0, 1]
+    }
+    expected = np.where(g > 127, 255, 0).astype(np.uint8) if mode == "1" else g
+    return pictures[mode](), expected
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "RGB", "RGBA", "LA", "1", "I;16", "I", "I;16 as I", "F"])
 def test_every_picture_mode_loads_as_grey(tmp_path, mode):
+    """A picture of each mode Pillow reads, saved as PNG (as TIFF where PNG cannot hold the mode), loads as the
+    grey levels it holds, pixel for pixel: a palette through its palette, colour and grey with opaque alpha as
+    their grey, 16-bit grey scaled (65535 -> 255), 32-bit integer levels as they are where they fit in 0..255
+    and as 16-bit ones where they do not, floats in [0, 1] times 255, black and white as 0 and 255."""
+    picture, expected = picture_of_levels(mode)
     path = tmp_path / "picture"
-    path.write_bytes(picture_bytes(mode, (40, 30), 0, "PNG"))
+    picture.save(path, format="TIFF" if picture.mode in ("I", "F") else "PNG")
+    with Image.open(path) as reread:
+        assert reread.mode == picture.mode  # the file holds the mode the branch under test reads
     [item] = load_inputs(path, 28)
-    assert item.pixels.dtype == np.uint8 and item.pixels.shape == (784,)
+    assert item.pixels.dtype == np.uint8
+    np.testing.assert_array_equal(item.pixels, expected.ravel())

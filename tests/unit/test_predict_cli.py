@@ -20,6 +20,8 @@ from PIL import Image
 
 from predicting import assert_one_line_error, check_ranking, predict, predict_in_process, predict_json
 from samples import encode_idx, save_model
+from softmax_regression import CLASS_NAMES
+from softmax_regression.models.file import load_model
 from softmax_regression.training.loop import initial_weights
 from support import VENV_BIN, clean_env
 
@@ -67,9 +69,21 @@ def installed_call(fresh_model, tmp_path_factory):
 
 
 def test_fresh_model_ranks_three_classes_per_image(fresh_model, picture, tmp_path):
+    """The three most probable classes of the picture with their probabilities, as the model file defines
+    them, worked out here: the picture's grey levels as they are (no inversion unless ``--invert``), row by
+    row, divided by 255, then softmax(x W + b)."""
     (entry,) = predict_json(fresh_model, picture, cwd=tmp_path, in_process=True)
     assert entry["input"] == str(picture)
     check_ranking(entry)
+    model = load_model(fresh_model)
+    levels = np.asarray(Image.open(picture))  # a greyscale PNG, 28 x 28: no conversion or resize to undo
+    assert levels.shape == (28, 28) and levels.dtype == np.uint8
+    x = levels.reshape(-1) / 255.0
+    logits = x @ model.W.double().numpy() + model.b.double().numpy()
+    probabilities = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    top = np.argsort(-probabilities)[:3]
+    assert [t["class"] for t in entry["top"]] == [CLASS_NAMES[c] for c in top]
+    assert [t["probability"] for t in entry["top"]] == pytest.approx(probabilities[top].tolist(), abs=1e-6)
 
 
 def test_the_installed_command_answers_as_the_command_does_in_process(fresh_model, installed_call):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -105,10 +106,15 @@ def test_a_tag_another_process_sets_at_the_same_time_lands(experiment_id):
 def test_evaluate_logs_into_a_model_run_by_its_id_and_leaves_it_finished(experiment_id):
     """evaluate logs its metrics, figures and tables into each model's run without starting the run again: no
     write touches the run's status or end time, so another evaluate of the same model file (a sweep's baseline,
-    on a second queue worker) finds the run meanwhile (``find_run`` takes FINISHED runs)."""
+    on a second queue worker) finds the run meanwhile (``find_run`` takes FINISHED runs). The run then holds
+    every metric with its value and nothing else (test scores, validation accuracy, calibration, precision /
+    recall / F1 and one-vs-rest ECE per class, under the class's name; accuracy, precision, recall and F1 as
+    counted here from labels and predictions), the two figures as given, the confusion table as counted here
+    and the per-class table."""
     import numpy as np
 
     from pipeline.evaluate import log_evaluation
+    from softmax_regression import CLASS_NAMES
     from softmax_regression.evaluation.calibration import calibrate
     from softmax_regression.evaluation.metrics import evaluate_probabilities
     from softmax_regression.tracking.model_runs import ModelRun
@@ -121,6 +127,8 @@ def test_evaluate_logs_into_a_model_run_by_its_id_and_leaves_it_finished(experim
     rng = np.random.default_rng(0)
     labels = np.arange(40) % 10
     probabilities = rng.dirichlet(np.ones(10), size=40)
+    probabilities[np.arange(24), labels[:24]] += 1.0  # most of the first 24 right: precision apart from recall
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
     evaluation = evaluate_probabilities("baseline", probabilities, labels)
     calibration = calibrate(probabilities, labels, probabilities, labels, 5)
 
@@ -132,9 +140,39 @@ def test_evaluate_logs_into_a_model_run_by_its_id_and_leaves_it_finished(experim
     assert mlflow.active_run() is None
     after = client.get_run(run.info.run_id)
     assert (after.info.status, after.info.end_time) == ("FINISHED", before.end_time)
-    assert after.data.metrics["test_accuracy"] == evaluation.accuracy
+    counted = np.zeros((10, 10), dtype=np.int64)  # [true, predicted]
+    for true, predicted in zip(labels, probabilities.argmax(axis=1)):
+        counted[true, predicted] += 1
+    hits = np.diag(counted)
+    precision, recall = hits / counted.sum(axis=0), hits / counted.sum(axis=1)  # every class predicted here
+    f1 = 2 * precision * recall / (precision + recall)
+    classes = ["t_shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot"]
+    expected = {"test_accuracy": round(hits.sum() / 40, 6), "test_loss": round(evaluation.loss, 6),
+                "macro_f1": round(float(f1.mean()), 6), "val_accuracy": 0.5,
+                "test_ece": round(calibration.ece, 6), "test_mce": round(calibration.mce, 6),
+                "test_brier": round(calibration.brier, 6), "temperature": round(calibration.temperature, 6),
+                "test_ece_calibrated": round(calibration.calibrated.ece(), 6)}
+    for k, name in enumerate(classes):
+        expected |= {f"test_precision_{name}": round(float(precision[k]), 6),
+                     f"test_recall_{name}": round(float(recall[k]), 6), f"test_f1_{name}": round(float(f1[k]), 6),
+                     f"test_ece_{name}": round(float(calibration.per_class_ece[k]), 6)}
+    assert after.data.metrics == expected
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {
+        "figures", "confusion_matrix.json", "per_class.csv"}
     assert {a.path for a in client.list_artifacts(run.info.run_id, "figures")} == {
         "figures/confusion_matrix.png", "figures/reliability.png"}
+    stored = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="figures")
+    assert [(Path(stored) / f).read_bytes() for f in ("confusion_matrix.png", "reliability.png")] == [
+        b"confusion png", b"reliability png"]
+    table = client.load_table(experiment_id, "confusion_matrix.json", run_ids=[run.info.run_id])
+    assert list(table.columns) == ["true", *CLASS_NAMES]
+    assert list(table["true"]) == list(CLASS_NAMES)
+    np.testing.assert_array_equal(table[list(CLASS_NAMES)].to_numpy(), counted)
+    per_class = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/per_class.csv").splitlines()
+    assert per_class[0] == "model,class,precision,recall,f1,support"
+    assert [row.split(",") for row in per_class[1:]] == [
+        ["baseline", name, *(str(expected[f"test_{m}_{metric}"]) for m in ("precision", "recall", "f1")), "4"]
+        for name, metric in zip(CLASS_NAMES, classes)]
     assert runs.find_run(experiment_id, runs.MODEL_SHA256_TAG, "evaluated").info.run_id == run.info.run_id
 
 
