@@ -239,9 +239,9 @@ def validate_params(raw: Any) -> dict[str, dict[str, Any]]:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """YAML's safe loader that reads a number with an exponent as DVC does, and refuses a key given twice in one
-    mapping, naming it and both lines. (YAML keeps the last of two, and a stricter reader of the same file refuses it: one file,
-    two sets of params.)"""
+    """YAML's safe loader that reads a number with an exponent as YAML 1.2 does, and refuses a key given twice
+    in one mapping, naming it and both lines. (YAML keeps the last of two, and a stricter reader of the same
+    file refuses it: one file, two sets of params.)"""
 
     def construct_mapping(self, node, deep=False):
         seen: dict[Any, int] = {}
@@ -249,16 +249,18 @@ class _StrictLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             try:
-                first = seen.setdefault(key, line)
+                first = seen.get(key)
             except TypeError:  # an unhashable key: the constructor names it below
                 continue
-            if first != line:
-                raise ParamsError(f"duplicate key {excerpt(key)} on lines {first} and {line}")
+            if first is not None:
+                where = f"line {line}, twice" if first == line else f"lines {first} and {line}"  # {lr: 1, lr: 2}
+                raise ParamsError(f"duplicate key {excerpt(key)} on {where}")
+            seen[key] = line
         return super().construct_mapping(node, deep=deep)
 
 
-# PyYAML follows YAML 1.1, where a float needs a dot: ``1e-05`` would be a string. DVC reads params with
-# YAML 1.2 (ruamel), where it is a number, and writes such numbers so (``dvc exp run -S train.lr=1e-5``).
+# PyYAML follows YAML 1.1, where a float needs a dot: ``1e-05`` would be a string. The pipeline tool reads
+# params with YAML 1.2 (ruamel), where it is a number, and writes small numbers so when it sets a param.
 _StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float",
                                     re.compile(r"^[-+]?[0-9]+(?:\.[0-9]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
 

@@ -32,6 +32,7 @@ HOSTILE = {
     "an alias of a plain value": ("data:\n  seed: &s 3\ntrain:\n  seed: *s\n", "YAML anchor &s on line 2"),
     "duplicate key in a section": ("train:\n  epochs: 10\n  lr: 0.1\n  epochs: 1\n",
                                    "duplicate key 'epochs' on lines 2 and 4"),
+    "duplicate key on one line": ("train: {lr: 0.1, epochs: 3, lr: 5.0}\n", "duplicate key 'lr' on line 1, twice"),
     "duplicate section": ("train:\n  epochs: 10\ndata:\n  seed: 1\ntrain:\n  lr: 0.1\n",
                           "duplicate key 'train' on lines 1 and 5"),
 }
