@@ -254,6 +254,10 @@ def test_a_temperature_changes_the_probabilities_not_the_ranking(tmp_path, pictu
     assert sum(t["probability"] for t in warm["top"]) == pytest.approx(1, abs=1e-5)
 
 
-def test_calibrated_needs_a_registered_version(fresh_model, picture, tmp_path):
-    assert_one_line_error(predict_in_process(fresh_model, picture, "--calibrated", cwd=tmp_path),
-                          "--calibrated reads the temperature of a registered version", "--temperature")
+@pytest.mark.parametrize("model", ["model file", "runs:/0123456789abcdef/classifier"])
+def test_calibrated_needs_a_registered_version(fresh_model, picture, tmp_path, model):
+    """A run carries no temperature (evaluate tags the versions it registers): refused before anything loads."""
+    source = fresh_model if model == "model file" else model
+    assert_one_line_error(predict_in_process(source, picture, "--calibrated", cwd=tmp_path),
+                          "--calibrated reads the temperature of a registered version",
+                          "for a model file or a runs:/ URI give --temperature")

@@ -41,9 +41,10 @@ def main(model: str, images: tuple[str, ...], k: int, as_json: bool, invert: boo
     from softmax_regression.tracking.store import TrackingUnavailable
 
     try:
-        if calibrated and (temperature is not None or ":/" not in model):
+        if calibrated and (temperature is not None or not model.startswith("models:/")):
             raise InputImageError("--calibrated reads the temperature of a registered version (models:/...); "
-                                  "for a model file give --temperature (evaluate's is in reports/eval/metrics.json)")
+                                  "for a model file or a runs:/ URI give --temperature (evaluate's is in "
+                                  "reports/eval/metrics.json)")
         if ":/" in model:  # an MLflow model URI; mlflow is imported only for these (seconds of start-up)
             from softmax_regression.tracking.registry import load_model_uri, version_temperature
 

@@ -217,8 +217,9 @@ def version_temperature(source: str) -> float:
     """The temperature evaluate recorded on the registered version of a ``models:/`` URI (tag ``temperature``)."""
     found = registered_version(source)
     if found is None or TEMPERATURE_TAG not in found.tags:
-        raise ModelFileError(f"{source} carries no temperature (tag {TEMPERATURE_TAG!r}, set by evaluate): run "
-                             "the project's evaluate stage again, or give --temperature")
+        raise ModelFileError(f"{source} carries no temperature (tag {TEMPERATURE_TAG!r}, set by evaluate on the "
+                             "versions it registers): run the project's evaluate stage again, or give --temperature "
+                             "instead of --calibrated")
     return float(found.tags[TEMPERATURE_TAG])
 
 
