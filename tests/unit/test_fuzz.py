@@ -201,3 +201,22 @@ def test_every_picture_mode_loads_as_grey(tmp_path, mode):
     [item] = load_inputs(path, 28)
     assert item.pixels.dtype == np.uint8
     np.testing.assert_array_equal(item.pixels, expected.ravel())
+
+
+@pytest.mark.parametrize("orientation, bright", [(1, "left"), (6, "top"), (8, "bottom"), (3, "right")])
+def test_a_picture_loads_the_way_up_its_exif_orientation_says(tmp_path, orientation, bright):
+    """A phone stores a photo as the sensor saw it and the way up in EXIF's Orientation, which viewers follow:
+    a bar down the stored picture's left edge is at the top of one taken turned a quarter (6), at the bottom
+    of one turned the other way (8)."""
+    stored = np.zeros((28, 28), dtype=np.uint8)
+    stored[:, :4] = 255
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # Orientation
+    path = tmp_path / "photo.png"
+    Image.fromarray(stored).save(path, exif=exif)
+    [item] = load_inputs(path, 28)
+    edges = {"left": (slice(None), slice(0, 4)), "right": (slice(None), slice(24, 28)),
+             "top": (slice(0, 4), slice(None)), "bottom": (slice(24, 28), slice(None))}
+    loaded = item.pixels.reshape(28, 28)
+    assert {edge: int(loaded[where].min()) for edge, where in edges.items()}[bright] == 255
+    assert int(loaded.sum()) == 255 * 4 * 28  # the bar alone, nowhere else

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from softmax_regression.data.idx import IdxError, decompress_if_gzip, parse_idx
 from softmax_regression.filetypes import not_a_regular_file
@@ -100,7 +100,8 @@ def _load_picture(path: Path, side: int) -> np.ndarray:
                 if width * height > MAX_PICTURE_PIXELS:
                     raise InputImageError(f"{path}: {width}x{height} pixels, over the {MAX_PICTURE_PIXELS} allowed")
                 picture.load()
-                return resize_grey(picture, side)
+                # a camera stores its picture as the sensor saw it, and the way up in EXIF: viewers turn it
+                return resize_grey(ImageOps.exif_transpose(picture), side)
     except InputImageError:
         raise
     except Image.DecompressionBombError as exc:  # Pillow's own cap, checked in open (over 179 M pixels)
