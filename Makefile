@@ -65,7 +65,7 @@ ui: install ## the MLflow UI on the project's store, one worker; prints the URL 
 	python -m pipeline.ui
 
 plots-template: tools/node_modules/.installed ## rebuild tools/plots/offline.html, the offline page of dvc plots
-	python tools/build_plots_template.py
+	$(PYTHON) tools/build_plots_template.py  # the standard library only: no .venv needed
 
 BASE ?= main
 pr-report: install ## what the workspace changed against BASE (default main): reports/pr/report.md
