@@ -577,10 +577,15 @@ def up(root: Path) -> dict:
     if (root / STATE_FILE).exists() and any(alive(json.loads((root / STATE_FILE).read_text()).get(name, {}).get("pid"))
                                             for name in ("mlflow", "nginx")):
         raise StackError(f"a team stack is running from {root} already (`make team-stack-down` stops it)")
-    if root.exists():
+    if root.exists() and any(root.iterdir()):
+        if not (root / STATE_FILE).exists():  # `--dir .` must not wipe a checkout
+            raise StackError(f"{root} holds files and no team stack: give --dir an empty or a new folder")
+        click.echo(f"team-stack: replacing the stopped stack's state in {root} (its runs, artifacts and remote)",
+                   err=True)
         shutil.rmtree(root)
-    root.mkdir(parents=True)
+    root.mkdir(parents=True, exist_ok=True)
     state: dict = {}
+    save_state(root, state)  # from here the folder is a stack's: an `up` that fails half-way can be run again
     try:
         start_postgres(state, root)
         write_secrets(state, root)
@@ -640,7 +645,8 @@ def stack_errors(command):
     return run
 
 
-@main.command("up", help="Start PostgreSQL, the MLflow server behind nginx and the SSH server; print how to use them.")
+@main.command("up", help="Start PostgreSQL, the MLflow server behind nginx and the SSH server; print how to use them. "
+              "A new stack: the state a stopped one left in the folder is replaced.")
 @root_option
 @stack_errors
 def up_command(root: Path) -> None:
@@ -653,7 +659,8 @@ def up_command(root: Path) -> None:
 
 @main.command("down", help="Stop the stack; nothing keeps running.")
 @root_option
-@click.option("--purge", is_flag=True, help="Also delete the state folder (runs, artifacts, the remote).")
+@click.option("--purge", is_flag=True, help="Also delete the state folder (runs, artifacts, the remote) now; "
+              "without it they stay until the next `up` replaces them.")
 @stack_errors
 def down_command(root: Path, purge: bool) -> None:
     down(root.resolve())

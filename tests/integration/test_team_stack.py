@@ -863,3 +863,17 @@ def test_every_secret_of_the_accounts_is_0600_from_its_first_byte_in_a_0700_fold
     assert config["mlflow"]["database_uri"] == "postgresql+psycopg://mlflow:pa%25ss@127.0.0.1:5432/mlflow_auth"
     assert config["mlflow"]["admin_password"] == (auth / "admin.password").read_text().strip()
     assert config["mlflow"]["default_permission"] == "READ"
+
+
+def test_up_refuses_a_folder_that_holds_files_and_no_stack_and_starts_nothing(tmp_path):
+    """`up` replaces a stopped stack's state; any other folder with files in it (`--dir .` in a checkout) is
+    refused in one line, before anything is started or removed."""
+    folder = tmp_path / "checkout"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine\n")
+    result = run([*STACK, "up", "--dir", str(folder)],
+                 tmp_path, clean_env(HOME=str(tmp_path)), check=False, timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [f"team-stack: error: {folder} holds files and no team stack: give --dir an "
+                                          "empty or a new folder"]
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"] and (folder / "notes.txt").read_text() == "mine\n"
