@@ -207,7 +207,7 @@ def run_check(root: Path, workdir: Path, say=lambda message: None) -> tuple[list
               if (d[1] != "out" or d[3] is None) and not (d[1] == "dep" and d[2] in committed_outs | rebuilt_outs)]
     lines = out_lines(checks, rebuilt_outs, committed_outs) + others
     dirty = [line.strip() for line in git(["status", "--porcelain"], project).splitlines() if line.strip()]
-    if rebuilt != committed:  # a dvc.lock that differs is itemised above already
+    if lines:  # a dvc.lock whose entries differ is itemised above; one that differs in form only stays dirty
         dirty = [line for line in dirty if line.split()[-1] != "dvc.lock"]
     return lines + [f"dirty: `git status` after the rebuild: {line}" for line in dirty], checks
 

@@ -379,6 +379,22 @@ def test_drifting_project_fails_with_one_line_per_differing_entry(tmp_path, tmpd
             "(1 line(s); outs: 2 identical, 0 within tolerance, 1 drift)") in result.stderr
 
 
+def test_a_committed_lock_that_differs_from_the_rebuilds_in_form_only_is_dirty(tmp_path, steady, tmpdir_env):
+    """Every entry the same, but not the bytes DVC writes (another DVC version's lock, a hand edit): the rebuild
+    leaves `git status` unclean, so it is no exact reproduction."""
+    project = clone(steady, tmp_path / "project")
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    for stage in lock["stages"].values():
+        for entry in stage.get("deps", []) + stage.get("outs", []):
+            entry.pop("size", None)  # DVC writes it; an older lock may lack it
+    (project / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=True))
+    git(project, "commit", "-qam", "dvc.lock without sizes")
+    env, _ = tmpdir_env
+    result = reproduce_check("--project", str(project), env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.splitlines() == ["dirty: `git status` after the rebuild: M dvc.lock"]
+
+
 STRAY = """\
 import os, pathlib
 pathlib.Path("out.txt").write_text("out")
