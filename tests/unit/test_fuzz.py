@@ -220,3 +220,25 @@ def test_a_picture_loads_the_way_up_its_exif_orientation_says(tmp_path, orientat
     loaded = item.pixels.reshape(28, 28)
     assert {edge: int(loaded[where].min()) for edge, where in edges.items()}[bright] == 255
     assert int(loaded.sum()) == 255 * 4 * 28  # the bar alone, nowhere else
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+@pytest.mark.parametrize("invert", [False, True])
+def test_transparent_pixels_are_background_whatever_colour_they_hold(tmp_path, mode, invert):
+    """A cut-out (a product photo on a transparent background): the transparent pixels, stored white here, load
+    as Fashion-MNIST's black background, with or without --invert; the garment, opaque grey 40, as 40, or
+    215 once inverted."""
+    garment = np.zeros((28, 28), dtype=bool)
+    garment[6:22, 8:20] = True
+    grey = np.where(garment, 40, 255).astype(np.uint8)  # the hidden pixels hold white
+    alpha = np.where(garment, 255, 0).astype(np.uint8)
+    if mode == "P":  # a palette picture whose white entry is transparent
+        picture = Image.fromarray(grey).convert("P")
+        picture.info["transparency"] = 255
+    else:
+        picture = Image.merge(mode, [Image.fromarray(grey)] * (len(mode) - 1) + [Image.fromarray(alpha)])
+    path = tmp_path / "cut-out.png"
+    picture.save(path, transparency=255) if mode == "P" else picture.save(path)
+    [item] = load_inputs(path, 28, invert=invert)
+    expected = np.where(garment, 215 if invert else 40, 0).astype(np.uint8)
+    np.testing.assert_array_equal(item.pixels, expected.ravel())

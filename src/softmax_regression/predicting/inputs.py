@@ -41,7 +41,8 @@ def load_inputs(path: str | Path, side: int, invert: bool = False) -> list[Input
 
     Pictures are converted to grey and resized to ``side x side``; ``invert``
     turns a dark object on a light background (a photo) into Fashion-MNIST's
-    light object on black.
+    light object on black. A transparent pixel is background: black, or white
+    before ``invert`` turns it black.
     """
     path = Path(path)
     kind = not_a_regular_file(path)
@@ -57,7 +58,7 @@ def load_inputs(path: str | Path, side: int, invert: bool = False) -> list[Input
         raise InputImageError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
     if head[:2] == b"\x1f\x8b" or is_idx(head):
         return _load_idx(path, size, side, invert)
-    return [InputImage(str(path), _prepare(_load_picture(path, side), invert))]
+    return [InputImage(str(path), _prepare(_load_picture(path, side, background=255 if invert else 0), invert))]
 
 
 def _load_idx(path: Path, size: int, side: int, invert: bool) -> list[InputImage]:
@@ -90,8 +91,9 @@ def _load_idx(path: Path, size: int, side: int, invert: bool) -> list[InputImage
     raise InputImageError(f"{path}: gzip data that is not an IDX file")
 
 
-def _load_picture(path: Path, side: int) -> np.ndarray:
-    """A picture file as ``side x side`` grey levels, its size checked before it is decoded."""
+def _load_picture(path: Path, side: int, background: int = 0) -> np.ndarray:
+    """A picture file as ``side x side`` grey levels (transparent pixels as ``background``), its size checked
+    before it is decoded."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow warns of damaged metadata; the error below is the one line
@@ -101,7 +103,7 @@ def _load_picture(path: Path, side: int) -> np.ndarray:
                     raise InputImageError(f"{path}: {width}x{height} pixels, over the {MAX_PICTURE_PIXELS} allowed")
                 picture.load()
                 # a camera stores its picture as the sensor saw it, and the way up in EXIF: viewers turn it
-                return resize_grey(ImageOps.exif_transpose(picture), side)
+                return resize_grey(ImageOps.exif_transpose(picture), side, background)
     except InputImageError:
         raise
     except Image.DecompressionBombError as exc:  # Pillow's own cap, checked in open (over 179 M pixels)
@@ -110,9 +112,11 @@ def _load_picture(path: Path, side: int) -> np.ndarray:
         raise InputImageError(f"{path}: not a readable image or IDX file ({type(exc).__name__})") from None
 
 
-def grey_levels(picture: Image.Image) -> Image.Image:
+def grey_levels(picture: Image.Image, background: int = 0) -> Image.Image:
     """The picture as 8-bit grey ("L"). 16-bit grey is scaled (65535 -> 255), not clipped as Pillow's
-    ``convert("L")`` does; a palette picture goes through its palette; colour by luminance."""
+    ``convert("L")`` does; a palette picture goes through its palette; colour by luminance; a picture with
+    transparency over the grey level ``background`` (``convert("L")`` would drop the alpha and keep whatever
+    colour a transparent pixel holds)."""
     if picture.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         levels = np.asarray(picture).astype(np.float64)
         wide = picture.mode.startswith("I;16") or levels.max(initial=0) > 255
@@ -122,11 +126,14 @@ def grey_levels(picture: Image.Image) -> Image.Image:
         return Image.fromarray(np.clip(np.rint(np.asarray(picture) * 255), 0, 255).astype(np.uint8), mode="L")
     if picture.mode in ("P", "PA"):
         picture = picture.convert("RGBA" if picture.mode == "PA" or "transparency" in picture.info else "RGB")
+    if picture.mode in ("RGBA", "LA", "La", "RGBa"):
+        behind = Image.new("RGBA", picture.size, (background, background, background, 255))
+        picture = Image.alpha_composite(behind, picture.convert("RGBA"))
     return picture.convert("L")
 
 
-def resize_grey(picture: Image.Image, side: int) -> np.ndarray:
-    grey = grey_levels(picture)
+def resize_grey(picture: Image.Image, side: int, background: int = 0) -> np.ndarray:
+    grey = grey_levels(picture, background)
     if grey.size != (side, side):
         grey = grey.resize((side, side), Image.Resampling.LANCZOS)
     return np.asarray(grey, dtype=np.uint8)
