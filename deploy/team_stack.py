@@ -568,6 +568,14 @@ def load_state(root: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def started_state(root: Path) -> dict:
+    """The state of a stack whose ``up`` finished: one that failed half-way left an empty state file."""
+    state = load_state(root)
+    if "ssh" not in state:  # the last component ``up`` starts
+        raise StackError(f"the team stack in {root} did not finish starting (`make team-stack-up` starts it again)")
+    return state
+
+
 def save_state(root: Path, state: dict) -> None:
     """The state file holds the database password (in the backend store's URI): 0600, written at once."""
     write_atomically(root / STATE_FILE, json.dumps(state, indent=2), 0o600)
@@ -674,7 +682,7 @@ def down_command(root: Path, purge: bool) -> None:
 @stack_errors
 def restart_mlflow_command(root: Path) -> None:
     root = root.resolve()
-    state = load_state(root)
+    state = started_state(root)
     stop_process_group(state["mlflow"]["pid"])
     start_mlflow(state, root, state["mlflow"]["port"])  # on its port: nginx proxies there
     save_state(root, state)
@@ -685,7 +693,7 @@ def restart_mlflow_command(root: Path) -> None:
 @root_option
 @stack_errors
 def env_command(root: Path) -> None:
-    for line in env_lines(load_state(root.resolve())):
+    for line in env_lines(started_state(root.resolve())):
         click.echo(line)
 
 

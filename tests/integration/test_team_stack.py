@@ -877,3 +877,17 @@ def test_up_refuses_a_folder_that_holds_files_and_no_stack_and_starts_nothing(tm
     assert result.stderr.splitlines() == [f"team-stack: error: {folder} holds files and no team stack: give --dir an "
                                           "empty or a new folder"]
     assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"] and (folder / "notes.txt").read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("command", ["env", "restart-mlflow"])
+def test_a_stack_whose_up_failed_half_way_is_one_line_to_start_it_again(tmp_path, command):
+    """`up` writes an empty state file first, so that a failed `up` can be run again: `env` and `restart-mlflow`
+    then say the stack never finished starting, rather than ending in a KeyError."""
+    folder = tmp_path / "stack"
+    folder.mkdir()
+    (folder / "stack.json").write_text("{}")
+    result = run([*STACK, command, "--dir", str(folder)], tmp_path, clean_env(HOME=str(tmp_path)), check=False,
+                 timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [f"team-stack: error: the team stack in {folder} did not finish starting "
+                                          "(`make team-stack-up` starts it again)"]
