@@ -21,30 +21,12 @@ from collections import defaultdict
 from pathlib import Path
 
 import click
-import yaml
 
-from softmax_regression.errors import one_line
+from pipeline.ci.dvc_files import CheckError, read_stages
 
 EXIT_CURRENT = 0
 EXIT_STALE = 1
 EXIT_ERROR = 2
-
-
-class CheckError(RuntimeError):
-    """The check could not be carried out."""
-
-
-def read_stages(path: Path) -> dict:
-    """The ``stages`` mapping of dvc.yaml or dvc.lock; a file that cannot be read as one (a merge left its
-    conflict markers, say) is a CheckError naming it."""
-    try:
-        spec = yaml.safe_load(path.read_text()) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise CheckError(f"{path} cannot be read as YAML: {one_line(exc)}") from None
-    stages = spec.get("stages") or {} if isinstance(spec, dict) else None
-    if not isinstance(stages, dict):
-        raise CheckError(f"{path} holds no mapping of stages")
-    return stages
 
 
 def stage_outs(project: Path) -> set[str]:

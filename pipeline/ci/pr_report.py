@@ -109,7 +109,8 @@ def base_side(project: Path, base: str) -> tuple[dict[str, dict], dict[str, byte
     """The base's scores and the figures of the models it scored, as the base's dvc.lock records them, from the
     cache; the base is built in a temporary clone sharing the cache first where the cache lacks any of them."""
     cache = reproduce_check.dvc_cache(project)
-    outs = reproduce_check.out_hashes(reproduce_check.git(["show", f"{base}:dvc.lock"], project))
+    outs = reproduce_check.out_hashes(reproduce_check.git(["show", f"{base}:dvc.lock"], project),
+                                      f"the dvc.lock of {base}")
     scores, figures, missing = cached_side(cache, outs)
     if missing:
         log.info("the cache lacks the base's %s: building %s in a temporary clone", ", ".join(missing), base)

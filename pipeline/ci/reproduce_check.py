@@ -37,8 +37,8 @@ import tempfile
 from pathlib import Path
 
 import click
-import yaml
 
+from pipeline.ci.dvc_files import CheckError, parse_stages, read_stages
 from pipeline.ci.tolerance import DRIFT, IDENTICAL, OUTCOMES, WITHIN, DvcCache, OutCheck, check_outs
 from pipeline.kernels import portable_here
 from softmax_regression.errors import one_line
@@ -47,11 +47,9 @@ EXIT_IDENTICAL = 0
 EXIT_DRIFT = 1
 EXIT_ERROR = 2
 
+COMMITTED_LOCK, REBUILT_LOCK = "the committed dvc.lock", "the rebuilt dvc.lock"
+
 STAGE_RAN = re.compile(r"Running stage '([\w@.-]+)'")
-
-
-class CheckError(RuntimeError):
-    """The check could not be carried out (as opposed to: it ran and found drift)."""
 
 
 def git(args: list[str], cwd: Path) -> str:
@@ -83,11 +81,11 @@ def shorten(kind: str, value: str) -> str:
     return value[:16] if kind in ("dep", "out") else value
 
 
-def lock_entries(lock_text: str) -> dict[tuple[str, str, str], str]:
-    """``{(stage, kind, path or key): hash or value}`` for every entry of a dvc.lock."""
-    lock = yaml.safe_load(lock_text) or {}
+def lock_entries(lock_text: str, where: str = "dvc.lock") -> dict[tuple[str, str, str], str]:
+    """``{(stage, kind, path or key): hash or value}`` for every entry of a dvc.lock (``where`` names it in the
+    error when it is no mapping of stages)."""
     entries: dict[tuple[str, str, str], str] = {}
-    for stage, body in (lock.get("stages") or {}).items():
+    for stage, body in parse_stages(lock_text, where).items():
         entries[(stage, "cmd", "")] = str(body.get("cmd"))
         for kind in ("deps", "outs"):
             for item in body.get(kind) or []:
@@ -101,7 +99,7 @@ def lock_entries(lock_text: str) -> dict[tuple[str, str, str], str]:
 
 def lock_differences(committed: str, rebuilt: str) -> list[tuple[str, str, str, str | None, str | None]]:
     """``(stage, kind, path or key, committed, rebuilt)`` for every dvc.lock entry that differs, sorted."""
-    before, after = lock_entries(committed), lock_entries(rebuilt)
+    before, after = lock_entries(committed, COMMITTED_LOCK), lock_entries(rebuilt, REBUILT_LOCK)
     return [(stage, kind, name, before.get((stage, kind, name)), after.get((stage, kind, name)))
             for stage, kind, name in sorted(set(before) | set(after))
             if before.get((stage, kind, name)) != after.get((stage, kind, name))]
@@ -137,8 +135,8 @@ def out_lines(checks: list[OutCheck], rebuilt_hashes: dict[str, str] | None = No
     return lines
 
 
-def out_hashes(lock_text: str) -> dict[str, str]:
-    return {path: digest for (stage, kind, path), digest in lock_entries(lock_text).items() if kind == "out"}
+def out_hashes(lock_text: str, where: str = "dvc.lock") -> dict[str, str]:
+    return {path: digest for (stage, kind, path), digest in lock_entries(lock_text, where).items() if kind == "out"}
 
 
 def dvc_cache(root: Path) -> DvcCache:
@@ -164,11 +162,6 @@ def check_environment(workdir: Path, project: Path) -> dict[str, str]:
     return env
 
 
-def stages(project: Path) -> list[str]:
-    spec = yaml.safe_load((project / "dvc.yaml").read_text()) or {}
-    return list(spec.get("stages") or {})
-
-
 def repro(project: Path, env: dict[str, str], log: Path, force: bool = True) -> list[str]:
     """Run `dvc repro`, with ``--force`` unless told otherwise (output to ``log``); returns the stages it ran.
 
@@ -192,16 +185,17 @@ def run_check(root: Path, workdir: Path, say=lambda message: None) -> tuple[list
     identical, every other dvc.lock entry that differs, every `git status` line) and every out's check."""
     project = clone(root, workdir / "project")
     committed = (project / "dvc.lock").read_text()
+    committed_stages = parse_stages(committed, COMMITTED_LOCK)  # before a rebuild that DVC would fail on
     commit = git(["rev-parse", "HEAD"], project).strip()
     say(f"dvc repro in a clean clone of {commit[:12]} at {project}")
     ran = repro(project, check_environment(workdir, project), workdir / "repro.log")
-    skipped = [stage for stage in stages(project) if stage not in ran]
+    skipped = [stage for stage in read_stages(project / "dvc.yaml") if stage not in ran]
     if skipped:
         tail = "\n".join((workdir / "repro.log").read_text(errors="replace").splitlines()[-20:])
         raise CheckError(f"the rebuild did not execute stage(s) {', '.join(skipped)}:\n{tail}")
     rebuilt = (project / "dvc.lock").read_text()
-    checks = check_outs(yaml.safe_load(committed) or {}, project, dvc_cache(root))
-    committed_outs, rebuilt_outs = out_hashes(committed), out_hashes(rebuilt)
+    checks = check_outs(committed_stages, project, dvc_cache(root))
+    committed_outs, rebuilt_outs = out_hashes(committed, COMMITTED_LOCK), out_hashes(rebuilt, REBUILT_LOCK)
     # An out judged above is not also listed where a later stage depends on it.
     others = [drift_line(*d) for d in lock_differences(committed, rebuilt)
               if (d[1] != "out" or d[3] is None) and not (d[1] == "dep" and d[2] in committed_outs | rebuilt_outs)]
@@ -214,8 +208,8 @@ def run_check(root: Path, workdir: Path, say=lambda message: None) -> tuple[list
 
 def check_rebuilt(root: Path, rebuilt: Path) -> tuple[list[str], list[OutCheck]]:
     """Judge the outs found under ``rebuilt`` against the committed dvc.lock of ``root``."""
-    committed = git(["show", "HEAD:dvc.lock"], root)
-    checks = check_outs(yaml.safe_load(committed) or {}, rebuilt, dvc_cache(root))
+    committed = parse_stages(git(["show", "HEAD:dvc.lock"], root), COMMITTED_LOCK)
+    checks = check_outs(committed, rebuilt, dvc_cache(root))
     return out_lines(checks), checks
 
 

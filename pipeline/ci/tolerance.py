@@ -266,10 +266,10 @@ def check_out(path: str, committed_md5: str, rebuilt_root: Path, cache: DvcCache
     return verdict, derived
 
 
-def check_outs(lock: dict, rebuilt_root: Path, cache: DvcCache) -> list[OutCheck]:
-    """Every out of a parsed dvc.lock against the files under ``rebuilt_root``."""
+def check_outs(stages: dict, rebuilt_root: Path, cache: DvcCache) -> list[OutCheck]:
+    """Every out of a dvc.lock's ``stages`` mapping against the files under ``rebuilt_root``."""
     checks, derived = [], []
-    for stage, body in (lock.get("stages") or {}).items():
+    for stage, body in stages.items():
         for out in body.get("outs") or []:
             verdict, is_derived = check_out(out["path"], str(out.get("md5")), rebuilt_root, cache)
             pending = is_derived and verdict.outcome == WITHIN  # decided once the value-compared outs are

@@ -395,6 +395,27 @@ def test_a_committed_lock_that_differs_from_the_rebuilds_in_form_only_is_dirty(t
     assert result.stdout.splitlines() == ["dirty: `git status` after the rebuild: M dvc.lock"]
 
 
+
+@pytest.mark.parametrize("text, reason", [
+    ("schema: '2.0'\nstages:\n<<<<<<< HEAD\n  a: {}\n=======\n  b: {}\n>>>>>>> theirs\n",
+     "cannot be read as YAML: while scanning a simple key"),
+    ("- a\n- b\n", "holds no mapping of stages"),
+], ids=["conflict markers", "a list"])
+@pytest.mark.parametrize("mode", ["rebuild", "rebuilt"])
+def test_a_committed_lock_that_is_no_mapping_of_stages_is_an_error_naming_it(tmp_path, steady, tmpdir_env, text,
+                                                                           reason, mode):
+    """A merge that left its conflict markers in the committed dvc.lock is one line and exit 2 (the check could
+    not run), before any rebuild: not a YAML traceback, nor DVC's own failure."""
+    project = clone(steady, tmp_path / "project")
+    (project / "dvc.lock").write_text(text)
+    git(project, "commit", "-qam", "a broken dvc.lock")
+    env, tmp = tmpdir_env
+    result = reproduce_check("--project", str(project), *(["--rebuilt", str(project)] if mode == "rebuilt" else []),
+                             env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [f"reproduce-check: error: the committed dvc.lock {reason}"]
+    assert result.stdout == ""
+    assert workdirs(tmp) == []
 STRAY = """\
 import os, pathlib
 pathlib.Path("out.txt").write_text("out")

@@ -106,14 +106,15 @@ def cached(cache: Path, data: bytes) -> str:
     return md5
 
 
-def lock_with(cache: Path, model: bytes, figures: dict[str, bytes]) -> dict:
+def stages_with(cache: Path, model: bytes, figures: dict[str, bytes]) -> dict:
+    """The ``stages`` of a dvc.lock whose outs, a model file and a folder of figures, are in ``cache``."""
     listing = [{"md5": cached(cache, data), "relpath": name} for name, data in sorted(figures.items())]
     manifest = json.dumps(listing).encode()
     dir_md5 = hashlib.md5(manifest).hexdigest() + ".dir"
     (cache / "files/md5" / dir_md5[:2]).mkdir(parents=True, exist_ok=True)
     (cache / "files/md5" / dir_md5[:2] / dir_md5[2:]).write_bytes(manifest)
-    return {"stages": {"train": {"outs": [{"path": "models/scratch.pt", "md5": cached(cache, model)}]},
-                       "report": {"outs": [{"path": "reports/figures", "md5": dir_md5}]}}}
+    return {"train": {"outs": [{"path": "models/scratch.pt", "md5": cached(cache, model)}]},
+            "report": {"outs": [{"path": "reports/figures", "md5": dir_md5}]}}
 
 
 def rebuild(root: Path, model: bytes, figures: dict[str, bytes]) -> Path:
@@ -132,21 +133,21 @@ def rebuild(root: Path, model: bytes, figures: dict[str, bytes]) -> Path:
 ])
 def test_derived_outs_follow_the_models_and_metrics(tmp_path, shift, model_outcome, figure_outcome):
     """A figure whose bytes differ is within tolerance when every value-compared out is, drift otherwise."""
-    lock = lock_with(tmp_path / "cache", model_file(), {"a.png": b"committed", "b.png": b"same"})
+    stages = stages_with(tmp_path / "cache", model_file(), {"a.png": b"committed", "b.png": b"same"})
     rebuilt = rebuild(tmp_path / "rebuilt", model_file(shift), {"a.png": b"rendered anew", "b.png": b"same"})
-    checks = {check.path: check.verdict.outcome for check in check_outs(lock, rebuilt, DvcCache(tmp_path / "cache"))}
+    checks = {check.path: check.verdict.outcome for check in check_outs(stages, rebuilt, DvcCache(tmp_path / "cache"))}
     assert checks == {"models/scratch.pt": model_outcome, "reports/figures": figure_outcome}
 
 
 def test_a_file_missing_from_a_rebuilt_folder_is_drift(tmp_path):
-    lock = lock_with(tmp_path / "cache", model_file(), {"a.png": b"committed", "b.png": b"same"})
+    stages = stages_with(tmp_path / "cache", model_file(), {"a.png": b"committed", "b.png": b"same"})
     rebuilt = rebuild(tmp_path / "rebuilt", model_file(), {"a.png": b"committed"})
-    checks = {c.path: c.verdict for c in check_outs(lock, rebuilt, DvcCache(tmp_path / "cache"))}
+    checks = {c.path: c.verdict for c in check_outs(stages, rebuilt, DvcCache(tmp_path / "cache"))}
     assert checks["reports/figures"] == Verdict(DRIFT, "reports/figures/b.png was not written by the rebuild")
 
 
 def test_a_file_the_committed_folder_lacks_is_drift_naming_it(tmp_path):
-    lock = lock_with(tmp_path / "cache", model_file(), {"a.png": b"committed"})
+    stages = stages_with(tmp_path / "cache", model_file(), {"a.png": b"committed"})
     rebuilt = rebuild(tmp_path / "rebuilt", model_file(), {"a.png": b"committed", "extra.png": b"new"})
-    checks = {c.path: c.verdict for c in check_outs(lock, rebuilt, DvcCache(tmp_path / "cache"))}
+    checks = {c.path: c.verdict for c in check_outs(stages, rebuilt, DvcCache(tmp_path / "cache"))}
     assert checks["reports/figures"] == Verdict(DRIFT, "reports/figures/extra.png is not in the committed out")
