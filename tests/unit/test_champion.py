@@ -288,6 +288,38 @@ def test_champion_loads_and_predicts_classes(store, better):
     assert better.after.versions["4"]["tags"][runs.MODEL_SHA256_TAG] == sha256_hex(better.data)
 
 
+def test_a_model_uri_loads_its_model_file_and_runs_no_pickle_from_the_store(store, tmp_path):
+    """What ``fmnist-predict`` loads from a ``runs:/`` or ``models:/`` URI is the model file inside the logged
+    classifier, read weights-only: a classifier pickle replaced in the store by one that runs a command loads
+    the same model, and the command never runs (docs/faults.md, "Loading trust")."""
+    import os
+    import pickle
+
+    from softmax_regression.tracking.registry import load_model_uri
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    data = checkpoint(seed=11)
+    run_id = new_run(store, "hostile store", data, classifier=True)
+    classifier = run_classifier(store.client, run_id, sha256_hex(data))
+    pickled = Path(classifier.artifact_location.removeprefix("file://")) / "python_model.pkl"
+    assert pickled.is_file()
+    pickled.write_bytes(pickle.dumps(Payload()))
+    loaded = load_model_uri(f"runs:/{run_id}/classifier", store.root)
+    (store.root / "hostile.pt").write_bytes(data)
+    expected = load_model(store.root / "hostile.pt")
+    assert torch.equal(loaded.W, expected.W) and torch.equal(loaded.b, expected.b)
+    assert not marker.exists()
+    with pytest.raises(AttributeError), warnings.catch_warnings():  # MLflow's loader unpickles it: it runs
+        warnings.simplefilter("ignore")
+        mlflow.pyfunc.load_model(f"runs:/{run_id}/classifier")
+    assert marker.exists()
+
+
 def test_the_champion_takes_a_temperature_and_keeps_its_classes(store, better):
     """``params={"temperature": T}``: the probabilities of softmax(logits / T), the same classes; the registered
     version's tag ``temperature`` (evaluate sets it) is what ``fmnist-predict --calibrated`` applies."""

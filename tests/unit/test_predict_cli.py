@@ -100,6 +100,23 @@ def test_missing_model_file(picture, tmp_path):
     assert "Traceback" not in line
 
 
+@pytest.mark.parametrize("kind", ["a directory", "a named pipe (FIFO)"])
+def test_a_model_that_is_no_regular_file_says_what_it_is(picture, tmp_path, kind):
+    """Not "not found" for a folder that is there; a named pipe is not opened (it would block)."""
+    model = tmp_path / "models"
+    model.mkdir() if kind == "a directory" else os.mkfifo(model)
+    assert_one_line_error(predict_in_process(model, picture, cwd=tmp_path),
+                          f"model file {model} is {kind}, not a regular file")
+
+
+def test_calibrated_and_a_temperature_exclude_each_other(picture, tmp_path):
+    assert_one_line_error(
+        predict_in_process("models:/fashion-mnist-softmax@champion", picture, "--calibrated", "--temperature", "1.2",
+                           cwd=tmp_path),
+        "--calibrated and --temperature exclude each other")
+    assert not (tmp_path / "mlflow.db").exists()
+
+
 def test_the_module_entry_point_fails_in_one_line(picture, tmp_path):
     """``python -m softmax_regression.predicting.cli`` in a process of its own: exit status 1, one line, no
     traceback."""
@@ -261,3 +278,27 @@ def test_calibrated_needs_a_registered_version(fresh_model, picture, tmp_path, m
     assert_one_line_error(predict_in_process(source, picture, "--calibrated", cwd=tmp_path),
                           "--calibrated reads the temperature of a registered version",
                           "for a model file or a runs:/ URI give --temperature")
+
+
+def test_ctrl_c_while_loading_is_one_line_and_exit_130(picture, tmp_path):
+    """Interrupted while it waits for the tracking server (one that took the connection and never answers):
+    one line and exit 130, as a stage says it, not click's ``Aborted!`` and exit 1."""
+    import signal
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(60)
+        process = subprocess.Popen(
+            [str(VENV_BIN / "fmnist-predict"), "models:/fashion-mnist-softmax@champion", str(picture)], cwd=tmp_path,
+            env=clean_env(MLFLOW_TRACKING_URI=f"http://127.0.0.1:{server.getsockname()[1]}"),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            connection, _ = server.accept()  # its health check: the process now waits for an answer
+            with connection:
+                process.send_signal(signal.SIGINT)
+                stdout, stderr = process.communicate(timeout=60)
+        finally:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert stderr.splitlines() == ["fmnist-predict: interrupted"]
+    assert stdout == ""
