@@ -97,11 +97,49 @@ def test_a_search_file_reads_ranges_choices_and_fixed_values(tmp_path):
     ({"grid": {}}, "may hold heartbeat, nothing else (look at grid)"),
     ({"heartbeat": 0}, "heartbeat must be a number of seconds above 0"),
     ({"heartbeat": "5s"}, "heartbeat must be a number of seconds above 0"),
+    # a trial trains on the processed splits: a data key but data.normalize would do nothing in it, and
+    # `make tuned` would set it (data.val_size 5000 would also pass the check below while the splits have none)
+    ({"fixed": {"data.val_size": 5000}}, "fixed.data.val_size is not a key that shapes the model"),
+    ({"fixed": {"tracking.experiment": "x"}}, "fixed.tracking.experiment is not a key that shapes the model"),
+    ({"space": {"train.epochs": {"low": 10, "high": 50, "step": 10.0}}, "fixed": {}},
+     "train.epochs takes whole numbers: space.train.epochs's low, high and step must be integers"),
+    ({"space": {"train.epochs": {"low": 1.0, "high": 5}}, "fixed": {}}, "train.epochs takes whole numbers"),
 ])
 def test_a_bad_search_file_is_one_line_naming_the_key(tmp_path, changes, message):
     with pytest.raises(SearchError) as info:
         load_search(write_search(tmp_path, **changes), BASE)
     assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("extra, named", [({1: "x"}, "1"), ({1: "x", "extra": 2}, "1, extra")])
+def test_a_search_file_with_a_key_that_is_no_name_names_it(tmp_path, extra, named):
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump({**SEARCH, **extra}))
+    with pytest.raises(SearchError, match=rf"nothing else \(look at {named}\)$"):
+        load_search(path, BASE)
+
+
+def test_a_float_key_draws_floats_however_its_bounds_are_written(tmp_path):
+    """``{low: 0, high: 1}`` of train.weight_decay is the interval, not the two integers 0 and 1."""
+    search = load_search(write_search(tmp_path, space={"train.weight_decay": {"low": 0, "high": 1}}), BASE)
+    assert not search.space["train.weight_decay"].integer
+    study = optuna.create_study(sampler=sampler(search))
+    draws = [suggest(study.ask(), search)["train.weight_decay"] for _ in range(20)]
+    assert all(isinstance(d, float) for d in draws) and len(set(draws)) == 20, draws
+
+
+def test_the_study_is_of_the_search_and_of_what_the_trials_take_from_params_yaml(tmp_path):
+    """Changed train or data keys in params.yaml (the validation split, a key no trial draws) make another
+    study: its accuracies would not compare with the first's. Where fetch looks for the data does not."""
+    digest = load_search(write_search(tmp_path), BASE).digest
+    for section, key, value in (("train", "loss", "squared"), ("train", "seed", 1), ("data", "val_size", 1000),
+                                ("data", "seed", 7)):
+        assert BASE[section][key] != value
+        changed = {**BASE, section: {**BASE[section], key: value}}
+        assert load_search(write_search(tmp_path), changed).digest != digest, key
+    elsewhere = {**BASE, "data": {**BASE["data"], "local_dir": "/srv/fashion-mnist", "retries": 9},
+                 "report": {**BASE["report"], "n_images": 3}}
+    assert load_search(write_search(tmp_path), elsewhere).digest == digest
 
 
 def test_a_search_without_a_validation_split_is_refused(tmp_path):
@@ -176,8 +214,11 @@ def test_workers_end_the_study_with_exactly_its_trials_and_a_joiner_of_another_s
     state = counts(study)
     assert sum(state[s] for s in FINISHED) == 7 and state[optuna.trial.TrialState.PRUNED] == 1, state
     assert work(study, objective, 7, poll=0.05) == 0  # a late worker finds the study done
-    with pytest.raises(SearchError, match="study 's' was created from another search space"):
+    with pytest.raises(SearchError, match="study 's' was created from another search space or params.yaml"):
         open_study(load_search(write_search(tmp_path, seed=99), BASE), storage(tmp_path))
+    other_base = {**BASE, "train": {**BASE["train"], "init_std": BASE["train"]["init_std"] * 2}}
+    with pytest.raises(SearchError, match="study 's' was created from another search space or params.yaml"):
+        open_study(load_search(write_search(tmp_path), other_base), storage(tmp_path))
 
 
 def test_the_tuned_file_holds_the_winner_with_its_runners_up_and_reads_back_as_dvc_flags(tmp_path):

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from softmax_regression.errors import one_line
-from softmax_regression.params import ParamsError, parse_params_yaml, validate_params
+from softmax_regression.params import SCHEMA, SETTINGS, ParamsError, parse_params_yaml, validate_params
 from softmax_regression.tuning import PRUNERS, SAMPLERS
 
 TUNABLE_PREFIXES = ("train.", "data.normalize")
@@ -38,10 +38,9 @@ class Range:
     high: float
     log: bool = False
     step: float | None = None
-
-    @property
-    def integer(self) -> bool:
-        return all(isinstance(v, int) for v in (self.low, self.high)) and (self.step is None or isinstance(self.step, int))
+    integer: bool = False
+    """The params key takes whole numbers only (``train.epochs``): drawn with ``suggest_int``; else floats, however
+    the bounds are written (``{low: 0, high: 1}`` of ``train.weight_decay`` draws from the interval)."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +61,8 @@ class Search:
     fixed: dict[str, Any]
     space: dict[str, Range | Choices]
     digest: str
-    """Of everything above but the number of trials: a study holds the trials of one search only."""
+    """Of everything above but the number of trials, and of what the trials take from params.yaml
+    (:func:`trial_base`): a study holds the trials of one search on one base only."""
     heartbeat: float = OPTIONAL["heartbeat"]
     """Seconds between a running trial's heartbeats; a trial silent for four of them is taken for dead."""
 
@@ -87,6 +87,13 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _takes_only_integers(key: str) -> bool:
+    """The params key's rule refuses a float with a whole value (``train.epochs``), but not an integer."""
+    section, _, name = key.partition(".")
+    rule = SCHEMA.get(section, {}).get(name)
+    return rule is not None and rule.check(1) and not rule.check(1.0)
+
+
 def _spec(key: str, raw: Any, where: str) -> Range | Choices:
     if isinstance(raw, dict) and set(raw) == {"choices"}:
         values = raw["choices"]
@@ -105,11 +112,22 @@ def _spec(key: str, raw: Any, where: str) -> Range | Choices:
         raise SearchError(f"{where}: space.{key}.log must be true or false, and true only for low > 0")
     if step is not None and (not _number(step) or step <= 0 or log):
         raise SearchError(f"{where}: space.{key}.step must be a positive number, and not with log")
-    return Range(low, high, log, step)
+    integer = _takes_only_integers(key)
+    if integer and not all(isinstance(v, int) for v in (low, high, 1 if step is None else step)):
+        raise SearchError(f"{where}: {key} takes whole numbers: space.{key}'s low, high and step must be integers")
+    return Range(low, high, log, step, integer)
 
 
 def _endpoints(spec: Range | Choices) -> list:
     return list(spec.values) if isinstance(spec, Choices) else [spec.low, spec.high]
+
+
+def trial_base(base_params: dict) -> dict[str, dict[str, Any]]:
+    """What a trial takes from params.yaml besides its point: the ``train`` section, and the ``data`` keys the
+    processed splits and the inputs are made by (not fetch's settings, which change no byte)."""
+    params = validate_params(base_params)
+    return {"train": params["train"],
+            "data": {key: value for key, value in params["data"].items() if f"data.{key}" not in SETTINGS}}
 
 
 def point_params(point: dict[str, Any], base_params: dict, where: str = "search") -> dict[str, dict[str, Any]]:
@@ -131,7 +149,7 @@ def load_search(path: str | Path, base_params: dict) -> Search:
     where = f"search file {path}"
     raw = _read_yaml(path, "search file")
     if not isinstance(raw, dict) or not KEYS <= set(raw) <= KEYS | set(OPTIONAL):
-        found = set(raw) if isinstance(raw, dict) else set()
+        found = set(map(str, raw)) if isinstance(raw, dict) else set()
         wrong = sorted(KEYS - found) or sorted(found - KEYS - set(OPTIONAL))
         raise SearchError(f"{where} must hold {', '.join(sorted(KEYS))} and may hold {', '.join(sorted(OPTIONAL))}, "
                           f"nothing else (look at {', '.join(wrong) or 'its top level'})")
@@ -154,10 +172,12 @@ def load_search(path: str | Path, base_params: dict) -> Search:
             raise SearchError(f"{where}: {section} must map dotted params keys (train.lr) to values")
     if not space:
         raise SearchError(f"{where}: space names no key to search")
+    for section, key in [("fixed", key) for key in fixed] + [("space", key) for key in space]:
+        if not key.startswith(TUNABLE_PREFIXES):  # a trial trains on the processed splits: data.* is preprocess's
+            raise SearchError(f"{where}: {section}.{key} is not a key that shapes the model (train.* or "
+                              "data.normalize)")
     specs = {}
     for key, raw_spec in space.items():
-        if not key.startswith(TUNABLE_PREFIXES):
-            raise SearchError(f"{where}: space.{key} is not a key that shapes the model (train.* or data.normalize)")
         if key in fixed:
             raise SearchError(f"{where}: {key} is both fixed and in the space")
         specs[key] = _spec(key, raw_spec, where)
@@ -176,6 +196,7 @@ def load_search(path: str | Path, base_params: dict) -> Search:
         if raw["trials"] > size:
             raise SearchError(f"{where}: trials is {raw['trials']}, but the grid has {size} points")
     described = {k: raw[k] for k in sorted(KEYS - {"trials"})}
+    described["params"] = trial_base(base_params)
     digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
     return Search(raw["study"], raw["experiment"], raw["trials"], raw["sampler"], raw["seed"], raw["pruner"],
                   dict(fixed), specs, digest, heartbeat)
