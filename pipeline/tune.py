@@ -117,10 +117,10 @@ def join_study(search_path: str, params_path: str, create: bool = True):
     quiet_optuna()
     base = load_params(params_path)
     search = load_search(search_path, base)
-    experiment_id = open_experiment(search.experiment)
     url = storage_url(os.environ, project_root())
-    storage = open_storage(url, lambda trial: end_dead_trial_run(search, trial), search.heartbeat)
+    storage = open_storage(url, lambda trial: end_dead_trial_run(search, trial), search.heartbeat, create)
     study, created = open_study(search, storage, create)
+    experiment_id = open_experiment(search.experiment)  # once there is a study: `best` of none creates nothing
     if created:
         parent = mlflow.MlflowClient().create_run(experiment_id, run_name=f"study {search.study}", tags={
             STUDY_TAG: search.study, "optuna.storage": shown(url), "optuna.search_digest": search.digest})
@@ -231,6 +231,19 @@ def write_best(study, search, search_path: str, out_path: str) -> None:
              winner.val_acc, winner.trial, len(scored), out_path)
 
 
+def failed_workers(codes: list[int], finished: int, trials: int) -> str | None:
+    """What ended the workers that did not succeed, or None if all did. A study short of its trials is an
+    error; one that holds them is not (a killed worker's trial was failed by heartbeat and run by another)."""
+    failed = [f"killed by signal {-code}" if code < 0 else f"exit {code}" for code in codes if code != 0]
+    if not failed:
+        return None
+    said = f"{len(failed)} of {len(codes)} workers failed ({', '.join(failed)})"
+    if finished < trials:
+        raise SearchError(f"{said} with {finished} of {trials} trials finished (their lines above); run it again "
+                          "to resume the study")
+    return said
+
+
 @click.group(help=__doc__)
 def main() -> None:
     pass
@@ -261,24 +274,32 @@ def worker(search_path: str, params_path: str) -> None:
 @verbose_option
 @stage_main("tune")
 def run_command(search_path: str, params_path: str, out_path: str, workers: int, no_progress: bool) -> None:
-    from softmax_regression.tuning.study import FINISHED, counts
+    from softmax_regression.tuning.study import DATABASE_ERRORS, FINISHED, counts
 
     search, _, study, _, _ = join_study(search_path, params_path)  # created here, before the workers race for it
-    command = [sys.executable, "-m", "pipeline.tune", "worker", "--search", search_path, "--params", params_path]
+    command = [sys.executable, "-m", "pipeline.tune", "worker", "--search", search_path, "--params", params_path,
+               *(["--verbose"] if log.isEnabledFor(logging.DEBUG) else [])]
     processes = [subprocess.Popen(command) for _ in range(workers)]
+
+    def finished() -> int:
+        return sum(counts(study)[s] for s in FINISHED)
+
     try:
         with tqdm(total=search.trials, desc=f"study {search.study}", unit="trial", disable=no_progress) as bar:
             while any(p.poll() is None for p in processes):
-                bar.update(min(search.trials, sum(counts(study)[s] for s in FINISHED)) - bar.n)
+                try:
+                    bar.update(min(search.trials, finished()) - bar.n)
+                except DATABASE_ERRORS:  # a database away for a moment: the workers go on, or say why they stop
+                    pass
                 time.sleep(1.0)
     finally:
         for p in processes:
             if p.poll() is None:
                 p.terminate()
             p.wait()
-    failed = [str(p.returncode) for p in processes if p.returncode != 0]
+    failed = failed_workers([p.returncode for p in processes], finished(), search.trials)
     if failed:
-        raise SearchError(f"{len(failed)} of {workers} workers failed (exit {', '.join(failed)}; their lines above)")
+        log.warning("%s; the study holds its %d trials", failed, search.trials)
     write_best(study, search, search_path, out_path)
 
 
@@ -301,6 +322,7 @@ def best(search_path: str, params_path: str, out_path: str) -> None:
 @stage_main("tune", pinned=False)
 def tuned(tuned_path: str, name: str) -> None:
     values = load_tuned(tuned_path, "; `make tune` writes it")
+    point_params(values, load_params(), f"tuned params file {tuned_path}")  # checked before the old one goes
     if name in dvc("exp", "list", "--name-only").split():
         log.info("replacing the earlier experiment %s", name)
         dvc("exp", "remove", name)

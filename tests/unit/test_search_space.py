@@ -9,7 +9,7 @@ import optuna
 import pytest
 import yaml
 
-from pipeline.tune import REPRODUCE, set_param_flags
+from pipeline.tune import REPRODUCE, failed_workers, set_param_flags
 from softmax_regression.params import load_params
 from softmax_regression.tuning.space import (
     Choices,
@@ -403,3 +403,51 @@ def test_reading_a_study_that_does_not_exist_says_so_and_creates_none(tmp_path):
     with pytest.raises(SearchError, match="no study 's' in the study database: `make tune` runs it"):
         open_study(search, storage(tmp_path), create=False)
     assert optuna.get_all_study_names(storage(tmp_path)) == []
+
+
+def test_a_failed_worker_fails_a_run_only_while_the_study_lacks_trials():
+    """`tune run`: a worker killed in mid-trial (its trial run again by another) leaves a study that holds its
+    trials, so the winner is written; a study short of them is an error naming how each worker ended."""
+    assert failed_workers([0, 0], finished=4, trials=4) is None
+    assert failed_workers([0, -9], finished=4, trials=4) == "1 of 2 workers failed (killed by signal 9)"
+    with pytest.raises(SearchError, match=r"^2 of 2 workers failed \(exit 1, killed by signal 15\) with 3 of 4 "
+                                          r"trials finished \(their lines above\); run it again to resume the study$"):
+        failed_workers([1, -15], finished=3, trials=4)
+
+
+def test_an_unreadable_or_missing_study_database_is_one_line_naming_it(tmp_path):
+    """The URL may hold a password: an unreadable one is not shown, a readable one without it; `best` (no
+    ``create``) of a SQLite file that is not there creates none."""
+    def opened(url, create=True):
+        with pytest.raises(SearchError) as info:
+            open_storage(url, on_dead_trial=lambda trial: None, heartbeat=5, create=create)
+        assert "\n" not in str(info.value)
+        return str(info.value)
+
+    assert opened("not a url:secret") == ("OPTUNA_STORAGE is not a database URL SQLAlchemy reads (Could not parse "
+                                          "SQLAlchemy URL from given URL string)")
+    line = opened("postgres://optuna:secret@db.example/optuna")
+    assert line.startswith("cannot open the study database postgres://optuna:***@db.example/optuna (OPTUNA_STORAGE")
+    assert "secret" not in line and "sqlalchemy.dialects:postgres" in line
+    assert opened(f"sqlite:///{tmp_path / 'nowhere' / 'o.db'}").endswith("unable to open database file")
+    missing = tmp_path / "optuna.db"
+    assert opened(f"sqlite:///{missing}", create=False) == f"no study database at {missing}: `make tune` runs the study"
+    assert not missing.exists()
+
+
+def test_tuned_checks_the_tuned_values_before_it_touches_an_experiment(tmp_path, monkeypatch):
+    """A bad value in the tuned file is one line naming it, before `dvc exp remove` of the earlier ``tuned``
+    (here no DVC project at all: reaching DVC would fail on that instead)."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from pipeline.tune import main
+
+    shutil.copyfile(PROJECT_ROOT / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "tuned.yaml").write_text("train.lr: -1\n")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["tuned", "--tuned", "tuned.yaml"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines() == ["tune: error: tuned params file tuned.yaml: params key train.lr is -1; "
+                                          "expected a number > 0"], result.stderr

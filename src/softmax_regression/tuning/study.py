@@ -96,10 +96,29 @@ class HeartbeatStorage(optuna.storages.RDBStorage):
         return stale + [trial_id for (trial_id,) in never_beat]
 
 
-def open_storage(url: str, on_dead_trial: Callable[[FrozenTrial], None], heartbeat: float
+def open_storage(url: str, on_dead_trial: Callable[[FrozenTrial], None], heartbeat: float, create: bool = True
                  ) -> optuna.storages.RDBStorage:
     """The study database at ``url``, with a heartbeat every ``heartbeat`` seconds; a dead trial is queued again
-    (up to :data:`MAX_RETRIES` times) and handed to ``on_dead_trial``."""
+    (up to :data:`MAX_RETRIES` times) and handed to ``on_dead_trial``. Without ``create``, a SQLite file that
+    is not there is an error, not a new empty database. One that cannot be opened is one line naming it."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        shown_url, database = shown(url), make_url(url).database
+    except (sqlalchemy.exc.ArgumentError, ValueError) as exc:  # the URL may hold a password: not shown
+        raise SearchError(f"{STORAGE_VARIABLE} is not a database URL SQLAlchemy reads ({one_line(exc)})") from None
+    if not create and url.startswith("sqlite") and database and not Path(database).is_file():
+        raise SearchError(f"no study database at {database}: `make tune` runs the study")
+    try:
+        return _open_storage(url, on_dead_trial, heartbeat)
+    except (*DATABASE_ERRORS, ImportError) as exc:  # no such driver or host, a file SQLite cannot open
+        cause = database_error(exc)
+        raise SearchError(f"cannot open the study database {shown_url} ({STORAGE_VARIABLE}, else {DEFAULT_STORAGE} "
+                          f"in the project): {one_line(getattr(cause, 'orig', None) or cause)}") from None
+
+
+def _open_storage(url: str, on_dead_trial: Callable[[FrozenTrial], None], heartbeat: float
+                  ) -> optuna.storages.RDBStorage:
     grace = GRACE_HEARTBEATS * heartbeat
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
