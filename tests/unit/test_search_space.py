@@ -129,15 +129,18 @@ def test_a_float_key_draws_floats_however_its_bounds_are_written(tmp_path):
 
 
 def test_the_study_is_of_the_search_and_of_what_the_trials_take_from_params_yaml(tmp_path):
-    """Changed train or data keys in params.yaml (the validation split, a key no trial draws) make another
-    study: its accuracies would not compare with the first's. Where fetch looks for the data does not."""
+    """Changed train or data keys in params.yaml (the validation split, a key the search does not set) make
+    another study: its accuracies would not compare with the first's. Where fetch looks for the data does not,
+    nor a key the search sets (two machines' params.yaml may differ there: test_team_stack.py)."""
     digest = load_search(write_search(tmp_path), BASE).digest
     for section, key, value in (("train", "loss", "squared"), ("train", "seed", 1), ("data", "val_size", 1000),
                                 ("data", "seed", 7)):
         assert BASE[section][key] != value
         changed = {**BASE, section: {**BASE[section], key: value}}
         assert load_search(write_search(tmp_path), changed).digest != digest, key
+    # a key the search sets (train.epochs is fixed; train.lr drawn): the trials never read params.yaml's
     elsewhere = {**BASE, "data": {**BASE["data"], "local_dir": "/srv/fashion-mnist", "retries": 9},
+                 "train": {**BASE["train"], "epochs": BASE["train"]["epochs"] + 1, "lr": BASE["train"]["lr"] * 2},
                  "report": {**BASE["report"], "n_images": 3}}
     assert load_search(write_search(tmp_path), elsewhere).digest == digest
 

@@ -122,12 +122,13 @@ def _endpoints(spec: Range | Choices) -> list:
     return list(spec.values) if isinstance(spec, Choices) else [spec.low, spec.high]
 
 
-def trial_base(base_params: dict) -> dict[str, dict[str, Any]]:
-    """What a trial takes from params.yaml besides its point: the ``train`` section, and the ``data`` keys the
-    processed splits and the inputs are made by (not fetch's settings, which change no byte)."""
+def trial_base(base_params: dict, searched: set[str]) -> dict[str, Any]:
+    """What a trial takes from params.yaml (dotted keys): the ``train`` keys and the ``data`` keys the processed
+    splits and the inputs are made by, but those the search sets (``searched``) and fetch's settings, which
+    change no byte."""
     params = validate_params(base_params)
-    return {"train": params["train"],
-            "data": {key: value for key, value in params["data"].items() if f"data.{key}" not in SETTINGS}}
+    return {f"{section}.{key}": value for section in ("train", "data") for key, value in params[section].items()
+            if f"{section}.{key}" not in searched | set(SETTINGS)}
 
 
 def point_params(point: dict[str, Any], base_params: dict, where: str = "search") -> dict[str, dict[str, Any]]:
@@ -196,7 +197,7 @@ def load_search(path: str | Path, base_params: dict) -> Search:
         if raw["trials"] > size:
             raise SearchError(f"{where}: trials is {raw['trials']}, but the grid has {size} points")
     described = {k: raw[k] for k in sorted(KEYS - {"trials"})}
-    described["params"] = trial_base(base_params)
+    described["params"] = trial_base(base_params, set(fixed) | set(specs))
     digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
     return Search(raw["study"], raw["experiment"], raw["trials"], raw["sampler"], raw["seed"], raw["pruner"],
                   dict(fixed), specs, digest, heartbeat)

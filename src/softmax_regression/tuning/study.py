@@ -211,8 +211,8 @@ def open_study(search: Search, storage: optuna.storages.BaseStorage, create: boo
             raise SearchError(f"no study {search.study!r} in the study database: `make tune` runs it") from None
     digest = wait_for_attr(study, SEARCH_DIGEST)
     if digest != search.digest:
-        raise SearchError(f"study {search.study!r} was created from another search space or params.yaml (its "
-                          "train and data sections); give the study a new name in the search file")
+        raise SearchError(f"study {search.study!r} was created from another search space or params.yaml (the "
+                          "train and data keys the search does not set); give the study a new name in the search file")
     return study, False
 
 
