@@ -263,6 +263,9 @@ class StagedOutputs:
         """Rename every temporary into place, one after another, with SIGINT and SIGTERM held off."""
         if self.committed:
             raise RuntimeError("outputs already committed")
+        for tmp, target in self._staged:  # what no rename replaces, refused before the first one renames
+            if not tmp.is_dir() and target.is_dir() and not target.is_symlink():
+                raise _write_failure(target, IsADirectoryError(errno.EISDIR, "a directory is in its place"))
         with signals_deferred():
             for tmp, target in self._staged:
                 if tmp.is_dir():

@@ -84,7 +84,8 @@ def _http_url(v: Any) -> bool:
         url.port  # noqa: B018 (a port that is no number raises here)
     except ValueError:  # an unclosed IPv6 bracket, a port out of range
         return False
-    return url.scheme in ("http", "https") and bool(url.hostname)
+    # urllib would take "user:password@host" for the host name, and the password would be in every line
+    return url.scheme in ("http", "https") and bool(url.hostname) and url.username is None and url.password is None
 
 
 def _url_list(v: Any) -> bool:
@@ -136,7 +137,7 @@ SCHEMA: dict[str, dict[str, Rule]] = {
     "data": {
         "system_dir": Rule("a directory path or null", _optional_str),
         "local_dir": Rule("a directory path or null", _optional_str),
-        "mirrors": Rule("a list of http(s) base URLs, each naming a host", _url_list),
+        "mirrors": Rule("a list of http(s) base URLs, each naming a host and no login", _url_list),
         "timeout": Rule("a number of seconds > 0 and <= 3600", _seconds_up_to(3600)),
         "retries": Rule("an integer between 0 and 100", _int_between(0, 100)),
         "deadline": Rule("a number of seconds > 0 and <= 86400", _seconds_up_to(86400)),

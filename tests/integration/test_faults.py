@@ -191,6 +191,26 @@ def test_full_disk_changes_no_output_and_leaves_no_run(built, folder, name, args
     assert_repro_completes(built)
 
 
+def test_a_directory_in_the_place_of_an_output_changes_no_output(built):
+    """A file output whose path is a directory (made by hand, by another tool) is refused before the first
+    rename, in one line naming it: not the rename's error naming a temporary, after the outputs staged before
+    it were already replaced."""
+    preview = built / "reports/data/preview.png"
+    preview.unlink()
+    preview.mkdir()
+    before = outputs(built)
+    try:
+        result = stage(built, "preprocess")
+        assert result.returncode == 1, result.stderr
+        line = one_error_line(result.stderr, "preprocess")
+        assert line == "preprocess: error: cannot write reports/data/preview.png: a directory is in its place", line
+        assert outputs(built) == before and temporaries(built) == []
+        assert "RUNNING" not in run_statuses(built)
+    finally:
+        preview.rmdir()
+    assert_repro_completes(built)
+
+
 # ---- signals --------------------------------------------------------------------------------------
 
 def slow_training(project: Path) -> None:

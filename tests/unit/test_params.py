@@ -189,7 +189,7 @@ EXPERIMENT_NAMES = "a non-empty string of at most 500 characters (MLflow's limit
 MODEL_NAMES = ("a non-empty string of at most 250 characters without '/' or ':', not '.' nor starting with '..' "
                "(MLflow's model names)")
 
-MIRRORS = "a list of http(s) base URLs, each naming a host"
+MIRRORS = "a list of http(s) base URLs, each naming a host and no login"
 
 BAD_VALUES = [
     # wrong type
@@ -210,6 +210,8 @@ BAD_VALUES = [
     ("data.mirrors", ["http:///fashion/"], MIRRORS),  # urllib: "no host given"
     ("data.mirrors", ["https://example.org:port/"], MIRRORS),
     ("data.mirrors", ["https://example.org/", "http://"], MIRRORS),
+    ("data.mirrors", ["https://alice:s3cret@example.org/"], MIRRORS),  # urllib: the host "alice:s3cret@..."
+    ("data.mirrors", ["https://alice@example.org/"], MIRRORS),
     ("data.local_dir", 5, "a directory path or null"),
     ("data.local_dir", "", "a directory path or null"),
     ("data.system_dir", ["/usr"], "a directory path or null"),
