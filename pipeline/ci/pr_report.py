@@ -199,14 +199,29 @@ def figure_cell(side: Side, name: str) -> str:
     return f"![{side.name} {name}]({side.name}-{name})" if name in side.figures else f"(not in the {side.name})"
 
 
+def check_out_dir(out: Path) -> None:
+    """The report replaces the whole of ``out``: a folder that holds anything but an earlier report (``report.md``,
+    ``base-*`` and ``head-*`` figures) is refused before any work, so ``--out reports`` loses nothing."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ReportError(f"--out {out} is a file; name a folder for the report")
+    foreign = sorted(p.name for p in out.iterdir()
+                     if not (p.is_file() and (p.name == "report.md" or p.name.startswith(("base-", "head-")))))
+    if foreign:
+        raise ReportError(f"--out {out} holds {', '.join(foreign[:3])}{' and more' if len(foreign) > 3 else ''}, "
+                          "which are not a PR report's, and the report replaces the folder: name a new or empty one")
+
+
 @click.command(help=__doc__)
 @click.option("--base", "base_rev", default="main", show_default=True, help="The revision to compare against.")
 @click.option("--out", "out_dir", default="reports/pr", show_default=True, type=click.Path(file_okay=False),
-              help="Where report.md and its figures go.")
+              help="The folder report.md and its figures go to (replaced whole: new, or an earlier report).")
 @verbose_option
 @stage_main("pr-report", pinned=False)
 def main(base_rev: str, out_dir: str) -> None:
     project = Path.cwd()
+    check_out_dir(Path(out_dir))
     base_commit = reproduce_check.git(["rev-parse", "--verify", "--quiet", f"{base_rev}^{{commit}}"], project).strip()
     head_commit = reproduce_check.git(["rev-parse", "HEAD"], project).strip()
     lock_lines = lock_check.check(project)

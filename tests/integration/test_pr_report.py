@@ -86,3 +86,17 @@ def test_a_base_missing_from_the_cache_is_built_in_a_clone(two_commits, tmp_path
     assert "building" in result.stderr
     for name in FIGURES:
         assert (copy / "reports/pr" / f"base-{name}").read_bytes() == base_figures[name], name
+
+
+def test_an_out_folder_holding_anything_but_a_report_is_refused_and_kept(two_commits, page):
+    """The report replaces its folder whole: `--out reports` (evaluate's and train's outputs inside) is refused
+    before any work, in one line naming what the folder holds, and nothing in it changes."""
+    project, _ = two_commits
+    before = {p: p.read_bytes() for p in (project / "reports").rglob("*") if p.is_file()}
+    result = run([sys.executable, "-m", "pipeline.ci.pr_report", "--base", "HEAD~1", "--out", "reports"], project,
+                 check=False)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == [
+        "pr-report: error: --out reports holds data, eval, pr and more, which are not a PR report's, and the "
+        "report replaces the folder: name a new or empty one"], result.stderr
+    assert {p: p.read_bytes() for p in (project / "reports").rglob("*") if p.is_file()} == before

@@ -206,3 +206,22 @@ def test_a_missing_figure_of_a_model_the_base_scored_builds_it_and_then_fails(tm
         pr_report.base_side(tmp_path, "b")
     assert str(error.value) == "the base b holds no reports/eval/confusion_png/baseline.png even after building it"
     assert builds == ["b"]
+
+
+def test_the_out_folder_may_be_new_or_an_earlier_report_only(tmp_path):
+    pr_report.check_out_dir(tmp_path / "new")
+    earlier = tmp_path / "pr"
+    earlier.mkdir()
+    pr_report.check_out_dir(earlier)  # empty
+    for name in ("report.md", "base-scratch_curves.png", "head-confusion_baseline.png"):
+        (earlier / name).write_bytes(b"x")
+    pr_report.check_out_dir(earlier)
+    (earlier / "notes.txt").write_text("mine")
+    with pytest.raises(pr_report.ReportError, match=r"^--out .*/pr holds notes.txt, which are not a PR report's"):
+        pr_report.check_out_dir(earlier)
+    (earlier / "notes.txt").unlink()
+    (earlier / "head-figures").mkdir()  # a folder, even one named like a figure
+    with pytest.raises(pr_report.ReportError, match="holds head-figures, which"):
+        pr_report.check_out_dir(earlier)
+    with pytest.raises(pr_report.ReportError, match=r"^--out .*/report.md is a file; name a folder"):
+        pr_report.check_out_dir(earlier / "report.md")
