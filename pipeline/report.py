@@ -1,10 +1,11 @@
 """DVC stage `report`: the chapter's prediction step, grown into one page a person opens.
 
-Writes reports/report/report.html (self-contained: every image embedded),
-reports/report/summary.md and the figures beside them in reports/report/figures/:
-predictions on the first test images, the most confident mistakes, both
-models' training curves, the confusion matrices, the reliability diagrams
-(calibration), per-class F1 and the chapter's regression-loss figure.
+Writes reports/report/report.html (self-contained: every image embedded, the
+confusion matrices and reliability diagrams evaluate drew among them),
+reports/report/summary.md, and in reports/report/figures/ the figures this
+stage draws: predictions on the first test images, the most confident
+mistakes, both models' training curves, per-class F1 and the chapter's
+regression-loss figure.
 
 Logs the page into each scored model's MLflow run, found in the current store
 by the model file's SHA-256 (and created from the model file where the store
@@ -77,19 +78,21 @@ def read_inputs() -> ReportInputs:
     for kind, history in histories.items():
         metrics[kind] = {**metrics[kind], "train_loss": history[-1].train_loss}
     best = best_by_validation({name: values["val_accuracy"] for name, values in metrics.items()})
-    predicted, confidence = paths.read_output(paths.CONFUSION_DIR / f"{best}.csv", read_predictions_csv,
-                                              "evaluate")
+    images = len(test.labels)
+    predicted, confidence = paths.read_output(paths.CONFUSION_DIR / f"{best}.csv",
+                                              lambda text: read_predictions_csv(text, images), "evaluate")
     return ReportInputs(
         test=test,
         histories=histories,
         metrics=metrics,
-        per_class=paths.read_output(paths.PER_CLASS_CSV, read_per_class_csv, "evaluate"),
+        per_class=paths.read_output(paths.PER_CLASS_CSV, lambda text: read_per_class_csv(text, metrics), "evaluate"),
         worked=paths.read_output(paths.WORKED_JSON, lambda text: worked_html(json.loads(text)), "evaluate"),
         best=best, predicted=predicted, confidence=confidence,
         confusion_pngs={name: (paths.CONFUSION_PNG_DIR / f"{name}.png").read_bytes() for name in metrics},
         preview_png=paths.PREVIEW_PNG.read_bytes(),
         calibration={name: ((paths.RELIABILITY_PNG_DIR / f"{name}.png").read_bytes(), verdict(
-            name, *paths.read_output(paths.RELIABILITY_DIR / f"{name}.csv", read_reliability_csv, "evaluate"),
+            name, *paths.read_output(paths.RELIABILITY_DIR / f"{name}.csv",
+                                     lambda text: read_reliability_csv(text, images), "evaluate"),
             values["temperature"])) for name, values in metrics.items()},
     )
 

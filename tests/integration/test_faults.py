@@ -556,6 +556,12 @@ METRICS_BEFORE_CALIBRATION = json.dumps({kind: dict(zip(BEFORE_CALIBRATION, (0.8
     ("data/processed/test_labels.npy", "not an array", "report", (), "is damaged"),
     ("data/processed/val_images.npy", "", "evaluate", (), "is damaged (No data left in file)"),
     ("reports/eval/per_class.csv", "model,class\nx", "report", (), "is damaged"),
+    ("reports/eval/per_class.csv", "model,class,precision,recall,f1,support\n", "report", (),
+     "is damaged (ValueError: no rows of scratch with one per class)"),
+    # cut short, a reliability table gave the report's sentence another ECE than metrics.json's, silently
+    ("reports/eval/reliability/scratch.csv", "bin_low,bin_high,count,confidence,accuracy,calibrated_count,"
+     "calibrated_confidence,calibrated_accuracy\n0.000000,1.000000,5,0.9,0.8,5,0.9,0.8\n", "report", (),
+     "is damaged (ValueError: its bins count 5 images before the temperature and 5 after, not the 10000 test images)"),
     ("reports/eval/worked.json", "{}", "report", (), "is damaged"),
 ])
 def test_a_damaged_input_file_is_named(built, path, content, name, args, fragment):

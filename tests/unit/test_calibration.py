@@ -14,7 +14,9 @@ from softmax_regression.evaluation.calibration import (
     classwise_ece,
     fit_temperature,
     negative_log_likelihood,
+    read_reliability_csv,
     reliability,
+    reliability_csv,
 )
 
 
@@ -105,3 +107,29 @@ def test_the_temperature_depends_on_the_validation_split_only():
         assert result.calibrated.counts.sum() == 3000
         assert set(result.summary()) == {"test_ece", "test_mce", "test_brier", "temperature", "test_ece_calibrated"}
     assert len(temperatures) == 1 and temperatures.pop() == pytest.approx(2.0, rel=0.1)
+
+
+def test_the_reliability_table_reads_back_only_whole():
+    """The report's sentence recomputes the ECE from this table: read back, it gives the ECE of the
+    calibration it was written from; bins that do not tile 0 to 1, or that count other than the test
+    images, are damaged (a table cut short gave the report another ECE than the metrics file's)."""
+    rng = np.random.default_rng(3)
+    probabilities = softmax(rng.normal(0, 2, (500, 10)))
+    labels = draw_labels(probabilities, rng)
+    calibration = calibrate(probabilities, labels, probabilities, labels, bins=15)
+    text = reliability_csv(calibration)
+    before, after = read_reliability_csv(text, images=500)
+    assert before.ece() == pytest.approx(calibration.reliability.ece(), abs=1e-6)
+    assert after.ece() == pytest.approx(calibration.calibrated.ece(), abs=1e-6)
+    lines = text.strip().splitlines()
+    for damaged, message in [("\n".join(lines[:6]), "its bins do not tile the confidences from 0 to 1"),
+                             (lines[0], "its bins do not tile the confidences from 0 to 1"),
+                             ("\n".join(lines[:3] + lines[4:]), "its bins do not tile the confidences from 0 to 1")]:
+        with pytest.raises(ValueError, match=message):
+            read_reliability_csv(damaged, images=500)
+    with pytest.raises(ValueError, match="its bins count 500 images before the temperature and 500 after, not the "
+                                         "10000 test images"):
+        read_reliability_csv(text, images=10000)
+    one_bin = lines[0] + "\n0.000000,1.000000,5,0.9,0.8,4,0.9,0.8\n"
+    with pytest.raises(ValueError, match="its bins count 5 images before the temperature and 4 after$"):
+        read_reliability_csv(one_bin)

@@ -69,6 +69,13 @@ FIGURES = {
     "mistakes grid": lambda: image_grid_figure(  # the report's gallery: the longest class names, two lines
         np.zeros((18, 784), dtype=np.uint8), ["true ankle boot\npred ankle boot (1.00)"] * 18, 2, 9,
         suptitle="The model's 18 most confident mistakes", title_colors=["red"] * 18, scale=2.0),
+    # a single row (report.n_images or n_mistakes up to 9): the headline has the least room above it
+    "predictions in one row": lambda: image_grid_figure(
+        np.zeros((9, 784), dtype=np.uint8), ["ankle boot\nankle boot"] * 9, 1, 9,
+        suptitle="First 9 test images: true label (top) and the scratch model's prediction (bottom, red if wrong)"),
+    "one mistake": lambda: image_grid_figure(
+        np.zeros((1, 784), dtype=np.uint8), ["true ankle boot\npred ankle boot (1.00)"], 1, 1,
+        suptitle="The model's 1 most confident mistakes", title_colors=["red"], scale=2.0),
 }
 
 

@@ -14,6 +14,7 @@ from softmax_regression.evaluation.metrics import (
     most_confident_mistakes,
     per_class_csv,
     predictions_csv,
+    read_per_class_csv,
     read_predictions_csv,
 )
 from softmax_regression.reporting.page import Section, metrics_table_html, render_html, render_markdown
@@ -135,6 +136,29 @@ def test_predictions_csv_is_actual_then_predicted_class_names_and_the_probabilit
     assert all(row.count(",") == 2 for row in rows)
     with pytest.raises(ValueError, match="header should be actual,predicted,probability"):
         read_predictions_csv("actual,predicted\nbag,bag\n")
+    assert read_predictions_csv(text, images=6)[0].tolist() == PREDICTED.tolist()
+    cut = "\n".join(text.splitlines()[:4]) + "\n"  # a table cut short: the report would draw 3 of 6 images
+    with pytest.raises(ValueError, match=r"^3 rows, not one per test image \(6\)$"):
+        read_predictions_csv(cut, images=6)
+
+
+def test_the_per_class_table_reads_back_only_whole(tiny):
+    """Every model the report scores has one row per class, in order: a table cut at a row or one holding its
+    header only is damaged (the report's F1 figure would fail without naming the file)."""
+    other = evaluate_probabilities("other", probabilities_for(LABELS, LABELS), LABELS)
+    text = per_class_csv([tiny, other])
+    rows = read_per_class_csv(text, ["tiny", "other"])
+    assert [(r["model"], r["class"]) for r in rows] == [(m, c) for m in ("tiny", "other") for c in CLASS_NAMES]
+    assert rows[1]["f1"] == 0.8 and rows[1]["support"] == 2
+    lines = text.splitlines()
+    for damaged, message in [("\n".join(lines[:1 + K + 3]), "no rows of other with one per class"),
+                             (lines[0], "no rows of tiny with one per class"),
+                             ("\n".join(lines[:1] + lines[2:]), "no rows of tiny with one per class"),
+                             ("model,class,f1\ntiny,bag,1", "header should be model,class,precision,recall,f1,support")]:
+        with pytest.raises(ValueError, match=message):
+            read_per_class_csv(damaged + "\n", ["tiny", "other"])
+    with pytest.raises(ValueError, match="no rows of baseline with one per class"):
+        read_per_class_csv(text, ["tiny", "other", "baseline"])
 
 
 def confident(labels, predicted, confidence):

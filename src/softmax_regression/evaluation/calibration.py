@@ -190,13 +190,21 @@ def reliability_csv(calibration: Calibration) -> str:
     return "\n".join(rows) + "\n"
 
 
-def read_reliability_csv(text: str) -> tuple[Reliability, Reliability]:
-    """The two :class:`Reliability` (before, after the temperature) of :func:`reliability_csv`'s text."""
+def read_reliability_csv(text: str, images: int | None = None) -> tuple[Reliability, Reliability]:
+    """The two :class:`Reliability` (before, after the temperature) of :func:`reliability_csv`'s text: bins
+    that tile 0 to 1 and, before and after alike, count ``images`` images (where given). A table cut short
+    would give the report another ECE than the metrics file's."""
     lines = text.strip().splitlines()
     if not lines or tuple(lines[0].split(",")) != RELIABILITY_COLUMNS:
         raise ValueError(f"not a reliability table: its header should be {','.join(RELIABILITY_COLUMNS)}")
     rows = [[float(x) if x else np.nan for x in line.split(",")] for line in lines[1:]]
     table = np.array(rows, dtype=np.float64).reshape(-1, len(RELIABILITY_COLUMNS))
-    edges = np.append(table[:, 0], table[-1, 1]) if len(table) else np.array([0.0, 1.0])
+    if not len(table) or table[0, 0] != 0 or table[-1, 1] != 1 or np.any(table[1:, 0] != table[:-1, 1]):
+        raise ValueError("its bins do not tile the confidences from 0 to 1")
+    before, after = int(table[:, 2].sum()), int(table[:, 5].sum())
+    if before != after or (images is not None and before != images):
+        raise ValueError(f"its bins count {before} images before the temperature and {after} after"
+                         + (f", not the {images} test images" if images is not None else ""))
+    edges = np.append(table[:, 0], table[-1, 1])
     return (Reliability(edges, table[:, 2].astype(np.int64), table[:, 3], table[:, 4]),
             Reliability(edges, table[:, 5].astype(np.int64), table[:, 6], table[:, 7]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,8 +92,9 @@ def predictions_csv(evaluation: Evaluation, labels: np.ndarray) -> str:
     return "\n".join(lines) + "\n"
 
 
-def read_predictions_csv(text: str) -> tuple[np.ndarray, np.ndarray]:
-    """The predicted class indices and their probabilities from :func:`predictions_csv`'s text."""
+def read_predictions_csv(text: str, images: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The predicted class indices and their probabilities from :func:`predictions_csv`'s text: one row per
+    test image (``images`` of them, where given)."""
     rows = text.strip().splitlines()
     if not rows or rows[0] != "actual,predicted,probability":
         raise ValueError("not a predictions table: its header should be actual,predicted,probability")
@@ -102,6 +104,8 @@ def read_predictions_csv(text: str) -> tuple[np.ndarray, np.ndarray]:
         _, name, probability = row.rsplit(",", 2)
         predicted.append(index[name])
         confidence.append(float(probability))
+    if images is not None and len(predicted) != images:
+        raise ValueError(f"{len(predicted)} rows, not one per test image ({images})")
     return np.array(predicted, dtype=np.int64), np.array(confidence)
 
 
@@ -115,9 +119,19 @@ def per_class_csv(evaluations: list[Evaluation]) -> str:
                                                      for r in rows]) + "\n"
 
 
-def read_per_class_csv(text: str) -> list[dict]:
-    """The rows of :func:`per_class_csv`'s text, with numbers as numbers."""
-    rows = list(csv.DictReader(io.StringIO(text)))
+def read_per_class_csv(text: str, models: Iterable[str] = ()) -> list[dict]:
+    """The rows of :func:`per_class_csv`'s text, with numbers as numbers: one per class, in order, for each of
+    ``models`` (and of any other model the file holds)."""
+    reader = csv.DictReader(io.StringIO(text))
+    rows = list(reader)
+    if tuple(reader.fieldnames or ()) != PER_CLASS_COLUMNS:
+        raise ValueError(f"not a per-class table: its header should be {','.join(PER_CLASS_COLUMNS)}")
+    classes: dict[str, list[str]] = {model: [] for model in models}
+    for r in rows:
+        classes.setdefault(r["model"], []).append(r["class"])
+    wrong = [model for model, found in classes.items() if found != list(CLASS_NAMES)]
+    if wrong or not classes:
+        raise ValueError(f"no rows of {wrong[0]} with one per class" if wrong else "no rows")
     for r in rows:
         for key in ("precision", "recall", "f1"):
             r[key] = float(r[key])

@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from matplotlib import rcParams
 from matplotlib.figure import Figure
+
+HEADLINE_BAND = 0.44
+"""Inches above the top row that two-line titles and a headline need: what the default layout leaves a grid of
+two rows; a single row gets the difference added on top."""
 
 
 def grid_shape(n: int, max_cols: int = 9) -> tuple[int, int]:
@@ -26,7 +31,13 @@ def image_grid_figure(
     """A grid of grey images with a title over each: the chapter's ``show_images``."""
     n = min(len(images), rows * cols)
     side = int(round(np.sqrt(images.shape[-1]))) if images.ndim == 2 else images.shape[-1]
-    fig = Figure(figsize=(cols * scale, rows * (scale + 0.35)))
+    height = rows * (scale + 0.35)
+    band = (1 - rcParams["figure.subplot.top"]) * height  # above the top row, for its titles and the headline
+    extra = max(0.0, HEADLINE_BAND - band) if suptitle else 0.0
+    fig = Figure(figsize=(cols * scale, height + extra))
+    if extra:  # one row: the headline would sit on the titles
+        fig.subplots_adjust(top=1 - (band + extra) / (height + extra),
+                            bottom=rcParams["figure.subplot.bottom"] * height / (height + extra))
     axes = fig.subplots(rows, cols, squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.set_axis_off()
