@@ -178,7 +178,7 @@ class Mirror:
 
     ``behaviour`` maps a request path (``/fashion/train-labels-idx1-ubyte.gz``) to one of
     ``short_content_length``, ``chunked_truncated``, ``stall``, ``stall_mid_body``, ``trickle``,
-    ``endless``, ``huge_length``, ``redirect_loop``, ``404``, ``500``. A misbehaviour that cuts a body
+    ``trickle_headers``, ``endless``, ``huge_length``, ``redirect_loop``, ``404``, ``500``. A misbehaviour that cuts a body
     cuts it in half, so it stays a cut whatever the file's size.
     """
 
@@ -270,6 +270,20 @@ class Mirror:
                 return
             h.wfile.write(body[i:i + 1])
             h.wfile.flush()
+
+    TRICKLED_HEADER = b"HTTP/1.1 200 OK\r\nX-Padding: " + b"." * 300 + b"\r\nContent-Length: 0\r\n\r\n"
+
+    def _trickle_headers(self, h):
+        """The status line and headers one byte every 0.2 s (a minute in all): inside ``urlopen``, before any
+        body a download loop could time; ``headers_sent`` counts the bytes that went out."""
+        self.headers_sent = 0
+        for i in range(len(self.TRICKLED_HEADER)):
+            if self.release.wait(0.2):
+                return
+            h.wfile.write(self.TRICKLED_HEADER[i:i + 1])
+            h.wfile.flush()
+            self.headers_sent += 1
+        h.close_connection = True
 
     def _endless(self, h):
         """A chunked body that never ends (until the client hangs up)."""
@@ -714,6 +728,17 @@ def test_a_trickling_mirror_ends_at_the_deadline(raw_dir, fetch, mirror, system_
         fetch(raw_dir, mirrors=[mirror.url()], timeout=5, deadline=3)
     assert time.monotonic() - started < 15
     assert "train-labels-idx1-ubyte.gz: not done within the 3 s deadline (data.deadline)" in str(info.value)
+    assert_nothing_written(raw_dir)
+
+
+def test_a_mirror_trickling_its_headers_ends_at_the_deadline(raw_dir, fetch, mirror):
+    """Headers a byte at a time arrive inside ``urlopen``, where the body's deadline checks never run: the
+    deadline shuts the connection down, long before the server has sent them all."""
+    mirror.behaviour["/fashion/train-labels-idx1-ubyte.gz"] = "trickle_headers"
+    with pytest.raises(DataSourceError) as info:
+        fetch(raw_dir, mirrors=[mirror.url()], timeout=5, deadline=2)
+    assert "train-labels-idx1-ubyte.gz: not done within the 2 s deadline (data.deadline)" in str(info.value)
+    assert 0 < mirror.headers_sent < len(Mirror.TRICKLED_HEADER)
     assert_nothing_written(raw_dir)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import http.client
 import logging
+import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -147,20 +149,71 @@ class DownloadLimit(Exception):
     """A download went over its size cap or its deadline: not retried."""
 
 
+def _watched_opener(sockets: list[socket.socket]) -> urllib.request.OpenerDirector:
+    """``urlopen``'s opener, keeping each connection's socket in ``sockets``: ``timeout`` bounds each read only,
+    and a server may send its status line and headers a byte at a time, inside ``urlopen``, where no loop of
+    ours can check the deadline. Shutting the socket down ends that read."""
+    def watched(connection_class: type) -> type:
+        class Watched(connection_class):
+            def connect(self) -> None:
+                super().connect()
+                sockets.append(self.sock)
+        return Watched
+
+    class Http(urllib.request.HTTPHandler):
+        def http_open(self, req):
+            return self.do_open(watched(http.client.HTTPConnection), req)
+
+    class Https(urllib.request.HTTPSHandler):
+        def https_open(self, req):
+            extra = {} if getattr(self, "_check_hostname", None) is None else {"check_hostname": self._check_hostname}
+            return self.do_open(watched(http.client.HTTPSConnection), req, context=self._context, **extra)
+
+    return urllib.request.build_opener(Http, Https)
+
+
+def _cut(sockets: list[socket.socket]) -> None:
+    for sock in sockets:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:  # closed already
+            pass
+
+
 def download(url: str, timeout: float, retries: int, progress: bool = True, max_bytes: int | None = None,
              deadline: float | None = None) -> bytes:
     """The body of ``url``; network errors are retried ``retries`` times, a 4xx is not.
 
     ``timeout`` bounds each stall; ``deadline`` (seconds) bounds the whole
     download, retries included, so a server that trickles a byte at a time
-    ends too; a body over ``max_bytes`` is cut off (not read into memory).
+    ends too, its headers as well as its body (the connection is shut down
+    then); a body over ``max_bytes`` is cut off (not read into memory).
     """
-    last_error = "no attempt"
     give_up = None if deadline is None else time.monotonic() + deadline
+    sockets: list[socket.socket] = []
+    timer = None
+    if deadline is not None:
+        timer = threading.Timer(deadline, _cut, [sockets])
+        timer.daemon = True
+        timer.start()
+    try:
+        return _download(url, _watched_opener(sockets), timeout, retries, progress, max_bytes, deadline, give_up)
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+def _download(url: str, opener: urllib.request.OpenerDirector, timeout: float, retries: int, progress: bool,
+              max_bytes: int | None, deadline: float | None, give_up: float | None) -> bytes:
+    last_error = "no attempt"
+    late = f"not done within the {deadline:g} s deadline (data.deadline)" if deadline is not None else ""
+
+    def past_deadline() -> bool:
+        return give_up is not None and time.monotonic() > give_up
 
     def check_deadline() -> None:
-        if give_up is not None and time.monotonic() > give_up:
-            raise DownloadLimit(f"not done within the {deadline:g} s deadline (data.deadline)")
+        if past_deadline():
+            raise DownloadLimit(late)
 
     for attempt in range(1 + retries):
         if attempt:
@@ -168,7 +221,7 @@ def download(url: str, timeout: float, retries: int, progress: bool = True, max_
             log.info("retrying %s (attempt %d of %d)", url, attempt + 1, 1 + retries)
         try:
             check_deadline()
-            with urllib.request.urlopen(url, timeout=timeout) as response:
+            with opener.open(url, timeout=timeout) as response:
                 length = response.headers.get("Content-Length")
                 total = int(length) if length and length.isdigit() else None
                 if max_bytes is not None and total is not None and total > max_bytes:
@@ -195,6 +248,9 @@ def download(url: str, timeout: float, retries: int, progress: bool = True, max_
             if 400 <= exc.code < 500:
                 break
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            if past_deadline():  # the deadline shut the connection down under a read
+                last_error = late
+                break
             reason = getattr(exc, "reason", exc)
             if isinstance(reason, str):  # urllib's own words on the URL ("no host given"): no retry helps
                 last_error = reason
