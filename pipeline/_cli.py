@@ -109,7 +109,11 @@ def stage_main(name: str, pinned: bool = True) -> Callable:
                 sys.exit(EXIT_BAD_PARAMS)
             except KeyboardInterrupt as exc:
                 how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-                click.echo(f"{name}: {how}; no output was written{_restore_hint()}", err=True)
+                if getattr(exc, "outputs_written", False):  # held off until the outputs were in place
+                    rerun = "; DVC records no stage that failed: `dvc repro` runs it again" if os.environ.get("DVC_STAGE") else ""
+                    click.echo(f"{name}: {how} once its outputs were written{rerun}", err=True)
+                else:
+                    click.echo(f"{name}: {how}; no output was written{_restore_hint()}", err=True)
                 sys.exit(130)
             except click.exceptions.Exit:
                 raise

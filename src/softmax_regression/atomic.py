@@ -21,6 +21,7 @@ import re
 import shutil
 import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -64,17 +65,23 @@ def remove_stale_temporaries(target: str | Path) -> list[Path]:
 
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
-    """SIGINT and SIGTERM wait until the block is done (on the main thread; elsewhere a no-op)."""
-    wanted = {signal.SIGINT, signal.SIGTERM}
-    try:
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
-    except (AttributeError, ValueError, OSError):
+    """SIGINT and SIGTERM wait until the block is done, then reach their handlers (on the main thread; elsewhere
+    a no-op). The handlers are swapped for ones that only take note: a signal mask would hold them off this
+    thread only, and the kernel hands a process's signal to any thread that does not block it (torch's own
+    threads), whose note makes Python raise in this one all the same."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    received: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(received):
+            signal.raise_signal(signum)
 
 
 @contextlib.contextmanager
@@ -266,13 +273,17 @@ class StagedOutputs:
         for tmp, target in self._staged:  # what no rename replaces, refused before the first one renames
             if not tmp.is_dir() and target.is_dir() and not target.is_symlink():
                 raise _write_failure(target, IsADirectoryError(errno.EISDIR, "a directory is in its place"))
-        with signals_deferred():
-            for tmp, target in self._staged:
-                if tmp.is_dir():
-                    _replace_dir(tmp, target)
-                else:
-                    os.replace(tmp, target)
-            self.committed = True
+        try:
+            with signals_deferred():
+                for tmp, target in self._staged:
+                    if tmp.is_dir():
+                        _replace_dir(tmp, target)
+                    else:
+                        os.replace(tmp, target)
+                self.committed = True
+        except KeyboardInterrupt as exc:  # held off until the outputs were in place: say so
+            exc.outputs_written = self.committed
+            raise
 
     def discard(self) -> None:
         for tmp, _ in self._staged:

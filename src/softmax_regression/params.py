@@ -112,8 +112,9 @@ def _experiment_name(v: Any) -> bool:
 
 def _registered_model_name(v: Any) -> bool:
     """MLflow's ``_validate_model_name``: no ``/`` or ``:``, and not a path that normalises to another or
-    leaves its folder (``path_not_unique``: without a ``/`` that is ``.`` and anything starting ``..``)."""
-    return (_non_empty_str(v) and not any(c in v for c in "/:") and v != "." and not v.startswith("..")
+    leaves its folder (``path_not_unique``: without a ``/`` that is ``.`` and anything starting ``..``); and no
+    quote, which MLflow takes but its search filters cannot hold (evaluate finds versions by name)."""
+    return (_non_empty_str(v) and not any(c in v for c in "/:'\"") and v != "." and not v.startswith("..")
             and len(v) <= 250)
 
 
@@ -177,7 +178,7 @@ SCHEMA: dict[str, dict[str, Rule]] = {
     "tracking": {
         "experiment": Rule(f"a non-empty string of at most {MLFLOW_MAX_EXPERIMENT_NAME} "
                            "characters (MLflow's limit)", _experiment_name),
-        "registered_model": Rule("a non-empty string of at most 250 characters without '/' or ':', "
+        "registered_model": Rule("a non-empty string of at most 250 characters without '/', ':' or quotes, "
                                  "not '.' nor starting with '..' (MLflow's model names)", _registered_model_name),
     },
 }

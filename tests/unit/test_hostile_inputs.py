@@ -124,8 +124,10 @@ def test_the_mlflow_limits_the_params_encode_are_the_installed_mlflows():
 
 @pytest.mark.parametrize("section, key, value, expected", [
     ("tracking", "experiment", "x" * 501, "expected a non-empty string of at most 500 characters"),
-    ("tracking", "registered_model", "team/model", "without '/' or ':'"),
-    ("tracking", "registered_model", "models:champion", "without '/' or ':'"),
+    ("tracking", "registered_model", "team/model", "without '/', ':' or quotes"),
+    ("tracking", "registered_model", "models:champion", "without '/', ':' or quotes"),
+    ("tracking", "registered_model", "bob's model", "without '/', ':' or quotes"),
+    ("tracking", "registered_model", 'the "best"', "without '/', ':' or quotes"),
     ("tracking", "registered_model", "..", "not '.' nor starting with '..'"),
     ("tracking", "registered_model", "..champion", "not '.' nor starting with '..'"),
     ("tracking", "registered_model", ".", "not '.' nor starting with '..'"),
@@ -141,8 +143,8 @@ def test_a_value_mlflow_would_refuse_is_refused_up_front(section, key, value, ex
 
 
 def test_each_of_those_values_does_fail_inside_mlflow(tmp_path):
-    """The rules are MLflow's: each name above is refused by MLflow itself, each name MLflow takes passes them,
-    and the long param value is cut (so the run would record another value than the stage used)."""
+    """The rules are MLflow's: each name above is refused by MLflow itself, each name MLflow takes passes them
+    (but a name with a quote, which MLflow's version search cannot hold), and the long param value is cut (so the run would record another value than the stage used)."""
     import mlflow
 
     from samples import project_params
@@ -159,6 +161,9 @@ def test_each_of_those_values_does_fail_inside_mlflow(tmp_path):
     for name in (".champion", "a..b", "fashion mnist", "x" * 250):  # and what MLflow takes, the rules take
         client.create_registered_model(name)
         validate_params(project_params({"tracking.registered_model": name}))
+    client.create_registered_model("bob's model")  # but a quote: MLflow takes it, and then cannot find its versions
+    with pytest.raises(mlflow.exceptions.MlflowException, match="Invalid clause"):
+        client.search_model_versions("name = 'bob's model'")
     run = client.create_run(client.create_experiment("e"))
     client.log_param(run.info.run_id, "data.local_dir", "/d" * 3001)
     assert len(client.get_run(run.info.run_id).data.params["data.local_dir"]) == 6000

@@ -186,7 +186,7 @@ def test_section_that_is_not_a_mapping(section_value):
 # ---- wrong types and out-of-range values --------------------------------------------------------
 
 EXPERIMENT_NAMES = "a non-empty string of at most 500 characters (MLflow's limit)"
-MODEL_NAMES = ("a non-empty string of at most 250 characters without '/' or ':', not '.' nor starting with '..' "
+MODEL_NAMES = ("a non-empty string of at most 250 characters without '/', ':' or quotes, not '.' nor starting with '..' "
                "(MLflow's model names)")
 
 MIRRORS = "a list of http(s) base URLs, each naming a host and no login"

@@ -442,6 +442,7 @@ def test_tuned_checks_the_tuned_values_before_it_touches_an_experiment(tmp_path,
     """A bad value in the tuned file is one line naming it, before `dvc exp remove` of the earlier ``tuned``
     (here no DVC project at all: reaching DVC would fail on that instead)."""
     import shutil
+    import signal
 
     from click.testing import CliRunner
 
@@ -450,7 +451,11 @@ def test_tuned_checks_the_tuned_values_before_it_touches_an_experiment(tmp_path,
     shutil.copyfile(PROJECT_ROOT / "params.yaml", tmp_path / "params.yaml")
     (tmp_path / "tuned.yaml").write_text("train.lr: -1\n")
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(main, ["tuned", "--tuned", "tuned.yaml"])
+    previous = signal.getsignal(signal.SIGTERM)  # stage_main takes SIGTERM over for the process
+    try:
+        result = CliRunner().invoke(main, ["tuned", "--tuned", "tuned.yaml"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     assert result.exit_code == 1, result.output
     assert result.stderr.splitlines() == ["tune: error: tuned params file tuned.yaml: params key train.lr is -1; "
                                           "expected a number > 0"], result.stderr

@@ -186,3 +186,80 @@ def test_an_experiment_without_its_kind_gets_it_while_another_process_tags_it_to
     with inserted_first(root / "mlflow.db", "experiment_tags", kind):
         assert store.experiment_id("made elsewhere", root) == made_elsewhere
     assert client.get_experiment(made_elsewhere).tags[store.EXPERIMENT_KIND_TAG] == store.EXPERIMENT_KIND
+
+
+@pytest.fixture
+def proxied_server():
+    """An HTTP server behind a login on every path, /health too (as a proxy in front of MLflow may be): 401
+    without credentials, else an empty experiment search."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def answer(self):
+            if "Authorization" not in self.headers:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="mlflow"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            body = json.dumps({"experiments": []}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = answer
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_a_server_that_asks_a_login_even_for_its_health_check_is_reachable(proxied_server, monkeypatch):
+    """The health check sends no login: a 401 there is an answer, and the client's own request, which sends
+    it, decides. With the login, the server is used; without, the line says to set it."""
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    with pytest.raises(store.TrackingUnavailable, match=r"asks for credentials \(HTTP 401\); set MLFLOW_TRACKING"):
+        store.check_server(proxied_server)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cret")
+    store.check_server(proxied_server)
+
+
+def test_a_login_in_the_tracking_uri_is_refused_without_showing_it(proxied_server):
+    """urllib would take "alice:s3cret@127.0.0.1" for the host name, and the URI is in every error line."""
+    login = proxied_server.replace("http://", "http://alice:s3cret@")
+    with pytest.raises(store.TrackingUnavailable) as info:
+        store.check_server(login)
+    assert str(info.value) == (f"MLflow tracking server {proxied_server}: the URI holds a login; set "
+                               "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD instead")
+
+
+def test_a_project_whose_path_has_a_space_is_not_taken_for_a_copy(tmp_path, empty_store_file):
+    """MLflow keeps the experiment's location as a URI, whose path is percent-encoded (``%20``): compared as
+    the path it names, a project in "my projects" is where it was, and its copy is relocated."""
+    import shutil
+
+    root = tmp_path / "my projects" / "fmnist"
+    root.mkdir(parents=True)
+    shutil.copyfile(empty_store_file, root / "mlflow.db")
+    with tracking_store(root) as uri:
+        experiment = store.experiment_id("spaced", root)
+        run_id = mlflow.MlflowClient().create_run(experiment).info.run_id
+        assert "%20" in mlflow.get_experiment(experiment).artifact_location
+        assert store.relocate_copied_store(uri, root) is False
+    copy = tmp_path / "other place" / "fmnist"
+    shutil.copytree(root, copy)
+    with tracking_store(copy) as uri:
+        assert store.relocate_copied_store(uri, copy) is True
+        artifacts = mlflow.get_run(run_id).info.artifact_uri
+        assert artifacts.startswith((copy / "mlruns").as_uri() + "/"), artifacts
+        assert store.relocate_copied_store(uri, copy) is False

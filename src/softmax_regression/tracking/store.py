@@ -57,6 +57,17 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
+def _unreachable(uri: str, reason) -> None:
+    import ssl
+
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        raise TrackingUnavailable(
+            f"MLflow tracking server {uri}: its TLS certificate is not trusted ({reason.verify_message}); set "
+            "MLFLOW_TRACKING_SERVER_CERT_PATH to the certificate of the CA that signed it") from None
+    raise TrackingUnavailable(f"MLflow tracking server {uri} is unreachable ({reason}); start it, or unset "
+                              "MLFLOW_TRACKING_URI to use the local mlflow.db") from None
+
+
 def check_server(uri: str, timeout: float = 5.0) -> None:
     """An HTTP server answers its health check (TLS verified as MLflow's client does) and takes our credentials."""
     import ssl
@@ -69,17 +80,19 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
         insecure = os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").strip().lower() == "true"
         context = ssl._create_unverified_context() if insecure else ssl.create_default_context(
             cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or None)
+    parts = urllib.parse.urlsplit(uri)
+    if parts.username is not None or parts.password is not None:  # urllib would take them for the host name
+        raise TrackingUnavailable(
+            f"MLflow tracking server {parts._replace(netloc=parts.netloc.rpartition('@')[2]).geturl()}: the URI holds "
+            "a login; set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD instead")
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout, context=context) as response:
             response.read()
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        if isinstance(reason, ssl.SSLCertVerificationError):
-            raise TrackingUnavailable(
-                f"MLflow tracking server {uri}: its TLS certificate is not trusted ({reason.verify_message}); set "
-                "MLFLOW_TRACKING_SERVER_CERT_PATH to the certificate of the CA that signed it") from None
-        raise TrackingUnavailable(f"MLflow tracking server {uri} is unreachable ({reason}); start it, or unset "
-                                  "MLFLOW_TRACKING_URI to use the local mlflow.db") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        if isinstance(exc, urllib.error.HTTPError) and exc.code < 500:
+            pass  # it answered (a proxy asking for the login on every path, say): the client's request decides
+        else:
+            _unreachable(uri, getattr(exc, "reason", exc))
     try:
         mlflow.MlflowClient(uri).search_experiments(max_results=1)
     except MlflowException as exc:
@@ -252,24 +265,25 @@ def relocate_copied_store(uri: str, root: str | Path) -> bool:
     path, root = sqlite_path(uri), Path(root).resolve()
     if path is None or not path.is_file() or not path.resolve().is_relative_to(root):
         return False
-    here = str(root / "mlruns")
+    here, here_uri = str(root / "mlruns"), (root / "mlruns").as_uri()  # a URI's path is percent-encoded
     with store_lock(uri), contextlib.closing(sqlite3.connect(path)) as con:
-        elsewhere = set()
+        elsewhere = set()  # as stored: the prefixes to rewrite
         for (location,) in con.execute("SELECT artifact_location FROM experiments"):
-            local = (location or "").removeprefix("file://")
+            stored = (location or "").removeprefix("file://")
+            local = urllib.parse.unquote(stored) if (location or "").startswith("file://") else stored
             if "/mlruns/" in local and not local.startswith(here + "/"):
-                elsewhere.add(local[:local.rindex("/mlruns/")] + "/mlruns")
+                elsewhere.add(stored[:stored.rindex("/mlruns/")] + "/mlruns")
         tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         for table, columns in ARTIFACT_COLUMNS.items():
             for column in columns if table in tables else ():
                 for old in elsewhere:
-                    for before, after in ((f"file://{old}/", f"file://{here}/"), (f"{old}/", f"{here}/")):
+                    for before, after in ((f"file://{old}/", f"{here_uri}/"), (f"{old}/", f"{here}/")):
                         con.execute(f'UPDATE "{table}" SET "{column}" = ? || substr("{column}", ?) '
                                     f'WHERE substr("{column}", 1, ?) = ?', (after, len(before) + 1, len(before), before))
         con.commit()
     if elsewhere:
         log.info("MLflow store %s was copied or moved with its project: artifact locations under %s now point "
-                 "at %s", uri, ", ".join(sorted(elsewhere)), here)
+                 "at %s", uri, ", ".join(sorted(urllib.parse.unquote(old) for old in elsewhere)), here)
     return bool(elsewhere)
 
 
