@@ -62,4 +62,4 @@ def new_model_run(experiment_id: str, kind: str, params_path: str | Path, checkp
     tags = resolve_tags({**run_tags_for(kind, params_path), MODEL_SHA256_TAG: sha256_hex(checkpoint)})
     run = mlflow.MlflowClient().create_run(experiment_id, start_time=int(started * 1000), tags=tags,
                                            run_name=run_name(kind))
-    return tracked_run(run_id=run.info.run_id)
+    return tracked_run(created=True, run_id=run.info.run_id)

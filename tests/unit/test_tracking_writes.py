@@ -72,6 +72,28 @@ def test_a_finished_run_resumed_to_log_more_keeps_its_status_and_its_end_time(ex
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
 
 
+@pytest.mark.parametrize("interrupt, status", [(KeyboardInterrupt, "KILLED"), (ConnectionError, "FAILED")])
+def test_a_run_created_for_a_block_ends_even_when_mlflow_fails_to_start_it(experiment_id, monkeypatch, interrupt,
+                                                                           status):
+    """A train stage creates its run (to date it from the training's start), then enters it: Ctrl-C, or a
+    server that fails, while MLflow starts it left it RUNNING for ever. A resumed run keeps its status."""
+    client = mlflow.MlflowClient()
+    created = client.create_run(experiment_id, run_name="created")
+    with runs.tracked_run(experiment_id=experiment_id, run_name="finished") as finished:
+        pass
+
+    def failing_start(**kwargs):
+        raise interrupt()
+
+    monkeypatch.setattr(mlflow, "start_run", failing_start)
+    with pytest.raises(interrupt), runs.tracked_run(created=True, run_id=created.info.run_id):
+        pass
+    with pytest.raises(interrupt), runs.tracked_run(run_id=finished.info.run_id):
+        pass
+    assert client.get_run(created.info.run_id).info.status == status
+    assert client.get_run(finished.info.run_id).info.status == "FINISHED"
+
+
 def test_a_tag_another_process_sets_at_the_same_time_lands(experiment_id):
     """Tuning workers that end a study together each tag its run (``best_trial``); evaluates on two machines
     each tag the champion's run, and list a table in a model's run. Here another process inserts the tag

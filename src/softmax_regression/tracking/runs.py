@@ -26,26 +26,34 @@ TRAINING_SECONDS = "training_seconds"
 
 
 @contextlib.contextmanager
-def tracked_run(**start_run_kwargs) -> Iterator:
+def tracked_run(created: bool = False, **start_run_kwargs) -> Iterator:
     """``mlflow.start_run`` that never leaves its run RUNNING: a new run ends KILLED when interrupted (SIGINT,
     or SIGTERM as the stages raise it) and FAILED on an error. A finished run resumed to log more (``run_id=``)
     gets its status back whatever happens (the work it records was done), and its end time when all went well
     (MLflow stamps a new one: the UI would show a short run lasting until then). The registry resumes a train
-    run so to log a classifier into it (``pyfunc.log_model`` takes no run id); other writes name their run."""
+    run so to log a classifier into it (``pyfunc.log_model`` takes no run id); other writes name their run.
+    ``created``: ``run_id`` names a run just created for this block, which ends KILLED or FAILED as a new one
+    does, even when the interrupt or error comes before the block (while MLflow starts it)."""
     import mlflow
 
+    def ended(exc: BaseException) -> str:
+        return "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+
     previous = None
-    if start_run_kwargs.get("run_id"):
-        previous = mlflow.MlflowClient().get_run(start_run_kwargs["run_id"]).info
-    with mlflow.start_run(**start_run_kwargs) as active:
+    try:
+        if start_run_kwargs.get("run_id") and not created:
+            previous = mlflow.MlflowClient().get_run(start_run_kwargs["run_id"]).info
+        started = mlflow.start_run(**start_run_kwargs)
+    except BaseException as exc:
+        if created:
+            with contextlib.suppress(Exception):  # the store may be what failed: the error says so
+                mlflow.MlflowClient().set_terminated(start_run_kwargs["run_id"], ended(exc))
+        raise
+    with started as active:
         try:
             yield active
         except BaseException as exc:
-            if previous and previous.status != "RUNNING":
-                status = previous.status
-            else:
-                status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-            mlflow.end_run(status)
+            mlflow.end_run(previous.status if previous and previous.status != "RUNNING" else ended(exc))
             raise
     if previous is not None and previous.status != "RUNNING" and previous.end_time is not None:
         mlflow.MlflowClient().set_terminated(previous.run_id, previous.status, end_time=previous.end_time)
