@@ -74,8 +74,8 @@ def answer(model: str, images: tuple[str, ...], k: int, as_json: bool, invert: b
         loaded = load_model_uri(model)
         if calibrated:
             temperature = version_temperature(model)
-    elif not_a_regular_file(model):  # load_model would say "not found"
-        raise ModelFileError(f"model file {model} is {not_a_regular_file(model)}, not a regular file")
+    elif (kind := not_a_regular_file(model)) is not None:  # load_model would say "not found"
+        raise ModelFileError(f"model file {model} is {kind}, not a regular file")
     else:
         loaded = load_model(model)
     inputs = []
