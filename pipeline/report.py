@@ -25,7 +25,7 @@ from pipeline._cli import load_stage_params, params_option, stage_main, verbose_
 from pipeline.stage_runs import open_experiment, run_tags_for
 from softmax_regression import CLASS_NAMES
 from softmax_regression.atomic import StagedOutputs
-from softmax_regression.data.splits import Split, input_example, load_split
+from softmax_regression.data.splits import Split, input_example, load_split, validation_split_name
 from softmax_regression.evaluation.calibration import read_reliability_csv, verdict
 from softmax_regression.evaluation.metrics import (
     best_by_validation,
@@ -45,7 +45,7 @@ from softmax_regression.training.history import EpochRecord, read_history_csv
 
 log = logging.getLogger(__name__)
 
-PARAMS = ("report", "tracking.experiment")
+PARAMS = ("report", "data.val_size", "tracking.experiment")
 INTRO = ("The <i>Dive into Deep Learning</i> chapter on softmax regression, from scratch and concise, "
          "reproduced by a DVC pipeline.")
 
@@ -69,9 +69,12 @@ class ReportInputs:
     preview_png: bytes
     calibration: dict[str, tuple[bytes, str]]
     """Each model's reliability diagram and the sentence saying what it shows."""
+    validation: str
+    """The split that picked the best model and fitted the temperatures (:func:`validation_split_name`)."""
 
 
-def read_inputs() -> ReportInputs:
+def read_inputs(val_size: int) -> ReportInputs:
+    validation = validation_split_name(val_size)
     test = load_split(paths.PROCESSED_DIR, "test")
     histories = {k: paths.read_output(paths.history_path(k), read_history_csv, f"train_{k}") for k in CHAPTER_KINDS}
     metrics = paths.read_output(paths.EVAL_METRICS, read_scores_json, "evaluate")
@@ -93,7 +96,8 @@ def read_inputs() -> ReportInputs:
         calibration={name: ((paths.RELIABILITY_PNG_DIR / f"{name}.png").read_bytes(), verdict(
             name, *paths.read_output(paths.RELIABILITY_DIR / f"{name}.csv",
                                      lambda text: read_reliability_csv(text, images), "evaluate"),
-            values["temperature"])) for name, values in metrics.items()},
+            values["temperature"], validation)) for name, values in metrics.items()},
+        validation=validation,
     )
 
 
@@ -132,12 +136,12 @@ def main(params_path: str) -> None:
     params = load_stage_params(params_path, PARAMS)
     cfg = params["report"]
     experiment_id = open_experiment(params["tracking"]["experiment"])
-    inputs = read_inputs()
+    inputs = read_inputs(params["data"]["val_size"])
 
     figures = draw_figures(inputs, cfg["n_images"], cfg["n_mistakes"])
     page, summary = report_page(INTRO, inputs.metrics, inputs.histories, inputs.best, inputs.per_class,
                                 inputs.worked, figures, inputs.confusion_pngs, inputs.preview_png,
-                                inputs.calibration)
+                                inputs.calibration, inputs.validation)
 
     with StagedOutputs() as outputs:
         folder = outputs.directory(paths.REPORT_DIR)

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -67,8 +68,31 @@ def test_the_reliability_outs_hold_what_the_metrics_say_and_the_report_explains_
         assert before.ece() == pytest.approx(c.ece, abs=1e-5)
         assert png_size((project / f"reports/eval/reliability_png/{name}.png").read_bytes())[0] > 300
         assert re.search(rf"The {name} model is (over|under)-confident: its confidence is on average [\d.]+ points "
-                         rf"(above|below) its accuracy \(ECE {c.ece:.4f}\)", page), name
+                         rf"(above|below) its accuracy \(ECE {c.ece:.4f}\); the temperature [\d.]+, fitted on the "
+                         r"validation split, brings", page), name
         assert f'alt="{name} reliability diagram"' in page
+    assert "Best model on the validation split: " in page and "test split itself" not in page
+
+
+def test_with_the_test_split_as_validation_evaluate_warns_and_the_report_says_so(fast_build, tmp_path):
+    """``data.val_size: 0``, the chapter's setup: the test split fits the temperatures and picks the champion.
+    Evaluate says so, and the report names the test split wherever it would name the validation split. (The
+    two stages run on their own, on the copy's data: the param alone decides the wording.)"""
+    from conftest import fast_copy_of_build
+
+    copy, _ = fast_copy_of_build(fast_build, tmp_path / "project")
+    set_param(copy, "data.val_size", 0)
+    evaluate = run([sys.executable, "-m", "pipeline", "evaluate"], copy)
+    assert ("data.val_size is 0: the test split stands in for validation, so the temperature is fitted and the "
+            "champion chosen on the test split") in evaluate.stderr
+    run([sys.executable, "-m", "pipeline", "report"], copy)
+    page = (copy / "reports/report/report.html").read_text()
+    test_split = "the test split itself (data.val_size is 0: no validation split)"
+    assert f"Best model on {test_split}: " in page
+    for name in SCORED:
+        assert re.search(rf"The {name} model is (over|under)-confident: [^;<]+; the temperature [\d.]+, fitted on {re.escape(test_split)}, "
+                         "brings the test ECE", page), name
+    assert "validation split," not in page
 
 
 def test_metrics_json_scores_both_models_and_the_baseline(project):

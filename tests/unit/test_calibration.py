@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from softmax_regression.data.splits import validation_split_name
 from softmax_regression.evaluation import with_temperature
 from softmax_regression.evaluation.calibration import (
     binned,
@@ -17,6 +18,7 @@ from softmax_regression.evaluation.calibration import (
     read_reliability_csv,
     reliability,
     reliability_csv,
+    verdict,
 )
 
 
@@ -133,3 +135,20 @@ def test_the_reliability_table_reads_back_only_whole():
     one_bin = lines[0] + "\n0.000000,1.000000,5,0.9,0.8,4,0.9,0.8\n"
     with pytest.raises(ValueError, match="its bins count 5 images before the temperature and 4 after$"):
         read_reliability_csv(one_bin)
+
+
+def test_the_verdict_names_the_split_the_temperature_was_fitted_on():
+    """With ``data.val_size: 0`` the test split itself fits the temperature: the sentence says so."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 2000)
+    logits = rng.normal(size=(2000, 10))
+    logits[np.arange(2000), labels] += 2.0
+    probabilities = with_temperature(softmax(logits), 0.5)  # sharpened: over-confident
+    before = reliability(probabilities, labels, 15)
+    after = reliability(with_temperature(probabilities, 2.0), labels, 15)
+    for val_size, split in ((5000, "the validation split"),
+                            (0, "the test split itself (data.val_size is 0: no validation split)")):
+        assert validation_split_name(val_size) == split
+        sentence = verdict("scratch", before, after, 2.0, validation_split_name(val_size))
+        assert sentence.startswith("The scratch model is over-confident: its confidence is on average ")
+        assert f"; the temperature 2.000, fitted on {split}, brings the test ECE to {after.ece():.4f} " in sentence

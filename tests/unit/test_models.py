@@ -19,7 +19,7 @@ from softmax_regression.models import concise, losses, scratch
 from softmax_regression.models.file import ModelFileError, load_model, model_bytes, model_from_bytes
 from softmax_regression.models.scratch import cross_entropy, cross_entropy_grad, log_softmax, softmax
 from softmax_regression.training.history import history_csv, read_history_csv
-from softmax_regression.training.loop import TrainingDiverged, initial_weights, train
+from softmax_regression.training.loop import TrainingDiverged, check_not_diverged, initial_weights, train
 
 
 def random_logits(n=64, k=10, scale=5.0, seed=0):
@@ -244,6 +244,20 @@ def test_divergence_names_the_epoch(kind):
     with pytest.raises(TrainingDiverged,
                        match=rf"the {kind} model diverged in epoch 1: mean train loss is .*lower train.lr"):
         train_one(kind, images, labels, lr=1e6, epochs=3)
+
+
+def test_large_initial_weights_are_named_beside_the_learning_rate_in_the_first_epoch_only():
+    """Weights started far above the chapter's N(0, 0.01^2) blow the first epoch's loss up at any learning rate
+    (a lower one only keeps it there): the message names train.init_std too, then only train.lr."""
+    images, labels = synthetic_data(n=500)
+    g = torch.Generator().manual_seed(0)
+    net, step, _ = chapter_model("scratch", initial_weights(784, 10, 10.0, g))
+    with pytest.raises(TrainingDiverged, match=r"epoch 1: mean train loss is .*; lower train\.lr, or train\.init_std "
+                                               r"if it is far above the chapter's 0\.01$"):
+        train(net, step, ShuffledBatches(images, labels, 64, g), scale_pixels(images), to_labels(labels), [1e-4],
+              "scratch", progress=False)
+    with pytest.raises(TrainingDiverged, match=r"epoch 3: mean train loss is 1e\+04 \(limit 230, .*\); lower train\.lr$"):
+        check_not_diverged(1e4, 3, "scratch")
 
 
 def test_nan_input_is_divergence():

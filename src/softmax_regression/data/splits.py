@@ -91,6 +91,12 @@ def make_splits(train: Split, test: Split, val_size: int, seed: int, side: int |
     return splits
 
 
+def validation_split_name(val_size: int) -> str:
+    """What stands for the validation split in a sentence: with ``val_size == 0`` (:func:`make_splits`) the
+    test split itself, which then fits the temperature and picks the best model too."""
+    return "the validation split" if val_size else "the test split itself (data.val_size is 0: no validation split)"
+
+
 def class_counts(labels: np.ndarray, n_classes: int = len(CLASS_NAMES)) -> list[int]:
     return np.bincount(labels, minlength=n_classes).astype(int).tolist()
 

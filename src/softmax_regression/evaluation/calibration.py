@@ -159,14 +159,15 @@ def calibrate(test_probabilities: np.ndarray, test_labels: np.ndarray, val_proba
     )
 
 
-def verdict(name: str, before: Reliability, after: Reliability, temperature: float) -> str:
+def verdict(name: str, before: Reliability, after: Reliability, temperature: float,
+            fitted_on: str) -> str:
     """One sentence on what a model's reliability diagram shows: which way it leans, by how much, and what
-    the temperature fitted on validation does to the test ECE."""
+    the temperature fitted on ``fitted_on`` does to the test ECE."""
     lean = before.over_confidence()
     how = "over-confident" if lean > 0 else "under-confident"
     return (f"The {name} model is {how}: its confidence is on average {abs(lean) * 100:.1f} points "
             f"{'above' if lean > 0 else 'below'} its accuracy (ECE {before.ece():.4f}); the temperature "
-            f"{temperature:.3f}, fitted on the validation split, brings the test ECE to {after.ece():.4f} "
+            f"{temperature:.3f}, fitted on {fitted_on}, brings the test ECE to {after.ece():.4f} "
             "and changes no prediction.")
 
 

@@ -13,7 +13,8 @@ from torch import nn
 
 def net(W: torch.Tensor) -> nn.Sequential:
     """The chapter's ``nn.Sequential(nn.Flatten(), nn.Linear(784, 10))``, starting from ``W`` (n_features x
-    n_classes, so both models start equal from equal W) and a zero bias."""
+    n_classes) and a zero bias: the scratch model's start (the chapter's ``b = torch.zeros(10)``), where the
+    chapter's concise net keeps ``nn.Linear``'s random bias, so that both models start equal and end equal."""
     model = nn.Sequential(nn.Flatten(), nn.Linear(*W.shape)).to(W.device)
     with torch.no_grad():
         model[1].weight.copy_(W.T)  # nn.Linear keeps W as n_classes x n_features

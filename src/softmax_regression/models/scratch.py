@@ -5,7 +5,7 @@
     l_i = -log softmax(O)_{i, y_i}       cross-entropy, by indexing the true class
     dl/dO = (softmax(O) - onehot(y)) / n the gradient of the mean loss
     dl/dW = X^T dl/dO,  dl/db = sum_i dl/dO_i
-    W <- W - lr * (dl/dW + weight_decay * W)   minibatch SGD
+    W <- W - lr * (dl/dW + weight_decay * W)   minibatch SGD (b likewise, decay included, as torch's SGD)
 
 The chapter's ``softmax`` exponentiates the raw logits and overflows for large
 ones (it says so itself). Here every exponent is taken of ``O - max(O)``, which

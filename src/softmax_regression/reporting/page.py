@@ -179,12 +179,13 @@ TITLE = "Softmax regression on Fashion-MNIST"
 
 def report_page(intro: str, metrics: dict[str, dict[str, float]], histories: dict, best: str,
                 per_class: list[dict], worked: str, figures: dict[str, bytes], confusion: dict[str, bytes],
-                preview: bytes, calibration: dict[str, tuple[bytes, str]]) -> tuple[str, str]:
+                preview: bytes, calibration: dict[str, tuple[bytes, str]],
+                validation: str) -> tuple[str, str]:
     """The report as ``(HTML page, Markdown summary)``: ``intro`` (HTML), the scores, the figures (by file
     name), each model's confusion matrix, its reliability diagram with a sentence on it (``calibration``),
-    the worked examples and the data preview."""
+    the worked examples and the data preview; ``validation``: the split that picked the best model."""
     notes = [
-        f"Best model on the validation split: {best} (validation accuracy {metrics[best]['val_accuracy']:.4f}).",
+        f"Best model on {validation}: {best} (validation accuracy {metrics[best]['val_accuracy']:.4f}).",
         *(sentence for _, sentence in calibration.values()),
         *(chapter_bar(kind, {"train loss": history[-1].train_loss, "train accuracy": history[-1].train_acc,
                              "test accuracy": metrics[kind]["test_accuracy"]})

@@ -38,7 +38,12 @@ DIVERGENCE_FACTOR = 100.0
 With the stable log-softmax the loss of a linear model rarely reaches inf: a
 far too large step (lr 1e6) instead scales the logits, and the loss, by
 millions while the argmax still looks plausible. Such a model is garbage all
-the same; a sound run stays below ln(10) = 2.3 after its first epoch.
+the same; a sound run stays below ln(10) = 2.3 after its first epoch. A first
+epoch can start this high too, from initial weights far larger than the
+chapter's N(0, 0.01^2) (``train.init_std``). The limit is the cross-entropy's
+and the margin loss's: the squared loss of probabilities is bounded (at most
+2 / n_classes), so there only a NaN stops the run, and a far too large step
+shows in the scores evaluate reports.
 """
 
 
@@ -46,9 +51,10 @@ def check_not_diverged(train_loss: float, epoch: int, kind: str, n_classes: int 
     """Raise TrainingDiverged, naming the epoch, for a NaN, infinite or blown-up mean loss."""
     limit = DIVERGENCE_FACTOR * math.log(n_classes)
     if not math.isfinite(train_loss) or train_loss > limit:
+        advice = "lower train.lr" + (", or train.init_std if it is far above the chapter's 0.01" if epoch == 1 else "")
         raise TrainingDiverged(
             f"training of the {kind} model diverged in epoch {epoch}: mean train loss is {train_loss:.4g} "
-            f"(limit {limit:.0f}, {DIVERGENCE_FACTOR:.0f} x a uniform guess); lower train.lr"
+            f"(limit {limit:.0f}, {DIVERGENCE_FACTOR:.0f} x a uniform guess); {advice}"
         )
 
 
