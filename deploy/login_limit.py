@@ -9,6 +9,11 @@ more, whatever it sends. The client is the address nginx saw (``X-Real-IP``,
 which nginx sets and a client cannot), and the failures are counted in one
 SQLite file the server's workers share (:data:`DATABASE`).
 
+The server answers only requests that carry nginx's secret (:data:`PROXY_HEADER`,
+which nginx sets on every request it passes on, whatever a client sent): its own
+port on 127.0.0.1 is reachable by every local user, who would otherwise skip TLS,
+nginx's rules and this limit, and set ``X-Real-IP`` at will.
+
 Why here and not in nginx: nginx answers a request before it knows the
 login's outcome, so a limit of its own can only count every request, or
 change the status of a failure MLflow has already checked; a guesser would
@@ -18,6 +23,7 @@ still see 200 on a hit.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import os
 import sqlite3
 import time
@@ -27,6 +33,10 @@ LIMIT = 10
 """Failed logins one client may make for one account within :data:`WINDOW`; the next request is refused."""
 WINDOW = 300
 """Seconds a failed login counts."""
+PROXY_HEADER = "X-Team-Stack-Proxy"
+"""The header nginx sends the server's secret in."""
+PROXY_SECRET_VARIABLE = "TEAM_STACK_PROXY_SECRET"
+"""Where the server finds that secret (its environment; the file ``auth/proxy_secret`` of the stack)."""
 DATABASE = "failed_logins.db"
 """The SQLite file of the failures, beside the server's auth config (``MLFLOW_AUTH_CONFIG_PATH``): the stack's
 secrets folder."""
@@ -44,6 +54,9 @@ def authenticate():
     from mlflow.server.auth import authenticate_request_basic_auth
     from werkzeug.datastructures import Authorization
 
+    if not hmac.compare_digest(request.headers.get(PROXY_HEADER, "").encode(),
+                               os.environ[PROXY_SECRET_VARIABLE].encode()):
+        return make_response("this server answers through the team stack's nginx only (its https:// URI)\n", 403)
     credentials = request.authorization
     if credentials is None:  # no login attempted: MLflow's own 401 asks for one
         return authenticate_request_basic_auth()

@@ -3,16 +3,20 @@ authentication, nginx terminating TLS in front of it, and an SSH server holding 
 Everything listens on 127.0.0.1 only.
 
 \b
-  up    start them, print the lines that point a clone at them (no password: the file holding it)
-  down  stop them and leave no process behind (--purge also deletes the state folder)
-  env   print the lines again
+  up              start them, print the lines that point a clone at them (no password: the file holding it)
+  down            stop them and leave no process behind (--purge also deletes the state: runs, artifacts)
+  env             print the lines again
+  restart-mlflow  start the MLflow server again after it went away
 
 State (databases, artifacts, keys, passwords, certificates, the remote, logs, pid files) lives in
-the state folder (default .team-stack/, git-ignored); every secret is a file only its owner reads.
+the state folder (default .team-stack/, git-ignored), which only its owner enters; every secret is a
+file only its owner reads.
 The MLflow server runs MLflow's basic-auth app with its users in the stack's PostgreSQL: an admin,
 `pipeline` (EDIT on the project's experiment and registered model: it runs `dvc repro` and moves
 @champion) and `viewer` (READ, the default for every account). nginx serves it over TLS with a
-certificate from a CA the stack makes. PostgreSQL runs as an unprivileged user: as root, the Debian
+certificate from a CA the stack makes, and the server answers nothing but nginx (a secret header
+nginx adds: deploy/login_limit.py), so its own port on 127.0.0.1 opens no way around TLS, the
+login limit or nginx's rules. PostgreSQL runs as an unprivileged user: as root, the Debian
 user `postgres` (its data then lives in a folder under /tmp that user can reach). The SSH server
 takes one key, generated here, and no password.
 """
@@ -25,6 +29,7 @@ import glob
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -38,6 +43,7 @@ import urllib.request
 from pathlib import Path
 
 import click
+import login_limit  # beside this file: the script's folder is first on sys.path, as on the server's
 
 from softmax_regression.atomic import write_bytes
 
@@ -45,6 +51,8 @@ STATE_FILE = "stack.json"
 KNOWN_HOSTS_MARK = "softmax-regression-team-stack"
 ADMIN, PIPELINE, VIEWER = "admin", "pipeline", "viewer"
 ACCOUNTS = (ADMIN, PIPELINE, VIEWER)
+PROXY_SECRET_FILE = "proxy_secret"
+"""The secret nginx sends the MLflow server with every request (deploy/login_limit.py)."""
 STUDY_ACCOUNT = STUDY_DATABASE = "optuna"
 """The PostgreSQL account and database of the Optuna studies (not an MLflow account)."""
 PROJECT_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -135,13 +143,24 @@ def start_postgres(state: dict, root: Path) -> None:
     state["postgres"] = {"dir": str(pg_dir), "port": port, "bindir": str(bindir)}
     run(as_db_user([str(bindir / "initdb"), "-D", str(data), "-U", "mlflow", "-E", "UTF8", "--no-instructions",
                     "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"]), "initdb")
+    # Local connections are trusted (initdb above): the socket is its owner's alone, as is its folder.
     run(as_db_user([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o",
-                    f"-c listen_addresses=127.0.0.1 -p {port} -k {pg_dir}", "start"]), "pg_ctl start")
+                    f"-c listen_addresses=127.0.0.1 -p {port} -k {pg_dir} -c unix_socket_permissions=0700",
+                    "start"]), "pg_ctl start", log=log)
     for database in ("mlflow", "mlflow_auth"):  # the runs and registry; MLflow's accounts and permissions
         run(as_db_user([str(bindir / "createdb"), "-h", str(pg_dir), "-p", str(port), "-U", "mlflow", database]),
             "createdb")
     state["postgres"]["uri"] = f"postgresql://mlflow:{password}@127.0.0.1:{port}/mlflow"
     state["postgres"]["auth_uri"] = f"postgresql://mlflow:{password}@127.0.0.1:{port}/mlflow_auth"
+
+
+def postgres_pid(state: dict) -> int | None:
+    """The postmaster's pid, from its pid file (None where it is not running or never started)."""
+    pid_file = Path(state.get("postgres", {}).get("dir") or "/nonexistent") / "data" / "postmaster.pid"
+    try:
+        return int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def stop_postgres(state: dict) -> None:
@@ -175,6 +194,7 @@ def write_secrets(state: dict, root: Path) -> None:
     for account in ACCOUNTS:
         write_atomically(secret_file(root, f"{account}.password"), secrets.token_urlsafe(24) + "\n", 0o600)
     write_atomically(secret_file(root, "secret_key"), secrets.token_hex(32) + "\n", 0o600)
+    write_atomically(secret_file(root, PROXY_SECRET_FILE), secrets.token_hex(32) + "\n", 0o600)
     database = state["postgres"]["auth_uri"].replace("postgresql://", "postgresql+psycopg://", 1)
     write_atomically(secret_file(root, "basic_auth.ini"), "\n".join([
         "[mlflow]",
@@ -276,6 +296,7 @@ def start_mlflow(state: dict, root: Path, port: int | None = None) -> None:
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_BACKEND_STORE_URI": state["postgres"]["uri"],
            "MLFLOW_AUTH_CONFIG_PATH": str(secret_file(root, "basic_auth.ini")),
            "MLFLOW_FLASK_SERVER_SECRET_KEY": read_secret(root, "secret_key"),
+           login_limit.PROXY_SECRET_VARIABLE: read_secret(root, PROXY_SECRET_FILE),
            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # no job workers: this stack runs no GenAI jobs
            # deploy/login_limit.py, the server's authorization_function
            "PYTHONPATH": os.pathsep.join(filter(None, (str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH"))))}
@@ -342,6 +363,7 @@ http {{
             proxy_set_header Host $host;   # 127.0.0.1: among MLflow's allowed hosts
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Real-IP $remote_addr;   # the client the login limit counts (login_limit.py)
+            proxy_set_header {proxy_header} {proxy_secret};   # what the server takes requests with: nginx's
             proxy_set_header X-Forwarded-Proto $scheme;
         }}
     }}
@@ -362,9 +384,11 @@ def start_nginx(state: dict, root: Path) -> None:
     if os.geteuid() == 0:
         shutil.chown(temporary, "nobody", "nogroup")
     port = free_port()
-    conf = prefix / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(prefix=prefix, temporary=temporary, port=port, tls=root / "tls",
-                                      upstream=state["mlflow"]["internal_uri"]))
+    conf = prefix / "nginx.conf"  # holds the proxy secret: its owner's alone
+    write_atomically(conf, NGINX_CONF.format(prefix=prefix, temporary=temporary, port=port, tls=root / "tls",
+                                             upstream=state["mlflow"]["internal_uri"],
+                                             proxy_header=login_limit.PROXY_HEADER,
+                                             proxy_secret=read_secret(root, PROXY_SECRET_FILE)), 0o600)
     state["nginx"] = {"port": port, "temporary": str(temporary)}
     log = prefix / "error.log"
     command = [nginx, "-p", f"{prefix}/", "-c", str(conf), "-e", str(log),
@@ -532,12 +556,17 @@ def distrust_host_key(line: str) -> None:
 
 # --- the stack ------------------------------------------------------------------------------------
 
-def run(cmd: list[str], what: str, stdin: str | None = None) -> None:
-    """Run ``cmd``; ``stdin`` is what it reads (SQL holding a password: never on a command line)."""
+def run(cmd: list[str], what: str, stdin: str | None = None, log: Path | None = None) -> None:
+    """Run ``cmd``; ``stdin`` is what it reads (SQL holding a password: never on a command line). A command
+    that sends its cause to ``log`` (pg_ctl: "Examine the log output") fails with the log's own error."""
     result = subprocess.run(cmd, capture_output=True, text=True, input=stdin,
                             stdin=subprocess.DEVNULL if stdin is None else None)
     if result.returncode != 0:
         detail = (result.stderr or result.stdout).strip().splitlines()
+        logged = [line.strip() for line in log.read_text(errors="replace").splitlines()
+                  if "FATAL" in line or "ERROR" in line] if log is not None and log.exists() else []
+        if logged:
+            raise StackError(f"{what} failed: {logged[-1]} (see {log})")
         raise StackError(f"{what} failed: {detail[-1] if detail else f'exit {result.returncode}'}")
 
 
@@ -545,19 +574,19 @@ def env_lines(state: dict) -> list[str]:
     """What points a clone at the stack: the server, the CA to trust, the pipeline's account (its password
     by the file that holds it, never the password itself), the study database (the same way) and the DVC
     remote."""
-    ssh = state["ssh"]
+    ssh, q = state["ssh"], shlex.quote  # a path with a space stays one word where bash reads the line
     url = f"ssh://{ssh['user']}@127.0.0.1:{ssh['port']}{ssh['remote']}"
     password_file = Path(state["auth"]["dir"]) / f"{PIPELINE}.password"
     study_password_file = Path(state["auth"]["dir"]) / f"{STUDY_ACCOUNT}.password"
     return [
         f"export MLFLOW_TRACKING_URI={state['mlflow']['uri']}",
-        f"export MLFLOW_TRACKING_SERVER_CERT_PATH={state['tls']['ca']}",
+        f"export MLFLOW_TRACKING_SERVER_CERT_PATH={q(state['tls']['ca'])}",
         f"export MLFLOW_TRACKING_USERNAME={PIPELINE}",
-        f'export MLFLOW_TRACKING_PASSWORD="$(cat {password_file})"',
-        f'export OPTUNA_STORAGE="postgresql+psycopg://{STUDY_ACCOUNT}:$(cat {study_password_file})'
+        f'export MLFLOW_TRACKING_PASSWORD="$(cat {q(str(password_file))})"',
+        f'export OPTUNA_STORAGE="postgresql+psycopg://{STUDY_ACCOUNT}:$(cat {q(str(study_password_file))})'
         f'@127.0.0.1:{state["postgres"]["port"]}/{STUDY_DATABASE}"',
-        f"dvc remote add -d team {url}",
-        f"dvc remote modify --local team keyfile {ssh['keyfile']}",
+        f"dvc remote add -d team {q(url)}",
+        f"dvc remote modify --local team keyfile {q(ssh['keyfile'])}",
     ]
 
 
@@ -565,15 +594,42 @@ def load_state(root: Path) -> dict:
     path = root / STATE_FILE
     if not path.exists():
         raise StackError(f"no team stack in {root} (`make team-stack-up` starts one)")
-    return json.loads(path.read_text())
+    try:
+        state = json.loads(path.read_text())
+    except ValueError as exc:
+        raise StackError(f"{path} is no team stack's state ({exc}); move it aside") from None
+    if not isinstance(state, dict):
+        raise StackError(f"{path} is no team stack's state (not a mapping); move it aside")
+    return state
 
 
 def started_state(root: Path) -> dict:
-    """The state of a stack whose ``up`` finished: one that failed half-way left an empty state file."""
+    """The state of a running stack: not one whose ``up`` failed half-way (its state stops at the last
+    component it started) or one ``down`` stopped."""
     state = load_state(root)
     if "ssh" not in state:  # the last component ``up`` starts
         raise StackError(f"the team stack in {root} did not finish starting (`make team-stack-up` starts it again)")
+    if state.get("stopped"):
+        raise StackError(f"the team stack in {root} is stopped (`make team-stack-up` starts a new one)")
     return state
+
+
+def running(state: dict) -> list[str]:
+    """The components of ``state`` whose process is alive."""
+    pids = {name: state.get(name, {}).get("pid") for name in ("mlflow", "nginx", "ssh")}
+    return [name for name, pid in {**pids, "postgres": postgres_pid(state)}.items() if alive(pid)]
+
+
+def remove_state(root: Path, state: dict) -> None:
+    """Delete a stopped stack's state: the folder, and PostgreSQL's data where it lives outside it (as root)."""
+    if state.get("postgres", {}).get("dir") and not Path(state["postgres"]["dir"]).is_relative_to(root):
+        shutil.rmtree(state["postgres"]["dir"], ignore_errors=True)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def terminated(signum: int, frame) -> None:
+    """SIGTERM or SIGHUP during ``up``: an exception, so that what was started is stopped."""
+    raise SystemExit(128 + signum)
 
 
 def save_state(root: Path, state: dict) -> None:
@@ -582,35 +638,39 @@ def save_state(root: Path, state: dict) -> None:
 
 
 def up(root: Path) -> dict:
-    if (root / STATE_FILE).exists() and any(alive(json.loads((root / STATE_FILE).read_text()).get(name, {}).get("pid"))
-                                            for name in ("mlflow", "nginx")):
-        raise StackError(f"a team stack is running from {root} already (`make team-stack-down` stops it)")
-    if root.exists() and any(root.iterdir()):
-        if not (root / STATE_FILE).exists():  # `--dir .` must not wipe a checkout
-            raise StackError(f"{root} holds files and no team stack: give --dir an empty or a new folder")
+    if (root / STATE_FILE).exists():
+        old = load_state(root)
+        if running(old):  # any of them: a stack half gone is stopped by `down`, not left behind
+            raise StackError(f"a team stack is running from {root} already ({', '.join(running(old))}; "
+                             "`make team-stack-down` stops it)")
         click.echo(f"team-stack: replacing the stopped stack's state in {root} (its runs, artifacts and remote)",
                    err=True)
-        shutil.rmtree(root)
+        remove_state(root, old)
+    elif root.exists() and any(root.iterdir()):  # `--dir .` must not wipe a checkout
+        raise StackError(f"{root} holds files and no team stack: give --dir an empty or a new folder")
     root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o700)  # the runs, the artifacts and the remote: the stack's accounts decide who reads them
     state: dict = {}
     save_state(root, state)  # from here the folder is a stack's: an `up` that fails half-way can be run again
+    handlers = {signum: signal.signal(signum, terminated) for signum in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        start_postgres(state, root)
-        write_secrets(state, root)
-        create_study_database(state, root)
-        make_certificates(state, root)
-        start_mlflow(state, root)
-        start_nginx(state, root)
-        create_accounts(state, root)
-        start_sshd(state, root)
+        for start in (start_postgres, write_secrets, create_study_database, make_certificates, start_mlflow,
+                      start_nginx, create_accounts, start_sshd):
+            start(state, root)
+            save_state(root, state)  # what `down` needs to stop, should this process be killed outright
     except BaseException:
+        for signum in handlers:
+            signal.signal(signum, signal.SIG_IGN)  # a second signal must not cut the stopping short
         down(root, state)
         raise
-    save_state(root, state)
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
     return state
 
 
 def down(root: Path, state: dict | None = None) -> None:
+    """Stop every component; the state stays (its runs, artifacts and remote) until ``up`` or ``--purge``."""
     state = state if state is not None else load_state(root)
     errors = []
     for stop in (lambda: stop_process_group(state.get("nginx", {}).get("pid")),
@@ -625,11 +685,10 @@ def down(root: Path, state: dict | None = None) -> None:
         distrust_host_key(state["ssh"]["known_hosts_line"])
     if state.get("nginx", {}).get("temporary"):
         shutil.rmtree(state["nginx"]["temporary"], ignore_errors=True)
-    if state.get("postgres") and not Path(state["postgres"]["dir"]).is_relative_to(root):
-        shutil.rmtree(state["postgres"]["dir"], ignore_errors=True)
-        state["postgres"]["dir"] = ""
     if errors:
         raise StackError("; ".join(errors))
+    if (root / STATE_FILE).exists():
+        save_state(root, {**state, "stopped": True})
 
 
 root_option = click.option("--dir", "root", default=".team-stack", show_default=True,
@@ -642,14 +701,18 @@ def main() -> None:
 
 
 def stack_errors(command):
-    """A command whose :class:`StackError` ends it with one line on stderr and exit 1."""
+    """A command whose :class:`StackError`, or an error of the system (a folder it cannot make), ends it with one
+    line on stderr and exit 1."""
     @functools.wraps(command)
     def run(*args, **kwargs):
         try:
             return command(*args, **kwargs)
         except StackError as exc:
             click.echo(f"team-stack: error: {exc}", err=True)
-            sys.exit(1)
+        except OSError as exc:
+            click.echo(f"team-stack: error: {exc.strerror or exc}: {exc.filename}" if exc.filename else
+                       f"team-stack: error: {exc}", err=True)
+        sys.exit(1)
     return run
 
 
@@ -671,9 +734,11 @@ def up_command(root: Path) -> None:
               "without it they stay until the next `up` replaces them.")
 @stack_errors
 def down_command(root: Path, purge: bool) -> None:
-    down(root.resolve())
+    root = root.resolve()
+    state = load_state(root)
+    down(root, state)
     if purge:
-        shutil.rmtree(root, ignore_errors=True)
+        remove_state(root, state)
     click.echo("team-stack: stopped")
 
 
@@ -683,6 +748,9 @@ def down_command(root: Path, purge: bool) -> None:
 def restart_mlflow_command(root: Path) -> None:
     root = root.resolve()
     state = started_state(root)
+    if not alive(postgres_pid(state)):  # the server would retry its database for minutes, then fail unclearly
+        raise StackError(f"PostgreSQL of the team stack in {root} is not running: `make team-stack-down`, then "
+                         "`make team-stack-up` starts a new stack")
     stop_process_group(state["mlflow"]["pid"])
     start_mlflow(state, root, state["mlflow"]["port"])  # on its port: nginx proxies there
     save_state(root, state)

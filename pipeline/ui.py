@@ -72,6 +72,13 @@ def check_port_free(host: str, port: int) -> None:
         raise RuntimeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
+def local_base(host: str, port: int) -> str:
+    """Where this machine reaches a server listening on ``host``: every interface's address (0.0.0.0, ::) on
+    loopback, an IPv6 address in brackets (``http://[::1]:5000``)."""
+    reached = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{reached}]:{port}" if ":" in reached else f"http://{reached}:{port}"
+
+
 def wait_until_up(base: str, process: subprocess.Popen, timeout: float = START_TIMEOUT) -> None:
     """Wait until ``process`` (the `mlflow ui` just started) answers at ``base``; raise if it exits or times out."""
     deadline = time.monotonic() + timeout
@@ -108,7 +115,7 @@ def main(params_path: str, host: str, port: int) -> None:
         return
 
     check_port_free(host, port)
-    base = f"http://{host}:{port}"
+    base = local_base(host, port)
     command, env = ui_command(store_uri, host, port)
     log.debug("starting %s", " ".join(command))
     process = subprocess.Popen(command, env=env)
@@ -122,7 +129,11 @@ def main(params_path: str, host: str, port: int) -> None:
     finally:
         if process.poll() is None:
             process.terminate()
-            process.wait(timeout=30)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # it ignored the request to stop: nothing is left behind all the same
+                process.kill()
+                process.wait()
 
 
 if __name__ == "__main__":

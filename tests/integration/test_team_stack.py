@@ -27,7 +27,6 @@ from PIL import Image
 from test_tracking import assert_champion_predicts_classes, assert_pipeline_tracked
 
 from conftest import fast_copy_of_build
-from deploy import team_stack  # noqa: E402  (support puts the project on sys.path)
 from support import (  # noqa: E402
     PROJECT_ROOT,
     VENV_BIN,
@@ -40,6 +39,10 @@ from support import (  # noqa: E402
     stages_skipped,
     wait_for_queue,
 )
+
+sys.path.insert(0, str(PROJECT_ROOT / "deploy"))  # as `python deploy/team_stack.py` and the server have it
+import login_limit  # noqa: E402
+import team_stack  # noqa: E402
 
 STACK = [sys.executable, str(PROJECT_ROOT / "deploy" / "team_stack.py")]
 MAKE = ["make", "-s", "-C", str(PROJECT_ROOT), f"VENV={VENV_BIN.parent}"]
@@ -99,7 +102,8 @@ def stack(tmp_path_factory):
                            "MLFLOW_TRACKING_PASSWORD": stack.password("viewer")}.items():
             mp.setenv(key, value)
         yield stack
-    run([*MAKE, "team-stack-down", f"STACK_DIR={root}"], base, env, check=False)
+    # --purge: as root PostgreSQL's data lives in /tmp, outside the state folder pytest removes
+    run([*STACK, "down", "--purge", "--dir", str(root)], base, env, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -144,12 +148,16 @@ def test_up_prints_the_lines_and_every_component_listens_on_loopback_only(stack)
     # the SSH server takes the key and nothing else
     sshd_config = (stack.root / "ssh" / "sshd_config").read_text()
     assert "PasswordAuthentication no" in sshd_config and "KbdInteractiveAuthentication no" in sshd_config
-    # every secret is a file only its owner reads, in a folder only its owner enters
-    assert stat.S_IMODE(auth.stat().st_mode) == 0o700
+    # every secret is a file only its owner reads, in a folder only its owner enters; so is the whole state
+    # (runs, artifacts, the remote) and PostgreSQL's socket, whose local connections are trusted
+    assert stat.S_IMODE(auth.stat().st_mode) == stat.S_IMODE(stack.root.stat().st_mode) == 0o700
     for name in ("admin.password", "pipeline.password", "viewer.password", "optuna.password", "secret_key",
-                 "basic_auth.ini"):
+                 "proxy_secret", "basic_auth.ini"):
         assert stat.S_IMODE((auth / name).stat().st_mode) == 0o600, name
     assert stat.S_IMODE((stack.root / "tls" / "server.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((stack.root / "nginx" / "nginx.conf").stat().st_mode) == 0o600  # it holds the proxy secret
+    socket = Path(stack.state["postgres"]["dir"]) / f".s.PGSQL.{stack.state['postgres']['port']}"
+    assert stat.S_ISSOCK(socket.stat().st_mode) and stat.S_IMODE(socket.stat().st_mode) == 0o700
 
 
 def test_the_study_account_reaches_its_own_database_and_no_other(stack):
@@ -289,8 +297,19 @@ def test_plain_http_and_an_untrusted_certificate_do_not_get_through(stack):
     with pytest.raises(urllib.error.URLError) as untrusted:  # the system's CAs do not know the stack's
         urllib.request.urlopen(stack.uri + "/health", timeout=10, context=ssl.create_default_context())
     assert isinstance(untrusted.value.reason, ssl.SSLCertVerificationError)
-    # the server itself listens where only this machine (nginx) reaches it
-    assert stack.state["mlflow"]["internal_uri"] == f"http://127.0.0.1:{stack.state['mlflow']['port']}"
+    # the server itself listens where only this machine reaches it, and answers nginx alone: a local client on its
+    # port, the right password and a forged client address included, gets 403 (no TLS, no login limit around it)
+    internal = stack.state["mlflow"]["internal_uri"]
+    assert internal == f"http://127.0.0.1:{stack.state['mlflow']['port']}"
+    for path in (*PROTECTED, "/api/2.0/mlflow/users/list"):
+        direct = urllib.request.Request(internal + path, headers={**basic("admin", stack.password("admin")),
+                                                                  "X-Real-IP": "203.0.113.7"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(direct, timeout=30)
+        assert refused.value.code == 403, path
+        assert b"this server answers through the team stack's nginx only" in refused.value.read(), path
+    with urllib.request.urlopen(internal + "/health", timeout=10) as health:  # nginx's and `up`'s own probe
+        assert health.status == 200
 
 
 def registry_state(client) -> tuple:
@@ -628,6 +647,7 @@ def test_an_emptied_artifact_store_is_found_and_the_champion_registered_again(st
 def secrets_of(stack: Stack) -> dict[str, str]:
     found = {account: stack.password(account) for account in ("admin", "pipeline", "viewer")}
     found["secret key"] = (stack.root / "auth" / "secret_key").read_text().strip()
+    found["proxy secret"] = (stack.root / "auth" / "proxy_secret").read_text().strip()
     found["database password"] = re.search(r"mlflow:([^@]+)@", stack.state["postgres"]["uri"]).group(1)
     found["study database password"] = stack.password("optuna")
     return found
@@ -651,8 +671,6 @@ def test_no_secret_is_on_a_command_line_in_the_repository_or_in_a_log(stack, tea
 
 
 def forget_failed_logins(stack: Stack) -> None:
-    from deploy import login_limit
-
     with contextlib.closing(sqlite3.connect(stack.root / "auth" / login_limit.DATABASE)) as db:
         db.execute("DELETE FROM failures")
         db.commit()
@@ -663,8 +681,6 @@ def test_a_loop_of_wrong_passwords_is_refused_after_the_limit_and_the_pipelines_
     """Placed after every test that sends the pipeline's traffic through nginx (a whole `dvc repro`, queued
     sweeps, four tuning workers): none of it was refused as too many. Then a bounded loop of wrong passwords
     from one client: 401 up to the limit, 429 after it, the right password too, for that account only."""
-    from deploy import login_limit
-
     statuses = [line.split('"')[2].split()[0] for line in (stack.root / "nginx" / "access.log").read_text().splitlines()]
     assert len(statuses) > 300 and "429" not in statuses  # a whole `dvc repro` alone makes about 500
     path = PROTECTED[0]
@@ -691,6 +707,14 @@ def test_down_stops_everything(stack):
     assert not [c for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port in ports]
     home_known_hosts = Path(stack.env["HOME"]) / ".ssh" / "known_hosts"
     assert "softmax-regression-team-stack" not in home_known_hosts.read_text()
+    # the runs stay until `up` or `--purge` (PostgreSQL's data too, which lives in /tmp as root); `env` no longer
+    # prints lines that point at nothing
+    assert (Path(stack.state["postgres"]["dir"]) / "data" / "PG_VERSION").is_file()
+    assert (stack.root / "artifacts").is_dir() and (stack.root / "dvc-remote").is_dir()
+    for command in ("env", "restart-mlflow"):
+        result = run([*STACK, command, "--dir", str(stack.root)], stack.root.parent, stack.env, check=False)
+        assert (result.returncode, result.stdout, result.stderr.splitlines()) == (1, "", [
+            f"team-stack: error: the team stack in {stack.root} is stopped (`make team-stack-up` starts a new one)"])
 
 
 # --- the files the stack writes, at unit level: no PostgreSQL, MLflow or SSH server -------------------------
@@ -829,7 +853,7 @@ def test_the_database_password_file_is_0600_from_its_first_byte(tmp_path, monkey
     """start_postgres up to initdb, which is not run: the password file it would read."""
     commands = []
     monkeypatch.setattr(team_stack, "postgres_bindir", lambda: Path("/usr/lib/postgresql/0/bin"))
-    monkeypatch.setattr(team_stack, "run", lambda cmd, what: commands.append(what))
+    monkeypatch.setattr(team_stack, "run", lambda cmd, what, log=None: commands.append(what))
     monkeypatch.setattr(team_stack.os, "geteuid", lambda: 1000)  # as a user: the database under the state folder
     state = {}
     team_stack.start_postgres(state, tmp_path)
@@ -854,8 +878,8 @@ def test_every_secret_of_the_accounts_is_0600_from_its_first_byte_in_a_0700_fold
     auth = tmp_path / "auth"
     assert stat.S_IMODE(auth.stat().st_mode) == 0o700
     assert sorted(p.name for p in auth.iterdir()) == ["admin.password", "basic_auth.ini", "pipeline.password",
-                                                      "secret_key", "viewer.password"]
-    assert len(modes_when_synced) == 5 and all(mode == 0o600 for mode, _ in modes_when_synced), modes_when_synced
+                                                      "proxy_secret", "secret_key", "viewer.password"]
+    assert len(modes_when_synced) == 6 and all(mode == 0o600 for mode, _ in modes_when_synced), modes_when_synced
     passwords = {p.read_text().strip() for p in auth.glob("*.password")}
     assert len(passwords) == 3 and all(len(p) >= 12 for p in passwords)  # MLflow's minimum
     config = configparser.ConfigParser()
@@ -891,3 +915,93 @@ def test_a_stack_whose_up_failed_half_way_is_one_line_to_start_it_again(tmp_path
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.stderr.splitlines() == [f"team-stack: error: the team stack in {folder} did not finish starting "
                                           "(`make team-stack-up` starts it again)"]
+
+
+def test_the_printed_lines_keep_paths_with_spaces_whole(tmp_path):
+    """The lines a user pastes into bash: a state folder under a path with a space is still one word each."""
+    root = tmp_path / "my stacks" / "team"
+    (root / "auth").mkdir(parents=True)
+    for account in ("pipeline", "optuna"):
+        (root / "auth" / f"{account}.password").write_text(f"{account}-secret\n")
+    state = {"mlflow": {"uri": "https://127.0.0.1:8443"}, "tls": {"ca": str(root / "tls" / "ca.crt")},
+             "auth": {"dir": str(root / "auth")}, "postgres": {"port": 5433},
+             "ssh": {"user": "me", "port": 2222, "remote": str(root / "dvc-remote"), "keyfile": str(root / "ssh key")}}
+    lines = team_stack.env_lines(state)
+    assert exported([line for line in lines if line.startswith("export ")], tmp_path, clean_env()) == {
+        "MLFLOW_TRACKING_URI": "https://127.0.0.1:8443", "MLFLOW_TRACKING_SERVER_CERT_PATH": str(root / "tls" / "ca.crt"),
+        "MLFLOW_TRACKING_USERNAME": "pipeline", "MLFLOW_TRACKING_PASSWORD": "pipeline-secret",
+        "OPTUNA_STORAGE": "postgresql+psycopg://optuna:optuna-secret@127.0.0.1:5433/optuna"}
+    import shlex
+
+    assert [shlex.split(line) for line in lines[-2:]] == [
+        ["dvc", "remote", "add", "-d", "team", f"ssh://me@127.0.0.1:2222{root / 'dvc-remote'}"],
+        ["dvc", "remote", "modify", "--local", "team", "keyfile", str(root / "ssh key")]]
+
+
+@pytest.mark.parametrize("command", ["up", "down", "env"])
+def test_a_damaged_state_file_or_a_folder_that_cannot_be_made_is_one_line(tmp_path, command):
+    folder = tmp_path / "stack"
+    folder.mkdir()
+    (folder / "stack.json").write_text('{"postgres": ')  # cut short
+    result = run([*STACK, command, "--dir", str(folder)], tmp_path, clean_env(HOME=str(tmp_path)), check=False,
+                 timeout=60)
+    assert (result.returncode, len(result.stderr.splitlines())) == (1, 1), result.stderr
+    assert result.stderr.startswith(f"team-stack: error: {folder / 'stack.json'} is no team stack's state (")
+    assert result.stderr.rstrip().endswith("); move it aside")
+    if command == "up":
+        (tmp_path / "a file").write_text("")
+        result = run([*STACK, "up", "--dir", str(tmp_path / "a file" / "stack")], tmp_path,
+                     clean_env(HOME=str(tmp_path)), check=False, timeout=60)
+        assert (result.returncode, result.stderr) == (1, f"team-stack: error: Not a directory: {tmp_path / 'a file' / 'stack'}\n")
+
+
+def test_up_refuses_while_any_component_of_the_stack_lives_and_names_it(tmp_path):
+    """A stack half gone (its MLflow server and nginx killed, PostgreSQL and sshd still up) is not replaced
+    underneath its live processes: `up` names them and leaves everything as it was."""
+    folder = tmp_path / "stack"
+    (folder / "pg" / "data").mkdir(parents=True)
+    with subprocess.Popen(["sleep", "60"]) as sleeper:
+        try:
+            (folder / "pg" / "data" / "postmaster.pid").write_text(f"{sleeper.pid}\n{folder / 'pg' / 'data'}\n")
+            state = {"postgres": {"dir": str(folder / "pg")}, "mlflow": {"pid": 2**22 + 1}, "ssh": {"pid": sleeper.pid}}
+            (folder / "stack.json").write_text(json.dumps(state))
+            result = run([*STACK, "up", "--dir", str(folder)], tmp_path, clean_env(HOME=str(tmp_path)), check=False,
+                         timeout=60)
+        finally:
+            sleeper.kill()
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"team-stack: error: a team stack is running from {folder} already "
+                                          "(ssh, postgres; `make team-stack-down` stops it)"]
+    assert json.loads((folder / "stack.json").read_text()) == state
+
+
+def test_an_up_terminated_half_way_stops_what_it_started(tmp_path):
+    """SIGTERM once PostgreSQL is up (the state file names it as soon as it starts): `up` stops it, exits
+    143, and the next `up` or `down` finds a stopped stack."""
+    folder = tmp_path / "stack"
+    with subprocess.Popen([*STACK, "up", "--dir", str(folder)], cwd=tmp_path, env=clean_env(HOME=str(tmp_path)),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as up:
+        deadline = time.monotonic() + 120
+        while "postgres" not in json.loads((folder / "stack.json").read_text() if (folder / "stack.json").exists()
+                                           else "{}"):
+            assert up.poll() is None and time.monotonic() < deadline, up.communicate()
+            time.sleep(0.05)
+        up.send_signal(signal.SIGTERM)
+        _, stderr = up.communicate(timeout=120)
+    state = json.loads((folder / "stack.json").read_text())
+    assert up.returncode == 143, stderr
+    assert state["stopped"] is True and not team_stack.running(state), state
+    assert not psutil.pid_exists(state.get("mlflow", {}).get("pid") or 2**22 + 1)
+    result = run([*STACK, "down", "--purge", "--dir", str(folder)], tmp_path, clean_env(HOME=str(tmp_path)))
+    assert result.stderr == "" and not folder.exists() and not Path(state["postgres"]["dir"]).exists()
+
+
+def test_a_command_that_leaves_its_cause_in_a_log_fails_with_the_logs_error(tmp_path):
+    """pg_ctl says only "Examine the log output": the error names the log's last FATAL or ERROR line."""
+    log = tmp_path / "postgres.log"
+    log.write_text('LOG:  could not bind IPv4 address "127.0.0.1": Address already in use\n'
+                   "FATAL:  could not create any TCP/IP sockets\nLOG:  database system is shut down\n")
+    with pytest.raises(team_stack.StackError) as failed:
+        team_stack.run(["bash", "-c", "echo 'pg_ctl: could not start server' >&2; echo 'Examine the log output.' >&2; "
+                        "exit 1"], "pg_ctl start", log=log)
+    assert str(failed.value) == f"pg_ctl start failed: FATAL:  could not create any TCP/IP sockets (see {log})"

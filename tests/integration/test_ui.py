@@ -138,3 +138,13 @@ def test_a_port_another_server_answers_on_fails_at_once_naming_it(store_root):
     errors = [line for line in stderr.splitlines() if "error" in line.lower()]  # above it: the store's INFO lines
     assert len(errors) == 1 and stderr.rstrip().endswith(errors[0]), stderr
     assert re.fullmatch(rf"ui: error: port {port} of 127\.0\.0\.1 is in use .*--port \d+`", errors[0]), errors[0]
+
+
+@pytest.mark.parametrize("host, base", [("127.0.0.1", "http://127.0.0.1:5123"), ("0.0.0.0", "http://127.0.0.1:5123"),
+                                        ("::1", "http://[::1]:5123"), ("::", "http://[::1]:5123"),
+                                        ("localhost", "http://localhost:5123")])
+def test_the_printed_url_is_one_a_browser_on_this_machine_opens(host, base):
+    """An address of every interface is reached on loopback; an IPv6 one goes in brackets."""
+    from pipeline.ui import local_base
+
+    assert local_base(host, 5123) == base
