@@ -88,7 +88,17 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def alive(pid: int | None) -> bool:
+def start_time(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (/proc/<pid>/stat): a pid and its start time name
+    one process, where after a reboot, or once the numbers wrap, a stack's pid alone may name another."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def alive(pid: int | None, started: int | None = None) -> bool:
+    """Process ``pid`` runs, and is the one that started at ``started`` where that is given."""
     if not pid:
         return False
     try:
@@ -96,8 +106,8 @@ def alive(pid: int | None) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return started is None or start_time(pid) == started
 
 
 def write_atomically(path: Path, data: str | bytes, mode: int) -> None:
@@ -155,12 +165,15 @@ def start_postgres(state: dict, root: Path) -> None:
 
 
 def postgres_pid(state: dict) -> int | None:
-    """The postmaster's pid, from its pid file (None where it is not running or never started)."""
-    pid_file = Path(state.get("postgres", {}).get("dir") or "/nonexistent") / "data" / "postmaster.pid"
+    """The pid of the stack's postmaster, from its pid file: None where it is not running, never started, or
+    the file is stale (its pid now names a process that is no postmaster of this data folder)."""
+    data = Path(state.get("postgres", {}).get("dir") or "/nonexistent") / "data"
     try:
-        return int(pid_file.read_text().split()[0])
+        pid = int((data / "postmaster.pid").read_text().split()[0])
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError, IndexError):
         return None
+    return pid if str(data).encode() in command else None
 
 
 def stop_postgres(state: dict) -> None:
@@ -168,7 +181,7 @@ def stop_postgres(state: dict) -> None:
     if not pg:
         return
     data = Path(pg["dir"]) / "data"
-    if (data / "postmaster.pid").exists():
+    if alive(postgres_pid(state)):
         run(as_db_user([str(Path(pg["bindir"]) / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
             "pg_ctl stop")
 
@@ -310,7 +323,8 @@ def start_mlflow(state: dict, root: Path, port: int | None = None) -> None:
              "--workers", "2"],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
-    state["mlflow"] = {**state.get("mlflow", {}), "pid": process.pid, "port": port, "internal_uri": uri,
+    state["mlflow"] = {**state.get("mlflow", {}), "pid": process.pid, "started": start_time(process.pid),
+                       "port": port, "internal_uri": uri,
                        "artifacts": str(artifacts)}
 
     def healthy() -> bool:
@@ -397,7 +411,7 @@ def start_nginx(state: dict, root: Path) -> None:
     with open(log, "ab") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True)
-    state["nginx"]["pid"] = process.pid
+    state["nginx"].update(pid=process.pid, started=start_time(process.pid))
     state["mlflow"]["uri"] = f"https://127.0.0.1:{port}"
 
     def healthy() -> bool:
@@ -457,18 +471,20 @@ def create_accounts(state: dict, root: Path) -> None:
     state["auth"].update(experiment=experiment, experiment_id=experiment_id, registered_model=registered)
 
 
-def stop_process_group(pid: int | None, timeout: float = 20) -> None:
-    if not alive(pid):
+def stop_component(state: dict, name: str, timeout: float = 20) -> None:
+    """Stop the process group of the stack's component ``name``, if its process still runs."""
+    pid, started = state.get(name, {}).get("pid"), state.get(name, {}).get("started")
+    if not alive(pid, started):
         return
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + timeout
-    while alive(pid) and time.monotonic() < deadline:
+    while alive(pid, started) and time.monotonic() < deadline:
         reap(pid)
         time.sleep(0.1)
-    if alive(pid):
+    if alive(pid, started):
         os.killpg(pid, signal.SIGKILL)
         time.sleep(0.2)
     reap(pid)
@@ -511,7 +527,7 @@ def start_sshd(state: dict, root: Path) -> None:
         process = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stdout=out, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
     host_key = (ssh_dir / "host_ed25519.pub").read_text().split()
-    state["ssh"] = {"pid": process.pid, "port": port, "user": getpass.getuser(), "remote": str(remote),
+    state["ssh"] = {"pid": process.pid, "started": start_time(process.pid), "port": port, "user": getpass.getuser(), "remote": str(remote),
                     "keyfile": str(ssh_dir / "client_ed25519"),
                     "known_hosts_line": f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]} {KNOWN_HOSTS_MARK}"}
 
@@ -616,8 +632,9 @@ def started_state(root: Path) -> dict:
 
 def running(state: dict) -> list[str]:
     """The components of ``state`` whose process is alive."""
-    pids = {name: state.get(name, {}).get("pid") for name in ("mlflow", "nginx", "ssh")}
-    return [name for name, pid in {**pids, "postgres": postgres_pid(state)}.items() if alive(pid)]
+    started = [name for name in ("mlflow", "nginx", "ssh")
+               if alive(state.get(name, {}).get("pid"), state.get(name, {}).get("started"))]
+    return started + ["postgres"] * alive(postgres_pid(state))
 
 
 def remove_state(root: Path, state: dict) -> None:
@@ -673,10 +690,8 @@ def down(root: Path, state: dict | None = None) -> None:
     """Stop every component; the state stays (its runs, artifacts and remote) until ``up`` or ``--purge``."""
     state = state if state is not None else load_state(root)
     errors = []
-    for stop in (lambda: stop_process_group(state.get("nginx", {}).get("pid")),
-                 lambda: stop_process_group(state.get("mlflow", {}).get("pid")),
-                 lambda: stop_process_group(state.get("ssh", {}).get("pid")),
-                 lambda: stop_postgres(state)):
+    for stop in (lambda: stop_component(state, "nginx"), lambda: stop_component(state, "mlflow"),
+                 lambda: stop_component(state, "ssh"), lambda: stop_postgres(state)):
         try:
             stop()
         except StackError as exc:
@@ -751,7 +766,7 @@ def restart_mlflow_command(root: Path) -> None:
     if not alive(postgres_pid(state)):  # the server would retry its database for minutes, then fail unclearly
         raise StackError(f"PostgreSQL of the team stack in {root} is not running: `make team-stack-down`, then "
                          "`make team-stack-up` starts a new stack")
-    stop_process_group(state["mlflow"]["pid"])
+    stop_component(state, "mlflow")
     start_mlflow(state, root, state["mlflow"]["port"])  # on its port: nginx proxies there
     save_state(root, state)
     click.echo(f"export MLFLOW_TRACKING_URI={state['mlflow']['uri']}")

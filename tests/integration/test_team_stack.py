@@ -959,11 +959,14 @@ def test_up_refuses_while_any_component_of_the_stack_lives_and_names_it(tmp_path
     """A stack half gone (its MLflow server and nginx killed, PostgreSQL and sshd still up) is not replaced
     underneath its live processes: `up` names them and leaves everything as it was."""
     folder = tmp_path / "stack"
-    (folder / "pg" / "data").mkdir(parents=True)
-    with subprocess.Popen(["sleep", "60"]) as sleeper:
+    data = folder / "pg" / "data"
+    data.mkdir(parents=True)
+    # a process whose command line names the data folder, as the postmaster's does
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(data)]) as sleeper:
         try:
-            (folder / "pg" / "data" / "postmaster.pid").write_text(f"{sleeper.pid}\n{folder / 'pg' / 'data'}\n")
-            state = {"postgres": {"dir": str(folder / "pg")}, "mlflow": {"pid": 2**22 + 1}, "ssh": {"pid": sleeper.pid}}
+            (data / "postmaster.pid").write_text(f"{sleeper.pid}\n{data}\n")
+            state = {"postgres": {"dir": str(folder / "pg")}, "mlflow": {"pid": 2**22 + 1},
+                     "ssh": {"pid": sleeper.pid, "started": team_stack.start_time(sleeper.pid)}}
             (folder / "stack.json").write_text(json.dumps(state))
             result = run([*STACK, "up", "--dir", str(folder)], tmp_path, clean_env(HOME=str(tmp_path)), check=False,
                          timeout=60)
@@ -1005,3 +1008,27 @@ def test_a_command_that_leaves_its_cause_in_a_log_fails_with_the_logs_error(tmp_
         team_stack.run(["bash", "-c", "echo 'pg_ctl: could not start server' >&2; echo 'Examine the log output.' >&2; "
                         "exit 1"], "pg_ctl start", log=log)
     assert str(failed.value) == f"pg_ctl start failed: FATAL:  could not create any TCP/IP sockets (see {log})"
+
+
+def test_pids_that_now_name_other_processes_are_not_the_stack_and_down_kills_none_of_them(tmp_path):
+    """After a reboot a stopped stack's pids, and a stale postmaster.pid, may name other processes: `up` does not
+    take them for the stack, and `down` signals none of them (a pid and its start time name one process)."""
+    folder = tmp_path / "stack"
+    data = folder / "pg" / "data"
+    data.mkdir(parents=True)
+    with subprocess.Popen(["sleep", "60"], start_new_session=True) as other:
+        try:
+            (data / "postmaster.pid").write_text(f"{other.pid}\n{data}\n")
+            started = team_stack.start_time(other.pid)
+            state = {"postgres": {"dir": str(folder / "pg"), "bindir": "/nonexistent"},
+                     **{name: {"pid": other.pid, "started": started - 1} for name in ("mlflow", "nginx", "ssh")}}
+            state["ssh"]["known_hosts_line"] = STACK_LINE
+            assert team_stack.running(state) == [] and team_stack.running(
+                {"ssh": {"pid": other.pid, "started": started}}) == ["ssh"]
+            (folder / "stack.json").write_text(json.dumps(state))
+            result = run([*STACK, "down", "--dir", str(folder)], tmp_path, clean_env(HOME=str(tmp_path)), check=False,
+                         timeout=60)
+            assert (result.returncode, result.stderr) == (0, ""), result.stderr
+            assert other.poll() is None, "down signalled a process that is not the stack's"
+        finally:
+            other.kill()
