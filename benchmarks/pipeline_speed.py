@@ -95,6 +95,15 @@ class Row:
     meets: bool | None
 
 
+def verdict(rows: list[Row]) -> str:
+    """How many of the rows with a target meet it (a stage not measured does not); the ``dvc repro`` rows time
+    the whole pipeline and have no target of their own."""
+    targeted = [r for r in rows if r.meets is not None]
+    misses = [r.what.strip() for r in targeted if not r.meets]
+    return (f"{len(targeted) - len(misses)} of {len(targeted)} stages meet their target"
+            + (f"; missed: {', '.join(misses)}" if misses else ""))
+
+
 def stage_of(argv: list[str], commands: dict[str, str]) -> str | None:
     """The stage whose command (``python -m pipeline x ...``) started a process with ``argv`` (as the
     launcher leaves it at exit: ``[<pipeline/x.py>, ...the stage's arguments]``)."""
@@ -183,7 +192,7 @@ def measure(workdir: Path, say) -> list[Row]:
             for stage in commands:
                 record = stages.get(stage)
                 if record is None:
-                    rows.append(Row(f"  stage {stage}", float("nan"), None, "(not measured)", None))
+                    rows.append(Row(f"  stage {stage}", float("nan"), None, "(not measured)", False))
                     continue
                 rss = record["maxrss_kb"] / 1024
                 bare = bare_import_s(record["packages"], env)
@@ -222,9 +231,7 @@ def main(keep: bool) -> None:
     click.echo(f"load average before: {load}; after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
                f"{os.cpu_count()} cores")
     click.echo(table(rows))
-    misses = [r.what.strip() for r in rows if r.meets is False]
-    click.echo(f"{len(rows) - len(misses)} of {len(rows)} rows meet their target"
-               + (f"; missed: {', '.join(misses)}" if misses else ""))
+    click.echo(verdict(rows))
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ class Stages(click.Group):
         if name not in STAGES:
             return None
         with imports_frozen():
-            module = importlib.import_module(f"{__package__}.{name}")
+            module = importlib.import_module(f"pipeline.{name}")
         # From here the process looks as `python -m pipeline.<stage>` would: MLflow takes a run's source
         # (`mlflow.source.name`) from sys.argv[0], so every run a stage opens names the stage's file, not this
         # launcher, without a tag passed at each start_run (test_tracking.py checks each run's source).
@@ -82,7 +82,12 @@ class Stages(click.Group):
             formatter.write_dl([(stage, summary(stage)) for stage in STAGES])
 
 
-cli = Stages(name="pipeline", help=__doc__, no_args_is_help=True, subcommand_metavar="STAGE [ARGS]...")
+HELP = """Run one pipeline stage as dvc.yaml does: `python -m pipeline STAGE [OPTIONS]`.
+
+`python -m pipeline STAGE --help` shows a stage's own options. Every stage runs on the pinned numeric
+kernels, so it writes the same bytes on any x86-64 CPU (`python -m pipeline.kernels` shows them)."""
+
+cli = Stages(name="pipeline", help=HELP, no_args_is_help=True, subcommand_metavar="STAGE [ARGS]...")
 
 if __name__ == "__main__":
     cli(prog_name=PROG_NAME)

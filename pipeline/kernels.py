@@ -16,11 +16,12 @@ on all of them:
 - ``OPENBLAS_CORETYPE=Nehalem``: OpenBLAS's SSE kernels, whose blocking is
   fixed (for some older core types it follows the cache size);
 - ``NPY_DISABLE_CPU_FEATURES``: numpy's dispatched loops off, its x86-64-v2 baseline on;
-- ``GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX2,-FMA``: libm's ``exp`` and ``log``
-  in their SSE2 variants (the FMA ones round a few results differently).
+- ``GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX2,-FMA,-FMA4``: libm's ``exp`` and ``log``
+  in their SSE2 variants (the FMA ones round a few results differently; with
+  FMA masked, glibc takes the FMA4 ones on the AMD CPUs that have FMA4).
 
 glibc reads its tunables when a process starts, and the others when their
-library loads, so :func:`main` puts them in the environment and starts the
+library loads, so :func:`ensure_pinned` puts them in the environment and starts the
 interpreter again before anything numeric is imported (``python -m
 pipeline`` calls it first). ``python -m pipeline.kernels`` prints what each
 library chose.
@@ -44,8 +45,12 @@ PINNED: dict[str, str] = {
 }
 """Each library's own switch for its kernel choice, and the portable value (see the module docstring)."""
 
-GLIBC_HWCAPS = "glibc.cpu.hwcaps=-AVX2,-FMA"
-"""The glibc tunable that keeps libm on its SSE2 code (joined to any ``GLIBC_TUNABLES`` already set)."""
+HWCAPS_TUNABLE = "glibc.cpu.hwcaps"
+MASKED_HWCAPS = ("-AVX2", "-FMA", "-FMA4")
+"""What keeps libm on its SSE2 code: glibc's ``ifunc-fma4.h`` picks the FMA code with FMA and AVX2, else
+the FMA4 code with FMA4, else SSE2."""
+GLIBC_HWCAPS = f"{HWCAPS_TUNABLE}={','.join(MASKED_HWCAPS)}"
+"""The tunable as the pins set it where ``GLIBC_TUNABLES`` holds no hwcaps entry of the caller's own."""
 
 ARCHITECTURES = ("x86_64",)
 """Where the pins hold: the machine name (``platform.machine()``) of x86-64 on Linux."""
@@ -62,12 +67,16 @@ class KernelsNotPinned(RuntimeError):
 
 
 def glibc_tunables(current: str | None) -> str:
-    """``GLIBC_TUNABLES`` with the hwcaps mask added (kept as it is when it holds the mask already)."""
-    if not current:
-        return GLIBC_HWCAPS
-    if GLIBC_HWCAPS in current.split(":"):
-        return current
-    return f"{current}:{GLIBC_HWCAPS}"
+    """``GLIBC_TUNABLES`` with the hwcaps mask. glibc reads only the last ``glibc.cpu.hwcaps`` entry, so the
+    caller's own entries become one with the mask (their other masks kept, a ``+`` of a masked one dropped),
+    after the caller's other tunables; a value pinned already comes back as it is."""
+    entries = [entry for entry in (current or "").split(":") if entry]
+    caps = [cap for entry in entries if entry.startswith(f"{HWCAPS_TUNABLE}=")
+            for cap in entry.split("=", 1)[1].split(",") if cap]
+    masked = {cap.lstrip("-") for cap in MASKED_HWCAPS}
+    kept = [cap for cap in dict.fromkeys(caps) if cap.lstrip("+-") not in masked]
+    others = [entry for entry in entries if not entry.startswith(f"{HWCAPS_TUNABLE}=")]
+    return ":".join([*others, f"{HWCAPS_TUNABLE}={','.join([*kept, *MASKED_HWCAPS])}"])
 
 
 def pinned_environment(environ: Mapping[str, str]) -> dict[str, str]:

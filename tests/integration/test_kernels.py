@@ -20,6 +20,21 @@ def test_the_pins_replace_the_callers_values_and_keep_their_other_tunables():
     assert kernels.pinned_environment(env) == env  # pinning twice adds nothing
 
 
+@pytest.mark.parametrize("current, pinned", [
+    ("glibc.cpu.hwcaps=-AVX512F", "glibc.cpu.hwcaps=-AVX512F,-AVX2,-FMA,-FMA4"),  # the caller's mask kept
+    # after the pin: glibc would read only the caller's entry, and libm would run its FMA code
+    ("glibc.cpu.hwcaps=-AVX2,-FMA:glibc.cpu.hwcaps=-AVX512F", "glibc.cpu.hwcaps=-AVX512F,-AVX2,-FMA,-FMA4"),
+    ("glibc.cpu.hwcaps=+FMA,-ERMS:glibc.malloc.arena_max=2",
+     "glibc.malloc.arena_max=2:glibc.cpu.hwcaps=-ERMS,-AVX2,-FMA,-FMA4"),  # no + of a masked one
+])
+def test_the_callers_own_hwcaps_entries_become_one_with_the_mask(current, pinned):
+    """glibc reads only the last ``glibc.cpu.hwcaps`` entry of ``GLIBC_TUNABLES``: a second entry, the
+    caller's or the pins', would drop the other's masks."""
+    env = kernels.pinned_environment({"GLIBC_TUNABLES": current})
+    assert env["GLIBC_TUNABLES"] == pinned and env["GLIBC_TUNABLES"].count("glibc.cpu.hwcaps") == 1
+    assert kernels.is_pinned(env) and not kernels.is_pinned({**env, "GLIBC_TUNABLES": current})
+
+
 def test_the_report_shows_every_library_on_its_pinned_kernels():
     result = subprocess.run([sys.executable, "-m", "pipeline.kernels"], cwd=PROJECT_ROOT, env=clean_env(),
                             capture_output=True, text=True, check=True)
