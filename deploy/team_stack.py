@@ -527,8 +527,8 @@ def start_sshd(state: dict, root: Path) -> None:
         process = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stdout=out, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
     host_key = (ssh_dir / "host_ed25519.pub").read_text().split()
-    state["ssh"] = {"pid": process.pid, "started": start_time(process.pid), "port": port, "user": getpass.getuser(), "remote": str(remote),
-                    "keyfile": str(ssh_dir / "client_ed25519"),
+    state["ssh"] = {"pid": process.pid, "started": start_time(process.pid), "port": port, "user": getpass.getuser(),
+                    "remote": str(remote), "keyfile": str(ssh_dir / "client_ed25519"),
                     "known_hosts_line": f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]} {KNOWN_HOSTS_MARK}"}
 
     def listening() -> bool:
