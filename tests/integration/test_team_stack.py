@@ -1032,3 +1032,15 @@ def test_pids_that_now_name_other_processes_are_not_the_stack_and_down_kills_non
             assert other.poll() is None, "down signalled a process that is not the stack's"
         finally:
             other.kill()
+
+
+def test_a_server_started_without_the_proxy_secret_lets_nothing_through(monkeypatch):
+    """No secret in the server's environment is no secret to match: every request is refused, an empty
+    header's too, rather than every one let through."""
+    from flask import Flask
+
+    monkeypatch.delenv(login_limit.PROXY_SECRET_VARIABLE, raising=False)
+    for headers in ({}, {login_limit.PROXY_HEADER: ""}, {**basic("admin", "x" * 20), login_limit.PROXY_HEADER: ""}):
+        with Flask(__name__).test_request_context("/api/2.0/mlflow/experiments/search", headers=headers):
+            response = login_limit.authenticate()
+        assert response.status_code == 403, headers
