@@ -657,8 +657,9 @@ def save_state(root: Path, state: dict) -> None:
 def up(root: Path) -> dict:
     if (root / STATE_FILE).exists():
         old = load_state(root)
-        if running(old):  # any of them: a stack half gone is stopped by `down`, not left behind
-            raise StackError(f"a team stack is running from {root} already ({', '.join(running(old))}; "
+        live = running(old)
+        if live:  # any of them: a stack half gone is stopped by `down`, not left behind
+            raise StackError(f"a team stack is running from {root} already ({', '.join(live)}; "
                              "`make team-stack-down` stops it)")
         click.echo(f"team-stack: replacing the stopped stack's state in {root} (its runs, artifacts and remote)",
                    err=True)

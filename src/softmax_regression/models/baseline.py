@@ -4,8 +4,9 @@ It is the same model, ``softmax(X W + b)`` with the cross-entropy loss (plus
 an L2 penalty of strength ``1/C``), fitted by L-BFGS on the same training split
 and the same features (pixels in [0, 1], standardized where ``data.normalize``
 says). Its test accuracy (about 0.84 on raw pixels) is what a linear model
-reaches when it is solved properly rather than by 10 epochs of SGD. The fit is turned into the project's own model (``W = coef_^T``,
-``b = intercept_``), so it is saved, scored, served and tracked like the others.
+reaches when it is solved properly rather than by 10 epochs of SGD. The fit is
+turned into the project's own model (``W = coef_^T``, ``b = intercept_``), so
+it is saved, scored, served and tracked like the others.
 """
 
 from __future__ import annotations
