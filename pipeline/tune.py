@@ -48,6 +48,8 @@ TUNED_FILE = "params/tuned.yaml"
 TUNED_EXPERIMENT = "tuned"
 PARENT_RUN = "mlflow_parent_run"
 """The study's user attribute holding its MLflow run, the parent of every trial's."""
+PARENT_RUN_WAIT = 60.0
+"""Seconds a joiner waits for the study's creator to make its MLflow run (it takes one or two) before making it."""
 STUDY_TAG, TRIAL_TAG, STATE_TAG, HOST_TAG, WORKER_TAG = "optuna.study", "optuna.trial", "optuna.state", "host", "worker"
 LOG_SECONDS = "mlflow_log_seconds"
 """The trial's user attribute holding the duration of each of its per-epoch MLflow log calls."""
@@ -108,30 +110,45 @@ def drop_optuna_detail(record: logging.LogRecord) -> bool:
 
 
 def join_study(search_path: str, params_path: str, create: bool = True):
-    """The search, the study (created, with its MLflow parent run, by whichever worker comes first; where
-    ``create``) and the MLflow ids of the experiment and the parent run."""
-    import mlflow
-
-    from softmax_regression.tuning.study import open_storage, open_study, shown, storage_url, wait_for_attr
+    """The search, the study (created by whichever worker comes first; where ``create``) and the MLflow ids of
+    the experiment and of the study's parent run (where ``create``: a reader of the study needs no MLflow)."""
+    from softmax_regression.tuning.study import open_storage, open_study, storage_url
 
     quiet_optuna()
     base = load_params(params_path)
     search = load_search(search_path, base)
     url = storage_url(os.environ, project_root())
     storage = open_storage(url, lambda trial: end_dead_trial_run(search, trial), search.heartbeat, create)
+    if not create:
+        return search, base, open_study(search, storage, create)[0], None, None
+    experiment_id = open_experiment(search.experiment)  # checked before the study exists: a store away fails here
     study, created = open_study(search, storage, create)
-    experiment_id = open_experiment(search.experiment)  # once there is a study: `best` of none creates nothing
+    return search, base, study, experiment_id, parent_run(study, search, experiment_id, url, created)
+
+
+def parent_run(study, search, experiment_id: str, url: str, created: bool) -> str:
+    """The study's MLflow run, the parent of every trial's: made by the study's creator, or by a joiner that
+    finds none after a while (the creator stopped between making the study and its run: Ctrl-C, a store away)."""
+    import mlflow
+
+    from softmax_regression.tuning.study import shown, wait_for_attr
+
+    if not created:
+        try:
+            return wait_for_attr(study, PARENT_RUN, PARENT_RUN_WAIT)
+        except SearchError:
+            log.warning("study %r has no MLflow run: its creator stopped before making it; making it here",
+                        search.study)
+    parent = mlflow.MlflowClient().create_run(experiment_id, run_name=f"study {search.study}", tags={
+        STUDY_TAG: search.study, "optuna.storage": shown(url), "optuna.search_digest": search.digest})
+    mlflow.MlflowClient().log_batch(parent.info.run_id, params=[
+        mlflow.entities.Param(key, str(value)) for key, value in
+        {"trials": search.trials, "sampler": search.sampler, "seed": search.seed, "pruner": search.pruner,
+         **search.fixed, **{f"space.{key}": spec for key, spec in search.space.items()}}.items()])
+    study.set_user_attr(PARENT_RUN, parent.info.run_id)
     if created:
-        parent = mlflow.MlflowClient().create_run(experiment_id, run_name=f"study {search.study}", tags={
-            STUDY_TAG: search.study, "optuna.storage": shown(url), "optuna.search_digest": search.digest})
-        mlflow.MlflowClient().log_batch(parent.info.run_id, params=[
-            mlflow.entities.Param(key, str(value)) for key, value in
-            {"trials": search.trials, "sampler": search.sampler, "seed": search.seed, "pruner": search.pruner,
-             **search.fixed, **{f"space.{key}": spec for key, spec in search.space.items()}}.items()])
-        study.set_user_attr(PARENT_RUN, parent.info.run_id)
         log.info("created study %r in %s, MLflow run %s", search.study, shown(url), parent.info.run_id)
-    parent_id = wait_for_attr(study, PARENT_RUN)
-    return search, base, study, experiment_id, parent_id
+    return parent.info.run_id
 
 
 def end_dead_trial_run(search, trial) -> None:
@@ -158,6 +175,7 @@ def trial_objective(search, base: dict, experiment_id: str, parent_id: str):
     from softmax_regression.tracking.runs import TRAINING_SECONDS, epoch_metrics, tracked_run
     from softmax_regression.training.fit import fit
     from softmax_regression.training.loop import TrainingDiverged
+    from softmax_regression.tuning.study import TrialTakenOver, taken_over
 
     splits = {name: load_split(paths.PROCESSED_DIR, name) for name in ("train", "val")}  # once per worker
     host = socket.gethostname()
@@ -192,6 +210,9 @@ def trial_objective(search, base: dict, experiment_id: str, parent_id: str):
             except BaseException:
                 mlflow.set_tag(STATE_TAG, "FAIL")
                 raise
+            if taken_over(trial):  # the run ends FAILED, as the worker that took the trial over ended it
+                mlflow.set_tag(STATE_TAG, "FAIL")
+                raise TrialTakenOver(f"trial {trial.number}")
             if stopped is None:
                 mlflow.log_metric(TRAINING_SECONDS, fitted.seconds)
             mlflow.set_tag(STATE_TAG, "PRUNED" if stopped else "COMPLETE")

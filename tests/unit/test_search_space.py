@@ -24,12 +24,14 @@ from softmax_regression.tuning.space import (
 from softmax_regression.tuning.study import (
     FINISHED,
     HeartbeatStorage,
+    TrialTakenOver,
     counts,
     database_error,
     open_storage,
     open_study,
     ranked,
     sampler,
+    taken_over,
     work,
 )
 from support import PROJECT_ROOT
@@ -89,6 +91,8 @@ def test_a_search_file_reads_ranges_choices_and_fixed_values(tmp_path):
     ({"sampler": "bayes"}, "sampler must be one of tpe, random, grid, not 'bayes'"),
     ({"pruner": "hyperband"}, "pruner must be one of median, none"),
     ({"trials": 0}, "trials must be a whole number of at least 1"),
+    ({"seed": -1}, "seed must be a whole number between 0 and 4294967295"),
+    ({"seed": 2**32}, "seed must be a whole number between 0 and 4294967295"),
     ({"study": ""}, "study must be a non-empty name"),
     ({"sampler": "grid"}, "the grid sampler needs choices, and space.train.lr is a range"),
     ({"sampler": "grid", "trials": 3, "space": {"train.batch_size": {"choices": [64, 256]}}},
@@ -195,6 +199,50 @@ def test_the_grid_sampler_runs_every_combination_once(tmp_path):
     assert work(study, lambda t: suggest(t, search)["train.lr"], 6, poll=0.05) == 6
     assert sorted((p["train.lr"], p["train.batch_size"]) for p in points_of(study).values()) == sorted(
         (lr, bs) for lr in (0.05, 0.1, 0.2) for bs in (64, 256))
+
+
+def test_a_grid_point_whose_worker_stopped_in_mid_trial_runs_when_a_worker_starts_again(tmp_path):
+    """Ctrl-C in mid-trial ends the trial FAIL and the worker with it: started again, a worker runs that point,
+    not one of the others a second time."""
+    search = load_search(write_search(tmp_path, sampler="grid", trials=3,
+                                      space={"train.lr": {"choices": [0.05, 0.1, 0.2]}}), BASE)
+
+    def stopped_in_trial_1(trial):
+        lr = suggest(trial, search)["train.lr"]
+        if trial.number == 1:
+            raise KeyboardInterrupt
+        return lr
+
+    with pytest.raises(KeyboardInterrupt):
+        work(open_study(search, storage(tmp_path))[0], stopped_in_trial_1, 3, poll=0.05)
+    study = open_study(search, storage(tmp_path))[0]
+    assert work(study, lambda t: suggest(t, search)["train.lr"], 3, poll=0.05) == 2
+    assert [t.state.name for t in study.get_trials()] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert sorted(p["train.lr"] for p in points_of(study).values()) == [0.05, 0.1, 0.2]
+
+
+def test_a_worker_whose_trial_another_worker_failed_drops_its_result_and_goes_on(tmp_path, caplog):
+    """A worker paused past the grace period (Ctrl-Z, a suspended machine) finds, as it resumes, its trial failed
+    by another worker and queued again: it drops the result and runs the next trial, where Optuna would stop it
+    with an error of its own ("Should not reach")."""
+    search = load_search(write_search(tmp_path, trials=3), BASE)
+    study, other = (open_study(search, storage(tmp_path))[0] for _ in range(2))
+
+    def paused_in_trial_0(trial):
+        lr = suggest(trial, search)["train.lr"]
+        if trial.number == 0:  # meanwhile the other worker failed it, as its heartbeat stopped, and queued it again
+            other._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            other.enqueue_trial(trial.params)
+            assert taken_over(trial)
+            raise TrialTakenOver(f"trial {trial.number}")
+        assert not taken_over(trial)
+        return lr
+
+    with caplog.at_level("WARNING", logger="softmax_regression.tuning.study"):
+        assert work(study, paused_in_trial_0, 3, poll=0.05) == 3
+    assert [t.state.name for t in study.get_trials()] == ["FAIL", "COMPLETE", "COMPLETE", "COMPLETE"]
+    assert study.trials[1].params == study.trials[0].params  # the queued point ran first
+    assert "trial 0 was failed by another worker" in caplog.text
 
 
 def test_workers_end_the_study_with_exactly_its_trials_and_a_joiner_of_another_search_is_refused(tmp_path):
@@ -459,3 +507,25 @@ def test_tuned_checks_the_tuned_values_before_it_touches_an_experiment(tmp_path,
     assert result.exit_code == 1, result.output
     assert result.stderr.splitlines() == ["tune: error: tuned params file tuned.yaml: params key train.lr is -1; "
                                           "expected a number > 0"], result.stderr
+
+
+def test_a_study_whose_creator_stopped_before_its_mlflow_run_gets_it_from_the_next_worker(store_root, monkeypatch):
+    """The creator stopped between making the study and its MLflow run (Ctrl-C, the store away): the next worker
+    makes the run, and reading the study (`best`) needs no run at all."""
+    import mlflow
+
+    import pipeline.tune as tune
+    from support import tracking_store
+
+    monkeypatch.chdir(store_root)
+    monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
+    monkeypatch.setattr(tune, "PARENT_RUN_WAIT", 0.2)
+    path, params = str(write_search(store_root)), str(PROJECT_ROOT / "params.yaml")
+    open_study(load_search(path, BASE), storage(store_root))  # the creator, stopped right after
+    assert tune.join_study(path, params, create=False)[3:] == (None, None)
+    with tracking_store(store_root):
+        _, _, study, experiment_id, parent_id = tune.join_study(path, params)
+        assert study.user_attrs[tune.PARENT_RUN] == parent_id
+        parent = mlflow.MlflowClient().get_run(parent_id)
+        assert parent.info.experiment_id == experiment_id and parent.data.tags[tune.STUDY_TAG] == "s"
+        assert tune.join_study(path, params)[4] == parent_id  # found by the workers after it

@@ -26,6 +26,7 @@ TUNABLE_PREFIXES = ("train.", "data.normalize")
 KEYS = {"study", "experiment", "trials", "sampler", "seed", "pruner", "fixed", "space"}
 OPTIONAL = {"heartbeat": 5}
 """Keys a search file may leave out, with their defaults."""
+MAX_SEED = 2**32 - 1
 
 
 class SearchError(ValueError):
@@ -159,8 +160,9 @@ def load_search(path: str | Path, base_params: dict) -> Search:
             raise SearchError(f"{where}: {key} must be a non-empty name")
     if not isinstance(raw["trials"], int) or isinstance(raw["trials"], bool) or raw["trials"] < 1:
         raise SearchError(f"{where}: trials must be a whole number of at least 1")
-    if not isinstance(raw["seed"], int) or isinstance(raw["seed"], bool):
-        raise SearchError(f"{where}: seed must be a whole number")
+    if not isinstance(raw["seed"], int) or isinstance(raw["seed"], bool) or not 0 <= raw["seed"] <= MAX_SEED:
+        raise SearchError(f"{where}: seed must be a whole number between 0 and {MAX_SEED} (numpy's seed range, "
+                          "which Optuna's samplers take)")
     heartbeat = raw.get("heartbeat", OPTIONAL["heartbeat"])
     if not isinstance(heartbeat, (int, float)) or isinstance(heartbeat, bool) or not 0 < heartbeat <= 3600:
         raise SearchError(f"{where}: heartbeat must be a number of seconds above 0 and at most 3600")

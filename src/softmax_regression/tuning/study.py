@@ -43,6 +43,16 @@ class StudyFull(Exception):
     """A trial asked for after the study had its trials (two workers asked at once): it runs nothing."""
 
 
+class TrialTakenOver(Exception):
+    """Another worker failed this worker's running trial and queued it again: this worker sent no heartbeat
+    for the grace period (paused, or cut off from the study database) yet lives. Its result is not the study's."""
+
+
+def taken_over(trial: optuna.Trial) -> bool:
+    """Whether another worker failed this running trial (see :class:`TrialTakenOver`)."""
+    return any(t.number == trial.number for t in trial.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+
+
 DATABASE_ERRORS = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)
 """What Optuna's database storage raises when it loses the study's database: Optuna's wrapping, or SQLAlchemy's."""
 
@@ -175,7 +185,27 @@ class _Random(_SeededPerTrial, optuna.samplers.RandomSampler):
 
 
 class _Grid(_SeededPerTrial, optuna.samplers.GridSampler):
-    pass
+    """Optuna's grid, where a failed trial does not use up its point. Optuna counts a point visited once a
+    trial of it ends in any state: a worker stopped in mid-trial (Ctrl-C, SIGTERM, the MLflow server away)
+    would leave its point never run and, started again, run another point twice. Here a point is done once
+    a trial of it completes or is pruned, or once it failed ``1 + MAX_RETRIES`` times (as a dead trial's
+    retries end); a point a running or queued trial holds is taken last, as Optuna takes it."""
+
+    def _get_unvisited_grid_ids(self, study: optuna.Study) -> list[int]:
+        done, held, failures = set(), set(), collections.Counter()
+        for trial in study._storage.get_all_trials(study._study_id, deepcopy=False):
+            if "grid_id" not in trial.system_attrs or not self._same_search_space(trial.system_attrs["search_space"]):
+                continue
+            point = trial.system_attrs["grid_id"]
+            if trial.state in FINISHED:
+                done.add(point)
+            elif trial.state == TrialState.FAIL:
+                failures[point] += 1
+            else:  # running, or waiting: a dead trial queued again
+                held.add(point)
+        done |= {point for point, failed in failures.items() if failed > MAX_RETRIES}
+        todo = set(range(self._n_min_trials)) - done
+        return sorted(todo - held) or sorted(todo)
 
 
 def sampler(search: Search) -> optuna.samplers.BaseSampler:
@@ -257,9 +287,15 @@ def work(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_tria
          poll: float, on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> int:
     """Run trials until the study holds ``n_trials`` finished ones; returns how many this worker ran. While the
     others' running trials would make up the number, wait: one of them may die and be queued again."""
+    taken: list[int] = []
+
     def guarded(trial: optuna.Trial) -> float:
         check_not_surplus(study, trial, n_trials)
-        return objective(trial)
+        try:
+            return objective(trial)
+        except TrialTakenOver:
+            taken.append(trial.number)
+            raise
 
     ran = 0
     while True:
@@ -275,8 +311,15 @@ def work(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_tria
             continue
         try:
             study.optimize(guarded, n_trials=1, catch=(StudyFull,), callbacks=[on_trial] if on_trial else None)
-        except (UnboundLocalError, optuna.exceptions.StorageInternalError) as exc:
-            raise database_error(exc) from None
+        except Exception as exc:
+            if taken:  # Optuna then fails to record the trial another worker ended, in an error of its own
+                log.warning("trial %d was failed by another worker, as this one sent no heartbeat for the grace "
+                            "period (paused, or cut off from the study database): its result is dropped, and it "
+                            "runs again", taken.pop())
+                continue
+            if isinstance(exc, (UnboundLocalError, optuna.exceptions.StorageInternalError)):
+                raise database_error(exc) from None
+            raise
         ran += 1
 
 
