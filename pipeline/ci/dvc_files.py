@@ -38,3 +38,45 @@ def read_stages(path: Path) -> dict:
     except (OSError, UnicodeDecodeError) as exc:
         raise CheckError(f"{path} cannot be read: {one_line(exc)}") from None
     return parse_stages(text, str(path))
+
+
+def parse_lock(text: str, where: str) -> dict:
+    """The stages of a dvc.lock text, each dep and out checked to be a mapping with a string ``path`` (what DVC
+    writes): a hand-edited or damaged entry is a :class:`CheckError` naming the file and the stage."""
+    stages = parse_stages(text, where)
+    for name, body in stages.items():
+        for kind in ("deps", "outs"):
+            entries = body.get(kind) or []
+            if not isinstance(entries, list) or not all(isinstance(entry, dict) and isinstance(entry.get("path"), str)
+                                                        for entry in entries):
+                raise CheckError(f"{where}: the {kind} of stage {name} are not a list of entries each with a path")
+    return stages
+
+
+def read_lock(path: Path) -> dict:
+    """The stages of the dvc.lock at ``path`` (:func:`parse_lock`)."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckError(f"{path} cannot be read: {one_line(exc)}") from None
+    return parse_lock(text, str(path))
+
+
+def declared_outs(stage: dict) -> set[str]:
+    """The paths a dvc.yaml stage declares as outs, metrics or plots (each a path, or ``{path: options}``)."""
+    return {next(iter(entry)) if isinstance(entry, dict) else str(entry)
+            for kind in ("outs", "metrics", "plots") for entry in stage.get(kind) or []}
+
+
+def unlocked(defined: dict, locked: dict) -> list[str]:
+    """What of dvc.yaml's ``defined`` stages the ``locked`` ones of a dvc.lock do not record, or record beyond
+    them: whole stages, and the outs of a stage (a dvc.yaml that gained an out its dvc.lock lacks)."""
+    gaps = [f"stage {name} is not in dvc.lock" for name in sorted(set(defined) - set(locked))]
+    gaps += [f"stage {name} is in dvc.lock but not in dvc.yaml" for name in sorted(set(locked) - set(defined))]
+    for name in sorted(set(defined) & set(locked)):
+        declared, recorded = declared_outs(defined[name]), {out["path"] for out in locked[name].get("outs") or []}
+        gaps += [f"{path} is an out of stage {name} in dvc.yaml but not in dvc.lock"
+                 for path in sorted(declared - recorded)]
+        gaps += [f"{path} is an out of stage {name} in dvc.lock but not in dvc.yaml"
+                 for path in sorted(recorded - declared)]
+    return gaps

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.ci.dvc_files import CheckError, read_stages
+from pipeline.ci.dvc_files import CheckError, declared_outs, read_lock, read_stages, unlocked
 
 EXIT_CURRENT = 0
 EXIT_STALE = 1
@@ -31,12 +31,7 @@ EXIT_ERROR = 2
 
 def stage_outs(project: Path) -> set[str]:
     """Every path dvc.yaml declares as an out, metric or plot of a stage."""
-    found = set()
-    for stage in read_stages(project / "dvc.yaml").values():
-        for kind in ("outs", "metrics", "plots"):
-            for entry in stage.get(kind) or []:
-                found.add(next(iter(entry)) if isinstance(entry, dict) else str(entry))
-    return found
+    return set().union(*map(declared_outs, read_stages(project / "dvc.yaml").values()))
 
 
 def dvc_status(project: Path) -> dict:
@@ -88,10 +83,9 @@ def check(project: Path) -> list[str]:
         raise CheckError(f"{project} has no dvc.yaml")
     if not (project / "dvc.lock").is_file():
         raise CheckError(f"{project} has no dvc.lock: run `dvc repro` and commit it")
-    locked, defined = set(read_stages(project / "dvc.lock")), set(read_stages(project / "dvc.yaml"))
-    lines = [f"stale: stage {name} is not in dvc.lock" for name in sorted(defined - locked)]
-    lines += [f"stale: stage {name} is in dvc.lock but not in dvc.yaml" for name in sorted(locked - defined)]
-    for what, stages in sorted(stale_entries(dvc_status(project), stage_outs(project), locked).items()):
+    locked, defined = read_lock(project / "dvc.lock"), read_stages(project / "dvc.yaml")
+    lines = [f"stale: {gap}" for gap in unlocked(defined, locked)]
+    for what, stages in sorted(stale_entries(dvc_status(project), stage_outs(project), set(locked)).items()):
         lines.append(f"stale: {what}; reruns {', '.join(sorted(set(stages)))}")
     return lines
 

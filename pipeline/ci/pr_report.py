@@ -32,15 +32,16 @@ import click
 from pipeline import paths
 from pipeline._cli import stage_main, verbose_option
 from pipeline.ci import lock_check, reproduce_check
-from pipeline.ci.tolerance import DvcCache
+from pipeline.ci.dvc_files import CheckError
+from pipeline.ci.tolerance import DRIFT, WITHIN, DvcCache
 from softmax_regression.atomic import StagedOutputs
 from softmax_regression.evaluation.metrics import best_by_validation, read_scores_json
 from softmax_regression.models import CHAPTER_KINDS, MODEL_KINDS
 
 log = logging.getLogger(__name__)
 
-METRICS = ("test_accuracy", "test_loss", "macro_f1", "val_accuracy", "test_ece", "test_mce", "test_brier", "temperature",
-           "test_ece_calibrated")
+METRICS = ("test_accuracy", "test_loss", "macro_f1", "val_accuracy", "test_ece", "test_mce", "test_brier",
+           "temperature", "test_ece_calibrated")
 """Every metric evaluate writes per model, in the report's order."""
 
 
@@ -213,6 +214,16 @@ def check_out_dir(out: Path) -> None:
                           "which are not a PR report's, and the report replaces the folder: name a new or empty one")
 
 
+def reproduction(differing: list[str], checks: list) -> str:
+    """What the report says of the workspace against the committed dvc.lock (``reproduce_check.check_rebuilt``):
+    the worst outcome of its lines first, so outs within tolerance are not called drift."""
+    counted = reproduce_check.summary(checks)
+    if not differing:
+        return f"the workspace holds the committed outs ({counted})"
+    worst = DRIFT if any(line.startswith(DRIFT) for line in differing) else WITHIN
+    return f"{worst} ({counted}): " + "; ".join(differing)
+
+
 @click.command(help=__doc__)
 @click.option("--base", "base_rev", default="main", show_default=True, help="The revision to compare against.")
 @click.option("--out", "out_dir", default="reports/pr", show_default=True, type=click.Path(file_okay=False),
@@ -222,10 +233,14 @@ def check_out_dir(out: Path) -> None:
 def main(base_rev: str, out_dir: str) -> None:
     project = Path.cwd()
     check_out_dir(Path(out_dir))
-    base_commit = reproduce_check.git(["rev-parse", "--verify", "--quiet", f"{base_rev}^{{commit}}"], project).strip()
+    try:
+        base_commit = reproduce_check.git(["rev-parse", "--verify", "--quiet", f"{base_rev}^{{commit}}"],
+                                          project).strip()
+    except CheckError:
+        raise ReportError(f"--base {base_rev}: no such revision in {project} (a branch, tag or commit)") from None
     head_commit = reproduce_check.git(["rev-parse", "HEAD"], project).strip()
     lock_lines = lock_check.check(project)
-    drift, checks = reproduce_check.check_rebuilt(project, project)
+    differing, checks = reproduce_check.check_rebuilt(project, project)
 
     head_scores = paths.read_output(paths.EVAL_METRICS, read_scores_json, "evaluate")
     base_scores, base_figures = base_side(project, base_commit)
@@ -234,8 +249,7 @@ def main(base_rev: str, out_dir: str) -> None:
     head = Side("head", head_commit[:12], head_scores,
                 {name: Path(path).read_bytes() for name, path in figure_paths(scored(head_scores)).items()})
     params = dvc_json(project, "params", "diff", base_commit)
-    reproduced = (f"the workspace holds the committed outs ({reproduce_check.summary(checks)})" if not drift
-                  else f"drift ({reproduce_check.summary(checks)}): " + "; ".join(drift))
+    reproduced = reproduction(differing, checks)
 
     page = render(params, base, head, lock_lines, reproduced)
     with StagedOutputs() as outputs:

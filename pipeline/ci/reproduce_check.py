@@ -38,7 +38,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.ci.dvc_files import CheckError, parse_stages, read_stages
+from pipeline.ci.dvc_files import CheckError, parse_lock, parse_stages, read_stages, unlocked
 from pipeline.ci.tolerance import DRIFT, IDENTICAL, OUTCOMES, WITHIN, DvcCache, OutCheck, check_outs
 from pipeline.kernels import portable_here
 from softmax_regression.errors import one_line
@@ -55,7 +55,8 @@ STAGE_RAN = re.compile(r"Running stage '([\w@.-]+)'")
 def git(args: list[str], cwd: Path) -> str:
     result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
     if result.returncode != 0:
-        raise CheckError(f"git {' '.join(args)} failed in {cwd}: {result.stderr.strip()}")
+        reason = one_line(result.stderr.strip()) if result.stderr.strip() else f"exit {result.returncode}"
+        raise CheckError(f"git {' '.join(args)} failed in {cwd}: {reason}")
     return result.stdout
 
 
@@ -85,7 +86,7 @@ def lock_entries(lock_text: str, where: str = "dvc.lock") -> dict[tuple[str, str
     """``{(stage, kind, path or key): hash or value}`` for every entry of a dvc.lock (``where`` names it in the
     error when it is no mapping of stages)."""
     entries: dict[tuple[str, str, str], str] = {}
-    for stage, body in parse_stages(lock_text, where).items():
+    for stage, body in parse_lock(lock_text, where).items():
         entries[(stage, "cmd", "")] = str(body.get("cmd"))
         for kind in ("deps", "outs"):
             for item in body.get(kind) or []:
@@ -185,7 +186,7 @@ def run_check(root: Path, workdir: Path, say=lambda message: None) -> tuple[list
     identical, every other dvc.lock entry that differs, every `git status` line) and every out's check."""
     project = clone(root, workdir / "project")
     committed = (project / "dvc.lock").read_text()
-    committed_stages = parse_stages(committed, COMMITTED_LOCK)  # before a rebuild that DVC would fail on
+    committed_stages = parse_lock(committed, COMMITTED_LOCK)  # before a rebuild that DVC would fail on
     commit = git(["rev-parse", "HEAD"], project).strip()
     say(f"dvc repro in a clean clone of {commit[:12]} at {project}")
     ran = repro(project, check_environment(workdir, project), workdir / "repro.log")
@@ -208,9 +209,11 @@ def run_check(root: Path, workdir: Path, say=lambda message: None) -> tuple[list
 
 def check_rebuilt(root: Path, rebuilt: Path) -> tuple[list[str], list[OutCheck]]:
     """Judge the outs found under ``rebuilt`` against the committed dvc.lock of ``root``."""
-    committed = parse_stages(git(["show", "HEAD:dvc.lock"], root), COMMITTED_LOCK)
+    committed = parse_lock(git(["show", "HEAD:dvc.lock"], root), COMMITTED_LOCK)
+    defined = parse_stages(git(["show", "HEAD:dvc.yaml"], root), "the committed dvc.yaml")
     checks = check_outs(committed, rebuilt, dvc_cache(root))
-    return out_lines(checks), checks
+    # an out dvc.lock does not record is judged by nothing above: the committed lock is stale
+    return out_lines(checks) + [f"drift: {gap}" for gap in unlocked(defined, committed)], checks
 
 
 def summary(checks: list[OutCheck]) -> str:
@@ -225,7 +228,8 @@ def summary(checks: list[OutCheck]) -> str:
               help="Rebuild nothing: judge the outs in this directory (a workspace built elsewhere).")
 @click.option("--tolerant/--exact", default=None,
               help="Accept outs within tolerance (default: only for --rebuilt, or a rebuild off x86-64).")
-@click.option("--keep", is_flag=True, help="Keep the temporary directory (clone, log, MLflow store) and print its path.")
+@click.option("--keep", is_flag=True,
+              help="Keep the temporary directory (clone, log, MLflow store) and print its path.")
 def main(project_dir: str, rebuilt_dir: str | None, tolerant: bool | None, keep: bool) -> None:
     def say(message: str) -> None:
         click.echo(f"reproduce-check: {message}", err=True)

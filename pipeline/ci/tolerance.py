@@ -101,6 +101,8 @@ def compare_numbers(name: str, committed: float, rebuilt: float) -> Verdict:
 
 def compare_records(committed: dict, rebuilt: dict, prefix: str = "") -> Verdict:
     """Nested mappings of numbers (metrics.json): the same keys, each number within its tolerance."""
+    if not isinstance(committed, dict) or not isinstance(rebuilt, dict):
+        return Verdict(DRIFT, f"{prefix or 'the file'} is {rebuilt!r:.60}, committed {committed!r:.60}")
     if set(committed) != set(rebuilt):
         return Verdict(DRIFT, f"keys differ: {sorted(set(committed) ^ set(rebuilt))}")
     verdict = Verdict(IDENTICAL)
@@ -122,13 +124,13 @@ def compare_tables(committed: bytes, rebuilt: bytes) -> Verdict:
     if len(a) != len(b):
         return Verdict(DRIFT, f"{len(b)} rows, committed {len(a)}")
     if a and a[0].keys() != b[0].keys():
-        return Verdict(DRIFT, f"columns {', '.join(b[0])}, committed {', '.join(a[0])}")
+        return Verdict(DRIFT, f"columns {', '.join(map(str, b[0]))}, committed {', '.join(map(str, a[0]))}")
     verdict = Verdict(IDENTICAL)
     for row, (x, y) in enumerate(zip(a, b), start=1):
         for column in x:
             try:
                 verdict = verdict.worse(compare_numbers(f"{column} (row {row})", float(x[column]), float(y[column])))
-            except ValueError:
+            except (ValueError, TypeError):  # text, or a cell a short or long row lacks (None) or adds (a list)
                 if x[column] != y[column]:
                     verdict = verdict.worse(Verdict(DRIFT, f"{column} (row {row}) is {y[column]!r}"))
     return verdict
@@ -170,8 +172,10 @@ def compare_model_files(committed: bytes, rebuilt: bytes) -> Verdict:
         return Verdict(DRIFT, f"model fields differ: {', '.join(fields)}")
     if any(tensors_a[k].shape != tensors_b[k].shape for k in tensors_a):
         return Verdict(DRIFT, "the weights have other shapes")
-    largest = max((float((tensors_a[k].double() - tensors_b[k].double()).abs().max()) for k in tensors_a),
-                  default=0.0)
+    differences = [float((tensors_a[k].double() - tensors_b[k].double()).abs().max()) for k in tensors_a]
+    if not all(map(math.isfinite, differences)):  # max() would pass over a NaN that comes after a number
+        return Verdict(DRIFT, "the weights hold NaN or infinity")
+    largest = max(differences, default=0.0)
     detail = f"weights differ by at most {largest:.2g} (tolerance {WEIGHT_TOLERANCE:g})"
     return Verdict(WITHIN if largest <= WEIGHT_TOLERANCE else DRIFT, detail)
 

@@ -208,6 +208,16 @@ def test_a_stage_missing_from_dvc_lock_is_named(project):
     assert_stale(lock_check(project), ["stale: stage publish is not in dvc.lock"])
 
 
+def test_an_out_dvc_yaml_gained_or_lost_without_dvc_lock_is_named(project):
+    """dvc.yaml declares another out, dvc.lock untouched: `dvc status` calls it a changed out, which the check
+    otherwise leaves to the data."""
+    edit(project / "dvc.yaml", "outs: [summary.txt]", "outs: [extra.txt]")
+    assert_stale(lock_check(project), [
+        "stale: extra.txt is an out of stage use in dvc.yaml but not in dvc.lock",
+        "stale: summary.txt is an out of stage use in dvc.lock but not in dvc.yaml",
+    ])
+
+
 def test_several_changes_give_one_line_each(project):
     (project / "lib.py").write_text('WEIGHTS = b"other weights"\n')
     edit(project / "params.yaml", "lr: 0.1", "lr: 0.3")
@@ -253,9 +263,16 @@ def test_pipeline_files_outside_a_dvc_repository_are_an_error(origin, tmp_path):
 
 @pytest.mark.parametrize("name, text, reason", [
     ("dvc.lock", "schema: '2.0'\nstages:\n<<<<<<< HEAD\n  a: {}\n=======\n  b: {}\n>>>>>>> theirs\n",
-     "cannot be read as YAML: while scanning a simple key"),
-    ("dvc.lock", "- a\n- b\n", "holds no mapping of stages"),
-    ("dvc.yaml", "stages: [a, b]\n", "holds no mapping of stages"),
+     " cannot be read as YAML: while scanning a simple key"),
+    ("dvc.lock", "- a\n- b\n", " holds no mapping of stages"),
+    ("dvc.yaml", "stages: [a, b]\n", " holds no mapping of stages"),
+    # hand-edited entries of a stage (DVC writes each dep and out as a mapping with its path)
+    ("dvc.lock", "stages:\n  a:\n    cmd: a\n    outs: x\n",
+     ": the outs of stage a are not a list of entries each with a path"),
+    ("dvc.lock", "stages:\n  a:\n    cmd: a\n    outs:\n    - md5: 0\n",
+     ": the outs of stage a are not a list of entries each with a path"),
+    ("dvc.lock", "stages:\n  a:\n    cmd: a\n    deps:\n    - path: [1]\n",
+     ": the deps of stage a are not a list of entries each with a path"),
 ])
 def test_a_lock_or_pipeline_file_that_is_no_mapping_of_stages_is_an_error_naming_it(tmp_path, name, text, reason):
     """A merge that left its conflict markers in dvc.lock is one line and exit 2, not a traceback and exit 1
@@ -265,7 +282,7 @@ def test_a_lock_or_pipeline_file_that_is_no_mapping_of_stages_is_an_error_naming
     (tmp_path / name).write_text(text)
     result = lock_check(tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
-    assert result.stderr.splitlines() == [f"lock-check: error: {tmp_path / name} {reason}"]
+    assert result.stderr.splitlines() == [f"lock-check: error: {tmp_path / name}{reason}"]
     assert result.stdout == ""
 
 

@@ -398,9 +398,11 @@ def test_a_committed_lock_that_differs_from_the_rebuilds_in_form_only_is_dirty(t
 
 @pytest.mark.parametrize("text, reason", [
     ("schema: '2.0'\nstages:\n<<<<<<< HEAD\n  a: {}\n=======\n  b: {}\n>>>>>>> theirs\n",
-     "cannot be read as YAML: while scanning a simple key"),
-    ("- a\n- b\n", "holds no mapping of stages"),
-], ids=["conflict markers", "a list"])
+     " cannot be read as YAML: while scanning a simple key"),
+    ("- a\n- b\n", " holds no mapping of stages"),
+    ("stages:\n  make:\n    cmd: python make.py fixed\n    outs: models/x.pt\n",
+     ": the outs of stage make are not a list of entries each with a path"),
+], ids=["conflict markers", "a list", "an out that is no entry"])
 @pytest.mark.parametrize("mode", ["rebuild", "rebuilt"])
 def test_a_committed_lock_that_is_no_mapping_of_stages_is_an_error_naming_it(tmp_path, steady, tmpdir_env, text,
                                                                            reason, mode):
@@ -413,9 +415,27 @@ def test_a_committed_lock_that_is_no_mapping_of_stages_is_an_error_naming_it(tmp
     result = reproduce_check("--project", str(project), *(["--rebuilt", str(project)] if mode == "rebuilt" else []),
                              env=env)
     assert result.returncode == 2, result.stdout + result.stderr
-    assert result.stderr.splitlines() == [f"reproduce-check: error: the committed dvc.lock {reason}"]
+    assert result.stderr.splitlines() == [f"reproduce-check: error: the committed dvc.lock{reason}"]
     assert result.stdout == ""
     assert workdirs(tmp) == []
+
+
+def test_a_rebuilt_workspace_is_not_judged_exact_against_a_lock_that_lacks_an_out(tmp_path, steady, tmpdir_env):
+    """dvc.yaml gained an out, committed without `dvc repro`: the outs dvc.lock records all match, yet the
+    committed lock is stale, and a workspace is no proof of it."""
+    project = clone(steady, tmp_path / "project")
+    with dvc_repo(project) as repo:
+        repo.reproduce()
+    env, _ = tmpdir_env
+    rebuilt = ["--project", str(project), "--rebuilt", str(project), "--exact"]
+    assert reproduce_check(*rebuilt, env=env).returncode == 0
+    (project / "dvc.yaml").write_text(pipeline_yaml("fixed").replace("outs: [summary.txt]", "outs: [summary.txt, "
+                                                                     "extra.txt]"))
+    (project / "extra.txt").write_text("written by the stage")
+    git(project, "commit", "-qam", "declare extra.txt; dvc.lock not refreshed")
+    result = reproduce_check(*rebuilt, env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.splitlines() == ["drift: extra.txt is an out of stage use in dvc.yaml but not in dvc.lock"]
 STRAY = """\
 import os, pathlib
 pathlib.Path("out.txt").write_text("out")

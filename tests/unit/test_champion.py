@@ -325,7 +325,7 @@ def test_the_champion_takes_a_temperature_and_keeps_its_classes(store, better):
     version's tag ``temperature`` (evaluate sets it) is what ``fmnist-predict --calibrated`` applies."""
     from softmax_regression.evaluation import with_temperature
     from softmax_regression.models.file import ModelFileError
-    from softmax_regression.tracking.registry import version_temperature
+    from softmax_regression.tracking.registry import calibrated_version
 
     features = example_features(n=40, seed=8)
     with warnings.catch_warnings():
@@ -340,14 +340,23 @@ def test_the_champion_takes_a_temperature_and_keeps_its_classes(store, better):
                                rtol=1e-5)
     assert (warm["probability"] < plain["probability"]).all()  # T > 1 softens every answer
 
-    uri = f"models:/{REGISTERED}@{CHAMPION_ALIAS}"
-    assert version_temperature(uri) == TEMPERATURE  # recorded when it was registered
-    store.client.delete_model_version_tag(REGISTERED, better.after.alias, TEMPERATURE_TAG)
+    uri, version = f"models:/{REGISTERED}@{CHAMPION_ALIAS}", better.after.alias
+    # recorded when it was registered; the alias read once: the weights are loaded from the version it named
+    assert calibrated_version(uri, store.root) == (f"models:/{REGISTERED}/{version}", TEMPERATURE)
+    store.client.delete_model_version_tag(REGISTERED, version, TEMPERATURE_TAG)
     try:
         with pytest.raises(ModelFileError, match="carries no temperature"):
-            version_temperature(uri)
+            calibrated_version(uri, store.root)
+        for tagged in ("-1", "0", "nan", "inf", "abc"):  # a hand-edited tag: reversed or NaN probabilities
+            store.client.set_model_version_tag(REGISTERED, version, TEMPERATURE_TAG, tagged)
+            with pytest.raises(ModelFileError) as info:
+                calibrated_version(uri, store.root)
+            assert str(info.value) == (
+                f"{uri}: version {version} of {REGISTERED} carries the temperature {tagged!r} (tag 'temperature'), "
+                "not a number from 0.01 to 100.0: run the project's evaluate stage again, or give --temperature "
+                "instead of --calibrated")
     finally:
-        store.client.set_model_version_tag(REGISTERED, better.after.alias, TEMPERATURE_TAG, repr(TEMPERATURE))
+        store.client.set_model_version_tag(REGISTERED, version, TEMPERATURE_TAG, repr(TEMPERATURE))
 
 
 WITHOUT_THE_PROJECT = r"""

@@ -203,6 +203,16 @@ def test_every_picture_mode_loads_as_grey(tmp_path, mode):
     np.testing.assert_array_equal(item.pixels, expected.ravel())
 
 
+def test_negative_32_bit_levels_are_black_not_wrapped_round(tmp_path):
+    """A signed 32-bit picture may hold levels below 0: black, as a level above 255 is white, not -10 mod 256."""
+    levels = np.full((28, 28), -10, dtype=np.int32)
+    levels[:, 14:] = 200
+    path = tmp_path / "signed.tiff"
+    Image.fromarray(levels).save(path)
+    [item] = load_inputs(path, 28)
+    np.testing.assert_array_equal(item.pixels, np.clip(levels, 0, 255).astype(np.uint8).ravel())
+
+
 @pytest.mark.parametrize("orientation, bright", [(1, "left"), (6, "top"), (8, "bottom"), (3, "right")])
 def test_a_picture_loads_the_way_up_its_exif_orientation_says(tmp_path, orientation, bright):
     """A phone stores a photo as the sensor saw it and the way up in EXIF's Orientation, which viewers follow:

@@ -225,3 +225,34 @@ def test_the_out_folder_may_be_new_or_an_earlier_report_only(tmp_path):
         pr_report.check_out_dir(earlier)
     with pytest.raises(pr_report.ReportError, match=r"^--out .*/report.md is a file; name a folder"):
         pr_report.check_out_dir(earlier / "report.md")
+
+
+def test_outs_within_tolerance_are_reported_as_such_and_any_drift_as_drift():
+    from pipeline.ci.tolerance import DRIFT, IDENTICAL, WITHIN, OutCheck, Verdict
+
+    same, near = OutCheck("train", "models/a.pt", Verdict(IDENTICAL)), OutCheck("train", "models/b.pt", Verdict(WITHIN))
+    assert pr_report.reproduction([], [same]) == "the workspace holds the committed outs (1 identical, 0 within " \
+                                                 "tolerance, 0 drift)"
+    assert pr_report.reproduction([near.line()], [same, near]) == (
+        "within tolerance (1 identical, 1 within tolerance, 0 drift): within tolerance: models/b.pt (out of train)")
+    gap = "drift: extra.txt is an out of stage use in dvc.yaml but not in dvc.lock"
+    assert pr_report.reproduction([near.line(), gap], [same, near]).startswith(f"{DRIFT} (1 identical")
+
+
+def test_a_base_that_names_no_revision_is_one_line_saying_so(tmp_path, monkeypatch):
+    import signal
+
+    from click.testing import CliRunner
+
+    env = clean_env()
+    run(["git", "init", "-q"], tmp_path, env)
+    run(["git", "commit", "-q", "--allow-empty", "-m", "first"], tmp_path, env)
+    monkeypatch.chdir(tmp_path)
+    previous = signal.getsignal(signal.SIGTERM)  # stage_main takes SIGTERM over for the process
+    try:
+        result = CliRunner().invoke(pr_report.main, ["--base", "nope"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines() == [f"pr-report: error: --base nope: no such revision in {tmp_path} (a branch, "
+                                          "tag or commit)"]

@@ -48,6 +48,29 @@ def test_a_model_trained_with_other_params_is_drift_whatever_its_weights():
     assert compare_file("models/scratch.pt", model_file(), b"not a model").outcome == DRIFT
 
 
+def test_a_nan_in_the_rebuilt_weights_is_drift_wherever_it_is():
+    """The largest difference per tensor, then over tensors: a NaN in the bias (compared after W) is drift too."""
+    W = torch.linspace(-0.5, 0.5, 784 * 10).reshape(784, 10)
+    committed = model_bytes("scratch", W, torch.zeros(10), 28, {})
+    for rebuilt in (model_bytes("scratch", W, torch.full((10,), float("nan")), 28, {}),
+                    model_bytes("scratch", W.clone().fill_(float("nan")), torch.zeros(10), 28, {})):
+        assert compare_file("models/scratch.pt", committed, rebuilt) == Verdict(DRIFT, "the weights hold NaN or "
+                                                                                       "infinity")
+
+
+@pytest.mark.parametrize("path, rebuilt", [
+    ("reports/eval/metrics.json", b"null"),
+    ("reports/eval/metrics.json", b"1"),
+    ("reports/train/scratch_history.csv", b"epoch,train_loss,train_acc,val_acc\n1,0.80\n2,0.578,0.8108,0.81\n"),
+    ("reports/train/scratch_history.csv", b"epoch,train_loss,train_acc,val_acc\n1,0.80,0.7402,0.7922,9\n"
+                                          b"2,0.578,0.8108,0.81\n"),
+], ids=["metrics null", "metrics a number", "a short row", "a long row"])
+def test_a_malformed_rebuilt_metrics_or_history_file_is_drift_not_a_traceback(path, rebuilt):
+    committed = (metrics() if path.endswith(".json") else
+                 b"epoch,train_loss,train_acc,val_acc\n1,0.80,0.7402,0.7922\n2,0.578,0.8108,0.81\n")
+    assert compare_file(path, committed, rebuilt).outcome == DRIFT
+
+
 def metrics(**changes) -> bytes:
     values = {"scratch": {"test_accuracy": 0.8332, "macro_f1": 0.8301, "test_loss": 0.480754, "n_test": 10000,
                           "test_ece": 0.019075, "test_mce": 0.176854, "test_brier": 0.240104,

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from softmax_regression.errors import mlflow_error_line, one_line
+from softmax_regression.evaluation import TEMPERATURE_RANGE
 from softmax_regression.filetypes import not_a_regular_file
 from softmax_regression.models.file import ModelFileError, load_model
 from softmax_regression.predicting.inputs import MAX_IMAGES, InputImageError, load_inputs, top_k
@@ -24,7 +25,7 @@ from softmax_regression.predicting.inputs import MAX_IMAGES, InputImageError, lo
 @click.option("--calibrated", is_flag=True,
               help="Calibrated probabilities: the temperature evaluate fitted on the validation split, from the "
                    "registered version (models:/ URIs; tag 'temperature').")
-@click.option("--temperature", type=click.FloatRange(min=0.01, max=100.0), default=None,
+@click.option("--temperature", type=click.FloatRange(*TEMPERATURE_RANGE), default=None,
               help="Divide the logits by this temperature (a model file's is in reports/eval/metrics.json).")
 @click.option("-v", "--verbose", is_flag=True, help="Show a traceback with an unexpected error.")
 def main(model: str, images: tuple[str, ...], k: int, as_json: bool, invert: bool, calibrated: bool,
@@ -69,11 +70,11 @@ def answer(model: str, images: tuple[str, ...], k: int, as_json: bool, invert: b
                               "for a model file or a runs:/ URI give --temperature (evaluate's is in "
                               "reports/eval/metrics.json)")
     if ":/" in model:  # an MLflow model URI; mlflow is imported only for these (seconds of start-up)
-        from softmax_regression.tracking.registry import load_model_uri, version_temperature
+        from softmax_regression.tracking.registry import calibrated_version, load_model_uri
 
-        loaded = load_model_uri(model)
         if calibrated:
-            temperature = version_temperature(model)
+            model, temperature = calibrated_version(model)
+        loaded = load_model_uri(model)
     elif (kind := not_a_regular_file(model)) is not None:  # load_model would say "not found"
         raise ModelFileError(f"model file {model} is {kind}, not a regular file")
     else:

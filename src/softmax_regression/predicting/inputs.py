@@ -120,8 +120,8 @@ def grey_levels(picture: Image.Image, background: int = 0) -> Image.Image:
     if picture.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         levels = np.asarray(picture).astype(np.float64)
         wide = picture.mode.startswith("I;16") or levels.max(initial=0) > 255
-        scaled = np.clip(np.rint(levels / 257.0), 0, 255) if wide else levels
-        return Image.fromarray(scaled.astype(np.uint8), mode="L")
+        scaled = np.rint(levels / 257.0) if wide else levels
+        return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), mode="L")  # a signed "I" may hold < 0
     if picture.mode == "F":
         return Image.fromarray(np.clip(np.rint(np.asarray(picture) * 255), 0, 255).astype(np.uint8), mode="L")
     if picture.mode in ("P", "PA"):

@@ -12,6 +12,7 @@ corrected by its own re-read, or by whoever wrote after it
 from __future__ import annotations
 
 import logging
+import math
 import random
 import tempfile
 import time
@@ -24,6 +25,7 @@ import numpy as np
 
 from softmax_regression.checksums import sha256_hex
 from softmax_regression.errors import one_line
+from softmax_regression.evaluation import TEMPERATURE_RANGE
 from softmax_regression.models.file import LoadedModel, ModelFileError, load_model
 from softmax_regression.tracking.logged_models import log_classifier
 from softmax_regression.tracking.model_runs import (
@@ -170,9 +172,11 @@ def register_and_promote(run: ModelRun, example_features: np.ndarray, name: str,
     for number, missing in files.lost().items():
         _say_version_lost(client, name, number, missing, sha256 if registered_now else None, version, before, champion)
     best = float(champion.tags[VAL_ACCURACY_TAG])
-    promoted = str(champion.version) == str(version.version) and (before is None or str(before.version) != str(version.version))
+    promoted = (str(champion.version) == str(version.version)
+                and (before is None or str(before.version) != str(version.version)))
     if promoted:
-        log.info("%s version %s (val accuracy %.4f) is now %s@%s", name, version.version, candidate, name, CHAMPION_ALIAS)
+        log.info("%s version %s (val accuracy %.4f) is now %s@%s", name, version.version, candidate, name,
+                 CHAMPION_ALIAS)
     elif str(champion.version) == str(version.version):
         log.info("%s version %s (val accuracy %.4f) is %s@%s already", name, version.version, candidate, name,
                  CHAMPION_ALIAS)
@@ -195,7 +199,8 @@ def _say_version_lost(client, name: str, number: str, missing: list[str], sha256
     if before is not None and str(before.version) == number:
         done.append(f"moved @{CHAMPION_ALIAS} to version {champion.version}")
     log.warning("%s version %s lost its files (%s missing from %s); %s", name, number, listing(missing),
-                version_location(client, name, number), " and ".join(done) or f"it no longer competes for @{CHAMPION_ALIAS}")
+                version_location(client, name, number),
+                " and ".join(done) or f"it no longer competes for @{CHAMPION_ALIAS}")
     write_racing(client.set_model_version_tag, name, number, FILES_MISSING_TAG, listing(missing, limit=10))
 
 
@@ -208,19 +213,46 @@ def registered_version(source: str):
         return None
     client = mlflow.MlflowClient()
     try:
-        return client.get_model_version(name, alias) if alias.isdigit() else client.get_model_version_by_alias(name, alias)
+        if alias.isdigit():
+            return client.get_model_version(name, alias)
+        return client.get_model_version_by_alias(name, alias)
     except mlflow.exceptions.MlflowException:
         return None
 
 
-def version_temperature(source: str) -> float:
-    """The temperature evaluate recorded on the registered version of a ``models:/`` URI (tag ``temperature``)."""
+def calibrated_version(source: str, root: str | Path = ".") -> tuple[str, float]:
+    """A ``models:/<name>@<alias>`` (or ``/<n>``) URI pinned to the version it names now, and the temperature
+    evaluate recorded on that version (tag ``temperature``, see :func:`load_model_uri` for the store): the
+    weights and the temperature of one version, however evaluate elsewhere moves the alias meanwhile."""
+    reader_store(root)
     found = registered_version(source)
-    if found is None or TEMPERATURE_TAG not in found.tags:
+    if found is None:
+        load_model_uri(source, root)  # no such version: MLflow's own message names it; else a logged model's URI
+    raw = found.tags.get(TEMPERATURE_TAG) if found is not None else None
+    if raw is None:
         raise ModelFileError(f"{source} carries no temperature (tag {TEMPERATURE_TAG!r}, set by evaluate on the "
                              "versions it registers): run the project's evaluate stage again, or give --temperature "
                              "instead of --calibrated")
-    return float(found.tags[TEMPERATURE_TAG])
+    try:
+        temperature = float(raw)
+    except ValueError:
+        temperature = math.nan
+    low, high = TEMPERATURE_RANGE
+    if not low <= temperature <= high:  # NaN too
+        raise ModelFileError(f"{source}: version {found.version} of {found.name} carries the temperature {raw!r} "
+                             f"(tag {TEMPERATURE_TAG!r}), not a number from {low} to {high}: run the project's "
+                             "evaluate stage again, or give --temperature instead of --calibrated")
+    return f"models:/{found.name}/{found.version}", temperature
+
+
+def reader_store(root: str | Path) -> str:
+    """The store a reader of ``models:/`` and ``runs:/`` URIs opens: ``MLFLOW_TRACKING_URI``, else ``mlflow.db``
+    in ``root``, which must exist (a reader creates no store); a copied or moved project reads its own
+    ``mlruns/``, not the original's."""
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines (migrating a store) are not ours to print
+    store = configure(root, existing=True)
+    relocate_copied_store(store, root)
+    return store
 
 
 STORE_PACKAGES = {"botocore": "boto3", "boto3": "boto3", "google": "google-cloud-storage",
@@ -232,11 +264,9 @@ def load_model_uri(source: str, root: str | Path = ".") -> LoadedModel:
     """The project model behind an MLflow URI (``models:/name@champion``, ``runs:/<id>/classifier``); without
     ``MLFLOW_TRACKING_URI`` the store is ``mlflow.db`` in ``root``, which must exist (a reader creates no store).
     Another URI (``s3://...``, a folder) is read without a tracking store."""
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines (migrating a store) are not ours to print
     store = None
     if source.startswith(("models:/", "runs:/")):
-        store = configure(root, existing=True)
-        relocate_copied_store(store, root)  # a copied or moved project reads its own mlruns/, not the original's
+        store = reader_store(root)
         found = registered_version(source)
         missing = VersionFiles(mlflow.MlflowClient(), found.name).missing(found.version) if found else []
         if missing:  # MLflow would say ``No such artifact: ''``
