@@ -227,3 +227,19 @@ def test_idx_error_is_a_value_error():
         parse_idx(b"")
     with pytest.raises(IdxError, match=r"^my-name: "):
         parse_idx(b"\x00\x00\x08\x01\x00\x00\x00\x02\x00", "my-name")
+
+
+def test_resizing_the_read_only_arrays_of_idx_files_warns_of_nothing():
+    """IDX arrays are read-only views of the file's bytes: torch warns (over several lines, in preprocess's
+    log) of a tensor made on one without a copy."""
+    import warnings
+
+    from softmax_regression.data.splits import resize_images
+
+    images = np.frombuffer(np.arange(3 * 28 * 28, dtype=np.uint32).astype(np.uint8).tobytes(), np.uint8)
+    images = images.reshape(3, 28, 28)
+    assert not images.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resized = resize_images(images, 14)
+    assert resized.shape == (3, 14, 14) and resized.dtype == np.uint8

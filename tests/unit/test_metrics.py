@@ -235,7 +235,7 @@ def test_metrics_table_marks_every_value_with_its_model_and_metric():
     headers = [text for tag, _, text in cells[:5]]
     # only metrics some model has, in METRIC_LABELS order: no train_loss column
     assert headers == ["model", "test accuracy", "test loss (cross-entropy)", "macro F1",
-                       "validation accuracy (last epoch)"]
+                       "validation accuracy"]
     values = {(a["data-model"], a["data-metric"]): text for tag, a, text in cells if tag == "td" and a}
     assert all(a.get("class") == "metric" for tag, a, _ in cells if tag == "td" and a)
     assert values == {
@@ -304,3 +304,18 @@ def test_numpy_scores_agree_with_scikit_learn():
     np.testing.assert_array_equal(e.support, support)
     assert e.precision[9] == 0 and e.f1[9] == 0
     assert e.loss == pytest.approx(log_loss(labels, probabilities, labels=list(range(K))), abs=1e-12)
+
+
+def test_with_the_test_split_validating_the_columns_measured_on_it_say_so():
+    """data.val_size 0: the accuracy that picks the champion and the split T is fitted on are the test split's."""
+    from softmax_regression.data.splits import validation_split_name
+    from softmax_regression.reporting.page import METRIC_LABELS, metric_labels
+
+    assert metric_labels(validation_split_name(5000)) == METRIC_LABELS
+    metrics = {"baseline": {"test_accuracy": 0.845, "val_accuracy": 0.845, "temperature": 1.02}}
+    cells = parse_cells(metrics_table_html(metrics, metric_labels(validation_split_name(0))))
+    assert [text for _, _, text in cells[:4]] == ["model", "test accuracy",
+                                                  "test accuracy (validating: data.val_size is 0)",
+                                                  "T (fitted on the test split)"]
+    assert "| T (fitted on the test split) |" in render_markdown("T", metrics, [], [],
+                                                                   metric_labels(validation_split_name(0)))

@@ -322,13 +322,17 @@ def test_load_params_reads_yaml_nan_and_strings_as_yaml_types(tmp_path):
 
 
 NUMBER_SPELLINGS = ["1e-05", "1e5", "1E+3", "+1e2", "-2.5e-3", "1.0e-5", "1.e3", "0.1", "10", ".5e1", "1e", "e5",
-                    "1e-3x", ".inf", "0x1A"]
+                    "1e-3x", ".inf", "0x1A",
+                    # YAML 1.1 (PyYAML) reads these as octal, base 60, or booleans; 1.2 as decimal, or text
+                    "010", "-010", "08", "0o10", "1:30", "1:30.5", "12:60", "yes", "No", "on", "OFF", "y",
+                    "True", "0b11", "1_000", ".5e3", ".5e+3", "-.5", "0o8", "_1"]
 
 
 @pytest.mark.parametrize("spelling", NUMBER_SPELLINGS)
 def test_a_number_reads_as_dvc_reads_it(spelling):
-    """DVC reads params.yaml with ruamel's YAML 1.2, where ``1e-05`` is a number (PyYAML's YAML 1.1 makes it a
-    string): one file, one set of params."""
+    """DVC reads params.yaml with ruamel's YAML 1.2, where ``1e-05`` is a number and ``010`` is ten (PyYAML's
+    YAML 1.1 makes them a string and eight): one file, one set of params. ``data.seed: 010`` split by seed 8
+    while dvc.lock said 10, so setting 10 later reran nothing."""
     from ruamel.yaml import YAML
 
     from softmax_regression.params import parse_params_yaml

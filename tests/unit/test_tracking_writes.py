@@ -285,3 +285,76 @@ def test_a_project_whose_path_has_a_space_is_not_taken_for_a_copy(tmp_path, empt
         artifacts = mlflow.get_run(run_id).info.artifact_uri
         assert artifacts.startswith((copy / "mlruns").as_uri() + "/"), artifacts
         assert store.relocate_copied_store(uri, copy) is False
+
+
+def test_a_notebooks_experiment_in_the_projects_store_keeps_its_artifacts(tmp_path):
+    """Opened from a notebook in another folder, the project's store takes a new experiment's artifacts in
+    that folder's ./mlruns (MLflow's default): the next stage of the project leaves that experiment alone, as
+    it is no copied one (its folder is not in the project's mlruns/)."""
+    project, notebooks = tmp_path / "project", tmp_path / "notebooks"
+    project.mkdir()
+    with tracking_store(project) as uri:
+        store.experiment_id("project-experiment", project)
+        mine = mlflow.MlflowClient().create_experiment("my-notebook", (notebooks / "mlruns" / "2").as_uri())
+        with runs.tracked_run(experiment_id=mine, run_name="note") as run:
+            runs.log_bytes(b"hello", "note.txt")
+        assert not store.relocate_copied_store(uri, project)
+        store.experiment_id("project-experiment", project)  # what every stage runs first
+        where = mlflow.MlflowClient().get_run(run.info.run_id).info.artifact_uri
+        assert where.startswith((notebooks / "mlruns" / "2").as_uri())
+        assert Path(mlflow.artifacts.download_artifacts(f"{where}/note.txt", dst_path=str(tmp_path / "d"))
+                    ).read_bytes() == b"hello"
+
+
+def test_a_run_id_in_the_environment_is_not_resumed_by_a_stage(tmp_path, monkeypatch):
+    """`mlflow run` and wrappers set MLFLOW_RUN_ID: a stage's start_run would resume that run, in its own
+    experiment, and rename, tag and end it."""
+    with tracking_store(tmp_path):
+        elsewhere = mlflow.MlflowClient().create_experiment("someone-elses", (tmp_path / "theirs").as_uri())
+        foreign = mlflow.MlflowClient().create_run(elsewhere)
+    monkeypatch.setenv("MLFLOW_RUN_ID", foreign.info.run_id)
+    with tracking_store(tmp_path):
+        experiment = store.experiment_id("project", tmp_path)
+        with runs.tracked_run(experiment_id=experiment, run_name="scratch") as run:
+            pass
+    assert run.info.run_id != foreign.info.run_id and run.info.experiment_id == experiment
+
+
+def test_a_store_configured_in_a_process_is_not_taken_for_one_the_user_named(tmp_path):
+    """MLflow writes the URI it is pointed at into MLFLOW_TRACKING_URI: another project's reader in the same
+    process (a notebook loading two projects' champions) must open its own store."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    with tracking_store(first):
+        assert store.tracking_uri(second) == f"sqlite:///{second.resolve() / 'mlflow.db'}"
+
+
+def test_a_store_that_refuses_a_new_experiment_says_why(tmp_path):
+    """A failed create is taken for another process's win only if the experiment is then there."""
+    from mlflow.exceptions import MlflowException
+
+    def refuse(statement, parameters):
+        if statement.lstrip().upper().startswith("INSERT INTO EXPERIMENTS"):
+            raise PermissionError("refused by the store")
+
+    with tracking_store(tmp_path), before_each_statement(refuse):
+        with pytest.raises(MlflowException, match="refused by the store"):
+            store.experiment_id("refused", tmp_path)
+
+
+def test_a_store_of_another_mlflow_version_is_one_line_saying_how_to_upgrade_it(store_root):
+    """MLflow checks a store's schema and migrates none but a new one: after an MLflow upgrade the project's
+    store is of an older schema, which is no damaged file to move aside."""
+    import contextlib
+    import sqlite3
+
+    database = store_root / "mlflow.db"
+    with contextlib.closing(sqlite3.connect(database)) as con:
+        con.execute("UPDATE alembic_version SET version_num = 'bf29a5ff90ea'")
+        con.commit()
+    with pytest.raises(store.TrackingUnavailable) as info, tracking_store(store_root):
+        pass
+    assert str(info.value).startswith(f"MLflow store sqlite:///{database} was written by another MLflow version "
+                                      "(schema bf29a5ff90ea, this MLflow's is ")
+    assert str(info.value).endswith(f"): back it up and run `mlflow db upgrade sqlite:///{database}` if it is older, "
+                                    "or use the MLflow that wrote it")

@@ -54,7 +54,8 @@ def resize_images(images: np.ndarray, side: int, chunk: int = 2048) -> np.ndarra
 
     out = np.empty((len(images), side, side), dtype=np.uint8)
     for start in range(0, len(images), chunk):
-        x = torch.from_numpy(np.ascontiguousarray(images[start:start + chunk])).unsqueeze(1).float()
+        # a copy: the arrays of IDX files are read-only, and torch warns of a tensor that shares one
+        x = torch.tensor(images[start:start + chunk], dtype=torch.float32).unsqueeze(1)
         y = torch.nn.functional.interpolate(x, size=(side, side), mode="bilinear", antialias=True,
                                             align_corners=False)
         out[start:start + chunk] = y.round().clamp(0, 255).to(torch.uint8).squeeze(1).numpy()

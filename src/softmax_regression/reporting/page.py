@@ -6,11 +6,22 @@ import base64
 import html
 from dataclasses import dataclass, field
 
+from softmax_regression.data.splits import validation_split_name
+
 METRIC_LABELS = {"test_accuracy": "test accuracy", "test_loss": "test loss (cross-entropy)",
-                 "macro_f1": "macro F1", "val_accuracy": "validation accuracy (last epoch)",
+                 "macro_f1": "macro F1", "val_accuracy": "validation accuracy",
                  "train_loss": "train loss (last epoch)", "test_ece": "test ECE",
                  "test_ece_calibrated": "test ECE at temperature T", "temperature": "T (fitted on validation)",
                  "test_brier": "test Brier score"}
+
+
+def metric_labels(validation: str) -> dict[str, str]:
+    """The metrics tables' column labels; ``validation`` names the split that validated
+    (``validation_split_name``): with none split off, the two columns measured on the test split say so."""
+    if validation != validation_split_name(0):
+        return METRIC_LABELS
+    return {**METRIC_LABELS, "val_accuracy": "test accuracy (validating: data.val_size is 0)",
+            "temperature": "T (fitted on the test split)"}
 
 CALIBRATION_INTRO = (
     "The chapter's case for softmax: outputs that are probabilities, so the model says how sure it is. "
@@ -103,10 +114,10 @@ def png_data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def metrics_table_html(metrics: dict[str, dict[str, float]]) -> str:
+def metrics_table_html(metrics: dict[str, dict[str, float]], labels: dict[str, str] = METRIC_LABELS) -> str:
     """Models as rows, metrics as columns; every value carries data-model / data-metric for machines."""
-    columns = [c for c in METRIC_LABELS if any(c in m for m in metrics.values())]
-    head = "".join(f"<th>{html.escape(METRIC_LABELS[c])}</th>" for c in columns)
+    columns = [c for c in labels if any(c in m for m in metrics.values())]
+    head = "".join(f"<th>{html.escape(labels[c])}</th>" for c in columns)
     rows = []
     for model, values in metrics.items():
         cells = "".join(
@@ -162,10 +173,10 @@ def render_html(title: str, intro: str, sections: list[Section]) -> str:
 
 
 def render_markdown(title: str, metrics: dict[str, dict[str, float]], figures: list[tuple[str, str]],
-                    notes: list[str]) -> str:
+                    notes: list[str], labels: dict[str, str] = METRIC_LABELS) -> str:
     """A short summary: the metrics table and links to the figures written beside it."""
-    columns = [c for c in METRIC_LABELS if any(c in m for m in metrics.values())]
-    lines = [f"# {title}", "", "| model | " + " | ".join(METRIC_LABELS[c] for c in columns) + " |",
+    columns = [c for c in labels if any(c in m for m in metrics.values())]
+    lines = [f"# {title}", "", "| model | " + " | ".join(labels[c] for c in columns) + " |",
              "|---|" + "---|" * len(columns)]
     for model, values in metrics.items():
         lines.append(f"| {model} | " + " | ".join(f"{values[c]:.4f}" if c in values else "-" for c in columns) + " |")
@@ -184,6 +195,7 @@ def report_page(intro: str, metrics: dict[str, dict[str, float]], histories: dic
     """The report as ``(HTML page, Markdown summary)``: ``intro`` (HTML), the scores, the figures (by file
     name), each model's confusion matrix, its reliability diagram with a sentence on it (``calibration``),
     the worked examples and the data preview; ``validation``: the split that picked the best model."""
+    labels = metric_labels(validation)
     notes = [
         f"Best model on {validation}: {best} (validation accuracy {metrics[best]['val_accuracy']:.4f}).",
         *(sentence for _, sentence in calibration.values()),
@@ -192,7 +204,7 @@ def report_page(intro: str, metrics: dict[str, dict[str, float]], histories: dic
           for kind, history in histories.items()),
     ]
     sections = [
-        Section("Results on the test set", " ".join(notes), table_html=metrics_table_html(metrics)),
+        Section("Results on the test set", " ".join(notes), table_html=metrics_table_html(metrics, labels)),
         Section("Predictions", "The chapter's predict_ch3: test images titled with the true and the "
                 "predicted class.", [("predictions on the first test images", figures["predictions.png"])]),
         Section("Most confident mistakes", "Wrong predictions made with the highest probability: where "
@@ -214,5 +226,5 @@ def report_page(intro: str, metrics: dict[str, dict[str, float]], histories: dic
                 [("Fashion-MNIST training images", preview)]),
     ]
     page = render_html(TITLE, intro, sections)
-    summary = render_markdown(TITLE, metrics, [(name, f"figures/{name}") for name in figures], notes)
+    summary = render_markdown(TITLE, metrics, [(name, f"figures/{name}") for name in figures], notes, labels)
     return page, summary

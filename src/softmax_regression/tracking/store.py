@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import tempfile
 import urllib.error
 import urllib.parse
@@ -196,17 +197,26 @@ def _set_busy_timeout(connection, record) -> None:
 
 
 def configure(root: str | Path, existing: bool = False) -> str:
-    """Point MLflow at the store of ``root`` (:func:`tracking_uri`), checked, a SQLite one created or migrated."""
+    """Point MLflow at the store of ``root`` (:func:`tracking_uri`), checked, a new SQLite one created."""
     import mlflow
 
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # bars of one small file, in a stage's log
+    # A run id left by `mlflow run` or a wrapper: every start_run would resume that run, in its own experiment.
+    os.environ.pop("MLFLOW_RUN_ID", None)
     uri = tracking_uri(root)
     check_not_a_folder(uri)
     if uri.startswith(("http://", "https://")):
         check_server(uri)
+    named = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
+    # MLflow writes the URI into MLFLOW_TRACKING_URI too: the next configure in this process (another project's
+    # reader) would take it for one the user named and open this store
+    if named is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = named
     if uri.startswith("sqlite:"):
         check_sqlite_writable(uri, existing)
         wait_while_locked(uri)
@@ -231,7 +241,8 @@ def store_lock(uri: str) -> Iterator[None]:
 
 
 def initialize_sqlite_store(uri: str) -> None:
-    """Create or migrate a SQLite store under :func:`store_lock`; a file that is no MLflow database is one line."""
+    """Create a new SQLite store under :func:`store_lock` (MLflow migrates a store only as it creates it); a file
+    that is no MLflow database, or one of another MLflow version, is one line."""
     import mlflow
 
     with store_lock(uri):
@@ -242,6 +253,12 @@ def initialize_sqlite_store(uri: str) -> None:
             if reason and "database is locked" in reason[0]:  # locked again after the wait: the store is fine
                 raise TrackingUnavailable(f"MLflow store {uri} is locked by another process; the store itself is "
                                           "fine: retry once that process is done") from None
+            schema = re.search(r"found version (\w+), but expected (\w+)", str(exc))
+            if schema:  # MLflow migrates a store only as it creates it
+                raise TrackingUnavailable(
+                    f"MLflow store {uri} was written by another MLflow version (schema {schema[1]}, this MLflow's "
+                    f"is {schema[2]}): back it up and run `mlflow db upgrade {uri}` if it is older, or use the "
+                    "MLflow that wrote it") from None
             raise TrackingUnavailable(
                 f"MLflow store {uri} cannot be opened as an MLflow database ({reason[0] if reason else type(exc).__name__}); "
                 "move the file aside or point MLFLOW_TRACKING_URI at another store"
@@ -258,8 +275,9 @@ def relocate_copied_store(uri: str, root: str | Path) -> bool:
 
     MLflow keeps local artifact locations as absolute paths and has no API to change one: the ``mlflow.db`` of
     ``cp -a proj proj2`` sends proj2's runs to ``proj/mlruns/``. A store inside ``root`` is the project's, and
-    its locations under another ``mlruns/`` are rewritten to this one's; a store elsewhere is shared on purpose
-    and left alone (test_tracking.py copies a built project and reads its runs and champion)."""
+    the locations under the ``mlruns/`` of the experiments its stages made (:func:`experiment_folder`) are
+    rewritten to this one's; a store elsewhere is shared on purpose and left alone (test_tracking.py
+    copies a built project and reads its runs and champion; test_tracking_writes.py keeps a notebook's)."""
     import sqlite3
 
     path, root = sqlite_path(uri), Path(root).resolve()
@@ -268,10 +286,12 @@ def relocate_copied_store(uri: str, root: str | Path) -> bool:
     here, here_uri = str(root / "mlruns"), (root / "mlruns").as_uri()  # a URI's path is percent-encoded
     with store_lock(uri), contextlib.closing(sqlite3.connect(path)) as con:
         elsewhere = set()  # as stored: the prefixes to rewrite
-        for (location,) in con.execute("SELECT artifact_location FROM experiments"):
+        for name, location in con.execute("SELECT name, artifact_location FROM experiments"):
             stored = (location or "").removeprefix("file://")
             local = urllib.parse.unquote(stored) if (location or "").startswith("file://") else stored
-            if "/mlruns/" in local and not local.startswith(here + "/"):
+            # only an experiment a stage made (mlruns/<its folder>): one a notebook made in the store keeps its
+            # artifacts in that notebook's ./mlruns (MLflow's default), which is not the project's to move
+            if local.endswith(f"/mlruns/{experiment_folder(name)}") and not local.startswith(here + "/"):
                 elsewhere.add(stored[:stored.rindex("/mlruns/")] + "/mlruns")
         tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         for table, columns in ARTIFACT_COLUMNS.items():
@@ -306,6 +326,11 @@ def write_racing(write, *args) -> None:
         write(*args)
 
 
+def experiment_folder(name: str) -> str:
+    """The folder of ``mlruns/`` that holds the artifacts of the experiment ``name`` a stage creates."""
+    return hashlib.sha256(name.encode()).hexdigest()[:12]
+
+
 def experiment_id(name: str, root: str | Path) -> str:
     """The id of experiment ``name``, created if missing (artifacts in ``root/mlruns/`` for a local store)."""
     import mlflow
@@ -317,12 +342,14 @@ def experiment_id(name: str, root: str | Path) -> str:
     if experiment is None:
         location = None
         if not serves_artifacts(mlflow.get_tracking_uri()):
-            location = (Path(root).resolve() / "mlruns" / hashlib.sha256(name.encode()).hexdigest()[:12]).as_uri()
+            location = (Path(root).resolve() / "mlruns" / experiment_folder(name)).as_uri()
         try:
             return client.create_experiment(name, artifact_location=location,
                                             tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
-        except MlflowException:  # another process created it first (parallel workers)
+        except MlflowException:  # another process created it first (parallel workers), or the store refused
             experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
     if experiment.lifecycle_stage == "deleted":  # MLflow: "must be in the 'active' state", at the first run
         raise TrackingUnavailable(
             f"MLflow store {mlflow.get_tracking_uri()}: experiment {name!r} (id {experiment.experiment_id}) is "
