@@ -221,6 +221,20 @@ def test_a_grid_point_whose_worker_stopped_in_mid_trial_runs_when_a_worker_start
     assert sorted(p["train.lr"] for p in points_of(study).values()) == [0.05, 0.1, 0.2]
 
 
+def test_a_joiner_beats_as_the_studys_creator_does_whatever_its_search_file_says(tmp_path, caplog):
+    """The heartbeat is not the search space (a clone may change it), but a joiner that waited a shorter grace
+    than the creator beats would fail the creator's live trials: every worker keeps the creator's."""
+    creator = load_search(write_search(tmp_path, heartbeat=60), BASE)
+    study, created = open_study(creator, storage(tmp_path))
+    assert created
+    joiner = load_search(write_search(tmp_path, heartbeat=1), BASE)
+    joined_storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}", lambda trial: None, joiner.heartbeat)
+    with caplog.at_level("INFO", logger="softmax_regression.tuning.study"):
+        open_study(joiner, joined_storage)
+    assert (joined_storage.heartbeat_interval, joined_storage.grace_period) == (60, 240)
+    assert "study 's' beats every 60 s, as its creator set (not the search file's 1 s)" in caplog.text
+
+
 def test_a_worker_whose_trial_another_worker_failed_drops_its_result_and_goes_on(tmp_path, caplog):
     """A worker paused past the grace period (Ctrl-Z, a suspended machine) finds, as it resumes, its trial failed
     by another worker and queued again: it drops the result and runs the next trial, where Optuna would stop it

@@ -36,6 +36,8 @@ GRACE_HEARTBEATS = 4
 """A running trial that missed this many heartbeats (``Search.heartbeat`` apart) is taken for dead."""
 MAX_RETRIES = 2
 SEARCH_DIGEST = "search_digest"
+HEARTBEAT = "heartbeat"
+"""The study's user attribute holding its creator's heartbeat, which every worker keeps (see :func:`open_study`)."""
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -134,8 +136,11 @@ def _open_storage(url: str, on_dead_trial: Callable[[FrozenTrial], None], heartb
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
 
+    storage = None
+
     def dead(study: optuna.Study, trial: FrozenTrial) -> None:
-        log.warning("trial %d sent no heartbeat for %g s: failed, and queued again", trial.number, grace)
+        log.warning("trial %d sent no heartbeat for %g s: failed, and queued again", trial.number,
+                    storage.grace_period)  # the study's own (open_study)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             retry(study, trial)
@@ -148,8 +153,9 @@ def _open_storage(url: str, on_dead_trial: Callable[[FrozenTrial], None], heartb
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return HeartbeatStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=grace,
-                                        heartbeat_stale_trial_callback=dead)
+                storage = HeartbeatStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
+                                           grace_period=grace, heartbeat_stale_trial_callback=dead)
+                return storage
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             # Workers starting together on a new database all create its tables; PostgreSQL lets one win and
             # fails the others (a duplicate type name). The tables exist then: try again.
@@ -231,6 +237,7 @@ def open_study(search: Search, storage: optuna.storages.BaseStorage, create: boo
             raise optuna.exceptions.DuplicatedStudyError()
         study = optuna.create_study(storage=storage, study_name=search.study, direction="maximize",
                                     sampler=sampler(search), pruner=pruner(search))
+        study.set_user_attr(HEARTBEAT, search.heartbeat)
         study.set_user_attr(SEARCH_DIGEST, search.digest)
         return study, True
     except optuna.exceptions.DuplicatedStudyError:
@@ -243,6 +250,12 @@ def open_study(search: Search, storage: optuna.storages.BaseStorage, create: boo
     if digest != search.digest:
         raise SearchError(f"study {search.study!r} was created from another search space or params.yaml (the "
                           "train and data keys the search does not set); give the study a new name in the search file")
+    beat = study.user_attrs.get(HEARTBEAT)
+    if beat is not None and beat != search.heartbeat and isinstance(storage, optuna.storages.RDBStorage):
+        # a worker that beat slower than the others wait for would have its live trials failed and run again
+        log.info("study %r beats every %g s, as its creator set (not the search file's %g s)", search.study, beat,
+                 search.heartbeat)
+        storage.heartbeat_interval, storage.grace_period = beat, GRACE_HEARTBEATS * beat
     return study, False
 
 
