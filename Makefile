@@ -110,5 +110,5 @@ team-stack-up: install ## start a team stack on this machine; prints the lines t
 team-stack-down: ## stop the team stack
 	$(abspath $(VENV))/bin/python deploy/team_stack.py down --dir $(STACK_DIR)
 
-clean: ## remove the pipeline's outputs (data, models, reports); the DVC cache keeps them
+clean: ## remove the pipeline's outputs (data, models, reports; the DVC cache keeps them) and reports/pr
 	rm -rf data models reports

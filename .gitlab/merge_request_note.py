@@ -1,9 +1,10 @@
 """Post the pipeline report as one note on the merge request, or update the note an earlier push posted.
 
-Run by .gitlab-ci.yml's `note` job: `python3 .gitlab/merge_request_note.py reports/pr/report.md`. Reads
+Run by .gitlab-ci.yml's `note` job: `python3 .gitlab/merge_request_note.py reports/pr/comment.md`. Reads
 GitLab's CI variables (CI_API_V4_URL, CI_PROJECT_ID, CI_MERGE_REQUEST_IID, CI_PIPELINE_URL) and
-PR_REPORT_TOKEN, a token with the `api` scope (CI_JOB_TOKEN cannot write notes). Only the standard
-library: the job installs nothing.
+PR_REPORT_TOKEN, a token with the `api` scope (CI_JOB_TOKEN cannot write notes); without it, says so and
+posts nothing. A report that is not there (the rebuild failed) is a note saying so, not the last push's
+report left standing. Only the standard library: the job installs nothing.
 """
 
 from __future__ import annotations
@@ -27,15 +28,20 @@ def api(method: str, url: str, token: str, body: dict | None = None):
 
 def main(report: str) -> int:
     env = os.environ
-    missing = [name for name in ("CI_API_V4_URL", "CI_PROJECT_ID", "CI_MERGE_REQUEST_IID", "PR_REPORT_TOKEN")
-               if not env.get(name)]
+    if not env.get("PR_REPORT_TOKEN"):
+        print("merge_request_note: PR_REPORT_TOKEN is not set: the report stays in the job's artifacts")
+        return 0
+    missing = [name for name in ("CI_API_V4_URL", "CI_PROJECT_ID", "CI_MERGE_REQUEST_IID") if not env.get(name)]
     if missing:
         print(f"merge_request_note: error: {', '.join(missing)} not set", file=sys.stderr)
         return 2
     notes_url = (f"{env['CI_API_V4_URL']}/projects/{env['CI_PROJECT_ID']}/merge_requests/"
                  f"{env['CI_MERGE_REQUEST_IID']}/notes")
-    body = (f"{MARKER}\n{Path(report).read_text()}\n"
-            f"The figures are in the artifacts of [this pipeline]({env.get('CI_PIPELINE_URL', '')}).")
+    pipeline = env.get("CI_PIPELINE_URL", "")
+    body = (f"{MARKER}\n{Path(report).read_text()}\nThe figures, base and head side by side, are in the artifacts "
+            f"of [this pipeline]({pipeline})." if Path(report).is_file() else
+            f"{MARKER}\nThe pipeline did not rebuild, so there is no report for this push: see "
+            f"[this pipeline]({pipeline}).")
     token = env["PR_REPORT_TOKEN"]
     notes = api("GET", f"{notes_url}?per_page=100&sort=asc", token)
     mine = next((note for note in notes if MARKER in note.get("body", "")), None)

@@ -12,7 +12,9 @@ The base's outputs are read from the DVC cache through the base's dvc.lock.
 Where the cache lacks them (a CI runner that pulled nothing), the base is
 rebuilt in a temporary clone that shares this project's cache.
 
-Writes OUT/report.md and the figures beside it (base-*.png, head-*.png), all
+Writes OUT/report.md and the figures beside it (base-*.png, head-*.png), and
+OUT/comment.md, the same without the figures (what a job summary or a pull
+request comment shows: images linked beside a file render nowhere there), all
 renamed into place together. Nothing leaves the machine: posting the report
 is the CI job's business.
 """
@@ -171,8 +173,9 @@ def change(base: float | None, head: float | None) -> str:
     return "0" if head == base else f"{head - base:+.4f}"
 
 
-def render(params: dict, base: Side, head: Side, lock_lines: list[str], reproduced: str) -> str:
-    """The report's Markdown; the figures are linked as the files beside it."""
+def render(params: dict, base: Side, head: Side, lock_lines: list[str], reproduced: str,
+           figures: bool = True) -> str:
+    """The report's Markdown; the figures are linked as the files beside it, or (``figures`` off) left out."""
     lines = [f"# Pipeline report: {base.revision} -> {head.revision}", "",
              f"Base `{base.revision}`, head `{head.revision}` (the workspace, as built).", "",
              "## Reproducibility", ""]
@@ -189,9 +192,11 @@ def render(params: dict, base: Side, head: Side, lock_lines: list[str], reproduc
     lines += ["", "## Metrics", "", "| model | metric | base | head | change |", "|---|---|---|---|---|"]
     lines += [f"| {kind} | {metric} | {number(b)} | {number(h)} | {change(b, h)} |"
               for kind, metric, b, h in metrics_rows(base.scores, head.scores)]
-    lines += ["", champion_line(base.scores, head.scores), "", "## Figures", "", "| base | head |", "|---|---|"]
-    lines += [f"| {figure_cell(base, name)} | {figure_cell(head, name)} |"
-              for name in figure_paths(MODEL_KINDS) if name in base.figures or name in head.figures]
+    lines += ["", champion_line(base.scores, head.scores)]
+    if figures:
+        lines += ["", "## Figures", "", "| base | head |", "|---|---|"]
+        lines += [f"| {figure_cell(base, name)} | {figure_cell(head, name)} |"
+                  for name in figure_paths(MODEL_KINDS) if name in base.figures or name in head.figures]
     return "\n".join(lines) + "\n"
 
 
@@ -200,15 +205,20 @@ def figure_cell(side: Side, name: str) -> str:
     return f"![{side.name} {name}]({side.name}-{name})" if name in side.figures else f"(not in the {side.name})"
 
 
+REPORT_FILES = ("report.md", "comment.md")
+"""The report with its figures, and without them (for a job summary or a comment)."""
+
+
 def check_out_dir(out: Path) -> None:
-    """The report replaces the whole of ``out``: a folder that holds anything but an earlier report (``report.md``,
-    ``base-*`` and ``head-*`` figures) is refused before any work, so ``--out reports`` loses nothing."""
+    """The report replaces the whole of ``out``: a folder that holds anything but an earlier report
+    (:data:`REPORT_FILES`, ``base-*`` and ``head-*`` figures) is refused before any work, so ``--out reports``
+    loses nothing."""
     if not out.exists():
         return
     if not out.is_dir():
         raise ReportError(f"--out {out} is a file; name a folder for the report")
     foreign = sorted(p.name for p in out.iterdir()
-                     if not (p.is_file() and (p.name == "report.md" or p.name.startswith(("base-", "head-")))))
+                     if not (p.is_file() and (p.name in REPORT_FILES or p.name.startswith(("base-", "head-")))))
     if foreign:
         raise ReportError(f"--out {out} holds {', '.join(foreign[:3])}{' and more' if len(foreign) > 3 else ''}, "
                           "which are not a PR report's, and the report replaces the folder: name a new or empty one")
@@ -227,7 +237,8 @@ def reproduction(differing: list[str], checks: list) -> str:
 @click.command(help=__doc__)
 @click.option("--base", "base_rev", default="main", show_default=True, help="The revision to compare against.")
 @click.option("--out", "out_dir", default="reports/pr", show_default=True, type=click.Path(file_okay=False),
-              help="The folder report.md and its figures go to (replaced whole: new, or an earlier report).")
+              help="The folder report.md, its figures and comment.md go to (replaced whole: new, or an earlier "
+                   "report).")
 @verbose_option
 @stage_main("pr-report", pinned=False)
 def main(base_rev: str, out_dir: str) -> None:
@@ -251,13 +262,14 @@ def main(base_rev: str, out_dir: str) -> None:
     params = dvc_json(project, "params", "diff", base_commit)
     reproduced = reproduction(differing, checks)
 
-    page = render(params, base, head, lock_lines, reproduced)
+    page, comment = (render(params, base, head, lock_lines, reproduced, figures) for figures in (True, False))
     with StagedOutputs() as outputs:
         folder = outputs.directory(Path(out_dir))
         for side in (base, head):
             for name, png in side.figures.items():
                 (folder / f"{side.name}-{name}").write_bytes(png)
         (folder / "report.md").write_text(page)
+        (folder / "comment.md").write_text(comment)
         outputs.commit()
     log.info("wrote %s/report.md (%d figures)", out_dir, len(base.figures) + len(head.figures))
 

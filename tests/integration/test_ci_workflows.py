@@ -145,7 +145,9 @@ def test_the_github_jobs_run_step_by_step(pull_request, tmp_path):
     assert "dvc.lock matches" in check["dvc.lock matches the code and params"]
     run_job(pull_request, github_commands(workflow["jobs"]["reproduce"], artifacts), env)
     report = (artifacts / "pipeline-report" / "report.md").read_text()
-    assert summary.read_text() == report
+    # the summary (and the comment) without the figures, which render there as broken links
+    comment = (artifacts / "pipeline-report" / "comment.md").read_text()
+    assert summary.read_text() == comment and "![" not in comment and report.startswith(comment.rstrip("\n"))
     assert "- lock check: dvc.lock matches" in report
     assert "- rebuild: the workspace holds the committed outs" in report
     assert len(list((artifacts / "pipeline-report").glob("*.png"))) == 10
@@ -164,6 +166,8 @@ def test_the_gitlab_jobs_are_the_github_jobs_and_run(pull_request, tmp_path):
     assert_unit_tests_ran(check["check"])
     run_job(pull_request, [("reproduce", "\n".join(gitlab_commands(config, "reproduce")))], env)
     assert "- rebuild: the workspace holds the committed outs" in (pull_request / "reports/pr/report.md").read_text()
+    assert config["note"]["script"] == ["python3 .gitlab/merge_request_note.py reports/pr/comment.md"]
+    assert (pull_request / "reports/pr/comment.md").is_file()
     assert config["reproduce"]["artifacts"]["paths"] == ["reports/pr/"]
 
 
@@ -211,15 +215,23 @@ def test_the_merge_request_note_is_posted_once_then_updated(tmp_path):
         report = tmp_path / "report.md"
         env = clean_env(CI_API_V4_URL=f"http://127.0.0.1:{server.server_port}/api/v4", CI_PROJECT_ID="12",
                         CI_MERGE_REQUEST_IID="3", PR_REPORT_TOKEN="secret", CI_PIPELINE_URL="http://ci/p/1")
+        note = [sys.executable, str(PROJECT_ROOT / ".gitlab/merge_request_note.py"), str(report)]
         for text in ("first report", "second report"):
             report.write_text(text)
-            result = run([sys.executable, str(PROJECT_ROOT / ".gitlab/merge_request_note.py"), str(report)],
-                         tmp_path, env=env, check=False)
+            result = run(note, tmp_path, env=env, check=False)
             assert result.returncode == 0, result.stderr
+        assert len(notes) == 1 and "second report" in notes[0]["body"] and "<!-- pipeline-report -->" in notes[0]["body"]
+        report.unlink()  # the next push did not rebuild: its note says so, not the last report
+        assert run(note, tmp_path, env=env, check=False).returncode == 0
+        assert "did not rebuild" in notes[0]["body"] and "second report" not in notes[0]["body"]
+        without = run(note, tmp_path, env={**env, "PR_REPORT_TOKEN": ""}, check=False)  # no token: nothing sent
+        assert (without.returncode, without.stdout.strip()) == (
+            0, "merge_request_note: PR_REPORT_TOKEN is not set: the report stays in the job's artifacts")
     finally:
         server.shutdown()
     assert [(method, path.split("?")[0]) for method, path, _ in calls] == [
         ("GET", "/api/v4/projects/12/merge_requests/3/notes"), ("POST", "/api/v4/projects/12/merge_requests/3/notes"),
-        ("GET", "/api/v4/projects/12/merge_requests/3/notes"), ("PUT", "/api/v4/projects/12/merge_requests/3/notes/7")]
+        *[("GET", "/api/v4/projects/12/merge_requests/3/notes"),
+          ("PUT", "/api/v4/projects/12/merge_requests/3/notes/7")] * 2]
     assert {token for _, _, token in calls} == {"secret"}
-    assert len(notes) == 1 and "second report" in notes[0]["body"] and "<!-- pipeline-report -->" in notes[0]["body"]
+    assert len(notes) == 1

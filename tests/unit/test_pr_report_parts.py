@@ -160,6 +160,9 @@ def test_a_figure_only_one_side_has_shows_with_a_gap_on_the_other(base_kinds, he
 
     page = render({}, side("base", base_kinds), side("head", head_kinds), [], "identical")
     assert page.split("## Figures\n")[1] == FIGURES + baseline_row
+    # a job summary or a comment, where the files beside the report are nowhere: the same without figures
+    comment = render({}, side("base", base_kinds), side("head", head_kinds), [], "identical", figures=False)
+    assert page.startswith(comment.rstrip("\n")) and "![" not in comment and "## Figures" not in comment
 
 
 def base_in_cache(tmp_path, monkeypatch, kinds, confusion):
@@ -213,7 +216,7 @@ def test_the_out_folder_may_be_new_or_an_earlier_report_only(tmp_path):
     earlier = tmp_path / "pr"
     earlier.mkdir()
     pr_report.check_out_dir(earlier)  # empty
-    for name in ("report.md", "base-scratch_curves.png", "head-confusion_baseline.png"):
+    for name in ("report.md", "comment.md", "base-scratch_curves.png", "head-confusion_baseline.png"):
         (earlier / name).write_bytes(b"x")
     pr_report.check_out_dir(earlier)
     (earlier / "notes.txt").write_text("mine")
