@@ -128,7 +128,9 @@ def join_study(search_path: str, params_path: str, create: bool = True):
 
 def parent_run(study, search, experiment_id: str, url: str, created: bool) -> str:
     """The study's MLflow run, the parent of every trial's: made by the study's creator, or by a joiner that
-    finds none after a while (the creator stopped between making the study and its run: Ctrl-C, a store away)."""
+    finds none after a while (the creator stopped between making the study and its run: Ctrl-C, a store away).
+    Where several made one (joiners whose creator stopped, a creator slower than their wait), the earliest
+    running one is the study's, and the others are deleted."""
     import mlflow
 
     from softmax_regression.tuning.study import shown, wait_for_attr
@@ -139,16 +141,23 @@ def parent_run(study, search, experiment_id: str, url: str, created: bool) -> st
         except SearchError:
             log.warning("study %r has no MLflow run: its creator stopped before making it; making it here",
                         search.study)
-    parent = mlflow.MlflowClient().create_run(experiment_id, run_name=f"study {search.study}", tags={
-        STUDY_TAG: search.study, "optuna.storage": shown(url), "optuna.search_digest": search.digest})
-    mlflow.MlflowClient().log_batch(parent.info.run_id, params=[
+    client = mlflow.MlflowClient()
+    tags = {STUDY_TAG: search.study, "optuna.storage": shown(url), "optuna.search_digest": search.digest}
+    made = client.create_run(experiment_id, run_name=f"study {search.study}", tags=tags).info.run_id
+    client.log_batch(made, params=[
         mlflow.entities.Param(key, str(value)) for key, value in
         {"trials": search.trials, "sampler": search.sampler, "seed": search.seed, "pruner": search.pruner,
          **search.fixed, **{f"space.{key}": spec for key, spec in search.space.items()}}.items()])
-    study.set_user_attr(PARENT_RUN, parent.info.run_id)
+    made_by_all = client.search_runs(
+        [experiment_id], f"tags.`{STUDY_TAG}` = '{search.study}' and tags.`optuna.search_digest` = '{search.digest}' "
+        "and attributes.status = 'RUNNING'")
+    parent = min(made_by_all, key=lambda run: (run.info.start_time, run.info.run_id)).info.run_id
+    if parent != made:
+        client.delete_run(made)
+    study.set_user_attr(PARENT_RUN, parent)
     if created:
-        log.info("created study %r in %s, MLflow run %s", search.study, shown(url), parent.info.run_id)
-    return parent.info.run_id
+        log.info("created study %r in %s, MLflow run %s", search.study, shown(url), parent)
+    return parent
 
 
 def end_dead_trial_run(search, trial) -> None:

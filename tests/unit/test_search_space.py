@@ -24,14 +24,12 @@ from softmax_regression.tuning.space import (
 from softmax_regression.tuning.study import (
     FINISHED,
     HeartbeatStorage,
-    TrialTakenOver,
     counts,
     database_error,
     open_storage,
     open_study,
     ranked,
     sampler,
-    taken_over,
     work,
 )
 from support import PROJECT_ROOT
@@ -238,25 +236,28 @@ def test_a_joiner_beats_as_the_studys_creator_does_whatever_its_search_file_says
 def test_a_worker_whose_trial_another_worker_failed_drops_its_result_and_goes_on(tmp_path, caplog):
     """A worker paused past the grace period (Ctrl-Z, a suspended machine) finds, as it resumes, its trial failed
     by another worker and queued again: it drops the result and runs the next trial, where Optuna would stop it
-    with an error of its own ("Should not reach")."""
+    with an error of its own ("Cannot tell a FAIL trial", "Should not reach"). Paused in mid-training, it learns
+    of it at its next report; paused after its last one, as it returns."""
     search = load_search(write_search(tmp_path, trials=3), BASE)
     study, other = (open_study(search, storage(tmp_path))[0] for _ in range(2))
 
-    def paused_in_trial_0(trial):
+    pauses = ["in mid-training", "after the last epoch"]
+
+    def paused(trial):
         lr = suggest(trial, search)["train.lr"]
-        if trial.number == 0:  # meanwhile the other worker failed it, as its heartbeat stopped, and queued it again
+        if pauses:  # meanwhile the other worker failed the trial, as its heartbeat stopped, and queued it again
             other._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
             other.enqueue_trial(trial.params)
-            assert taken_over(trial)
-            raise TrialTakenOver(f"trial {trial.number}")
-        assert not taken_over(trial)
+            if pauses.pop(0) == "in mid-training":
+                trial.report(lr, 1)  # Optuna refuses a report to a finished trial
         return lr
 
     with caplog.at_level("WARNING", logger="softmax_regression.tuning.study"):
-        assert work(study, paused_in_trial_0, 3, poll=0.05) == 3
-    assert [t.state.name for t in study.get_trials()] == ["FAIL", "COMPLETE", "COMPLETE", "COMPLETE"]
-    assert study.trials[1].params == study.trials[0].params  # the queued point ran first
-    assert "trial 0 was failed by another worker" in caplog.text
+        assert work(study, paused, 3, poll=0.05) == 3
+    # trial 1 is trial 0 queued again (and taken over again), trial 2 trial 1 queued again
+    assert [t.state.name for t in study.get_trials()] == ["FAIL", "FAIL", "COMPLETE", "COMPLETE", "COMPLETE"]
+    assert study.trials[0].params == study.trials[1].params == study.trials[2].params
+    assert "trial 0 was failed by another worker" in caplog.text and "trial 1 was failed" in caplog.text
 
 
 def test_workers_end_the_study_with_exactly_its_trials_and_a_joiner_of_another_search_is_refused(tmp_path):
@@ -543,3 +544,10 @@ def test_a_study_whose_creator_stopped_before_its_mlflow_run_gets_it_from_the_ne
         parent = mlflow.MlflowClient().get_run(parent_id)
         assert parent.info.experiment_id == experiment_id and parent.data.tags[tune.STUDY_TAG] == "s"
         assert tune.join_study(path, params)[4] == parent_id  # found by the workers after it
+        # another joiner that gave up waiting at the same moment made one too: the earlier one is the study's
+        client, search = mlflow.MlflowClient(), load_search(path, BASE)
+        url = f"sqlite:///{store_root}/optuna.db"
+        assert tune.parent_run(study, search, experiment_id, url, created=True) == parent_id
+        studies = client.search_runs([experiment_id], run_view_type=mlflow.entities.ViewType.ALL)
+        assert sorted(run.info.lifecycle_stage for run in studies) == ["active", "deleted"]
+        assert study.user_attrs[tune.PARENT_RUN] == parent_id

@@ -64,7 +64,9 @@ def test_a_nan_in_the_rebuilt_weights_is_drift_wherever_it_is():
     ("reports/train/scratch_history.csv", b"epoch,train_loss,train_acc,val_acc\n1,0.80\n2,0.578,0.8108,0.81\n"),
     ("reports/train/scratch_history.csv", b"epoch,train_loss,train_acc,val_acc\n1,0.80,0.7402,0.7922,9\n"
                                           b"2,0.578,0.8108,0.81\n"),
-], ids=["metrics null", "metrics a number", "a short row", "a long row"])
+    ("reports/train/scratch_history.csv", b"epoch,train_loss,train_acc,val_acc\n1,0.80,0.7402,0.7922\n"
+                                          b"2,0.578,0.8108,0.81,9\n"),
+], ids=["metrics null", "metrics a number", "a short row", "a long row", "a long later row"])
 def test_a_malformed_rebuilt_metrics_or_history_file_is_drift_not_a_traceback(path, rebuilt):
     committed = (metrics() if path.endswith(".json") else
                  b"epoch,train_loss,train_acc,val_acc\n1,0.80,0.7402,0.7922\n2,0.578,0.8108,0.81\n")

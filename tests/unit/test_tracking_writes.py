@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -318,6 +319,10 @@ def test_a_run_id_in_the_environment_is_not_resumed_by_a_stage(tmp_path, monkeyp
         with runs.tracked_run(experiment_id=experiment, run_name="scratch") as run:
             pass
     assert run.info.run_id != foreign.info.run_id and run.info.experiment_id == experiment
+    with tracking_store(tmp_path):
+        monkeypatch.setenv("MLFLOW_RUN_ID", foreign.info.run_id)
+        store.configure(tmp_path, existing=True)  # a reader (a notebook loading a model) keeps its caller's run
+        assert os.environ["MLFLOW_RUN_ID"] == foreign.info.run_id
 
 
 def test_a_store_configured_in_a_process_is_not_taken_for_one_the_user_named(tmp_path):

@@ -197,7 +197,7 @@ def report_page(intro: str, metrics: dict[str, dict[str, float]], histories: dic
     the worked examples and the data preview; ``validation``: the split that picked the best model."""
     labels = metric_labels(validation)
     notes = [
-        f"Best model on {validation}: {best} (validation accuracy {metrics[best]['val_accuracy']:.4f}).",
+        f"Best model on {validation}: {best} ({labels['val_accuracy']} {metrics[best]['val_accuracy']:.4f}).",
         *(sentence for _, sentence in calibration.values()),
         *(chapter_bar(kind, {"train loss": history[-1].train_loss, "train accuracy": history[-1].train_acc,
                              "test accuracy": metrics[kind]["test_accuracy"]})

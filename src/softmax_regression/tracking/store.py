@@ -203,8 +203,8 @@ def configure(root: str | Path, existing: bool = False) -> str:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # bars of one small file, in a stage's log
-    # A run id left by `mlflow run` or a wrapper: every start_run would resume that run, in its own experiment.
-    os.environ.pop("MLFLOW_RUN_ID", None)
+    if not existing:  # a writer's: a run id left by `mlflow run` or a wrapper would make every start_run resume
+        os.environ.pop("MLFLOW_RUN_ID", None)  # that run, in its own experiment (a reader keeps its caller's)
     uri = tracking_uri(root)
     check_not_a_folder(uri)
     if uri.startswith(("http://", "https://")):

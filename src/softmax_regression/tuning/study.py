@@ -305,10 +305,15 @@ def work(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_tria
     def guarded(trial: optuna.Trial) -> float:
         check_not_surplus(study, trial, n_trials)
         try:
-            return objective(trial)
-        except TrialTakenOver:
-            taken.append(trial.number)
-            raise
+            value = objective(trial)
+        except Exception:  # a report or an attribute written to the trial once it was failed, or the objective's
+            if not taken_over(trial):
+                raise
+        else:
+            if not taken_over(trial):
+                return value
+        taken.append(trial.number)
+        raise TrialTakenOver(f"trial {trial.number}")
 
     ran = 0
     while True:
