@@ -90,7 +90,7 @@ def test_with_the_test_split_as_validation_evaluate_warns_and_the_report_says_so
     test_split = "the test split itself (data.val_size is 0: no validation split)"
     assert re.search(rf"Best model on {re.escape(test_split)}: \w+ \(test accuracy \(validating: data.val_size is 0\) "
                      r"0\.\d{4}\)\.", page)
-    assert "<th>T (fitted on the test split)</th>" in page and "validation accuracy" not in page
+    assert "<th>T (fitted on the test split)</th>" in page and "<th>validation accuracy</th>" not in page
     for name in SCORED:
         assert re.search(rf"The {name} model is (over|under)-confident: [^;<]+; the temperature [\d.]+, fitted on {re.escape(test_split)}, "
                          "brings the test ECE", page), name
