@@ -49,7 +49,7 @@ TUNED_EXPERIMENT = "tuned"
 PARENT_RUN = "mlflow_parent_run"
 """The study's user attribute holding its MLflow run, the parent of every trial's."""
 PARENT_RUN_WAIT = 60.0
-"""Seconds a joiner waits for the study's creator to make its MLflow run (it takes one or two) before making it."""
+"""Seconds a joiner waits for the study's creator to make its MLflow run (a few requests) before making it."""
 STUDY_TAG, TRIAL_TAG, STATE_TAG, HOST_TAG, WORKER_TAG = "optuna.study", "optuna.trial", "optuna.state", "host", "worker"
 LOG_SECONDS = "mlflow_log_seconds"
 """The trial's user attribute holding the duration of each of its per-epoch MLflow log calls."""

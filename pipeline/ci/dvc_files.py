@@ -31,13 +31,17 @@ def parse_stages(text: str, where: str) -> dict:
     return stages
 
 
-def read_stages(path: Path) -> dict:
-    """The ``stages`` mapping of the dvc.yaml or dvc.lock at ``path``."""
+def read_text(path: Path) -> str:
+    """The text of a pipeline file; one that cannot be read is a :class:`CheckError` naming it."""
     try:
-        text = path.read_text()
+        return path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise CheckError(f"{path} cannot be read: {one_line(exc)}") from None
-    return parse_stages(text, str(path))
+
+
+def read_stages(path: Path) -> dict:
+    """The ``stages`` mapping of the dvc.yaml or dvc.lock at ``path``."""
+    return parse_stages(read_text(path), str(path))
 
 
 def parse_lock(text: str, where: str) -> dict:
@@ -55,11 +59,7 @@ def parse_lock(text: str, where: str) -> dict:
 
 def read_lock(path: Path) -> dict:
     """The stages of the dvc.lock at ``path`` (:func:`parse_lock`)."""
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CheckError(f"{path} cannot be read: {one_line(exc)}") from None
-    return parse_lock(text, str(path))
+    return parse_lock(read_text(path), str(path))
 
 
 def declared_outs(stage: dict) -> set[str]:
