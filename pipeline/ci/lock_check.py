@@ -29,9 +29,9 @@ EXIT_STALE = 1
 EXIT_ERROR = 2
 
 
-def stage_outs(project: Path) -> set[str]:
-    """Every path dvc.yaml declares as an out, metric or plot of a stage."""
-    return set().union(*map(declared_outs, read_stages(project / "dvc.yaml").values()))
+def stage_outs(stages: dict) -> set[str]:
+    """Every path dvc.yaml's ``stages`` declare as an out, metric or plot."""
+    return set().union(*map(declared_outs, stages.values()))
 
 
 def dvc_status(project: Path) -> dict:
@@ -85,7 +85,7 @@ def check(project: Path) -> list[str]:
         raise CheckError(f"{project} has no dvc.lock: run `dvc repro` and commit it")
     locked, defined = read_lock(project / "dvc.lock"), read_stages(project / "dvc.yaml")
     lines = [f"stale: {gap}" for gap in unlocked(defined, locked)]
-    for what, stages in sorted(stale_entries(dvc_status(project), stage_outs(project), set(locked)).items()):
+    for what, stages in sorted(stale_entries(dvc_status(project), stage_outs(defined), set(locked)).items()):
         lines.append(f"stale: {what}; reruns {', '.join(sorted(set(stages)))}")
     return lines
 

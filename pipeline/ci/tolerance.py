@@ -123,11 +123,10 @@ def compare_tables(committed: bytes, rebuilt: bytes) -> Verdict:
     a, b = (list(csv.DictReader(io.StringIO(data.decode()))) for data in (committed, rebuilt))
     if len(a) != len(b):
         return Verdict(DRIFT, f"{len(b)} rows, committed {len(a)}")
-    for row, (x, y) in enumerate(zip(a, b), start=1):  # a long row keeps its extra cells under the key None
-        if x.keys() != y.keys():
-            return Verdict(DRIFT, f"row {row}: columns {', '.join(map(str, y))}, committed {', '.join(map(str, x))}")
     verdict = Verdict(IDENTICAL)
     for row, (x, y) in enumerate(zip(a, b), start=1):
+        if x.keys() != y.keys():  # a long row keeps its extra cells under the key None
+            return Verdict(DRIFT, f"row {row}: columns {', '.join(map(str, y))}, committed {', '.join(map(str, x))}")
         for column in x:
             try:
                 verdict = verdict.worse(compare_numbers(f"{column} (row {row})", float(x[column]), float(y[column])))

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.ci.dvc_files import read_stages  # noqa: E402
 from pipeline.ci.lock_check import stage_outs, stale_entries  # noqa: E402  (support puts the project on sys.path)
 from support import PROJECT_ROOT, clean_env, clean_environment, clone_project, dvc_repo, run
 
@@ -306,7 +307,8 @@ def test_stage_outs_lists_outs_metrics_and_plots(tmp_path):
             cmd: b
             deps: [models/a.pt]
     """))
-    assert stage_outs(tmp_path) == {"models/a.pt", "data/cached", "metrics.json", "reports/curve.csv"}
+    assert stage_outs(read_stages(tmp_path / "dvc.yaml")) == {"models/a.pt", "data/cached", "metrics.json",
+                                                             "reports/curve.csv"}
 
 
 def test_stale_entries_keeps_code_params_and_commands_only():
